@@ -1,0 +1,30 @@
+//! Frozen schema migrations of the StackShift store, for SQLite and PostgreSQL.
+//!
+//! Each migration file is frozen once released: schema changes come as new files named
+//! `mYYYYMMDD_NNNNNN_verb_table.rs`. Types stay portable across both backends: statuses are
+//! strings, timestamps are `BIGINT` milliseconds since the Unix epoch, JSON is `TEXT`.
+//! Partial indexes use plain SQL that both SQLite and PostgreSQL accept.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_create_runs;
+mod m20261121_000002_create_attempts;
+mod m20261121_000003_create_steps;
+mod m20261121_000004_create_idempotency_keys;
+mod m20261121_000005_create_api_keys;
+
+/// Applies every StackShift migration in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261121_000001_create_runs::Migration),
+            Box::new(m20261121_000002_create_attempts::Migration),
+            Box::new(m20261121_000003_create_steps::Migration),
+            Box::new(m20261121_000004_create_idempotency_keys::Migration),
+            Box::new(m20261121_000005_create_api_keys::Migration),
+        ]
+    }
+}

@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# Run the whole StackShift test suite: protobuf lint + breaking check, rustfmt, clippy, the
+# Rust tests against a real PostgreSQL, and the SDK examples against a real server.
+#
+#   bash scripts/test.sh
+#
+# Prerequisites: Rust toolchain with rustfmt + clippy, Node.js/npm (for buf), git, and either
+# PostgreSQL server binaries (scripts/pg.sh installs them via apt-get when run as root) or
+# STACKSHIFT_TEST_POSTGRES_URL pointing at a server where the role may CREATE DATABASE.
+#
+# Environment knobs:
+#   STACKSHIFT_TEST_POSTGRES_URL   use this PostgreSQL instead of starting scripts/pg.sh
+#   STACKSHIFT_BUF_BREAKING_AGAINST  baseline for buf breaking (see scripts/buf-breaking.sh)
+#   STACKSHIFT_TEST_TIMEOUT        limit for `cargo test`, seconds (default 2700)
+#   STACKSHIFT_EXAMPLE_TIMEOUT     limit per SDK example run, seconds (default 300)
+#                                  (both only apply when stdin is not a terminal, e.g. in CI:
+#                                  `timeout` moves the command out of the terminal's process
+#                                  group, which would make Ctrl-C ineffective interactively)
+#   STACKSHIFT_SERVER_WAIT         seconds to wait for the example server to listen (default 30)
+#
+# PostgreSQL started by this script is left running (fast re-runs); `scripts/pg.sh stop`.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+# In CI: Cargo.lock must be up to date (--locked) and no incremental artifacts (throwaway
+# machine: less disk and I/O, same result). Locally, cargo may update Cargo.lock as usual.
+LOCKED=() # expanded as ${LOCKED[@]+"${LOCKED[@]}"}: safe with set -u on bash < 4.4 (macOS)
+if [ "${CI:-}" = "true" ]; then
+    LOCKED=(--locked)
+    export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+fi
+
+TEST_TIMEOUT="${STACKSHIFT_TEST_TIMEOUT:-2700}"
+EXAMPLE_TIMEOUT="${STACKSHIFT_EXAMPLE_TIMEOUT:-300}"
+SERVER_WAIT="${STACKSHIFT_SERVER_WAIT:-30}"
+EXAMPLES=(verification_email payment_provisioning file_import)
+
+# ---------------------------------------------------------------------------------------------
+# Phase bookkeeping, summary and cleanup
+# ---------------------------------------------------------------------------------------------
+SCRIPT_START=$SECONDS
+CURRENT_PHASE=""
+PHASE_START=$SECONDS
+DONE_PHASES=()
+
+phase() {
+    finish_phase
+    CURRENT_PHASE="$1"
+    PHASE_START=$SECONDS
+    printf '\n==> [%s] %s\n' "$(date -u +%H:%M:%S)" "$CURRENT_PHASE"
+}
+finish_phase() {
+    if [ -n "$CURRENT_PHASE" ]; then
+        local dt=$((SECONDS - PHASE_START))
+        DONE_PHASES+=("$CURRENT_PHASE (${dt}s)")
+        printf '==> %s: ok (%ss)\n' "$CURRENT_PHASE" "$dt"
+        CURRENT_PHASE=""
+    fi
+}
+fail() {
+    printf '\nERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+SERVER_PID=""
+SERVER_LOG=""
+WORK_DIR=""
+
+stop_server() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        local _
+        for _ in $(seq 1 50); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.2
+        done
+        if kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "server did not exit after SIGTERM; sending SIGKILL" >&2
+            kill -9 "$SERVER_PID" 2>/dev/null || true
+        fi
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    SERVER_PID=""
+}
+
+on_exit() {
+    local rc=$?
+    set +e
+    stop_server
+    local total=$((SECONDS - SCRIPT_START))
+    if [ "$rc" -eq 0 ]; then
+        finish_phase
+        [ -n "$WORK_DIR" ] && rm -rf "$WORK_DIR"
+        printf '\n'
+        printf '  %s\n' "${DONE_PHASES[@]}"
+        printf 'test.sh: PASSED - all %d phases ok in %ds\n' "${#DONE_PHASES[@]}" "$total"
+    else
+        if [ -n "$SERVER_LOG" ] && [ -f "$SERVER_LOG" ]; then
+            printf '\n----- stackshift-server log (%s) -----\n' "$SERVER_LOG" >&2
+            tail -n 200 "$SERVER_LOG" >&2
+            printf -- '----- end of server log -----\n' >&2
+        fi
+        printf '\n' >&2
+        [ "${#DONE_PHASES[@]}" -gt 0 ] && printf '  ok: %s\n' "${DONE_PHASES[@]}" >&2
+        printf 'test.sh: FAILED in phase "%s" (exit %d) after %ds\n' "${CURRENT_PHASE:-setup}" "$rc" "$total" >&2
+    fi
+    exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+need() {
+    command -v "$1" >/dev/null 2>&1 || fail "'$1' is not installed. $2"
+}
+
+# Run "$@" with a time limit (non-interactive runs only), failing clearly on timeout.
+with_timeout() {
+    local secs="$1" what="$2"
+    shift 2
+    if [ -t 0 ] || ! command -v timeout >/dev/null 2>&1; then
+        "$@"
+        return
+    fi
+    local rc=0
+    timeout --kill-after=30 "$secs" "$@" || rc=$?
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        fail "$what timed out after ${secs}s"
+    fi
+    return "$rc"
+}
+
+# Print a free TCP port on 127.0.0.1.
+free_port() {
+    if command -v python3 >/dev/null 2>&1; then
+        python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+        return
+    fi
+    local p _
+    for _ in $(seq 1 100); do
+        p=$((20000 + RANDOM % 30000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return
+        fi
+    done
+    fail "could not find a free TCP port"
+}
+
+# ---------------------------------------------------------------------------------------------
+# (a) tools
+# ---------------------------------------------------------------------------------------------
+phase "tools"
+need cargo "Install Rust via https://rustup.rs (toolchain from rust-toolchain/Cargo.toml rust-version)."
+need git "Install git (apt-get install -y git)."
+cargo fmt --version >/dev/null 2>&1 || fail "rustfmt is missing: rustup component add rustfmt"
+cargo clippy --version >/dev/null 2>&1 || fail "clippy is missing: rustup component add clippy"
+if [ ! -x node_modules/.bin/buf ]; then
+    need npm "Install Node.js + npm (e.g. apt-get install -y nodejs npm) so buf can be installed."
+    echo "node_modules/.bin/buf missing; running npm ci"
+    npm ci --no-audit --no-fund
+fi
+[ -x node_modules/.bin/buf ] || fail "npm ci did not install node_modules/.bin/buf"
+BUF="$ROOT/node_modules/.bin/buf"
+echo "$(cargo --version); $(rustc --version); buf $("$BUF" --version 2>&1)"
+
+# ---------------------------------------------------------------------------------------------
+# (b) protobuf: lint, build, breaking
+# ---------------------------------------------------------------------------------------------
+phase "buf lint"
+"$BUF" lint || fail "buf lint failed (rules: buf.yaml). Fix the .proto files listed above."
+"$BUF" build -o /dev/null || fail "buf build failed"
+
+phase "buf breaking"
+bash scripts/buf-breaking.sh || fail "buf breaking check failed (see above)"
+
+# ---------------------------------------------------------------------------------------------
+# (c) formatting, (d) clippy
+# ---------------------------------------------------------------------------------------------
+phase "cargo fmt --check"
+cargo fmt --all -- --check || fail "code is not rustfmt-formatted; run 'cargo fmt --all'"
+
+phase "cargo clippy"
+cargo clippy --workspace --all-targets ${LOCKED[@]+"${LOCKED[@]}"} -- -D warnings ||
+    fail "clippy found problems (warnings are errors: -D warnings)"
+
+# ---------------------------------------------------------------------------------------------
+# (e) PostgreSQL
+# ---------------------------------------------------------------------------------------------
+phase "postgresql"
+if [ -n "${STACKSHIFT_TEST_POSTGRES_URL:-}" ]; then
+    echo "using STACKSHIFT_TEST_POSTGRES_URL from the environment"
+else
+    bash scripts/pg.sh start >/dev/null || fail "could not start the test PostgreSQL (scripts/pg.sh start)"
+    STACKSHIFT_TEST_POSTGRES_URL="$(bash scripts/pg.sh url)"
+    export STACKSHIFT_TEST_POSTGRES_URL
+    echo "STACKSHIFT_TEST_POSTGRES_URL=$STACKSHIFT_TEST_POSTGRES_URL (left running; stop with scripts/pg.sh stop)"
+fi
+export STACKSHIFT_REQUIRE_POSTGRES=1
+
+# ---------------------------------------------------------------------------------------------
+# (f) cargo test
+# ---------------------------------------------------------------------------------------------
+phase "cargo test"
+with_timeout "$TEST_TIMEOUT" "cargo test" cargo test --workspace ${LOCKED[@]+"${LOCKED[@]}"} ||
+    fail "cargo test failed"
+
+# ---------------------------------------------------------------------------------------------
+# (g) SDK examples against a real server
+# ---------------------------------------------------------------------------------------------
+phase "build server + examples"
+cargo build ${LOCKED[@]+"${LOCKED[@]}"} -p stackshift-server || fail "building stackshift-server failed"
+example_args=()
+for ex in "${EXAMPLES[@]}"; do example_args+=(--example "$ex"); done
+cargo build ${LOCKED[@]+"${LOCKED[@]}"} -p stackshift "${example_args[@]}" ||
+    fail "building the SDK examples (${EXAMPLES[*]}) failed"
+SERVER_BIN="$ROOT/target/debug/stackshift-server"
+[ -x "$SERVER_BIN" ] || fail "$SERVER_BIN was not produced by cargo build"
+
+phase "examples"
+WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/stackshift-examples.XXXXXX")"
+SERVER_LOG="$WORK_DIR/server.log"
+PORT="$(free_port)"
+DB_URL="sqlite://$WORK_DIR/examples.db"
+echo "starting $SERVER_BIN --database-url $DB_URL --listen 127.0.0.1:$PORT (log: $SERVER_LOG)"
+RUST_LOG="${RUST_LOG:-info}" "$SERVER_BIN" --database-url "$DB_URL" --listen "127.0.0.1:$PORT" \
+    </dev/null >"$SERVER_LOG" 2>&1 &
+SERVER_PID=$!
+
+deadline=$((SECONDS + SERVER_WAIT))
+until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        wait "$SERVER_PID" 2>/dev/null && src=0 || src=$?
+        SERVER_PID=""
+        fail "stackshift-server exited (status $src) before listening on 127.0.0.1:$PORT"
+    fi
+    [ "$SECONDS" -lt "$deadline" ] ||
+        fail "stackshift-server did not accept TCP connections on 127.0.0.1:$PORT within ${SERVER_WAIT}s"
+    sleep 0.2
+done
+echo "server is listening on 127.0.0.1:$PORT (pid $SERVER_PID)"
+
+export STACKSHIFT_ENDPOINT="http://127.0.0.1:$PORT"
+for ex in "${EXAMPLES[@]}"; do
+    echo "--- example $ex (STACKSHIFT_ENDPOINT=$STACKSHIFT_ENDPOINT)"
+    ex_start=$SECONDS
+    with_timeout "$EXAMPLE_TIMEOUT" "example $ex" cargo run ${LOCKED[@]+"${LOCKED[@]}"} -q -p stackshift --example "$ex" ||
+        fail "example $ex failed"
+    kill -0 "$SERVER_PID" 2>/dev/null || fail "stackshift-server died while running example $ex"
+    echo "--- example $ex: ok ($((SECONDS - ex_start))s)"
+done
+stop_server

@@ -1,0 +1,113 @@
+//! `WorkerService` handlers.
+
+use stackshift_proto::v1 as pb;
+use stackshift_proto::v1::worker_service_server::WorkerService;
+use tonic::{Request, Response, Status};
+
+use crate::engine::requests::{PollInput, StepOutcome};
+
+use super::ApiState;
+use super::convert::{dur_ms, failure_from_pb, jobs_from_pb, status_to_pb, task_to_pb, ts, ts_ms};
+
+/// Implements `stackshift.v1.WorkerService`.
+pub struct WorkerApi(pub ApiState);
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    async fn poll_task(
+        &self,
+        req: Request<pb::PollTaskRequest>,
+    ) -> Result<Response<pb::PollTaskResponse>, Status> {
+        let ns = self.0.namespace(req.metadata()).await?;
+        let r = req.into_inner();
+        let input = PollInput {
+            worker_id: r.worker_id,
+            queues: r.queues,
+            jobs: jobs_from_pb(r.jobs)?,
+            max_tasks: r.max_tasks,
+            wait_ms: dur_ms("wait", &r.wait)?,
+        };
+        let tasks = self.0.engine.poll(&ns, input).await?;
+        Ok(Response::new(pb::PollTaskResponse {
+            tasks: tasks.iter().map(task_to_pb).collect(),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let ns = self.0.namespace(req.metadata()).await?;
+        let r = req.into_inner();
+        let out = self
+            .0
+            .engine
+            .heartbeat(&ns, &r.run_id, &r.lease_token)
+            .await?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            lease_deadline: Some(ts(out.lease_deadline)),
+            cancel_requested: out.cancel_requested,
+        }))
+    }
+
+    async fn complete_step(
+        &self,
+        req: Request<pb::CompleteStepRequest>,
+    ) -> Result<Response<pb::CompleteStepResponse>, Status> {
+        let ns = self.0.namespace(req.metadata()).await?;
+        let r = req.into_inner();
+        let outcome = match r.outcome {
+            Some(pb::complete_step_request::Outcome::Output(o)) => StepOutcome::Output(o),
+            Some(pb::complete_step_request::Outcome::Failure(f)) => {
+                StepOutcome::Failure(failure_from_pb("failure", Some(f))?)
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "outcome is required: set output or failure",
+                ));
+            }
+        };
+        let started_at = r
+            .started_at
+            .as_ref()
+            .map(|t| ts_ms("started_at", t))
+            .transpose()?;
+        let already_recorded = self
+            .0
+            .engine
+            .complete_step(&ns, &r.run_id, &r.lease_token, &r.step_id, outcome, started_at)
+            .await?;
+        Ok(Response::new(pb::CompleteStepResponse { already_recorded }))
+    }
+
+    async fn complete_run(
+        &self,
+        req: Request<pb::CompleteRunRequest>,
+    ) -> Result<Response<pb::CompleteRunResponse>, Status> {
+        let ns = self.0.namespace(req.metadata()).await?;
+        let r = req.into_inner();
+        self.0
+            .engine
+            .complete_run(&ns, &r.run_id, &r.lease_token, &r.result)
+            .await?;
+        Ok(Response::new(pb::CompleteRunResponse {}))
+    }
+
+    async fn fail_run(
+        &self,
+        req: Request<pb::FailRunRequest>,
+    ) -> Result<Response<pb::FailRunResponse>, Status> {
+        let ns = self.0.namespace(req.metadata()).await?;
+        let r = req.into_inner();
+        let failure = failure_from_pb("failure", r.failure)?;
+        let out = self
+            .0
+            .engine
+            .fail_run(&ns, &r.run_id, &r.lease_token, failure)
+            .await?;
+        Ok(Response::new(pb::FailRunResponse {
+            status: status_to_pb(out.run.status) as i32,
+            next_attempt_at: out.next_attempt_at.map(ts),
+        }))
+    }
+}

@@ -1,0 +1,122 @@
+//! API keys and namespaces. A key is `ssk_` followed by 48 hex characters of randomness; only
+//! its SHA-256 is stored. Lookups go by hash (an index), and the stored hash is compared in
+//! constant time. Verified keys are cached for [`CACHE_TTL`], so revocation takes effect
+//! within that time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::error::{EngineError, EngineResult};
+use super::model::ApiKeyRecord;
+use super::store::Store;
+
+/// How long a verified key (or the "no keys configured" fact) is trusted without a lookup.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+/// The namespace of requests in open mode (no API keys configured).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Hashes a key secret (hex SHA-256).
+pub fn hash_key(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Generates a new key: `(record, secret)`. The secret is shown once and never stored.
+pub fn generate_key(namespace: &str, name: &str, now: i64) -> (ApiKeyRecord, String) {
+    let mut rng = rand::rng();
+    let mut secret = [0u8; 24];
+    rng.fill_bytes(&mut secret);
+    let mut id = [0u8; 6];
+    rng.fill_bytes(&mut id);
+    let secret = format!("ssk_{}", hex::encode(secret));
+    let record = ApiKeyRecord {
+        id: format!("key_{}", hex::encode(id)),
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        key_hash: hash_key(&secret),
+        created_at: now,
+        revoked_at: None,
+    };
+    (record, secret)
+}
+
+/// Resolves the bearer key of a request to a namespace.
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    allow_open: bool,
+    cache: Mutex<HashMap<String, (String, Instant)>>,
+    open: Mutex<Option<(bool, Instant)>>,
+}
+
+impl Authenticator {
+    /// `allow_open`: whether requests without a key are served (in the default namespace)
+    /// while no key exists. The server sets it only on loopback or when told to.
+    pub fn new(store: Arc<dyn Store>, allow_open: bool) -> Self {
+        Self {
+            store,
+            allow_open,
+            cache: Mutex::new(HashMap::new()),
+            open: Mutex::new(None),
+        }
+    }
+
+    /// Returns the namespace the request may act in.
+    pub async fn authenticate(&self, bearer: Option<&str>) -> EngineResult<String> {
+        match bearer {
+            Some(secret) => self.namespace_of(secret).await,
+            None => {
+                if self.allow_open && !self.keys_configured().await? {
+                    Ok(DEFAULT_NAMESPACE.to_owned())
+                } else {
+                    Err(EngineError::Unauthenticated(
+                        "missing API key: send metadata `authorization: Bearer <key>` \
+                         (create one with `stackshift-server keys create --namespace <ns>`)"
+                            .into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    async fn namespace_of(&self, secret: &str) -> EngineResult<String> {
+        let hash = hash_key(secret);
+        if let Some((ns, at)) = self.lock_cache().get(&hash)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(ns.clone());
+        }
+        let found = self.store.find_active_key(&hash).await?;
+        match found {
+            Some(rec) if bool::from(rec.key_hash.as_bytes().ct_eq(hash.as_bytes())) => {
+                self.lock_cache()
+                    .insert(hash, (rec.namespace.clone(), Instant::now()));
+                Ok(rec.namespace)
+            }
+            _ => {
+                self.lock_cache().remove(&hash);
+                Err(EngineError::Unauthenticated(
+                    "invalid API key: it is unknown or was revoked".into(),
+                ))
+            }
+        }
+    }
+
+    async fn keys_configured(&self) -> EngineResult<bool> {
+        if let Some((configured, at)) = *self.open.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(configured);
+        }
+        let configured = self.store.count_active_keys().await? > 0;
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = Some((configured, Instant::now()));
+        Ok(configured)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

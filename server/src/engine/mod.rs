@@ -1,0 +1,126 @@
+//! Domain logic of StackShift: runs, attempts, leases, retries, idempotency, long-polls and
+//! timers. This layer imports neither tonic nor sea_orm: it talks to storage through the
+//! traits in [`store`] and is driven by the gRPC handlers in `crate::api`.
+
+pub mod auth;
+pub mod dispatcher;
+pub mod error;
+pub mod lease;
+pub mod model;
+pub mod requests;
+pub mod retry;
+pub mod store;
+pub mod timer;
+pub mod validate;
+pub mod watch;
+
+mod client_ops;
+mod timer_loop;
+mod worker_ops;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+pub use error::{EngineError, EngineResult};
+
+use dispatcher::Dispatcher;
+use model::RetryPolicy;
+use store::Store;
+use timer::Timer;
+use watch::RunWatchers;
+
+/// Limits and defaults of the engine. Documented in `docs/limits.md`.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Largest payload, result or step output, in bytes.
+    pub max_payload_bytes: usize,
+    /// Lease timeout when neither the run nor the job sets one.
+    pub default_lease_ms: i64,
+    /// How long a poll blocks when the worker does not say.
+    pub default_poll_wait_ms: i64,
+    /// Longest a poll (or a `GetRun` wait) may block.
+    pub max_poll_wait_ms: i64,
+    /// Retry policy for fields a start leaves unset.
+    pub default_retry: RetryPolicy,
+    /// Idempotency TTL when the start gives none.
+    pub default_idempotency_ttl_ms: i64,
+    /// Longest idempotency TTL accepted.
+    pub max_idempotency_ttl_ms: i64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 1024 * 1024,
+            default_lease_ms: 30_000,
+            default_poll_wait_ms: 30_000,
+            max_poll_wait_ms: 60_000,
+            default_retry: RetryPolicy::default(),
+            default_idempotency_ttl_ms: 24 * 3_600_000,
+            max_idempotency_ttl_ms: 365 * 24 * 3_600_000,
+        }
+    }
+}
+
+/// The current time in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The engine: one per server process, shared by all handlers.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    config: EngineConfig,
+    dispatcher: Arc<Dispatcher>,
+    timer: Arc<Timer>,
+    watchers: RunWatchers,
+    shutdown: CancellationToken,
+}
+
+impl Engine {
+    /// Creates the engine over a store. Call [`Engine::spawn_background`] to start timers.
+    pub fn new(store: Arc<dyn Store>, config: EngineConfig) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            config,
+            dispatcher: Dispatcher::new(),
+            timer: Arc::new(Timer::default()),
+            watchers: RunWatchers::default(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// The store behind the engine.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The engine's limits.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Begins shutdown: open polls return empty at once and new polls return immediately.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Number of open long-polls.
+    pub fn open_polls(&self) -> usize {
+        self.dispatcher.waiting()
+    }
+
+    /// Wakes a poller for a run that became deliverable, or arms the timer for later.
+    fn run_ready(&self, namespace: &str, queue: &str, job: &str, available_at: i64) {
+        if available_at <= now_ms() {
+            self.dispatcher.signal(namespace, queue, job);
+        } else {
+            self.timer.schedule(available_at);
+        }
+    }
+}

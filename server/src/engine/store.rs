@@ -1,0 +1,92 @@
+//! The storage contract the engine depends on. `storage::SqlStore` implements it for SQLite
+//! and PostgreSQL; `storage::tests::run_tests` checks every implementation against it.
+//!
+//! Every write is atomic, and returns only once it is durable. Worker writes check the
+//! lease with [`crate::engine::lease::check`] inside the same transaction.
+
+use async_trait::async_trait;
+
+use super::error::EngineResult;
+use super::model::{
+    ApiKeyRecord, ClaimRequest, ClaimedTask, ExpiredLeases, FailOutcome, Failure,
+    HeartbeatOutcome, LeaseRef, NewRun, NewStep, RunDetail, RunFilter, RunRecord,
+    StartOutcome,
+};
+
+/// Durable storage of runs, attempts and steps.
+#[async_trait]
+pub trait RunStore: Send + Sync + 'static {
+    /// Inserts a run, or returns the live run holding its idempotency key.
+    async fn start_run(&self, new: NewRun) -> EngineResult<StartOutcome>;
+    /// Reads a run of a namespace.
+    async fn get_run(&self, namespace: &str, run_id: &str) -> EngineResult<Option<RunRecord>>;
+    /// Reads a run with its attempts and steps.
+    async fn get_run_detail(
+        &self,
+        namespace: &str,
+        run_id: &str,
+    ) -> EngineResult<Option<RunDetail>>;
+    /// Lists runs newest first, after `cursor` (a run id), at most `limit`.
+    async fn list_runs(
+        &self,
+        namespace: &str,
+        filter: &RunFilter,
+        cursor: Option<&str>,
+        limit: u64,
+    ) -> EngineResult<Vec<RunRecord>>;
+    /// Claims up to `max_tasks` deliverable runs, oldest first, starting an attempt on each.
+    async fn claim(&self, req: ClaimRequest) -> EngineResult<Vec<ClaimedTask>>;
+    /// Extends a lease.
+    async fn heartbeat(&self, lease: LeaseRef, now: i64) -> EngineResult<HeartbeatOutcome>;
+    /// Records a step result; returns true when this step id was already recorded.
+    async fn complete_step(&self, lease: LeaseRef, step: NewStep, now: i64)
+    -> EngineResult<bool>;
+    /// Completes the run with a result.
+    async fn complete_run(&self, lease: LeaseRef, result: String, now: i64)
+    -> EngineResult<RunRecord>;
+    /// Records a failed attempt and schedules a retry or fails the run.
+    async fn fail_run(&self, lease: LeaseRef, failure: Failure, now: i64)
+    -> EngineResult<FailOutcome>;
+    /// Cancels a queued, running or waiting run.
+    async fn cancel_run(
+        &self,
+        namespace: &str,
+        run_id: &str,
+        reason: Failure,
+        now: i64,
+    ) -> EngineResult<RunRecord>;
+    /// Queues a failed or cancelled run again with a fresh attempt budget.
+    async fn retry_run(&self, namespace: &str, run_id: &str, now: i64) -> EngineResult<RunRecord>;
+    /// Ends attempts whose lease expired at or before `now` (at most `limit`).
+    async fn expire_leases(&self, now: i64, limit: u64) -> EngineResult<ExpiredLeases>;
+    /// Queued runs that became deliverable in `(after, until]`: `(namespace, queue, job)`,
+    /// one entry per run, oldest first, at most `limit`.
+    async fn due_runs(
+        &self,
+        after: i64,
+        until: i64,
+        limit: u64,
+    ) -> EngineResult<Vec<(String, String, String)>>;
+    /// The earliest future instant the timer must act at: the next queued run becoming
+    /// deliverable after `after`, or the next lease expiry.
+    async fn next_due(&self, after: i64) -> EngineResult<Option<i64>>;
+}
+
+/// Durable storage of API keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// Inserts a key record.
+    async fn insert_key(&self, key: ApiKeyRecord) -> EngineResult<()>;
+    /// Lists keys (revoked ones included).
+    async fn list_keys(&self) -> EngineResult<Vec<ApiKeyRecord>>;
+    /// Revokes a key by id; returns false when no active key has that id.
+    async fn revoke_key(&self, id: &str, now: i64) -> EngineResult<bool>;
+    /// Finds an active key by the hash of its secret.
+    async fn find_active_key(&self, key_hash: &str) -> EngineResult<Option<ApiKeyRecord>>;
+    /// Counts active keys.
+    async fn count_active_keys(&self) -> EngineResult<u64>;
+}
+
+/// Everything the engine needs from storage.
+pub trait Store: RunStore + KeyStore {}
+impl<T: RunStore + KeyStore> Store for T {}

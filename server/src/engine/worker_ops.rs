@@ -1,0 +1,198 @@
+//! Worker operations: long-poll for tasks, heartbeat, and report step and run outcomes
+//! under a lease.
+
+use std::time::Duration;
+
+use super::client_ops::{DEFAULT_QUEUE, validate_run_id};
+use super::error::{EngineError, EngineResult};
+use super::model::{
+    ClaimRequest, ClaimedTask, FailOutcome, Failure, HeartbeatOutcome, LeaseRef, NewStep,
+    StepKind,
+};
+use super::requests::{PollInput, StepOutcome};
+use super::{Engine, now_ms, validate};
+
+/// Most tasks one poll may take.
+pub const MAX_TASKS_PER_POLL: i32 = 100;
+/// Most distinct queues or jobs one poll may name.
+pub const MAX_POLL_FILTERS: usize = 1_000;
+
+impl Engine {
+    /// Long-polls for up to `max_tasks` tasks. Returns an empty list when the wait passes
+    /// or the server shuts down.
+    pub async fn poll(&self, namespace: &str, input: PollInput) -> EngineResult<Vec<ClaimedTask>> {
+        validate::text_id("worker_id", &input.worker_id, validate::MAX_NAME_LEN)?;
+        let mut queues = input.queues;
+        if queues.is_empty() {
+            queues.push(DEFAULT_QUEUE.to_owned());
+        }
+        if queues.len() > MAX_POLL_FILTERS || input.jobs.len() > MAX_POLL_FILTERS {
+            return Err(EngineError::invalid(format!(
+                "a poll may name at most {MAX_POLL_FILTERS} queues and {MAX_POLL_FILTERS} jobs"
+            )));
+        }
+        for q in &queues {
+            validate::name("queues[]", q)?;
+        }
+        if input.jobs.is_empty() {
+            return Err(EngineError::invalid(
+                "jobs must name at least one job the worker can execute",
+            ));
+        }
+        for j in &input.jobs {
+            validate::name("jobs[].name", &j.name)?;
+            validate::duration_ms("jobs[].lease_timeout", j.lease_timeout_ms, 1_000, 3_600_000)?;
+        }
+        let max_tasks = match input.max_tasks {
+            0 => 1,
+            n if (1..=MAX_TASKS_PER_POLL).contains(&n) => n,
+            n => {
+                return Err(EngineError::invalid(format!(
+                    "max_tasks must be between 1 and {MAX_TASKS_PER_POLL} (got {n})"
+                )));
+            }
+        };
+        validate::duration_ms("wait", input.wait_ms, 0, self.config.max_poll_wait_ms)?;
+        let wait = input.wait_ms.unwrap_or(self.config.default_poll_wait_ms);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait as u64);
+
+        let job_names = input.jobs.iter().map(|j| j.name.clone()).collect();
+        let waiter = self.dispatcher.register(namespace, queues.clone(), job_names);
+        let mut req = ClaimRequest {
+            namespace: namespace.to_owned(),
+            worker_id: input.worker_id,
+            queues,
+            jobs: input.jobs,
+            max_tasks: max_tasks as usize,
+            default_lease_ms: self.config.default_lease_ms,
+            now: 0,
+        };
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Ok(Vec::new());
+            }
+            waiter.consume();
+            req.now = now_ms();
+            let tasks = self.store.claim(req.clone()).await?;
+            if !tasks.is_empty() {
+                if let Some(first) = tasks.iter().map(|t| t.lease_deadline).min() {
+                    self.timer.schedule(first);
+                }
+                return Ok(tasks);
+            }
+            tokio::select! {
+                _ = waiter.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+                _ = self.shutdown.cancelled() => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    fn lease(namespace: &str, run_id: &str, token: &str) -> EngineResult<LeaseRef> {
+        validate_run_id(run_id)?;
+        if token.is_empty() || token.len() > 64 {
+            return Err(EngineError::invalid(
+                "lease_token must be the token of the task being executed",
+            ));
+        }
+        Ok(LeaseRef {
+            namespace: namespace.to_owned(),
+            run_id: run_id.to_owned(),
+            token: token.to_owned(),
+        })
+    }
+
+    /// Extends a lease.
+    pub async fn heartbeat(
+        &self,
+        namespace: &str,
+        run_id: &str,
+        token: &str,
+    ) -> EngineResult<HeartbeatOutcome> {
+        let lease = Self::lease(namespace, run_id, token)?;
+        let out = self.store.heartbeat(lease, now_ms()).await?;
+        self.timer.schedule(out.lease_deadline);
+        Ok(out)
+    }
+
+    /// Durably records a step result. Returns true when it was already recorded.
+    pub async fn complete_step(
+        &self,
+        namespace: &str,
+        run_id: &str,
+        token: &str,
+        step_id: &str,
+        outcome: StepOutcome,
+        started_at: Option<i64>,
+    ) -> EngineResult<bool> {
+        let lease = Self::lease(namespace, run_id, token)?;
+        // The SDK adds `#N` occurrence suffixes; leave room for them.
+        validate::text_id("step_id", step_id, validate::MAX_STEP_ID_LEN + 12)?;
+        let (output, failure) = match outcome {
+            StepOutcome::Output(bytes) => (
+                Some(validate::json("output", &bytes, self.config.max_payload_bytes)?),
+                None,
+            ),
+            StepOutcome::Failure(f) => (None, Some(self.failure(f)?)),
+        };
+        let step = NewStep {
+            step_id: step_id.to_owned(),
+            kind: StepKind::Step,
+            output,
+            failure,
+            started_at,
+        };
+        self.store.complete_step(lease, step, now_ms()).await
+    }
+
+    /// Completes the run with its result.
+    pub async fn complete_run(
+        &self,
+        namespace: &str,
+        run_id: &str,
+        token: &str,
+        result: &[u8],
+    ) -> EngineResult<()> {
+        let lease = Self::lease(namespace, run_id, token)?;
+        let result = validate::json("result", result, self.config.max_payload_bytes)?;
+        self.store.complete_run(lease, result, now_ms()).await?;
+        self.watchers.finished(run_id);
+        Ok(())
+    }
+
+    /// Records a failed attempt: schedules a retry or fails the run.
+    pub async fn fail_run(
+        &self,
+        namespace: &str,
+        run_id: &str,
+        token: &str,
+        failure: Failure,
+    ) -> EngineResult<FailOutcome> {
+        let lease = Self::lease(namespace, run_id, token)?;
+        let failure = self.failure(failure)?;
+        let out = self.store.fail_run(lease, failure, now_ms()).await?;
+        match out.next_attempt_at {
+            Some(at) => self.run_ready(namespace, &out.run.queue, &out.run.job, at),
+            None => self.watchers.finished(run_id),
+        }
+        Ok(out)
+    }
+
+    /// Validates a failure reported by a worker, truncating oversized text.
+    fn failure(&self, mut f: Failure) -> EngineResult<Failure> {
+        if f.message.is_empty() {
+            f.message = "error without a message".to_owned();
+        }
+        f.message = validate::truncate(f.message, validate::MAX_FAILURE_TEXT);
+        f.stack_trace = validate::truncate(f.stack_trace, validate::MAX_FAILURE_TEXT);
+        f.error_type = validate::truncate(f.error_type, validate::MAX_NAME_LEN);
+        if let Some(details) = f.details.take() {
+            f.details = Some(validate::json(
+                "failure.details",
+                details.as_bytes(),
+                self.config.max_payload_bytes,
+            )?);
+        }
+        Ok(f)
+    }
+}

@@ -1,0 +1,7 @@
+//! The StackShift server: a tonic gRPC API (`api`) over the domain engine (`engine`) over
+//! sea-orm storage (`storage`), on embedded SQLite or PostgreSQL.
+
+pub mod api;
+pub mod server;
+pub mod engine;
+pub mod storage;

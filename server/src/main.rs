@@ -1,0 +1,160 @@
+//! `stackshift-server`: runs the StackShift gRPC server, and manages API keys.
+
+use clap::{Parser, Subcommand};
+use stackshift_server::engine::auth::generate_key;
+use stackshift_server::engine::store::KeyStore;
+use stackshift_server::engine::{EngineConfig, now_ms, validate};
+use stackshift_server::server::{ServeConfig, serve};
+use stackshift_server::storage::SqlStore;
+use tracing_subscriber::EnvFilter;
+
+/// StackShift durable execution server.
+#[derive(Parser, Debug)]
+#[command(name = "stackshift-server", version, about)]
+struct Cli {
+    /// Database: `sqlite://PATH` (a bare path works too) or `postgres://USER:PASS@HOST/DB`.
+    #[arg(long, env = "STACKSHIFT_DATABASE_URL", default_value = "sqlite://stackshift.db", global = true)]
+    database_url: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "STACKSHIFT_LISTEN", default_value = "127.0.0.1:7447")]
+    listen: String,
+    /// Serve without API keys on a non-loopback address (never do this in production).
+    #[arg(long, env = "STACKSHIFT_INSECURE_ALLOW_OPEN")]
+    insecure_allow_open: bool,
+    /// Largest payload, result or step output in bytes.
+    #[arg(long, env = "STACKSHIFT_MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
+    max_payload_bytes: usize,
+    /// Lease timeout in seconds when neither the run nor the job sets one.
+    #[arg(long, env = "STACKSHIFT_DEFAULT_LEASE_SECS", default_value_t = 30)]
+    default_lease_secs: u32,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Create a key for a namespace; the key is printed once and only its hash is stored.
+    Create {
+        /// Namespace the key grants access to.
+        #[arg(long)]
+        namespace: String,
+        /// A label for the key.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List keys (ids, namespaces, labels; never the keys).
+    List,
+    /// Revoke a key by id.
+    Revoke {
+        /// The key id (`key_...`).
+        id: String,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None | Some(Command::Serve) => run_server(cli.database_url, cli.serve).await,
+        Some(Command::Keys { command }) => keys(&cli.database_url, command).await,
+    };
+    if let Err(e) = result {
+        eprintln!("stackshift-server: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run_server(database_url: String, args: ServeArgs) -> anyhow::Result<()> {
+    if args.max_payload_bytes < 1024 || args.max_payload_bytes > 64 * 1024 * 1024 {
+        anyhow::bail!("--max-payload-bytes must be between 1024 and 67108864");
+    }
+    if !(1..=3600).contains(&args.default_lease_secs) {
+        anyhow::bail!("--default-lease-secs must be between 1 and 3600");
+    }
+    let engine = EngineConfig {
+        max_payload_bytes: args.max_payload_bytes,
+        default_lease_ms: i64::from(args.default_lease_secs) * 1000,
+        ..EngineConfig::default()
+    };
+    let config = ServeConfig {
+        listen: args.listen,
+        database_url,
+        insecure_allow_open: args.insecure_allow_open,
+        engine,
+    };
+    serve(config, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+async fn keys(database_url: &str, command: KeysCommand) -> anyhow::Result<()> {
+    let store = SqlStore::connect(database_url).await?;
+    match command {
+        KeysCommand::Create { namespace, name } => {
+            validate::name("--namespace", &namespace)?;
+            let (record, secret) = generate_key(&namespace, &name, now_ms());
+            let id = record.id.clone();
+            store.insert_key(record).await?;
+            eprintln!("created key {id} for namespace {namespace}; it is shown only once:");
+            println!("{secret}");
+        }
+        KeysCommand::List => {
+            println!("{:<18} {:<24} {:<20} STATUS", "ID", "NAMESPACE", "NAME");
+            for k in store.list_keys().await? {
+                let status = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                println!("{:<18} {:<24} {:<20} {status}", k.id, k.namespace, k.name);
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            if store.revoke_key(&id, now_ms()).await? {
+                println!("revoked {id}");
+            } else {
+                anyhow::bail!("no active key with id {id}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Assembles and runs the gRPC server: storage, engine, auth, services, health and
+//! reflection, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use stackshift_proto::v1::jobs_service_server::JobsServiceServer;
+use stackshift_proto::v1::worker_service_server::WorkerServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::{ApiState, JobsApi, WorkerApi};
+use crate::engine::auth::Authenticator;
+use crate::engine::store::KeyStore;
+use crate::engine::{Engine, EngineConfig};
+use crate::storage::SqlStore;
+
+/// Server settings (from flags or environment).
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Database URL.
+    pub database_url: String,
+    /// Serve without API keys on a non-loopback address.
+    pub insecure_allow_open: bool,
+    /// Engine limits.
+    pub engine: EngineConfig,
+}
+
+/// Runs the server until `shutdown` completes.
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr: SocketAddr = tokio::net::lookup_host(&config.listen)
+        .await?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--listen {} resolves to no address", config.listen))?;
+    let store = SqlStore::connect(&config.database_url).await?;
+    let keys = store.count_active_keys().await?;
+    let loopback = addr.ip().is_loopback();
+    if keys == 0 {
+        if !loopback && !config.insecure_allow_open {
+            anyhow::bail!(
+                "no API key exists and --listen {addr} is not a loopback address: create a key \
+                 with `stackshift-server keys create --namespace <ns>` first, or pass \
+                 --insecure-allow-open to serve without authentication"
+            );
+        }
+        tracing::warn!(
+            "no API key exists: serving OPEN (no authentication) in namespace `default`; \
+             create a key with `stackshift-server keys create --namespace <ns>` to require keys"
+        );
+    }
+    let max_message = (config.engine.max_payload_bytes * 4).max(4 * 1024 * 1024);
+    let store: Arc<dyn crate::engine::store::Store> = Arc::new(store);
+    let engine = Engine::new(store.clone(), config.engine.clone());
+    let background = engine.spawn_background();
+    let auth = Arc::new(Authenticator::new(store, loopback || config.insecure_allow_open));
+    let state = ApiState {
+        engine: engine.clone(),
+        auth,
+    };
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<JobsServiceServer<JobsApi>>()
+        .await;
+    health_reporter
+        .set_serving::<WorkerServiceServer<WorkerApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(stackshift_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    // One line on stdout, for scripts and tests that listen on port 0.
+    println!("stackshift-server listening on {local}");
+    tracing::info!(%local, database = %redact(&config.database_url), "serving");
+
+    let engine_for_signal = engine.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: answering open polls, finishing in-flight requests");
+        engine_for_signal.shutdown();
+    };
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            JobsServiceServer::new(JobsApi(state.clone()))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            WorkerServiceServer::new(WorkerApi(state)).max_decoding_message_size(max_message),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .await?;
+    background.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Hides the password of a database URL for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or_default();
+            format!("{}://{user}:***@{}", &url[..s], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}

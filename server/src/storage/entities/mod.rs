@@ -1,0 +1,8 @@
+//! sea-orm entities, one per table. The schema itself is owned by the frozen migrations in
+//! the `stackshift-migrations` crate; these mirror it.
+
+pub mod api_keys;
+pub mod attempts;
+pub mod idempotency_keys;
+pub mod runs;
+pub mod steps;

@@ -1,0 +1,17 @@
+//! Storage: the only layer that imports sea_orm. [`SqlStore`] implements the engine's
+//! store traits on SQLite (embedded, the default) and PostgreSQL (for several replicas on
+//! one database). Writes go through the group-commit [`writer`]; reads use the pool.
+
+pub mod convert;
+pub mod entities;
+pub mod error;
+mod key_ops;
+mod run_ops;
+mod sql;
+#[cfg(test)]
+mod tests;
+pub mod testing;
+pub mod writer;
+
+pub use error::StorageError;
+pub use sql::{Backend, SqlStore};

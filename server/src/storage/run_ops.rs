@@ -1,0 +1,513 @@
+//! Transactional bodies of run writes. Each function runs inside one savepoint of a group
+//! commit (see `writer`); domain rules (leases, retries) come from the engine.
+
+use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use crate::engine::lease::{self, Access};
+use crate::engine::model::{
+    ClaimRequest, ClaimedTask, ExpiredLeases, FailOutcome, Failure, HeartbeatOutcome, LeaseRef,
+    NewRun, NewStep, RunRecord, RunStatus, StartOutcome,
+};
+use crate::engine::retry::{self, RetryDecision};
+use crate::engine::{EngineError, EngineResult};
+
+use super::convert::{failure_to_text, run_from_model, step_from_model};
+use super::entities::{attempts, idempotency_keys, runs, steps};
+
+/// Reads a run of a namespace, locking its row on PostgreSQL.
+pub async fn load_run<C: ConnectionTrait>(
+    c: &C,
+    namespace: &str,
+    run_id: &str,
+) -> EngineResult<Option<RunRecord>> {
+    let row = runs::Entity::find_by_id(run_id.to_owned())
+        .filter(runs::Column::Namespace.eq(namespace))
+        .lock(LockType::Update)
+        .one(c)
+        .await?;
+    Ok(row.map(run_from_model).transpose()?)
+}
+
+async fn load_leased<C: ConnectionTrait>(
+    c: &C,
+    lease: &LeaseRef,
+    now: i64,
+    access: Access,
+) -> EngineResult<RunRecord> {
+    let run = load_run(c, &lease.namespace, &lease.run_id)
+        .await?
+        .ok_or_else(|| EngineError::run_not_found(&lease.run_id))?;
+    lease::check(&run, &lease.token, now, access)?;
+    Ok(run)
+}
+
+fn insert_model(new: &NewRun) -> runs::ActiveModel {
+    runs::ActiveModel {
+        id: Set(new.id.clone()),
+        namespace: Set(new.namespace.clone()),
+        job: Set(new.job.clone()),
+        queue: Set(new.queue.clone()),
+        status: Set(RunStatus::Queued.as_str().to_owned()),
+        payload: Set(new.payload.clone()),
+        result: Set(None),
+        failure: Set(None),
+        attempt: Set(0),
+        max_attempts: Set(new.retry.max_attempts),
+        retry_initial_ms: Set(new.retry.initial_interval_ms),
+        retry_coefficient: Set(new.retry.backoff_coefficient),
+        retry_max_ms: Set(new.retry.maximum_interval_ms),
+        lease_timeout_ms: Set(new.lease_timeout_ms),
+        effective_lease_ms: Set(None),
+        lease_token: Set(None),
+        lease_expires_at: Set(None),
+        worker_id: Set(None),
+        available_at: Set(new.now),
+        idempotency_key: Set(new.idempotency.as_ref().map(|(k, _)| k.clone())),
+        created_at: Set(new.now),
+        updated_at: Set(new.now),
+        finished_at: Set(None),
+    }
+}
+
+/// Inserts a run; the idempotency key's primary key decides races between duplicates.
+pub async fn start_run<C: ConnectionTrait>(c: &C, new: NewRun) -> EngineResult<StartOutcome> {
+    if let Some((key, expires_at)) = &new.idempotency {
+        let inserted = idempotency_keys::Entity::insert(idempotency_keys::ActiveModel {
+            namespace: Set(new.namespace.clone()),
+            key: Set(key.clone()),
+            run_id: Set(new.id.clone()),
+            expires_at: Set(*expires_at),
+        })
+        .on_conflict(
+            OnConflict::columns([
+                idempotency_keys::Column::Namespace,
+                idempotency_keys::Column::Key,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(c)
+        .await?;
+        if inserted == 0 {
+            // The key exists. Take it over only if it expired (a conditional update, so
+            // two concurrent starts cannot both take it over).
+            let taken = idempotency_keys::Entity::update_many()
+                .col_expr(idempotency_keys::Column::RunId, Expr::value(new.id.clone()))
+                .col_expr(idempotency_keys::Column::ExpiresAt, Expr::value(*expires_at))
+                .filter(idempotency_keys::Column::Namespace.eq(new.namespace.clone()))
+                .filter(idempotency_keys::Column::Key.eq(key.clone()))
+                .filter(idempotency_keys::Column::ExpiresAt.lte(new.now))
+                .exec(c)
+                .await?
+                .rows_affected;
+            if taken == 0 {
+                let existing = idempotency_keys::Entity::find_by_id((
+                    new.namespace.clone(),
+                    key.clone(),
+                ))
+                .one(c)
+                .await?
+                .ok_or_else(|| {
+                    EngineError::Unavailable("idempotency key changed concurrently; retry".into())
+                })?;
+                let run = load_run(c, &new.namespace, &existing.run_id).await?.ok_or_else(|| {
+                    EngineError::Storage(format!(
+                        "idempotency key points at missing run {}",
+                        existing.run_id
+                    ))
+                })?;
+                return Ok(StartOutcome::Duplicate(run));
+            }
+        }
+    }
+    let model = insert_model(&new);
+    runs::Entity::insert(model.clone())
+        .exec_without_returning(c)
+        .await?;
+    let run = load_run(c, &new.namespace, &new.id)
+        .await?
+        .ok_or_else(|| EngineError::Storage("inserted run vanished".into()))?;
+    Ok(StartOutcome::Created(run))
+}
+
+fn new_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// Claims deliverable runs (skipping rows locked by another replica's claim).
+pub async fn claim<C: ConnectionTrait>(c: &C, req: ClaimRequest) -> EngineResult<Vec<ClaimedTask>> {
+    let job_names: Vec<&str> = req.jobs.iter().map(|j| j.name.as_str()).collect();
+    let rows = runs::Entity::find()
+        .filter(runs::Column::Namespace.eq(req.namespace.as_str()))
+        .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
+        .filter(runs::Column::Queue.is_in(req.queues.iter().map(String::as_str)))
+        .filter(runs::Column::Job.is_in(job_names))
+        .filter(runs::Column::AvailableAt.lte(req.now))
+        .order_by_asc(runs::Column::AvailableAt)
+        .order_by_asc(runs::Column::Id)
+        .limit(req.max_tasks as u64)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .all(c)
+        .await?;
+    let mut tasks = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut run = run_from_model(row)?;
+        let lease_ms = run
+            .lease_timeout_ms
+            .or_else(|| {
+                req.jobs
+                    .iter()
+                    .find(|j| j.name == run.job)
+                    .and_then(|j| j.lease_timeout_ms)
+            })
+            .unwrap_or(req.default_lease_ms);
+        let token = new_token();
+        let deadline = req.now + lease_ms;
+        let attempt = run.attempt + 1;
+        let updated = runs::Entity::update_many()
+            .col_expr(runs::Column::Status, Expr::value(RunStatus::Running.as_str()))
+            .col_expr(runs::Column::Attempt, Expr::value(attempt))
+            .col_expr(runs::Column::LeaseToken, Expr::value(token.clone()))
+            .col_expr(runs::Column::LeaseExpiresAt, Expr::value(deadline))
+            .col_expr(runs::Column::EffectiveLeaseMs, Expr::value(lease_ms))
+            .col_expr(runs::Column::WorkerId, Expr::value(req.worker_id.clone()))
+            .col_expr(runs::Column::UpdatedAt, Expr::value(req.now))
+            .filter(runs::Column::Id.eq(run.id.as_str()))
+            .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
+            .exec(c)
+            .await?
+            .rows_affected;
+        if updated != 1 {
+            continue;
+        }
+        attempts::Entity::insert(attempts::ActiveModel {
+            run_id: Set(run.id.clone()),
+            number: Set(attempt),
+            worker_id: Set(req.worker_id.clone()),
+            started_at: Set(req.now),
+            ended_at: Set(None),
+            failure: Set(None),
+        })
+        .exec_without_returning(c)
+        .await?;
+        run.status = RunStatus::Running;
+        run.attempt = attempt;
+        run.lease_token = Some(token.clone());
+        run.lease_expires_at = Some(deadline);
+        run.effective_lease_ms = Some(lease_ms);
+        run.worker_id = Some(req.worker_id.clone());
+        run.updated_at = req.now;
+        tasks.push(ClaimedTask {
+            run,
+            lease_token: token,
+            lease_deadline: deadline,
+            lease_ms,
+            journal: Vec::new(),
+        });
+    }
+    if !tasks.is_empty() {
+        let ids: Vec<String> = tasks.iter().map(|t| t.run.id.clone()).collect();
+        let journal = steps::Entity::find()
+            .filter(steps::Column::RunId.is_in(ids))
+            .order_by_asc(steps::Column::CompletedAt)
+            .order_by_asc(steps::Column::StepId)
+            .all(c)
+            .await?;
+        for step in journal {
+            let run_id = step.run_id.clone();
+            let rec = step_from_model(step)?;
+            if let Some(t) = tasks.iter_mut().find(|t| t.run.id == run_id) {
+                t.journal.push(rec);
+            }
+        }
+    }
+    Ok(tasks)
+}
+
+/// Extends a lease; a cancelled run answers `cancel_requested` instead of an error.
+pub async fn heartbeat<C: ConnectionTrait>(
+    c: &C,
+    lease: LeaseRef,
+    now: i64,
+) -> EngineResult<HeartbeatOutcome> {
+    let run = load_run(c, &lease.namespace, &lease.run_id)
+        .await?
+        .ok_or_else(|| EngineError::run_not_found(&lease.run_id))?;
+    match lease::check(&run, &lease.token, now, Access::Write) {
+        Ok(()) => {}
+        Err(EngineError::Cancelled(_)) => {
+            return Ok(HeartbeatOutcome {
+                lease_deadline: run.lease_expires_at.unwrap_or(now),
+                cancel_requested: true,
+            });
+        }
+        Err(e) => return Err(e),
+    }
+    let deadline = now + run.effective_lease_ms.unwrap_or(30_000);
+    runs::Entity::update_many()
+        .col_expr(runs::Column::LeaseExpiresAt, Expr::value(deadline))
+        .col_expr(runs::Column::UpdatedAt, Expr::value(now))
+        .filter(runs::Column::Id.eq(run.id.as_str()))
+        .exec(c)
+        .await?;
+    Ok(HeartbeatOutcome {
+        lease_deadline: deadline,
+        cancel_requested: false,
+    })
+}
+
+/// Records a step result once; the primary key rejects a second result for one step.
+pub async fn complete_step<C: ConnectionTrait>(
+    c: &C,
+    lease: LeaseRef,
+    step: NewStep,
+    now: i64,
+) -> EngineResult<bool> {
+    let run = load_leased(c, &lease, now, Access::Write).await?;
+    let size = step.output.as_ref().map_or(0, |o| o.len() as i64);
+    let inserted = steps::Entity::insert(steps::ActiveModel {
+        run_id: Set(run.id.clone()),
+        step_id: Set(step.step_id),
+        kind: Set(step.kind.as_str().to_owned()),
+        attempt: Set(run.attempt),
+        output: Set(step.output),
+        failure: Set(step.failure.as_ref().map(failure_to_text)),
+        output_size: Set(size),
+        started_at: Set(step.started_at),
+        completed_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::columns([steps::Column::RunId, steps::Column::StepId])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(c)
+    .await?;
+    Ok(inserted == 0)
+}
+
+async fn end_attempt<C: ConnectionTrait>(
+    c: &C,
+    run: &RunRecord,
+    failure: Option<&Failure>,
+    now: i64,
+) -> EngineResult<()> {
+    attempts::Entity::update_many()
+        .col_expr(attempts::Column::EndedAt, Expr::value(now))
+        .col_expr(
+            attempts::Column::Failure,
+            Expr::value(failure.map(failure_to_text)),
+        )
+        .filter(attempts::Column::RunId.eq(run.id.as_str()))
+        .filter(attempts::Column::Number.eq(run.attempt))
+        .filter(attempts::Column::EndedAt.is_null())
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// Completes a run. A resent completion by the same attempt is accepted unchanged.
+pub async fn complete_run<C: ConnectionTrait>(
+    c: &C,
+    lease: LeaseRef,
+    result: String,
+    now: i64,
+) -> EngineResult<RunRecord> {
+    let mut run = load_leased(c, &lease, now, Access::Complete).await?;
+    if run.status == RunStatus::Completed {
+        return Ok(run);
+    }
+    runs::Entity::update_many()
+        .col_expr(runs::Column::Status, Expr::value(RunStatus::Completed.as_str()))
+        .col_expr(runs::Column::Result, Expr::value(result.clone()))
+        .col_expr(runs::Column::LeaseExpiresAt, Expr::value(Option::<i64>::None))
+        .col_expr(runs::Column::FinishedAt, Expr::value(now))
+        .col_expr(runs::Column::UpdatedAt, Expr::value(now))
+        .filter(runs::Column::Id.eq(run.id.as_str()))
+        .exec(c)
+        .await?;
+    end_attempt(c, &run, None, now).await?;
+    run.status = RunStatus::Completed;
+    run.result = Some(result);
+    run.finished_at = Some(now);
+    Ok(run)
+}
+
+/// Applies the outcome of a failed attempt: queue again after a delay, or fail the run.
+async fn apply_failure<C: ConnectionTrait>(
+    c: &C,
+    mut run: RunRecord,
+    failure: Failure,
+    now: i64,
+) -> EngineResult<FailOutcome> {
+    end_attempt(c, &run, Some(&failure), now).await?;
+    let decision = retry::decide(&run, &failure, now);
+    let update = runs::Entity::update_many()
+        .col_expr(runs::Column::LeaseToken, Expr::value(Option::<String>::None))
+        .col_expr(runs::Column::LeaseExpiresAt, Expr::value(Option::<i64>::None))
+        .col_expr(runs::Column::UpdatedAt, Expr::value(now))
+        .filter(runs::Column::Id.eq(run.id.as_str()));
+    run.lease_token = None;
+    run.lease_expires_at = None;
+    run.updated_at = now;
+    let next_attempt_at = match decision {
+        RetryDecision::RetryAt(at) => {
+            update
+                .col_expr(runs::Column::Status, Expr::value(RunStatus::Queued.as_str()))
+                .col_expr(runs::Column::AvailableAt, Expr::value(at))
+                .exec(c)
+                .await?;
+            run.status = RunStatus::Queued;
+            run.available_at = at;
+            Some(at)
+        }
+        RetryDecision::Fail => {
+            update
+                .col_expr(runs::Column::Status, Expr::value(RunStatus::Failed.as_str()))
+                .col_expr(runs::Column::Failure, Expr::value(failure_to_text(&failure)))
+                .col_expr(runs::Column::FinishedAt, Expr::value(now))
+                .exec(c)
+                .await?;
+            run.status = RunStatus::Failed;
+            run.finished_at = Some(now);
+            run.failure = Some(failure);
+            None
+        }
+    };
+    Ok(FailOutcome {
+        run,
+        next_attempt_at,
+    })
+}
+
+/// Records a failed attempt reported by its worker.
+pub async fn fail_run<C: ConnectionTrait>(
+    c: &C,
+    lease: LeaseRef,
+    failure: Failure,
+    now: i64,
+) -> EngineResult<FailOutcome> {
+    let run = load_leased(c, &lease, now, Access::Write).await?;
+    apply_failure(c, run, failure, now).await
+}
+
+/// Cancels a run that is not final yet.
+pub async fn cancel_run<C: ConnectionTrait>(
+    c: &C,
+    namespace: &str,
+    run_id: &str,
+    reason: Failure,
+    now: i64,
+) -> EngineResult<RunRecord> {
+    let mut run = load_run(c, namespace, run_id)
+        .await?
+        .ok_or_else(|| EngineError::run_not_found(run_id))?;
+    if run.status.is_final() {
+        return Err(EngineError::FailedPrecondition(format!(
+            "run {run_id} is already {}; only queued, running or waiting runs can be cancelled",
+            run.status
+        )));
+    }
+    if run.status == RunStatus::Running {
+        end_attempt(c, &run, Some(&reason), now).await?;
+    }
+    runs::Entity::update_many()
+        .col_expr(runs::Column::Status, Expr::value(RunStatus::Cancelled.as_str()))
+        .col_expr(runs::Column::Failure, Expr::value(failure_to_text(&reason)))
+        .col_expr(runs::Column::LeaseExpiresAt, Expr::value(Option::<i64>::None))
+        .col_expr(runs::Column::FinishedAt, Expr::value(now))
+        .col_expr(runs::Column::UpdatedAt, Expr::value(now))
+        .filter(runs::Column::Id.eq(run_id))
+        .exec(c)
+        .await?;
+    run.status = RunStatus::Cancelled;
+    run.failure = Some(reason);
+    run.lease_expires_at = None;
+    run.finished_at = Some(now);
+    run.updated_at = now;
+    Ok(run)
+}
+
+/// Queues a failed or cancelled run again with a fresh attempt budget.
+pub async fn retry_run<C: ConnectionTrait>(
+    c: &C,
+    namespace: &str,
+    run_id: &str,
+    now: i64,
+) -> EngineResult<RunRecord> {
+    let mut run = load_run(c, namespace, run_id)
+        .await?
+        .ok_or_else(|| EngineError::run_not_found(run_id))?;
+    if !matches!(run.status, RunStatus::Failed | RunStatus::Cancelled) {
+        return Err(EngineError::FailedPrecondition(format!(
+            "run {run_id} is {}; only failed or cancelled runs can be retried",
+            run.status
+        )));
+    }
+    let max_attempts = run.attempt.saturating_add(run.retry.max_attempts);
+    runs::Entity::update_many()
+        .col_expr(runs::Column::Status, Expr::value(RunStatus::Queued.as_str()))
+        .col_expr(runs::Column::MaxAttempts, Expr::value(max_attempts))
+        .col_expr(runs::Column::Failure, Expr::value(Option::<String>::None))
+        .col_expr(runs::Column::LeaseToken, Expr::value(Option::<String>::None))
+        .col_expr(runs::Column::AvailableAt, Expr::value(now))
+        .col_expr(runs::Column::FinishedAt, Expr::value(Option::<i64>::None))
+        .col_expr(runs::Column::UpdatedAt, Expr::value(now))
+        .filter(runs::Column::Id.eq(run_id))
+        .exec(c)
+        .await?;
+    run.status = RunStatus::Queued;
+    run.max_attempts = max_attempts;
+    run.failure = None;
+    run.lease_token = None;
+    run.available_at = now;
+    run.finished_at = None;
+    run.updated_at = now;
+    Ok(run)
+}
+
+/// Ends attempts whose lease expired: each counts as a failed attempt, and the run is
+/// queued again at once (the worker died; backoff would only delay recovery) or fails
+/// when its attempts are used up.
+pub async fn expire_leases<C: ConnectionTrait>(
+    c: &C,
+    now: i64,
+    limit: u64,
+) -> EngineResult<ExpiredLeases> {
+    let rows = runs::Entity::find()
+        .filter(runs::Column::Status.eq(RunStatus::Running.as_str()))
+        .filter(runs::Column::LeaseExpiresAt.lte(now))
+        .order_by_asc(runs::Column::LeaseExpiresAt)
+        .limit(limit)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .all(c)
+        .await?;
+    let mut out = ExpiredLeases::default();
+    for row in rows {
+        let mut run = run_from_model(row)?;
+        let failure = Failure::new(
+            format!(
+                "lease expired: worker {} sent no heartbeat within {} ms",
+                run.worker_id.as_deref().unwrap_or("?"),
+                run.effective_lease_ms.unwrap_or(0)
+            ),
+            "LeaseExpired",
+        );
+        // Redeliver at once rather than after backoff.
+        run.retry.initial_interval_ms = 0;
+        let outcome = apply_failure(c, run, failure, now).await?;
+        let r = outcome.run;
+        match outcome.next_attempt_at {
+            Some(_) => out.requeued.push((r.namespace, r.queue, r.job)),
+            None => out.failed.push(r.id),
+        }
+    }
+    Ok(out)
+}

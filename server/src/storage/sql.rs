@@ -1,0 +1,325 @@
+//! Connecting, migrating and reading: [`SqlStore`] and its `RunStore`/`KeyStore` impls.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sea_orm::sea_query::{Expr, Func};
+use sea_orm::{
+    ColumnTrait, ConnectOptions, Database, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use stackshift_migrations::{Migrator, MigratorTrait};
+
+use crate::engine::model::{
+    ApiKeyRecord, ClaimRequest, ClaimedTask, ExpiredLeases, FailOutcome, Failure,
+    HeartbeatOutcome, LeaseRef, NewRun, NewStep, RunDetail, RunFilter, RunRecord, RunStatus,
+    StartOutcome,
+};
+use crate::engine::store::{KeyStore, RunStore};
+use crate::engine::EngineResult;
+
+use super::convert::{attempt_from_model, run_from_model, step_from_model};
+use super::entities::{attempts, runs, steps};
+use super::error::StorageError;
+use super::writer::Writer;
+use super::{key_ops, run_ops};
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file (WAL, `synchronous=FULL`).
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// The sea-orm store.
+#[derive(Clone)]
+pub struct SqlStore {
+    db: DatabaseConnection,
+    writer: Writer,
+    backend: Backend,
+}
+
+/// Normalizes a database URL: a bare path means a SQLite file.
+pub fn normalize_url(url: &str) -> Result<(String, Backend), StorageError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok((url.to_owned(), Backend::Postgres))
+    } else if url.starts_with("sqlite:") {
+        Ok((url.to_owned(), Backend::Sqlite))
+    } else if url.contains("://") {
+        Err(StorageError::Url(format!(
+            "unsupported scheme in {:?}: use sqlite://PATH or postgres://...",
+            url.split("://").next().unwrap_or_default()
+        )))
+    } else {
+        Ok((format!("sqlite://{url}"), Backend::Sqlite))
+    }
+}
+
+impl SqlStore {
+    /// Connects, applies pending migrations and starts the writer.
+    pub async fn connect(url: &str) -> Result<Self, StorageError> {
+        let (url, backend) = normalize_url(url)?;
+        let mut opts = ConnectOptions::new(url);
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(10));
+        match backend {
+            Backend::Sqlite => {
+                opts.max_connections(8).min_connections(1);
+                opts.map_sqlx_sqlite_opts(|o| {
+                    use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+                    o.create_if_missing(true)
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Full)
+                        .busy_timeout(Duration::from_secs(10))
+                        .foreign_keys(true)
+                });
+            }
+            Backend::Postgres => {
+                opts.max_connections(32).min_connections(2);
+            }
+        }
+        let db = Database::connect(opts).await?;
+        Migrator::up(&db, None).await?;
+        let writers = match backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 4,
+        };
+        let writer = Writer::spawn(db.clone(), writers, backend == Backend::Sqlite);
+        Ok(Self { db, writer, backend })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The group-commit writer (for statistics).
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// The underlying connection (tests use it to inspect rows).
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Closes the pool after pending writes were answered.
+    pub async fn close(self) {
+        let _ = self.db.close().await;
+    }
+}
+
+#[async_trait]
+impl RunStore for SqlStore {
+    async fn start_run(&self, new: NewRun) -> EngineResult<StartOutcome> {
+        self.writer
+            .run(move |c| Box::pin(run_ops::start_run(c, new)))
+            .await
+    }
+
+    async fn get_run(&self, namespace: &str, run_id: &str) -> EngineResult<Option<RunRecord>> {
+        let row = runs::Entity::find_by_id(run_id.to_owned())
+            .filter(runs::Column::Namespace.eq(namespace))
+            .one(&self.db)
+            .await?;
+        Ok(row.map(run_from_model).transpose()?)
+    }
+
+    async fn get_run_detail(&self, namespace: &str, run_id: &str) -> EngineResult<Option<RunDetail>> {
+        let Some(run) = self.get_run(namespace, run_id).await? else {
+            return Ok(None);
+        };
+        let attempts = attempts::Entity::find()
+            .filter(attempts::Column::RunId.eq(run_id))
+            .order_by_asc(attempts::Column::Number)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(attempt_from_model)
+            .collect::<Result<Vec<_>, _>>()?;
+        let steps = steps::Entity::find()
+            .filter(steps::Column::RunId.eq(run_id))
+            .order_by_asc(steps::Column::CompletedAt)
+            .order_by_asc(steps::Column::StepId)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(step_from_model)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(RunDetail {
+            run,
+            attempts,
+            steps,
+        }))
+    }
+
+    async fn list_runs(
+        &self,
+        namespace: &str,
+        filter: &RunFilter,
+        cursor: Option<&str>,
+        limit: u64,
+    ) -> EngineResult<Vec<RunRecord>> {
+        let mut q = runs::Entity::find().filter(runs::Column::Namespace.eq(namespace));
+        if let Some(job) = &filter.job {
+            q = q.filter(runs::Column::Job.eq(job.as_str()));
+        }
+        if let Some(queue) = &filter.queue {
+            q = q.filter(runs::Column::Queue.eq(queue.as_str()));
+        }
+        if let Some(status) = filter.status {
+            q = q.filter(runs::Column::Status.eq(status.as_str()));
+        }
+        if let Some(cursor) = cursor {
+            q = q.filter(runs::Column::Id.lt(cursor));
+        }
+        Ok(q.order_by_desc(runs::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(run_from_model)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    async fn claim(&self, req: ClaimRequest) -> EngineResult<Vec<ClaimedTask>> {
+        self.writer.run(move |c| Box::pin(run_ops::claim(c, req))).await
+    }
+
+    async fn heartbeat(&self, lease: LeaseRef, now: i64) -> EngineResult<HeartbeatOutcome> {
+        self.writer
+            .run(move |c| Box::pin(run_ops::heartbeat(c, lease, now)))
+            .await
+    }
+
+    async fn complete_step(&self, lease: LeaseRef, step: NewStep, now: i64) -> EngineResult<bool> {
+        self.writer
+            .run(move |c| Box::pin(run_ops::complete_step(c, lease, step, now)))
+            .await
+    }
+
+    async fn complete_run(&self, lease: LeaseRef, result: String, now: i64) -> EngineResult<RunRecord> {
+        self.writer
+            .run(move |c| Box::pin(run_ops::complete_run(c, lease, result, now)))
+            .await
+    }
+
+    async fn fail_run(&self, lease: LeaseRef, failure: Failure, now: i64) -> EngineResult<FailOutcome> {
+        self.writer
+            .run(move |c| Box::pin(run_ops::fail_run(c, lease, failure, now)))
+            .await
+    }
+
+    async fn cancel_run(
+        &self,
+        namespace: &str,
+        run_id: &str,
+        reason: Failure,
+        now: i64,
+    ) -> EngineResult<RunRecord> {
+        let (ns, id) = (namespace.to_owned(), run_id.to_owned());
+        self.writer
+            .run(move |c| Box::pin(async move { run_ops::cancel_run(c, &ns, &id, reason, now).await }))
+            .await
+    }
+
+    async fn retry_run(&self, namespace: &str, run_id: &str, now: i64) -> EngineResult<RunRecord> {
+        let (ns, id) = (namespace.to_owned(), run_id.to_owned());
+        self.writer
+            .run(move |c| Box::pin(async move { run_ops::retry_run(c, &ns, &id, now).await }))
+            .await
+    }
+
+    async fn expire_leases(&self, now: i64, limit: u64) -> EngineResult<ExpiredLeases> {
+        // Cheap read first: the common case is "nothing expired", which needs no write.
+        let any = runs::Entity::find()
+            .select_only()
+            .column(runs::Column::Id)
+            .filter(runs::Column::Status.eq(RunStatus::Running.as_str()))
+            .filter(runs::Column::LeaseExpiresAt.lte(now))
+            .limit(1)
+            .into_tuple::<String>()
+            .one(&self.db)
+            .await?;
+        if any.is_none() {
+            return Ok(ExpiredLeases::default());
+        }
+        self.writer
+            .run(move |c| Box::pin(run_ops::expire_leases(c, now, limit)))
+            .await
+    }
+
+    async fn due_runs(
+        &self,
+        after: i64,
+        until: i64,
+        limit: u64,
+    ) -> EngineResult<Vec<(String, String, String)>> {
+        Ok(runs::Entity::find()
+            .select_only()
+            .column(runs::Column::Namespace)
+            .column(runs::Column::Queue)
+            .column(runs::Column::Job)
+            .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
+            .filter(runs::Column::AvailableAt.gt(after))
+            .filter(runs::Column::AvailableAt.lte(until))
+            .order_by_asc(runs::Column::AvailableAt)
+            .limit(limit)
+            .into_tuple::<(String, String, String)>()
+            .all(&self.db)
+            .await?)
+    }
+
+    async fn next_due(&self, after: i64) -> EngineResult<Option<i64>> {
+        let next_ready = runs::Entity::find()
+            .select_only()
+            .column_as(Expr::from(Func::min(Expr::col(runs::Column::AvailableAt))), "m")
+            .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
+            .filter(runs::Column::AvailableAt.gt(after))
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?
+            .flatten();
+        let next_lease = runs::Entity::find()
+            .select_only()
+            .column_as(Expr::from(Func::min(Expr::col(runs::Column::LeaseExpiresAt))), "m")
+            .filter(runs::Column::Status.eq(RunStatus::Running.as_str()))
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?
+            .flatten();
+        Ok(match (next_ready, next_lease) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqlStore {
+    async fn insert_key(&self, key: ApiKeyRecord) -> EngineResult<()> {
+        self.writer.run(move |c| Box::pin(key_ops::insert(c, key))).await
+    }
+
+    async fn list_keys(&self) -> EngineResult<Vec<ApiKeyRecord>> {
+        key_ops::list(&self.db).await
+    }
+
+    async fn revoke_key(&self, id: &str, now: i64) -> EngineResult<bool> {
+        let id = id.to_owned();
+        self.writer
+            .run(move |c| Box::pin(async move { key_ops::revoke(c, &id, now).await }))
+            .await
+    }
+
+    async fn find_active_key(&self, key_hash: &str) -> EngineResult<Option<ApiKeyRecord>> {
+        key_ops::find_active(&self.db, key_hash).await
+    }
+
+    async fn count_active_keys(&self) -> EngineResult<u64> {
+        key_ops::count_active(&self.db).await
+    }
+}

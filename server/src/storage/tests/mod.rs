@@ -1,0 +1,136 @@
+//! The storage contract suite. [`run_tests`] checks a store against the rules the engine
+//! relies on; it runs against a real SQLite file and a real PostgreSQL database.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod keys;
+mod runs;
+mod worker;
+
+use std::sync::Arc;
+
+use crate::engine::model::{ClaimRequest, JobSpec, NewRun, RetryPolicy, RunRecord, StartOutcome};
+use crate::engine::store::Store;
+
+use super::SqlStore;
+use super::testing::fresh_postgres_url;
+
+/// Runs every contract check against `store`.
+pub async fn run_tests(store: Arc<dyn Store>) {
+    runs::start_and_idempotency(&store).await;
+    runs::concurrent_idempotent_starts(&store).await;
+    runs::list_and_filters(&store).await;
+    runs::cancel_and_retry(&store).await;
+    runs::namespace_isolation(&store).await;
+    worker::claim_order_and_filters(&store).await;
+    worker::lease_rules(&store).await;
+    worker::steps_recorded_once(&store).await;
+    worker::failure_and_backoff(&store).await;
+    worker::lease_expiry(&store).await;
+    worker::timers(&store).await;
+    keys::key_lifecycle(&store).await;
+}
+
+pub(super) fn new_run(ns: &str, job: &str, queue: &str, now: i64) -> NewRun {
+    NewRun {
+        id: uuid::Uuid::now_v7().to_string(),
+        namespace: ns.to_owned(),
+        job: job.to_owned(),
+        queue: queue.to_owned(),
+        payload: r#"{"n":1}"#.to_owned(),
+        retry: RetryPolicy {
+            max_attempts: 3,
+            initial_interval_ms: 100,
+            backoff_coefficient: 2.0,
+            maximum_interval_ms: 1_000,
+        },
+        lease_timeout_ms: None,
+        idempotency: None,
+        now,
+    }
+}
+
+pub(super) async fn start(store: &Arc<dyn Store>, new: NewRun) -> RunRecord {
+    match store.start_run(new).await.unwrap() {
+        StartOutcome::Created(r) => r,
+        StartOutcome::Duplicate(r) => panic!("unexpected duplicate {}", r.id),
+    }
+}
+
+pub(super) fn claim_req(ns: &str, queues: &[&str], jobs: &[&str], max: usize, now: i64) -> ClaimRequest {
+    ClaimRequest {
+        namespace: ns.to_owned(),
+        worker_id: "w1".to_owned(),
+        queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+        jobs: jobs
+            .iter()
+            .map(|j| JobSpec {
+                name: (*j).to_owned(),
+                lease_timeout_ms: None,
+            })
+            .collect(),
+        max_tasks: max,
+        default_lease_ms: 30_000,
+        now,
+    }
+}
+
+/// A namespace unique to one check, so checks never see each other's rows.
+pub(super) fn ns(label: &str) -> String {
+    format!("{label}-{}", &uuid::Uuid::now_v7().simple().to_string()[20..])
+}
+
+#[tokio::test]
+async fn sqlite_store_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("contract.db").display());
+    let store = SqlStore::connect(&url).await.unwrap();
+    run_tests(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn postgres_store_contract() {
+    let Some(url) = fresh_postgres_url("contract").await else {
+        return;
+    };
+    let store = SqlStore::connect(&url).await.unwrap();
+    run_tests(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn sqlite_runs_in_wal_with_full_sync() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("pragmas.db").display());
+    let store = SqlStore::connect(&url).await.unwrap();
+    let db = store.connection();
+    let q = |sql: &str| Statement::from_string(db.get_database_backend(), sql.to_owned());
+    let mode: String = db
+        .query_one_raw(q("PRAGMA journal_mode"))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index(0)
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let sync: i32 = db
+        .query_one_raw(q("PRAGMA synchronous"))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index(0)
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous must be FULL (2)");
+}
+
+#[tokio::test]
+async fn migrations_apply_twice_and_roll_back() {
+    use stackshift_migrations::{Migrator, MigratorTrait};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("mig.db").display());
+    let store = SqlStore::connect(&url).await.unwrap();
+    let db = store.connection();
+    Migrator::up(db, None).await.unwrap();
+    Migrator::down(db, None).await.unwrap();
+    Migrator::up(db, None).await.unwrap();
+    assert!(Migrator::get_pending_migrations(db).await.unwrap().is_empty());
+}

@@ -1,0 +1,195 @@
+//! Contract checks of run starts, idempotency, listing, cancel, retry and namespaces.
+
+use std::sync::Arc;
+
+use crate::engine::EngineError;
+use crate::engine::model::{Failure, RunFilter, RunStatus, StartOutcome};
+use crate::engine::store::Store;
+
+use super::{claim_req, new_run, ns, start};
+
+pub async fn start_and_idempotency(store: &Arc<dyn Store>) {
+    let ns = ns("idem");
+    let now = 1_000_000;
+    let mut a = new_run(&ns, "job", "q", now);
+    a.idempotency = Some(("key-1".into(), now + 10_000));
+    let first = start(store, a.clone()).await;
+    assert_eq!(first.status, RunStatus::Queued);
+    assert_eq!(first.attempt, 0);
+    assert_eq!(first.idempotency_key.as_deref(), Some("key-1"));
+    let got = store.get_run(&ns, &first.id).await.unwrap().unwrap();
+    assert_eq!(got, first);
+
+    // A duplicate within the TTL returns the first run and creates nothing.
+    let mut dup = new_run(&ns, "job", "q", now + 5_000);
+    dup.idempotency = Some(("key-1".into(), now + 15_000));
+    match store.start_run(dup.clone()).await.unwrap() {
+        StartOutcome::Duplicate(r) => assert_eq!(r.id, first.id),
+        other => panic!("expected duplicate, got {other:?}"),
+    }
+    assert!(store.get_run(&ns, &dup.id).await.unwrap().is_none());
+
+    // After the TTL the key is taken over by a new run.
+    let mut later = new_run(&ns, "job", "q", now + 10_000);
+    later.idempotency = Some(("key-1".into(), now + 20_000));
+    let second = start(store, later).await;
+    assert_ne!(second.id, first.id);
+
+    // The same key in another namespace is independent.
+    let other = self::ns("idem-other");
+    let mut b = new_run(&other, "job", "q", now);
+    b.idempotency = Some(("key-1".into(), now + 10_000));
+    start(store, b).await;
+}
+
+pub async fn concurrent_idempotent_starts(store: &Arc<dyn Store>) {
+    let ns = ns("race");
+    let now = super::super::super::engine::now_ms();
+    let mut handles = Vec::new();
+    for _ in 0..50 {
+        let store = store.clone();
+        let mut r = new_run(&ns, "job", "q", now);
+        r.idempotency = Some(("same".into(), now + 60_000));
+        handles.push(tokio::spawn(async move { store.start_run(r).await.unwrap() }));
+    }
+    let mut created = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for h in handles {
+        match h.await.unwrap() {
+            StartOutcome::Created(r) => {
+                ids.insert(r.id.clone());
+                created.push(r);
+            }
+            StartOutcome::Duplicate(r) => {
+                ids.insert(r.id);
+            }
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one start creates the run");
+    assert_eq!(ids.len(), 1, "every duplicate returns the same run");
+    let all = store
+        .list_runs(&ns, &RunFilter::default(), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+}
+
+pub async fn list_and_filters(store: &Arc<dyn Store>) {
+    let ns = ns("list");
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let job = if i % 2 == 0 { "even" } else { "odd" };
+        let queue = if i < 3 { "a" } else { "b" };
+        ids.push(start(store, new_run(&ns, job, queue, 1_000 + i)).await.id);
+    }
+    // Newest first, paginated by cursor, no gaps or duplicates.
+    let page1 = store.list_runs(&ns, &RunFilter::default(), None, 3).await.unwrap();
+    let page2 = store
+        .list_runs(&ns, &RunFilter::default(), Some(&page1[2].id), 3)
+        .await
+        .unwrap();
+    let page3 = store
+        .list_runs(&ns, &RunFilter::default(), Some(&page2[2].id), 3)
+        .await
+        .unwrap();
+    let listed: Vec<String> = page1
+        .iter()
+        .chain(&page2)
+        .chain(&page3)
+        .map(|r| r.id.clone())
+        .collect();
+    let mut expected = ids.clone();
+    expected.reverse();
+    assert_eq!(listed, expected);
+
+    let f = RunFilter {
+        job: Some("even".into()),
+        ..RunFilter::default()
+    };
+    assert_eq!(store.list_runs(&ns, &f, None, 100).await.unwrap().len(), 4);
+    let f = RunFilter {
+        queue: Some("a".into()),
+        ..RunFilter::default()
+    };
+    assert_eq!(store.list_runs(&ns, &f, None, 100).await.unwrap().len(), 3);
+    store
+        .cancel_run(&ns, &ids[0], Failure::new("stop", "Cancelled"), 2_000)
+        .await
+        .unwrap();
+    let f = RunFilter {
+        status: Some(RunStatus::Cancelled),
+        ..RunFilter::default()
+    };
+    let cancelled = store.list_runs(&ns, &f, None, 100).await.unwrap();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].id, ids[0]);
+}
+
+pub async fn cancel_and_retry(store: &Arc<dyn Store>) {
+    let ns = ns("cancel");
+    let run = start(store, new_run(&ns, "job", "q", 1_000)).await;
+    let c = store
+        .cancel_run(&ns, &run.id, Failure::new("no longer needed", "Cancelled"), 2_000)
+        .await
+        .unwrap();
+    assert_eq!(c.status, RunStatus::Cancelled);
+    assert_eq!(c.finished_at, Some(2_000));
+    // Cancelled runs are not delivered.
+    assert!(store.claim(claim_req(&ns, &["q"], &["job"], 10, 3_000)).await.unwrap().is_empty());
+    // Cancelling again is refused.
+    let again = store
+        .cancel_run(&ns, &run.id, Failure::new("x", "Cancelled"), 2_500)
+        .await;
+    assert!(matches!(again, Err(EngineError::FailedPrecondition(_))));
+    // Retry queues it with a fresh attempt budget.
+    let r = store.retry_run(&ns, &run.id, 4_000).await.unwrap();
+    assert_eq!(r.status, RunStatus::Queued);
+    assert_eq!(r.max_attempts, 3);
+    assert!(r.failure.is_none());
+    let tasks = store.claim(claim_req(&ns, &["q"], &["job"], 10, 4_000)).await.unwrap();
+    assert_eq!(tasks.len(), 1);
+    // Only failed or cancelled runs can be retried; unknown runs are not found.
+    let again = store.retry_run(&ns, &run.id, 5_000).await;
+    assert!(matches!(again, Err(EngineError::FailedPrecondition(_))));
+    let missing = uuid::Uuid::now_v7().to_string();
+    assert!(matches!(
+        store.retry_run(&ns, &missing, 5_000).await,
+        Err(EngineError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .cancel_run(&ns, &missing, Failure::new("x", "Cancelled"), 5_000)
+            .await,
+        Err(EngineError::NotFound(_))
+    ));
+}
+
+pub async fn namespace_isolation(store: &Arc<dyn Store>) {
+    let a = ns("tenant-a");
+    let b = ns("tenant-b");
+    let run = start(store, new_run(&a, "job", "q", 1_000)).await;
+    assert!(store.get_run(&b, &run.id).await.unwrap().is_none());
+    assert!(store.get_run_detail(&b, &run.id).await.unwrap().is_none());
+    assert!(matches!(
+        store.cancel_run(&b, &run.id, Failure::new("x", "Cancelled"), 2_000).await,
+        Err(EngineError::NotFound(_))
+    ));
+    assert!(store.claim(claim_req(&b, &["q"], &["job"], 10, 2_000)).await.unwrap().is_empty());
+    assert!(store
+        .list_runs(&b, &RunFilter::default(), None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let tasks = store.claim(claim_req(&a, &["q"], &["job"], 10, 2_000)).await.unwrap();
+    assert_eq!(tasks.len(), 1);
+    // A worker of namespace B cannot write to A's run, even with the right token.
+    let lease = crate::engine::model::LeaseRef {
+        namespace: b.clone(),
+        run_id: run.id.clone(),
+        token: tasks[0].lease_token.clone(),
+    };
+    assert!(matches!(
+        store.heartbeat(lease, 2_100).await,
+        Err(EngineError::NotFound(_))
+    ));
+}

@@ -1,0 +1,155 @@
+//! Group commit. Every write is a closure queued to writer tasks; a writer takes all
+//! queued closures (up to [`MAX_BATCH`]), runs each inside its own savepoint of one
+//! transaction, commits once, and only then answers each caller. Concurrent writers thus
+//! share one durable commit (one fsync on SQLite with `synchronous=FULL`), and a failing
+//! write rolls back its own savepoint without affecting the others in the batch.
+//!
+//! SQLite gets one writer task (SQLite has one writer anyway, and this avoids busy
+//! errors); PostgreSQL gets several, so commits overlap.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use sea_orm::{
+    AccessMode, DatabaseConnection, DatabaseTransaction, IsolationLevel, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
+};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::engine::{EngineError, EngineResult};
+
+/// Most writes in one commit.
+pub const MAX_BATCH: usize = 512;
+
+type Finish = Box<dyn FnOnce(EngineResult<()>) + Send>;
+type Job = Box<dyn for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, (bool, Finish)> + Send>;
+
+/// Observed batch sizes, for tests and the benchmark.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Commits performed.
+    pub commits: std::sync::atomic::AtomicU64,
+    /// Writes committed.
+    pub writes: std::sync::atomic::AtomicU64,
+}
+
+/// Handle used to submit writes.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Job>,
+    stats: Arc<WriterStats>,
+}
+
+impl Writer {
+    /// Spawns `tasks` writer tasks over `db`.
+    pub fn spawn(db: DatabaseConnection, tasks: usize, sqlite: bool) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>(16 * MAX_BATCH);
+        let rx = Arc::new(Mutex::new(rx));
+        let stats = Arc::new(WriterStats::default());
+        for _ in 0..tasks.max(1) {
+            tokio::spawn(writer_loop(db.clone(), rx.clone(), stats.clone(), sqlite));
+        }
+        Self { tx, stats }
+    }
+
+    /// Commit statistics.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Runs `f` inside the next group commit and returns its result once committed.
+    pub async fn run<T, F>(&self, f: F) -> EngineResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, EngineResult<T>>
+            + Send
+            + 'static,
+    {
+        let (otx, orx) = oneshot::channel::<EngineResult<T>>();
+        let job: Job = Box::new(move |txn| {
+            Box::pin(async move {
+                let out = f(txn).await;
+                let ok = out.is_ok();
+                let finish: Finish = Box::new(move |commit: EngineResult<()>| {
+                    let _ = otx.send(commit.and(out));
+                });
+                (ok, finish)
+            })
+        });
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| EngineError::Unavailable("the store writer has stopped".into()))?;
+        orx.await.map_err(|_| {
+            EngineError::Unavailable("the write was not committed: the store is unavailable".into())
+        })?
+    }
+}
+
+async fn writer_loop(
+    db: DatabaseConnection,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    stats: Arc<WriterStats>,
+    sqlite: bool,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        {
+            let mut rx = rx.lock().await;
+            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
+            }
+        }
+        let options = TransactionOptions {
+            isolation_level: (!sqlite).then_some(IsolationLevel::ReadCommitted),
+            access_mode: (!sqlite).then_some(AccessMode::ReadWrite),
+            sqlite_transaction_mode: sqlite.then_some(SqliteTransactionMode::Immediate),
+        };
+        let txn = match db.begin_with_options(options).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, writes = batch.len(), "cannot begin a transaction");
+                batch.clear(); // callers get `Unavailable`
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let mut finishers = Vec::with_capacity(batch.len());
+        let mut broken = None;
+        for job in batch.drain(..) {
+            let sp = match txn.begin().await {
+                Ok(sp) => sp,
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            };
+            let (ok, finish) = job(&sp).await;
+            let end = if ok { sp.commit().await } else { sp.rollback().await };
+            finishers.push(finish);
+            if let Err(e) = end {
+                broken = Some(e);
+                break;
+            }
+        }
+        batch.clear();
+        let n = finishers.len() as u64;
+        let result = match broken {
+            Some(e) => {
+                let _ = txn.rollback().await;
+                Err(EngineError::from(e))
+            }
+            None => txn.commit().await.map_err(EngineError::from),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, writes = n, "group commit failed");
+        } else {
+            use std::sync::atomic::Ordering::Relaxed;
+            stats.commits.fetch_add(1, Relaxed);
+            stats.writes.fetch_add(n, Relaxed);
+        }
+        for finish in finishers {
+            finish(result.clone());
+        }
+    }
+}
