@@ -2,6 +2,6 @@
 //! sea-orm storage (`storage`), on embedded SQLite or PostgreSQL.
 
 pub mod api;
-pub mod server;
 pub mod engine;
+pub mod server;
 pub mod storage;

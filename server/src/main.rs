@@ -13,7 +13,12 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "stackshift-server", version, about)]
 struct Cli {
     /// Database: `sqlite://PATH` (a bare path works too) or `postgres://USER:PASS@HOST/DB`.
-    #[arg(long, env = "STACKSHIFT_DATABASE_URL", default_value = "sqlite://stackshift.db", global = true)]
+    #[arg(
+        long,
+        env = "STACKSHIFT_DATABASE_URL",
+        default_value = "sqlite://stackshift.db",
+        global = true
+    )]
     database_url: String,
     #[command(subcommand)]
     command: Option<Command>,
@@ -35,6 +40,9 @@ struct ServeArgs {
     /// Lease timeout in seconds when neither the run nor the job sets one.
     #[arg(long, env = "STACKSHIFT_DEFAULT_LEASE_SECS", default_value_t = 30)]
     default_lease_secs: u32,
+    /// Seconds in-flight requests get after SIGINT/SIGTERM before the server exits.
+    #[arg(long, env = "STACKSHIFT_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    shutdown_grace_secs: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +113,7 @@ async fn run_server(database_url: String, args: ServeArgs) -> anyhow::Result<()>
         database_url,
         insecure_allow_open: args.insecure_allow_open,
         engine,
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs.min(3600)),
     };
     serve(config, shutdown_signal()).await
 }
@@ -144,7 +153,11 @@ async fn keys(database_url: &str, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::List => {
             println!("{:<18} {:<24} {:<20} STATUS", "ID", "NAMESPACE", "NAME");
             for k in store.list_keys().await? {
-                let status = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                let status = if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
                 println!("{:<18} {:<24} {:<20} {status}", k.id, k.namespace, k.name);
             }
         }

@@ -26,6 +26,9 @@ pub struct ServeConfig {
     pub insecure_allow_open: bool,
     /// Engine limits.
     pub engine: EngineConfig,
+    /// How long in-flight requests may take after a shutdown signal before the process
+    /// exits anyway (idle client connections would otherwise hold it open).
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// Runs the server until `shutdown` completes.
@@ -57,7 +60,10 @@ pub async fn serve(
     let store: Arc<dyn crate::engine::store::Store> = Arc::new(store);
     let engine = Engine::new(store.clone(), config.engine.clone());
     let background = engine.spawn_background();
-    let auth = Arc::new(Authenticator::new(store, loopback || config.insecure_allow_open));
+    let auth = Arc::new(Authenticator::new(
+        store,
+        loopback || config.insecure_allow_open,
+    ));
     let state = ApiState {
         engine: engine.clone(),
         auth,
@@ -82,24 +88,40 @@ pub async fn serve(
     tracing::info!(%local, database = %redact(&config.database_url), "serving");
 
     let engine_for_signal = engine.clone();
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: answering open polls, finishing in-flight requests");
         engine_for_signal.shutdown();
+        let _ = stopping_tx.send(());
     };
-    tonic::transport::Server::builder()
+    let grace = config.shutdown_grace;
+    let deadline = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let serving = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            JobsServiceServer::new(JobsApi(state.clone()))
-                .max_decoding_message_size(max_message),
+            JobsServiceServer::new(JobsApi(state.clone())).max_decoding_message_size(max_message),
         )
         .add_service(
             WorkerServiceServer::new(WorkerApi(state)).max_decoding_message_size(max_message),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
-        .await?;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    tokio::select! {
+        served = serving => served?,
+        () = deadline => tracing::warn!(
+            ?grace,
+            "connections still open after the shutdown grace period; exiting \
+             (every acknowledged write is already committed)"
+        ),
+    }
     background.abort();
     tracing::info!("stopped");
     Ok(())

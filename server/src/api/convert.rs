@@ -84,7 +84,11 @@ pub fn failure_to_pb(f: &Failure) -> pb::Failure {
         message: f.message.clone(),
         r#type: f.error_type.clone(),
         non_retryable: f.non_retryable,
-        details: f.details.clone().map(String::into_bytes).unwrap_or_default(),
+        details: f
+            .details
+            .clone()
+            .map(String::into_bytes)
+            .unwrap_or_default(),
         stack_trace: f.stack_trace.clone(),
     }
 }
@@ -92,13 +96,14 @@ pub fn failure_to_pb(f: &Failure) -> pb::Failure {
 /// Protobuf failure to engine; details must be UTF-8 (JSON is checked by the engine).
 pub fn failure_from_pb(field: &str, f: Option<pb::Failure>) -> Result<Failure, Status> {
     let f = f.ok_or_else(|| Status::invalid_argument(format!("{field} is required")))?;
-    let details = if f.details.is_empty() {
-        None
-    } else {
-        Some(String::from_utf8(f.details).map_err(|_| {
-            Status::invalid_argument(format!("{field}.details is not UTF-8 JSON"))
-        })?)
-    };
+    let details =
+        if f.details.is_empty() {
+            None
+        } else {
+            Some(String::from_utf8(f.details).map_err(|_| {
+                Status::invalid_argument(format!("{field}.details is not UTF-8 JSON"))
+            })?)
+        };
     Ok(Failure {
         message: f.message,
         error_type: f.r#type,

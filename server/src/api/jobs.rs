@@ -81,7 +81,11 @@ impl JobsService for JobsApi {
     ) -> Result<Response<pb::CancelRunResponse>, Status> {
         let ns = self.0.namespace(req.metadata()).await?;
         let r = req.into_inner();
-        let run = self.0.engine.cancel_run(&ns, &r.run_id, opt(r.reason)).await?;
+        let run = self
+            .0
+            .engine
+            .cancel_run(&ns, &r.run_id, opt(r.reason))
+            .await?;
         Ok(Response::new(pb::CancelRunResponse {
             run: Some(run_to_pb(&run)),
         }))

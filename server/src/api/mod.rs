@@ -45,9 +45,7 @@ fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, tonic::Status> {
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or_else(|| {
-            tonic::Status::unauthenticated(
-                "the authorization header must be `Bearer <key>`",
-            )
+            tonic::Status::unauthenticated("the authorization header must be `Bearer <key>`")
         })?
         .trim();
     if key.is_empty() {

@@ -75,7 +75,14 @@ impl WorkerService for WorkerApi {
         let already_recorded = self
             .0
             .engine
-            .complete_step(&ns, &r.run_id, &r.lease_token, &r.step_id, outcome, started_at)
+            .complete_step(
+                &ns,
+                &r.run_id,
+                &r.lease_token,
+                &r.step_id,
+                outcome,
+                started_at,
+            )
             .await?;
         Ok(Response::new(pb::CompleteStepResponse { already_recorded }))
     }

@@ -18,7 +18,11 @@ pub const DEFAULT_QUEUE: &str = "default";
 
 impl Engine {
     /// Starts a run, or returns the live run holding the idempotency key.
-    pub async fn start_run(&self, namespace: &str, input: StartRunInput) -> EngineResult<StartOutcome> {
+    pub async fn start_run(
+        &self,
+        namespace: &str,
+        input: StartRunInput,
+    ) -> EngineResult<StartOutcome> {
         validate::name("job", &input.job)?;
         let queue = input.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
         validate::name("queue", &queue)?;
@@ -204,7 +208,12 @@ impl Engine {
         );
         let run = self
             .store
-            .cancel_run(namespace, run_id, Failure::new(message, "Cancelled"), now_ms())
+            .cancel_run(
+                namespace,
+                run_id,
+                Failure::new(message, "Cancelled"),
+                now_ms(),
+            )
             .await?;
         self.watchers.finished(run_id);
         Ok(run)

@@ -180,7 +180,10 @@ mod tests {
         assert!(d.signal("ns", "q", "job"));
         // `a` holds the signal; a second signal goes to `b`, not to `a` again.
         assert!(d.signal("ns", "q", "job"));
-        assert!(!d.signal("ns", "q", "job"), "both matching waiters already hold signals");
+        assert!(
+            !d.signal("ns", "q", "job"),
+            "both matching waiters already hold signals"
+        );
         tokio::time::timeout(std::time::Duration::from_millis(100), a.notified())
             .await
             .ok();

@@ -8,9 +8,8 @@ use async_trait::async_trait;
 
 use super::error::EngineResult;
 use super::model::{
-    ApiKeyRecord, ClaimRequest, ClaimedTask, ExpiredLeases, FailOutcome, Failure,
-    HeartbeatOutcome, LeaseRef, NewRun, NewStep, RunDetail, RunFilter, RunRecord,
-    StartOutcome,
+    ApiKeyRecord, ClaimRequest, ClaimedTask, ExpiredLeases, FailOutcome, Failure, HeartbeatOutcome,
+    LeaseRef, NewRun, NewStep, RunDetail, RunFilter, RunRecord, StartOutcome,
 };
 
 /// Durable storage of runs, attempts and steps.
@@ -39,14 +38,21 @@ pub trait RunStore: Send + Sync + 'static {
     /// Extends a lease.
     async fn heartbeat(&self, lease: LeaseRef, now: i64) -> EngineResult<HeartbeatOutcome>;
     /// Records a step result; returns true when this step id was already recorded.
-    async fn complete_step(&self, lease: LeaseRef, step: NewStep, now: i64)
-    -> EngineResult<bool>;
+    async fn complete_step(&self, lease: LeaseRef, step: NewStep, now: i64) -> EngineResult<bool>;
     /// Completes the run with a result.
-    async fn complete_run(&self, lease: LeaseRef, result: String, now: i64)
-    -> EngineResult<RunRecord>;
+    async fn complete_run(
+        &self,
+        lease: LeaseRef,
+        result: String,
+        now: i64,
+    ) -> EngineResult<RunRecord>;
     /// Records a failed attempt and schedules a retry or fails the run.
-    async fn fail_run(&self, lease: LeaseRef, failure: Failure, now: i64)
-    -> EngineResult<FailOutcome>;
+    async fn fail_run(
+        &self,
+        lease: LeaseRef,
+        failure: Failure,
+        now: i64,
+    ) -> EngineResult<FailOutcome>;
     /// Cancels a queued, running or waiting run.
     async fn cancel_run(
         &self,

@@ -156,15 +156,27 @@ mod tests {
     fn json_rules() {
         assert_eq!(json("payload", b"", 10).ok().as_deref(), Some("null"));
         assert!(json("payload", b"{\"a\":1}", 100).is_ok());
-        assert!(matches!(json("payload", b"{", 100), Err(EngineError::InvalidArgument(_))));
-        assert!(matches!(json("payload", &[0xff, 0xfe], 100), Err(EngineError::InvalidArgument(_))));
-        assert!(matches!(json("payload", b"[1,2,3]", 3), Err(EngineError::ResourceExhausted(_))));
+        assert!(matches!(
+            json("payload", b"{", 100),
+            Err(EngineError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            json("payload", &[0xff, 0xfe], 100),
+            Err(EngineError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            json("payload", b"[1,2,3]", 3),
+            Err(EngineError::ResourceExhausted(_))
+        ));
         let deep = "[".repeat(10_000) + &"]".repeat(10_000);
         assert!(json("payload", deep.as_bytes(), 1 << 20).is_err());
         let ok = "[".repeat(128) + &"]".repeat(128);
         assert!(json("payload", ok.as_bytes(), 1 << 20).is_ok());
         let quoted = format!("[\"{}\\\"\"]", "[".repeat(500));
-        assert!(json("payload", quoted.as_bytes(), 1 << 20).is_ok(), "brackets in strings");
+        assert!(
+            json("payload", quoted.as_bytes(), 1 << 20).is_ok(),
+            "brackets in strings"
+        );
     }
 
     #[test]

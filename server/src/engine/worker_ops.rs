@@ -6,8 +6,7 @@ use std::time::Duration;
 use super::client_ops::{DEFAULT_QUEUE, validate_run_id};
 use super::error::{EngineError, EngineResult};
 use super::model::{
-    ClaimRequest, ClaimedTask, FailOutcome, Failure, HeartbeatOutcome, LeaseRef, NewStep,
-    StepKind,
+    ClaimRequest, ClaimedTask, FailOutcome, Failure, HeartbeatOutcome, LeaseRef, NewStep, StepKind,
 };
 use super::requests::{PollInput, StepOutcome};
 use super::{Engine, now_ms, validate};
@@ -57,7 +56,9 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait as u64);
 
         let job_names = input.jobs.iter().map(|j| j.name.clone()).collect();
-        let waiter = self.dispatcher.register(namespace, queues.clone(), job_names);
+        let waiter = self
+            .dispatcher
+            .register(namespace, queues.clone(), job_names);
         let mut req = ClaimRequest {
             namespace: namespace.to_owned(),
             worker_id: input.worker_id,
@@ -83,7 +84,10 @@ impl Engine {
             tokio::select! {
                 _ = waiter.notified() => {}
                 _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
-                _ = self.shutdown.cancelled() => return Ok(Vec::new()),
+                _ = self.shutdown.cancelled() => {
+                    tracing::debug!("poll answered empty: shutting down");
+                    return Ok(Vec::new());
+                }
             }
         }
     }
@@ -130,7 +134,11 @@ impl Engine {
         validate::text_id("step_id", step_id, validate::MAX_STEP_ID_LEN + 12)?;
         let (output, failure) = match outcome {
             StepOutcome::Output(bytes) => (
-                Some(validate::json("output", &bytes, self.config.max_payload_bytes)?),
+                Some(validate::json(
+                    "output",
+                    &bytes,
+                    self.config.max_payload_bytes,
+                )?),
                 None,
             ),
             StepOutcome::Failure(f) => (None, Some(self.failure(f)?)),

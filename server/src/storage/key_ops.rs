@@ -51,7 +51,10 @@ pub async fn revoke<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> EngineResu
 }
 
 /// Finds an active key by hash.
-pub async fn find_active<C: ConnectionTrait>(c: &C, hash: &str) -> EngineResult<Option<ApiKeyRecord>> {
+pub async fn find_active<C: ConnectionTrait>(
+    c: &C,
+    hash: &str,
+) -> EngineResult<Option<ApiKeyRecord>> {
     Ok(api_keys::Entity::find()
         .filter(api_keys::Column::KeyHash.eq(hash))
         .filter(api_keys::Column::RevokedAt.is_null())

@@ -8,9 +8,9 @@ pub mod error;
 mod key_ops;
 mod run_ops;
 mod sql;
+pub mod testing;
 #[cfg(test)]
 mod tests;
-pub mod testing;
 pub mod writer;
 
 pub use error::StorageError;

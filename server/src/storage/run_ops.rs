@@ -97,7 +97,10 @@ pub async fn start_run<C: ConnectionTrait>(c: &C, new: NewRun) -> EngineResult<S
             // two concurrent starts cannot both take it over).
             let taken = idempotency_keys::Entity::update_many()
                 .col_expr(idempotency_keys::Column::RunId, Expr::value(new.id.clone()))
-                .col_expr(idempotency_keys::Column::ExpiresAt, Expr::value(*expires_at))
+                .col_expr(
+                    idempotency_keys::Column::ExpiresAt,
+                    Expr::value(*expires_at),
+                )
                 .filter(idempotency_keys::Column::Namespace.eq(new.namespace.clone()))
                 .filter(idempotency_keys::Column::Key.eq(key.clone()))
                 .filter(idempotency_keys::Column::ExpiresAt.lte(new.now))
@@ -105,21 +108,23 @@ pub async fn start_run<C: ConnectionTrait>(c: &C, new: NewRun) -> EngineResult<S
                 .await?
                 .rows_affected;
             if taken == 0 {
-                let existing = idempotency_keys::Entity::find_by_id((
-                    new.namespace.clone(),
-                    key.clone(),
-                ))
-                .one(c)
-                .await?
-                .ok_or_else(|| {
-                    EngineError::Unavailable("idempotency key changed concurrently; retry".into())
-                })?;
-                let run = load_run(c, &new.namespace, &existing.run_id).await?.ok_or_else(|| {
-                    EngineError::Storage(format!(
-                        "idempotency key points at missing run {}",
-                        existing.run_id
-                    ))
-                })?;
+                let existing =
+                    idempotency_keys::Entity::find_by_id((new.namespace.clone(), key.clone()))
+                        .one(c)
+                        .await?
+                        .ok_or_else(|| {
+                            EngineError::Unavailable(
+                                "idempotency key changed concurrently; retry".into(),
+                            )
+                        })?;
+                let run = load_run(c, &new.namespace, &existing.run_id)
+                    .await?
+                    .ok_or_else(|| {
+                        EngineError::Storage(format!(
+                            "idempotency key points at missing run {}",
+                            existing.run_id
+                        ))
+                    })?;
                 return Ok(StartOutcome::Duplicate(run));
             }
         }
@@ -172,7 +177,10 @@ pub async fn claim<C: ConnectionTrait>(c: &C, req: ClaimRequest) -> EngineResult
         let deadline = req.now + lease_ms;
         let attempt = run.attempt + 1;
         let updated = runs::Entity::update_many()
-            .col_expr(runs::Column::Status, Expr::value(RunStatus::Running.as_str()))
+            .col_expr(
+                runs::Column::Status,
+                Expr::value(RunStatus::Running.as_str()),
+            )
             .col_expr(runs::Column::Attempt, Expr::value(attempt))
             .col_expr(runs::Column::LeaseToken, Expr::value(token.clone()))
             .col_expr(runs::Column::LeaseExpiresAt, Expr::value(deadline))
@@ -325,9 +333,15 @@ pub async fn complete_run<C: ConnectionTrait>(
         return Ok(run);
     }
     runs::Entity::update_many()
-        .col_expr(runs::Column::Status, Expr::value(RunStatus::Completed.as_str()))
+        .col_expr(
+            runs::Column::Status,
+            Expr::value(RunStatus::Completed.as_str()),
+        )
         .col_expr(runs::Column::Result, Expr::value(result.clone()))
-        .col_expr(runs::Column::LeaseExpiresAt, Expr::value(Option::<i64>::None))
+        .col_expr(
+            runs::Column::LeaseExpiresAt,
+            Expr::value(Option::<i64>::None),
+        )
         .col_expr(runs::Column::FinishedAt, Expr::value(now))
         .col_expr(runs::Column::UpdatedAt, Expr::value(now))
         .filter(runs::Column::Id.eq(run.id.as_str()))
@@ -350,8 +364,14 @@ async fn apply_failure<C: ConnectionTrait>(
     end_attempt(c, &run, Some(&failure), now).await?;
     let decision = retry::decide(&run, &failure, now);
     let update = runs::Entity::update_many()
-        .col_expr(runs::Column::LeaseToken, Expr::value(Option::<String>::None))
-        .col_expr(runs::Column::LeaseExpiresAt, Expr::value(Option::<i64>::None))
+        .col_expr(
+            runs::Column::LeaseToken,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            runs::Column::LeaseExpiresAt,
+            Expr::value(Option::<i64>::None),
+        )
         .col_expr(runs::Column::UpdatedAt, Expr::value(now))
         .filter(runs::Column::Id.eq(run.id.as_str()));
     run.lease_token = None;
@@ -360,7 +380,10 @@ async fn apply_failure<C: ConnectionTrait>(
     let next_attempt_at = match decision {
         RetryDecision::RetryAt(at) => {
             update
-                .col_expr(runs::Column::Status, Expr::value(RunStatus::Queued.as_str()))
+                .col_expr(
+                    runs::Column::Status,
+                    Expr::value(RunStatus::Queued.as_str()),
+                )
                 .col_expr(runs::Column::AvailableAt, Expr::value(at))
                 .exec(c)
                 .await?;
@@ -370,8 +393,14 @@ async fn apply_failure<C: ConnectionTrait>(
         }
         RetryDecision::Fail => {
             update
-                .col_expr(runs::Column::Status, Expr::value(RunStatus::Failed.as_str()))
-                .col_expr(runs::Column::Failure, Expr::value(failure_to_text(&failure)))
+                .col_expr(
+                    runs::Column::Status,
+                    Expr::value(RunStatus::Failed.as_str()),
+                )
+                .col_expr(
+                    runs::Column::Failure,
+                    Expr::value(failure_to_text(&failure)),
+                )
                 .col_expr(runs::Column::FinishedAt, Expr::value(now))
                 .exec(c)
                 .await?;
@@ -419,9 +448,15 @@ pub async fn cancel_run<C: ConnectionTrait>(
         end_attempt(c, &run, Some(&reason), now).await?;
     }
     runs::Entity::update_many()
-        .col_expr(runs::Column::Status, Expr::value(RunStatus::Cancelled.as_str()))
+        .col_expr(
+            runs::Column::Status,
+            Expr::value(RunStatus::Cancelled.as_str()),
+        )
         .col_expr(runs::Column::Failure, Expr::value(failure_to_text(&reason)))
-        .col_expr(runs::Column::LeaseExpiresAt, Expr::value(Option::<i64>::None))
+        .col_expr(
+            runs::Column::LeaseExpiresAt,
+            Expr::value(Option::<i64>::None),
+        )
         .col_expr(runs::Column::FinishedAt, Expr::value(now))
         .col_expr(runs::Column::UpdatedAt, Expr::value(now))
         .filter(runs::Column::Id.eq(run_id))
@@ -453,10 +488,16 @@ pub async fn retry_run<C: ConnectionTrait>(
     }
     let max_attempts = run.attempt.saturating_add(run.retry.max_attempts);
     runs::Entity::update_many()
-        .col_expr(runs::Column::Status, Expr::value(RunStatus::Queued.as_str()))
+        .col_expr(
+            runs::Column::Status,
+            Expr::value(RunStatus::Queued.as_str()),
+        )
         .col_expr(runs::Column::MaxAttempts, Expr::value(max_attempts))
         .col_expr(runs::Column::Failure, Expr::value(Option::<String>::None))
-        .col_expr(runs::Column::LeaseToken, Expr::value(Option::<String>::None))
+        .col_expr(
+            runs::Column::LeaseToken,
+            Expr::value(Option::<String>::None),
+        )
         .col_expr(runs::Column::AvailableAt, Expr::value(now))
         .col_expr(runs::Column::FinishedAt, Expr::value(Option::<i64>::None))
         .col_expr(runs::Column::UpdatedAt, Expr::value(now))

@@ -10,13 +10,12 @@ use sea_orm::{
 };
 use stackshift_migrations::{Migrator, MigratorTrait};
 
+use crate::engine::EngineResult;
 use crate::engine::model::{
-    ApiKeyRecord, ClaimRequest, ClaimedTask, ExpiredLeases, FailOutcome, Failure,
-    HeartbeatOutcome, LeaseRef, NewRun, NewStep, RunDetail, RunFilter, RunRecord, RunStatus,
-    StartOutcome,
+    ApiKeyRecord, ClaimRequest, ClaimedTask, ExpiredLeases, FailOutcome, Failure, HeartbeatOutcome,
+    LeaseRef, NewRun, NewStep, RunDetail, RunFilter, RunRecord, RunStatus, StartOutcome,
 };
 use crate::engine::store::{KeyStore, RunStore};
-use crate::engine::EngineResult;
 
 use super::convert::{attempt_from_model, run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps};
@@ -88,7 +87,11 @@ impl SqlStore {
             Backend::Postgres => 4,
         };
         let writer = Writer::spawn(db.clone(), writers, backend == Backend::Sqlite);
-        Ok(Self { db, writer, backend })
+        Ok(Self {
+            db,
+            writer,
+            backend,
+        })
     }
 
     /// The backend in use.
@@ -128,7 +131,11 @@ impl RunStore for SqlStore {
         Ok(row.map(run_from_model).transpose()?)
     }
 
-    async fn get_run_detail(&self, namespace: &str, run_id: &str) -> EngineResult<Option<RunDetail>> {
+    async fn get_run_detail(
+        &self,
+        namespace: &str,
+        run_id: &str,
+    ) -> EngineResult<Option<RunDetail>> {
         let Some(run) = self.get_run(namespace, run_id).await? else {
             return Ok(None);
         };
@@ -186,7 +193,9 @@ impl RunStore for SqlStore {
     }
 
     async fn claim(&self, req: ClaimRequest) -> EngineResult<Vec<ClaimedTask>> {
-        self.writer.run(move |c| Box::pin(run_ops::claim(c, req))).await
+        self.writer
+            .run(move |c| Box::pin(run_ops::claim(c, req)))
+            .await
     }
 
     async fn heartbeat(&self, lease: LeaseRef, now: i64) -> EngineResult<HeartbeatOutcome> {
@@ -201,13 +210,23 @@ impl RunStore for SqlStore {
             .await
     }
 
-    async fn complete_run(&self, lease: LeaseRef, result: String, now: i64) -> EngineResult<RunRecord> {
+    async fn complete_run(
+        &self,
+        lease: LeaseRef,
+        result: String,
+        now: i64,
+    ) -> EngineResult<RunRecord> {
         self.writer
             .run(move |c| Box::pin(run_ops::complete_run(c, lease, result, now)))
             .await
     }
 
-    async fn fail_run(&self, lease: LeaseRef, failure: Failure, now: i64) -> EngineResult<FailOutcome> {
+    async fn fail_run(
+        &self,
+        lease: LeaseRef,
+        failure: Failure,
+        now: i64,
+    ) -> EngineResult<FailOutcome> {
         self.writer
             .run(move |c| Box::pin(run_ops::fail_run(c, lease, failure, now)))
             .await
@@ -222,7 +241,9 @@ impl RunStore for SqlStore {
     ) -> EngineResult<RunRecord> {
         let (ns, id) = (namespace.to_owned(), run_id.to_owned());
         self.writer
-            .run(move |c| Box::pin(async move { run_ops::cancel_run(c, &ns, &id, reason, now).await }))
+            .run(move |c| {
+                Box::pin(async move { run_ops::cancel_run(c, &ns, &id, reason, now).await })
+            })
             .await
     }
 
@@ -276,7 +297,10 @@ impl RunStore for SqlStore {
     async fn next_due(&self, after: i64) -> EngineResult<Option<i64>> {
         let next_ready = runs::Entity::find()
             .select_only()
-            .column_as(Expr::from(Func::min(Expr::col(runs::Column::AvailableAt))), "m")
+            .column_as(
+                Expr::from(Func::min(Expr::col(runs::Column::AvailableAt))),
+                "m",
+            )
             .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
             .filter(runs::Column::AvailableAt.gt(after))
             .into_tuple::<Option<i64>>()
@@ -285,7 +309,10 @@ impl RunStore for SqlStore {
             .flatten();
         let next_lease = runs::Entity::find()
             .select_only()
-            .column_as(Expr::from(Func::min(Expr::col(runs::Column::LeaseExpiresAt))), "m")
+            .column_as(
+                Expr::from(Func::min(Expr::col(runs::Column::LeaseExpiresAt))),
+                "m",
+            )
             .filter(runs::Column::Status.eq(RunStatus::Running.as_str()))
             .into_tuple::<Option<i64>>()
             .one(&self.db)
@@ -301,7 +328,9 @@ impl RunStore for SqlStore {
 #[async_trait]
 impl KeyStore for SqlStore {
     async fn insert_key(&self, key: ApiKeyRecord) -> EngineResult<()> {
-        self.writer.run(move |c| Box::pin(key_ops::insert(c, key))).await
+        self.writer
+            .run(move |c| Box::pin(key_ops::insert(c, key)))
+            .await
     }
 
     async fn list_keys(&self) -> EngineResult<Vec<ApiKeyRecord>> {

@@ -125,7 +125,11 @@ async fn writer_loop(
                 }
             };
             let (ok, finish) = job(&sp).await;
-            let end = if ok { sp.commit().await } else { sp.rollback().await };
+            let end = if ok {
+                sp.commit().await
+            } else {
+                sp.rollback().await
+            };
             finishers.push(finish);
             if let Err(e) = end {
                 broken = Some(e);

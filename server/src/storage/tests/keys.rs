@@ -12,12 +12,38 @@ pub async fn key_lifecycle(store: &Arc<dyn Store>) {
     assert_ne!(rec.key_hash, secret, "only the hash is stored");
     store.insert_key(rec.clone()).await.unwrap();
     assert_eq!(store.count_active_keys().await.unwrap(), before + 1);
-    let found = store.find_active_key(&hash_key(&secret)).await.unwrap().unwrap();
+    let found = store
+        .find_active_key(&hash_key(&secret))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(found.namespace, "acme");
-    assert!(store.find_active_key(&hash_key("ssk_wrong")).await.unwrap().is_none());
-    assert!(store.list_keys().await.unwrap().iter().any(|k| k.id == rec.id));
+    assert!(
+        store
+            .find_active_key(&hash_key("ssk_wrong"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .list_keys()
+            .await
+            .unwrap()
+            .iter()
+            .any(|k| k.id == rec.id)
+    );
     assert!(store.revoke_key(&rec.id, 2_000).await.unwrap());
-    assert!(!store.revoke_key(&rec.id, 2_001).await.unwrap(), "already revoked");
-    assert!(store.find_active_key(&hash_key(&secret)).await.unwrap().is_none());
+    assert!(
+        !store.revoke_key(&rec.id, 2_001).await.unwrap(),
+        "already revoked"
+    );
+    assert!(
+        store
+            .find_active_key(&hash_key(&secret))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(store.count_active_keys().await.unwrap(), before);
 }

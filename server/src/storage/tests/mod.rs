@@ -56,7 +56,13 @@ pub(super) async fn start(store: &Arc<dyn Store>, new: NewRun) -> RunRecord {
     }
 }
 
-pub(super) fn claim_req(ns: &str, queues: &[&str], jobs: &[&str], max: usize, now: i64) -> ClaimRequest {
+pub(super) fn claim_req(
+    ns: &str,
+    queues: &[&str],
+    jobs: &[&str],
+    max: usize,
+    now: i64,
+) -> ClaimRequest {
     ClaimRequest {
         namespace: ns.to_owned(),
         worker_id: "w1".to_owned(),
@@ -76,7 +82,10 @@ pub(super) fn claim_req(ns: &str, queues: &[&str], jobs: &[&str], max: usize, no
 
 /// A namespace unique to one check, so checks never see each other's rows.
 pub(super) fn ns(label: &str) -> String {
-    format!("{label}-{}", &uuid::Uuid::now_v7().simple().to_string()[20..])
+    format!(
+        "{label}-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    )
 }
 
 #[tokio::test]
@@ -132,5 +141,10 @@ async fn migrations_apply_twice_and_roll_back() {
     Migrator::up(db, None).await.unwrap();
     Migrator::down(db, None).await.unwrap();
     Migrator::up(db, None).await.unwrap();
-    assert!(Migrator::get_pending_migrations(db).await.unwrap().is_empty());
+    assert!(
+        Migrator::get_pending_migrations(db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -50,7 +50,9 @@ pub async fn concurrent_idempotent_starts(store: &Arc<dyn Store>) {
         let store = store.clone();
         let mut r = new_run(&ns, "job", "q", now);
         r.idempotency = Some(("same".into(), now + 60_000));
-        handles.push(tokio::spawn(async move { store.start_run(r).await.unwrap() }));
+        handles.push(tokio::spawn(
+            async move { store.start_run(r).await.unwrap() },
+        ));
     }
     let mut created = Vec::new();
     let mut ids = std::collections::HashSet::new();
@@ -83,7 +85,10 @@ pub async fn list_and_filters(store: &Arc<dyn Store>) {
         ids.push(start(store, new_run(&ns, job, queue, 1_000 + i)).await.id);
     }
     // Newest first, paginated by cursor, no gaps or duplicates.
-    let page1 = store.list_runs(&ns, &RunFilter::default(), None, 3).await.unwrap();
+    let page1 = store
+        .list_runs(&ns, &RunFilter::default(), None, 3)
+        .await
+        .unwrap();
     let page2 = store
         .list_runs(&ns, &RunFilter::default(), Some(&page1[2].id), 3)
         .await
@@ -129,13 +134,24 @@ pub async fn cancel_and_retry(store: &Arc<dyn Store>) {
     let ns = ns("cancel");
     let run = start(store, new_run(&ns, "job", "q", 1_000)).await;
     let c = store
-        .cancel_run(&ns, &run.id, Failure::new("no longer needed", "Cancelled"), 2_000)
+        .cancel_run(
+            &ns,
+            &run.id,
+            Failure::new("no longer needed", "Cancelled"),
+            2_000,
+        )
         .await
         .unwrap();
     assert_eq!(c.status, RunStatus::Cancelled);
     assert_eq!(c.finished_at, Some(2_000));
     // Cancelled runs are not delivered.
-    assert!(store.claim(claim_req(&ns, &["q"], &["job"], 10, 3_000)).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(claim_req(&ns, &["q"], &["job"], 10, 3_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Cancelling again is refused.
     let again = store
         .cancel_run(&ns, &run.id, Failure::new("x", "Cancelled"), 2_500)
@@ -146,7 +162,10 @@ pub async fn cancel_and_retry(store: &Arc<dyn Store>) {
     assert_eq!(r.status, RunStatus::Queued);
     assert_eq!(r.max_attempts, 3);
     assert!(r.failure.is_none());
-    let tasks = store.claim(claim_req(&ns, &["q"], &["job"], 10, 4_000)).await.unwrap();
+    let tasks = store
+        .claim(claim_req(&ns, &["q"], &["job"], 10, 4_000))
+        .await
+        .unwrap();
     assert_eq!(tasks.len(), 1);
     // Only failed or cancelled runs can be retried; unknown runs are not found.
     let again = store.retry_run(&ns, &run.id, 5_000).await;
@@ -171,16 +190,29 @@ pub async fn namespace_isolation(store: &Arc<dyn Store>) {
     assert!(store.get_run(&b, &run.id).await.unwrap().is_none());
     assert!(store.get_run_detail(&b, &run.id).await.unwrap().is_none());
     assert!(matches!(
-        store.cancel_run(&b, &run.id, Failure::new("x", "Cancelled"), 2_000).await,
+        store
+            .cancel_run(&b, &run.id, Failure::new("x", "Cancelled"), 2_000)
+            .await,
         Err(EngineError::NotFound(_))
     ));
-    assert!(store.claim(claim_req(&b, &["q"], &["job"], 10, 2_000)).await.unwrap().is_empty());
-    assert!(store
-        .list_runs(&b, &RunFilter::default(), None, 10)
+    assert!(
+        store
+            .claim(claim_req(&b, &["q"], &["job"], 10, 2_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_runs(&b, &RunFilter::default(), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let tasks = store
+        .claim(claim_req(&a, &["q"], &["job"], 10, 2_000))
         .await
-        .unwrap()
-        .is_empty());
-    let tasks = store.claim(claim_req(&a, &["q"], &["job"], 10, 2_000)).await.unwrap();
+        .unwrap();
     assert_eq!(tasks.len(), 1);
     // A worker of namespace B cannot write to A's run, even with the right token.
     let lease = crate::engine::model::LeaseRef {

@@ -36,9 +36,16 @@ pub async fn claim_order_and_filters(store: &Arc<dyn Store>) {
     let r4 = start(store, later).await;
 
     // Job filter: a worker serving only `a` never receives `b`.
-    let t = store.claim(claim_req(&ns, &["q1"], &["a"], 10, 2_000)).await.unwrap();
+    let t = store
+        .claim(claim_req(&ns, &["q1"], &["a"], 10, 2_000))
+        .await
+        .unwrap();
     let ids: Vec<&str> = t.iter().map(|t| t.run.id.as_str()).collect();
-    assert_eq!(ids, vec![r1.id.as_str(), r4.id.as_str()], "oldest first, only job a on q1");
+    assert_eq!(
+        ids,
+        vec![r1.id.as_str(), r4.id.as_str()],
+        "oldest first, only job a on q1"
+    );
     for task in &t {
         assert_eq!(task.run.status, RunStatus::Running);
         assert_eq!(task.run.attempt, 1);
@@ -47,12 +54,24 @@ pub async fn claim_order_and_filters(store: &Arc<dyn Store>) {
     }
     assert_ne!(t[0].lease_token, t[1].lease_token);
     // Already claimed runs are not claimed again.
-    assert!(store.claim(claim_req(&ns, &["q1"], &["a"], 10, 2_001)).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(claim_req(&ns, &["q1"], &["a"], 10, 2_001))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Queue filter and max_tasks.
-    let t = store.claim(claim_req(&ns, &["q1", "q2"], &["a", "b"], 1, 2_002)).await.unwrap();
+    let t = store
+        .claim(claim_req(&ns, &["q1", "q2"], &["a", "b"], 1, 2_002))
+        .await
+        .unwrap();
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].run.id, r2.id);
-    let t = store.claim(claim_req(&ns, &["q2"], &["a"], 5, 2_003)).await.unwrap();
+    let t = store
+        .claim(claim_req(&ns, &["q2"], &["a"], 5, 2_003))
+        .await
+        .unwrap();
     assert_eq!(t[0].run.id, r3.id);
     let detail = store.get_run_detail(&ns, &r1.id).await.unwrap().unwrap();
     assert_eq!(detail.attempts.len(), 1);
@@ -63,7 +82,11 @@ pub async fn claim_order_and_filters(store: &Arc<dyn Store>) {
 pub async fn lease_rules(store: &Arc<dyn Store>) {
     let ns = ns("lease");
     let run = start(store, new_run(&ns, "job", "q", 1_000)).await;
-    let task = store.claim(claim_req(&ns, &["q"], &["job"], 1, 1_000)).await.unwrap().remove(0);
+    let task = store
+        .claim(claim_req(&ns, &["q"], &["job"], 1, 1_000))
+        .await
+        .unwrap()
+        .remove(0);
     let good = lease(&ns, &run.id, &task.lease_token);
     let bad = lease(&ns, &run.id, "not-the-token");
 
@@ -76,29 +99,51 @@ pub async fn lease_rules(store: &Arc<dyn Store>) {
     let before = store.get_run_detail(&ns, &run.id).await.unwrap().unwrap();
     for res in [
         store.heartbeat(bad.clone(), 21_000).await.map(|_| ()),
-        store.complete_step(bad.clone(), step("s", "1"), 21_000).await.map(|_| ()),
-        store.complete_run(bad.clone(), "1".into(), 21_000).await.map(|_| ()),
+        store
+            .complete_step(bad.clone(), step("s", "1"), 21_000)
+            .await
+            .map(|_| ()),
+        store
+            .complete_run(bad.clone(), "1".into(), 21_000)
+            .await
+            .map(|_| ()),
         store
             .fail_run(bad.clone(), Failure::new("x", "E"), 21_000)
             .await
             .map(|_| ()),
     ] {
-        assert!(matches!(res, Err(EngineError::FailedPrecondition(_))), "{res:?}");
+        assert!(
+            matches!(res, Err(EngineError::FailedPrecondition(_))),
+            "{res:?}"
+        );
     }
-    assert_eq!(store.get_run_detail(&ns, &run.id).await.unwrap().unwrap(), before);
+    assert_eq!(
+        store.get_run_detail(&ns, &run.id).await.unwrap().unwrap(),
+        before
+    );
 
     // Past the deadline the lease is expired even before the reaper runs.
-    let expired = store.complete_step(good.clone(), step("s", "1"), 50_001).await;
+    let expired = store
+        .complete_step(good.clone(), step("s", "1"), 50_001)
+        .await;
     assert!(matches!(expired, Err(EngineError::FailedPrecondition(_))));
 
     // Completion, and an idempotent resend of it.
-    let done = store.complete_run(good.clone(), r#"{"ok":true}"#.into(), 30_000).await.unwrap();
+    let done = store
+        .complete_run(good.clone(), r#"{"ok":true}"#.into(), 30_000)
+        .await
+        .unwrap();
     assert_eq!(done.status, RunStatus::Completed);
-    let again = store.complete_run(good.clone(), r#"{"ok":true}"#.into(), 30_001).await.unwrap();
+    let again = store
+        .complete_run(good.clone(), r#"{"ok":true}"#.into(), 30_001)
+        .await
+        .unwrap();
     assert_eq!(again.result.as_deref(), Some(r#"{"ok":true}"#));
     // Other writes after completion are stale.
     assert!(matches!(
-        store.complete_step(good.clone(), step("late", "1"), 30_002).await,
+        store
+            .complete_step(good.clone(), step("late", "1"), 30_002)
+            .await,
         Err(EngineError::FailedPrecondition(_))
     ));
     let detail = store.get_run_detail(&ns, &run.id).await.unwrap().unwrap();
@@ -107,13 +152,23 @@ pub async fn lease_rules(store: &Arc<dyn Store>) {
 
     // Cancellation: heartbeat reports it, writes answer Cancelled.
     let run = start(store, new_run(&ns, "job", "q", 40_000)).await;
-    let task = store.claim(claim_req(&ns, &["q"], &["job"], 1, 40_000)).await.unwrap().remove(0);
+    let task = store
+        .claim(claim_req(&ns, &["q"], &["job"], 1, 40_000))
+        .await
+        .unwrap()
+        .remove(0);
     store
         .cancel_run(&ns, &run.id, Failure::new("stop", "Cancelled"), 41_000)
         .await
         .unwrap();
     let l = lease(&ns, &run.id, &task.lease_token);
-    assert!(store.heartbeat(l.clone(), 41_001).await.unwrap().cancel_requested);
+    assert!(
+        store
+            .heartbeat(l.clone(), 41_001)
+            .await
+            .unwrap()
+            .cancel_requested
+    );
     assert!(matches!(
         store.complete_step(l.clone(), step("s", "1"), 41_002).await,
         Err(EngineError::Cancelled(_))
@@ -130,13 +185,32 @@ pub async fn lease_rules(store: &Arc<dyn Store>) {
 pub async fn steps_recorded_once(store: &Arc<dyn Store>) {
     let ns = ns("steps");
     let run = start(store, new_run(&ns, "job", "q", 1_000)).await;
-    let task = store.claim(claim_req(&ns, &["q"], &["job"], 1, 1_000)).await.unwrap().remove(0);
+    let task = store
+        .claim(claim_req(&ns, &["q"], &["job"], 1, 1_000))
+        .await
+        .unwrap()
+        .remove(0);
     assert!(task.journal.is_empty());
     let l = lease(&ns, &run.id, &task.lease_token);
-    assert!(!store.complete_step(l.clone(), step("a", "1"), 2_000).await.unwrap());
-    assert!(!store.complete_step(l.clone(), step("a#2", "2"), 2_001).await.unwrap());
+    assert!(
+        !store
+            .complete_step(l.clone(), step("a", "1"), 2_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .complete_step(l.clone(), step("a#2", "2"), 2_001)
+            .await
+            .unwrap()
+    );
     // A second result for the same step is not recorded; the first stands.
-    assert!(store.complete_step(l.clone(), step("a", "99"), 2_002).await.unwrap());
+    assert!(
+        store
+            .complete_step(l.clone(), step("a", "99"), 2_002)
+            .await
+            .unwrap()
+    );
     let failed = NewStep {
         step_id: "b".into(),
         kind: StepKind::Step,
@@ -149,16 +223,26 @@ pub async fn steps_recorded_once(store: &Arc<dyn Store>) {
         started_at: None,
     };
     assert!(!store.complete_step(l.clone(), failed, 2_003).await.unwrap());
-    store.fail_run(l, Failure::new("boom", "E"), 3_000).await.unwrap();
+    store
+        .fail_run(l, Failure::new("boom", "E"), 3_000)
+        .await
+        .unwrap();
 
     // The next attempt receives the journal, in completion order.
-    let task = store.claim(claim_req(&ns, &["q"], &["job"], 1, 5_000)).await.unwrap().remove(0);
+    let task = store
+        .claim(claim_req(&ns, &["q"], &["job"], 1, 5_000))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(task.run.attempt, 2);
     let ids: Vec<&str> = task.journal.iter().map(|s| s.step_id.as_str()).collect();
     assert_eq!(ids, vec!["a", "a#2", "b"]);
     assert_eq!(task.journal[0].output.as_deref(), Some("1"));
     assert_eq!(task.journal[0].attempt, 1);
-    assert_eq!(task.journal[2].failure.as_ref().unwrap().message, "card declined");
+    assert_eq!(
+        task.journal[2].failure.as_ref().unwrap().message,
+        "card declined"
+    );
     let detail = store.get_run_detail(&ns, &run.id).await.unwrap().unwrap();
     assert_eq!(detail.steps.len(), 3);
     assert_eq!(detail.steps[0].output_size, 1);
@@ -170,10 +254,18 @@ pub async fn failure_and_backoff(store: &Arc<dyn Store>) {
     let mut now = 0;
     let mut delays = Vec::new();
     for attempt in 1..=3 {
-        let task = store.claim(claim_req(&ns, &["q"], &["job"], 1, now)).await.unwrap().remove(0);
+        let task = store
+            .claim(claim_req(&ns, &["q"], &["job"], 1, now))
+            .await
+            .unwrap()
+            .remove(0);
         assert_eq!(task.run.attempt, attempt);
         let out = store
-            .fail_run(lease(&ns, &run.id, &task.lease_token), Failure::new("flaky", "E"), now)
+            .fail_run(
+                lease(&ns, &run.id, &task.lease_token),
+                Failure::new("flaky", "E"),
+                now,
+            )
             .await
             .unwrap();
         match out.next_attempt_at {
@@ -181,7 +273,13 @@ pub async fn failure_and_backoff(store: &Arc<dyn Store>) {
                 assert_eq!(out.run.status, RunStatus::Queued);
                 delays.push(at - now);
                 // Not deliverable before its time.
-                assert!(store.claim(claim_req(&ns, &["q"], &["job"], 1, at - 1)).await.unwrap().is_empty());
+                assert!(
+                    store
+                        .claim(claim_req(&ns, &["q"], &["job"], 1, at - 1))
+                        .await
+                        .unwrap()
+                        .is_empty()
+                );
                 now = at;
             }
             None => {
@@ -195,17 +293,29 @@ pub async fn failure_and_backoff(store: &Arc<dyn Store>) {
     assert_eq!(detail.run.status, RunStatus::Failed);
     assert_eq!(detail.run.failure.as_ref().unwrap().message, "flaky");
     assert_eq!(detail.attempts.len(), 3);
-    assert!(detail.attempts.iter().all(|a| a.failure.is_some() && a.ended_at.is_some()));
+    assert!(
+        detail
+            .attempts
+            .iter()
+            .all(|a| a.failure.is_some() && a.ended_at.is_some())
+    );
 
     // Non-retryable failures fail at once.
     let run = start(store, new_run(&ns, "job", "q", 10_000)).await;
-    let task = store.claim(claim_req(&ns, &["q"], &["job"], 1, 10_000)).await.unwrap().remove(0);
+    let task = store
+        .claim(claim_req(&ns, &["q"], &["job"], 1, 10_000))
+        .await
+        .unwrap()
+        .remove(0);
     let f = Failure {
         message: "invalid card".into(),
         non_retryable: true,
         ..Failure::default()
     };
-    let out = store.fail_run(lease(&ns, &run.id, &task.lease_token), f, 10_001).await.unwrap();
+    let out = store
+        .fail_run(lease(&ns, &run.id, &task.lease_token), f, 10_001)
+        .await
+        .unwrap();
     assert_eq!(out.run.status, RunStatus::Failed);
     assert!(out.next_attempt_at.is_none());
 
@@ -220,18 +330,31 @@ pub async fn lease_expiry(store: &Arc<dyn Store>) {
     nr.retry.max_attempts = 2;
     nr.lease_timeout_ms = Some(1_000);
     let run = start(store, nr).await;
-    let t1 = store.claim(claim_req(&ns, &["q"], &["job"], 1, 0)).await.unwrap().remove(0);
+    let t1 = store
+        .claim(claim_req(&ns, &["q"], &["job"], 1, 0))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(t1.lease_deadline, 1_000);
     // Nothing expires early.
     let none = store.expire_leases(999, 100).await.unwrap();
     assert!(!none.requeued.iter().any(|(n, _, _)| n == &ns));
     let out = store.expire_leases(1_000, 100).await.unwrap();
-    assert!(out.requeued.contains(&(ns.clone(), "q".into(), "job".into())));
+    assert!(
+        out.requeued
+            .contains(&(ns.clone(), "q".into(), "job".into()))
+    );
     // Redelivered at once as attempt 2; the old token is stale.
-    let t2 = store.claim(claim_req(&ns, &["q"], &["job"], 1, 1_000)).await.unwrap().remove(0);
+    let t2 = store
+        .claim(claim_req(&ns, &["q"], &["job"], 1, 1_000))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(t2.run.attempt, 2);
     assert!(matches!(
-        store.complete_run(lease(&ns, &run.id, &t1.lease_token), "1".into(), 1_001).await,
+        store
+            .complete_run(lease(&ns, &run.id, &t1.lease_token), "1".into(), 1_001)
+            .await,
         Err(EngineError::FailedPrecondition(_))
     ));
     // The last attempt's expiry fails the run.
@@ -239,7 +362,14 @@ pub async fn lease_expiry(store: &Arc<dyn Store>) {
     assert!(out.failed.contains(&run.id));
     let d = store.get_run_detail(&ns, &run.id).await.unwrap().unwrap();
     assert_eq!(d.run.status, RunStatus::Failed);
-    assert!(d.attempts[0].failure.as_ref().unwrap().message.contains("lease expired"));
+    assert!(
+        d.attempts[0]
+            .failure
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("lease expired")
+    );
 }
 
 pub async fn timers(store: &Arc<dyn Store>) {
@@ -249,11 +379,19 @@ pub async fn timers(store: &Arc<dyn Store>) {
     // Reap leases left by earlier checks, so that only this check's instants are due.
     while store.expire_leases(base, 1_000).await.unwrap() != Default::default() {}
     let run = start(store, new_run(&ns, "job", "q", base)).await;
-    let task = store.claim(claim_req(&ns, &["q"], &["job"], 1, base)).await.unwrap().remove(0);
+    let task = store
+        .claim(claim_req(&ns, &["q"], &["job"], 1, base))
+        .await
+        .unwrap()
+        .remove(0);
     let next = store.next_due(base).await.unwrap().unwrap();
     assert!(next <= base + 30_000, "lease expiry is due");
     let out = store
-        .fail_run(lease(&ns, &run.id, &task.lease_token), Failure::new("x", "E"), base)
+        .fail_run(
+            lease(&ns, &run.id, &task.lease_token),
+            Failure::new("x", "E"),
+            base,
+        )
         .await
         .unwrap();
     let at = out.next_attempt_at.unwrap();
