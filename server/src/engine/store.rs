@@ -12,9 +12,29 @@ use super::model::{
     LeaseRef, NewRun, NewStep, RunDetail, RunFilter, RunRecord, StartOutcome,
 };
 
+/// A hint from another server replica sharing the database (PostgreSQL LISTEN/NOTIFY).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wakeup {
+    /// A run of `job` on `queue` became deliverable.
+    Ready {
+        /// Namespace.
+        namespace: String,
+        /// Queue.
+        queue: String,
+        /// Job.
+        job: String,
+    },
+    /// Something becomes due at this instant (milliseconds).
+    TimerAt(i64),
+}
+
 /// Durable storage of runs, attempts and steps.
 #[async_trait]
 pub trait RunStore: Send + Sync + 'static {
+    /// Wakeups published by other replicas; `None` for a store no other server shares.
+    fn subscribe(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Wakeup>> {
+        None
+    }
     /// Inserts a run, or returns the live run holding its idempotency key.
     async fn start_run(&self, new: NewRun) -> EngineResult<StartOutcome>;
     /// Reads a run of a namespace.

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::store::Wakeup;
 use super::{Engine, now_ms};
 
 /// Longest sleep without re-reading the next due instant from the store.
@@ -19,6 +20,23 @@ const DUE_BATCH: u64 = 10_000;
 impl Engine {
     /// Starts the timer loop. It stops when [`Engine::shutdown`] is called.
     pub fn spawn_background(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        if let Some(mut wakeups) = self.store.subscribe() {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        w = wakeups.recv() => match w {
+                            Some(Wakeup::Ready { namespace, queue, job }) => {
+                                engine.dispatcher.signal(&namespace, &queue, &job);
+                            }
+                            Some(Wakeup::TimerAt(at)) => engine.timer.schedule(at),
+                            None => return,
+                        },
+                        _ = engine.shutdown.cancelled() => return,
+                    }
+                }
+            });
+        }
         let engine = self.clone();
         tokio::spawn(async move { engine.timer_loop().await })
     }

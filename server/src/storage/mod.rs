@@ -6,6 +6,7 @@ pub mod convert;
 pub mod entities;
 pub mod error;
 mod key_ops;
+mod notify;
 mod run_ops;
 mod sql;
 pub mod testing;

@@ -1,27 +1,30 @@
 //! Connecting, migrating and reading: [`SqlStore`] and its `RunStore`/`KeyStore` impls.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
-    ColumnTrait, ConnectOptions, Database, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use stackshift_migrations::{Migrator, MigratorTrait};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::engine::EngineResult;
 use crate::engine::model::{
     ApiKeyRecord, ClaimRequest, ClaimedTask, ExpiredLeases, FailOutcome, Failure, HeartbeatOutcome,
     LeaseRef, NewRun, NewStep, RunDetail, RunFilter, RunRecord, RunStatus, StartOutcome,
 };
-use crate::engine::store::{KeyStore, RunStore};
+use crate::engine::store::{KeyStore, RunStore, Wakeup};
 
 use super::convert::{attempt_from_model, run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps};
 use super::error::StorageError;
 use super::writer::Writer;
-use super::{key_ops, run_ops};
+use super::{key_ops, notify, run_ops};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +41,8 @@ pub struct SqlStore {
     db: DatabaseConnection,
     writer: Writer,
     backend: Backend,
+    /// Identifies this store's notifications (PostgreSQL), so it ignores its own.
+    origin: Arc<str>,
 }
 
 /// Normalizes a database URL: a bare path means a SQLite file.
@@ -87,11 +92,40 @@ impl SqlStore {
             Backend::Postgres => 4,
         };
         let writer = Writer::spawn(db.clone(), writers, backend == Backend::Sqlite);
+        let origin: Arc<str> = uuid::Uuid::now_v7().simple().to_string().into();
         Ok(Self {
             db,
             writer,
             backend,
+            origin,
         })
+    }
+
+    /// Runs a write and, on PostgreSQL, publishes the wakeups it implies in the same
+    /// transaction (so other replicas hear of it exactly when it commits).
+    async fn write_notify<T, F, W>(&self, f: F, wakeups: W) -> EngineResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, EngineResult<T>>
+            + Send
+            + 'static,
+        W: Fn(&T) -> Vec<Wakeup> + Send + 'static,
+    {
+        if self.backend != Backend::Postgres {
+            return self.writer.run(f).await;
+        }
+        let origin = self.origin.clone();
+        self.writer
+            .run(move |c| {
+                Box::pin(async move {
+                    let out = f(c).await?;
+                    for w in wakeups(&out) {
+                        notify::publish(c, &origin, &w).await?;
+                    }
+                    Ok(out)
+                })
+            })
+            .await
     }
 
     /// The backend in use.
@@ -115,12 +149,30 @@ impl SqlStore {
     }
 }
 
+fn ready(r: &RunRecord) -> Wakeup {
+    Wakeup::Ready {
+        namespace: r.namespace.clone(),
+        queue: r.queue.clone(),
+        job: r.job.clone(),
+    }
+}
+
 #[async_trait]
 impl RunStore for SqlStore {
+    fn subscribe(&self) -> Option<UnboundedReceiver<Wakeup>> {
+        (self.backend == Backend::Postgres)
+            .then(|| notify::spawn_listener(&self.db, self.origin.to_string()))
+    }
+
     async fn start_run(&self, new: NewRun) -> EngineResult<StartOutcome> {
-        self.writer
-            .run(move |c| Box::pin(run_ops::start_run(c, new)))
-            .await
+        self.write_notify(
+            move |c| Box::pin(run_ops::start_run(c, new)),
+            |out: &StartOutcome| match out {
+                StartOutcome::Created(r) => vec![ready(r)],
+                StartOutcome::Duplicate(_) => vec![],
+            },
+        )
+        .await
     }
 
     async fn get_run(&self, namespace: &str, run_id: &str) -> EngineResult<Option<RunRecord>> {
@@ -249,9 +301,11 @@ impl RunStore for SqlStore {
 
     async fn retry_run(&self, namespace: &str, run_id: &str, now: i64) -> EngineResult<RunRecord> {
         let (ns, id) = (namespace.to_owned(), run_id.to_owned());
-        self.writer
-            .run(move |c| Box::pin(async move { run_ops::retry_run(c, &ns, &id, now).await }))
-            .await
+        self.write_notify(
+            move |c| Box::pin(async move { run_ops::retry_run(c, &ns, &id, now).await }),
+            |r: &RunRecord| vec![ready(r)],
+        )
+        .await
     }
 
     async fn expire_leases(&self, now: i64, limit: u64) -> EngineResult<ExpiredLeases> {
@@ -268,9 +322,20 @@ impl RunStore for SqlStore {
         if any.is_none() {
             return Ok(ExpiredLeases::default());
         }
-        self.writer
-            .run(move |c| Box::pin(run_ops::expire_leases(c, now, limit)))
-            .await
+        self.write_notify(
+            move |c| Box::pin(run_ops::expire_leases(c, now, limit)),
+            |out: &ExpiredLeases| {
+                out.requeued
+                    .iter()
+                    .map(|(namespace, queue, job)| Wakeup::Ready {
+                        namespace: namespace.clone(),
+                        queue: queue.clone(),
+                        job: job.clone(),
+                    })
+                    .collect()
+            },
+        )
+        .await
     }
 
     async fn due_runs(

@@ -52,6 +52,19 @@ impl TestServer {
         Some(s)
     }
 
+    /// A second server process on the same database (a replica).
+    pub fn replica(&self) -> Self {
+        let mut s = Self {
+            child: None,
+            addr: "127.0.0.1:0".into(),
+            db_url: self.db_url.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            args: self.args.clone(),
+        };
+        s.spawn();
+        s
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
