@@ -5,7 +5,7 @@
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum EngineError {
     /// The request is malformed; the message says which field and why.
-    #[error("invalid argument: {0}")]
+    #[error("{0}")]
     InvalidArgument(String),
     /// The named entity does not exist in the caller's namespace.
     #[error("{0}")]

@@ -1,0 +1,386 @@
+//! The client: [`StackShift`] starts, inspects, waits for, lists, cancels and retries runs,
+//! and [`Queue`] enqueues onto a named queue. One client holds one lazily connected HTTP/2
+//! channel; clones share it, so clone freely (workers take a clone too).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use stackshift_proto::v1 as pb;
+use stackshift_proto::v1::jobs_service_client::JobsServiceClient;
+use stackshift_proto::v1::worker_service_client::WorkerServiceClient;
+use tokio::time::Instant;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::Error;
+use crate::auth::AuthInterceptor;
+use crate::convert::{duration_to_proto, run_from_response};
+use crate::options::{ClientOptions, ListRunsOptions, StartOptions};
+use crate::run::{Run, RunPage, StartedRun};
+
+/// The generated `JobsService` client, authenticated by the client's API key.
+pub type JobsClient = JobsServiceClient<InterceptedService<Channel, AuthInterceptor>>;
+
+/// The generated `WorkerService` client, authenticated by the client's API key.
+pub type WorkerClient = WorkerServiceClient<InterceptedService<Channel, AuthInterceptor>>;
+
+/// The longest wait the server accepts for one `GetRun` long-poll.
+const MAX_SERVER_WAIT: Duration = Duration::from_secs(60);
+/// Extra time on top of a long-poll's wait before the client gives up on the call.
+const LONG_POLL_SLACK: Duration = Duration::from_secs(10);
+/// Deadline for ordinary (non-blocking) calls.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest response the client decodes (runs with many large steps can be big).
+const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// A StackShift client. Cheap to clone; clones share one connection.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), stackshift::Error> {
+/// use serde_json::json;
+/// use stackshift::{StackShift, StartOptions};
+///
+/// let client = StackShift::from_env()?;
+/// let started = client
+///     .queue("emails")
+///     .enqueue(
+///         "sendVerificationEmail",
+///         &json!({ "userId": "user_123", "email": "ada@example.com" }),
+///         StartOptions::default().idempotency_key("verify:user_123"),
+///     )
+///     .await?;
+/// let run = client
+///     .wait_for_run(&started.id, std::time::Duration::from_secs(30))
+///     .await?;
+/// println!("{} is {}", run.id, run.status);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct StackShift {
+    jobs: JobsClient,
+    worker: WorkerClient,
+    endpoint: Arc<str>,
+}
+
+impl StackShift {
+    /// A client configured from `STACKSHIFT_ENDPOINT` (default `http://127.0.0.1:7447`) and
+    /// `STACKSHIFT_API_KEY` (optional). See [`StackShift::new`].
+    pub fn from_env() -> Result<Self, Error> {
+        Self::new(ClientOptions::from_env())
+    }
+
+    /// A client for these options. It connects lazily: creating it never fails because the
+    /// server is down (calls then fail with [`Error::Unavailable`] until it is up), only
+    /// for an invalid endpoint or API key ([`Error::InvalidArgument`]).
+    pub fn new(options: ClientOptions) -> Result<Self, Error> {
+        let endpoint_url = options.endpoint.trim().to_owned();
+        let endpoint = Endpoint::from_shared(endpoint_url.clone()).map_err(|e| {
+            Error::InvalidArgument(format!("invalid endpoint {endpoint_url:?}: {e}"))
+        })?;
+        match endpoint.uri().scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(Error::InvalidArgument(format!(
+                    "endpoint {endpoint_url:?} uses https, but this build of the SDK has no TLS \
+                     support; use http:// (e.g. behind a TLS-terminating proxy)"
+                )));
+            }
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "endpoint {endpoint_url:?} must start with http://"
+                )));
+            }
+        }
+        let user_agent = concat!("stackshift-sdk-rust/", env!("CARGO_PKG_VERSION"));
+        let channel = endpoint
+            .user_agent(user_agent)
+            .map_err(|e| Error::InvalidArgument(format!("invalid user agent: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        let auth = AuthInterceptor::new(options.api_key.as_deref())?;
+        let jobs = JobsServiceClient::with_interceptor(channel.clone(), auth.clone())
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+        let worker = WorkerServiceClient::with_interceptor(channel, auth)
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+        Ok(Self {
+            jobs,
+            worker,
+            endpoint: endpoint_url.into(),
+        })
+    }
+
+    /// The server's URL.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// A handle for enqueueing onto `name`.
+    pub fn queue(&self, name: impl Into<String>) -> Queue {
+        Queue {
+            client: self.clone(),
+            name: name.into(),
+        }
+    }
+
+    /// Starts a run of `job` with `payload` (any `Serialize` value, by value or by
+    /// reference). With an idempotency key already used within its TTL, returns the
+    /// existing run with `duplicate: true` and creates nothing.
+    pub async fn start(
+        &self,
+        job: &str,
+        payload: impl Serialize,
+        opts: StartOptions,
+    ) -> Result<StartedRun, Error> {
+        let payload = serde_json::to_vec(&payload)?;
+        let idempotency_ttl = opts.idempotency_ttl.transpose()?.map(duration_to_proto);
+        let lease_timeout = opts.lease_timeout.transpose()?.map(duration_to_proto);
+        let request = pb::StartRunRequest {
+            job: job.to_owned(),
+            payload,
+            queue: opts.queue_name.unwrap_or_default(),
+            idempotency_key: opts.idempotency_key.unwrap_or_default(),
+            idempotency_ttl,
+            retry_policy: opts.retry_policy.map(pb::RetryPolicy::from),
+            lease_timeout,
+        };
+        let response = self
+            .jobs
+            .clone()
+            .start_run(with_timeout(request, CALL_TIMEOUT))
+            .await?
+            .into_inner();
+        let run = run_from_response(response.run)?;
+        Ok(StartedRun {
+            id: run.id.clone(),
+            duplicate: response.duplicate,
+            run,
+        })
+    }
+
+    /// The run with its attempts and steps.
+    pub async fn get_run(&self, id: impl AsRef<str>) -> Result<Run, Error> {
+        self.get_run_waiting(id.as_ref(), None).await
+    }
+
+    /// Waits until the run is completed, failed or cancelled, or until `timeout` passes, and
+    /// returns the run as it then is (check [`Run::is_final`]). Uses the server's long-poll
+    /// (at most 60 s per call), so waiting costs no busy polling. While the server is
+    /// unreachable ([`Error::Unavailable`]) it keeps retrying with backoff until `timeout`
+    /// passes, then returns that error.
+    pub async fn wait_for_run(&self, id: impl AsRef<str>, timeout: Duration) -> Result<Run, Error> {
+        let id = id.as_ref();
+        let deadline = Instant::now() + timeout;
+        let mut backoff = crate::worker::Backoff::new();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let wait = remaining.min(MAX_SERVER_WAIT);
+            let asked_at = Instant::now();
+            let run = match self
+                .get_run_waiting(id, (!wait.is_zero()).then_some(wait))
+                .await
+            {
+                Ok(run) => {
+                    backoff.reset();
+                    run
+                }
+                Err(e) if e.is_transient() && Instant::now() < deadline => {
+                    let pause = backoff
+                        .next_delay()
+                        .min(deadline.saturating_duration_since(Instant::now()));
+                    tracing::debug!(run_id = id, error = %e, "server unreachable while waiting for a run; retrying");
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if run.is_final() || Instant::now() >= deadline {
+                return Ok(run);
+            }
+            // A server that answered well before the wait passed without a final run (it
+            // caps or ignores `wait`) must not turn this loop into a busy poll.
+            if asked_at.elapsed() + Duration::from_millis(50) < wait {
+                let pause = Duration::from_millis(250)
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+
+    async fn get_run_waiting(&self, id: &str, wait: Option<Duration>) -> Result<Run, Error> {
+        let request = pb::GetRunRequest {
+            run_id: id.to_owned(),
+            wait: wait.map(duration_to_proto),
+        };
+        let timeout = wait.map_or(CALL_TIMEOUT, |w| w + LONG_POLL_SLACK);
+        let response = self
+            .jobs
+            .clone()
+            .get_run(with_timeout(request, timeout))
+            .await?;
+        run_from_response(response.into_inner().run)
+    }
+
+    /// One page of runs, newest first, filtered by `opts`.
+    pub async fn list_runs(&self, opts: ListRunsOptions) -> Result<RunPage, Error> {
+        let request = pb::ListRunsRequest {
+            job: opts.job.unwrap_or_default(),
+            queue: opts.queue.unwrap_or_default(),
+            status: opts
+                .status
+                .map_or(pb::RunStatus::Unspecified, pb::RunStatus::from) as i32,
+            page_size: opts
+                .page_size
+                .map_or(0, |n| i32::try_from(n).unwrap_or(i32::MAX)),
+            page_token: opts.page_token.unwrap_or_default(),
+        };
+        let response = self
+            .jobs
+            .clone()
+            .list_runs(with_timeout(request, CALL_TIMEOUT))
+            .await?
+            .into_inner();
+        let runs = response
+            .runs
+            .into_iter()
+            .map(Run::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RunPage {
+            runs,
+            next_page_token: (!response.next_page_token.is_empty())
+                .then_some(response.next_page_token),
+        })
+    }
+
+    /// Cancels a queued, running or waiting run; `reason` is recorded on its failure.
+    /// A running handler is stopped at its next heartbeat or step.
+    pub async fn cancel_run(
+        &self,
+        id: impl AsRef<str>,
+        reason: Option<&str>,
+    ) -> Result<Run, Error> {
+        let request = pb::CancelRunRequest {
+            run_id: id.as_ref().to_owned(),
+            reason: reason.unwrap_or_default().to_owned(),
+        };
+        let response = self
+            .jobs
+            .clone()
+            .cancel_run(with_timeout(request, CALL_TIMEOUT))
+            .await?;
+        run_from_response(response.into_inner().run)
+    }
+
+    /// Gives a failed or cancelled run new attempts; completed steps stay memoized.
+    pub async fn retry_run(&self, id: impl AsRef<str>) -> Result<Run, Error> {
+        let request = pb::RetryRunRequest {
+            run_id: id.as_ref().to_owned(),
+        };
+        let response = self
+            .jobs
+            .clone()
+            .retry_run(with_timeout(request, CALL_TIMEOUT))
+            .await?;
+        run_from_response(response.into_inner().run)
+    }
+
+    /// The raw generated `JobsService` client (authenticated), for calls and fields the
+    /// typed API does not cover.
+    pub fn jobs_client(&self) -> JobsClient {
+        self.jobs.clone()
+    }
+
+    /// The raw generated `WorkerService` client (authenticated).
+    pub fn worker_client(&self) -> WorkerClient {
+        self.worker.clone()
+    }
+}
+
+impl fmt::Debug for StackShift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackShift")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A named queue: `client.queue("emails").enqueue(job, payload, opts)` is
+/// `client.start(job, payload, opts.queue_name("emails"))`.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    client: StackShift,
+    name: String,
+}
+
+impl Queue {
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Starts a run of `job` on this queue (overriding any queue set in `opts`).
+    pub async fn enqueue(
+        &self,
+        job: &str,
+        payload: impl Serialize,
+        opts: StartOptions,
+    ) -> Result<StartedRun, Error> {
+        self.client
+            .start(job, payload, opts.queue_name(self.name.clone()))
+            .await
+    }
+}
+
+/// A request with a gRPC deadline.
+pub(crate) fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn creating_a_client_never_connects() {
+        // Nothing listens on port 1; lazy connect means this still succeeds.
+        let client =
+            StackShift::new(ClientOptions::new("http://127.0.0.1:1").api_key("k")).unwrap();
+        assert_eq!(client.endpoint(), "http://127.0.0.1:1");
+        assert!(!format!("{client:?}").contains("\"k\""));
+        let err = client.get_run("x").await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    }
+
+    #[tokio::test]
+    async fn invalid_endpoints_are_rejected() {
+        for bad in ["not a url", "ftp://host:1", "https://example.com", ""] {
+            let err = StackShift::new(ClientOptions::new(bad)).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_ttl_fails_start_with_invalid_argument() {
+        let client = StackShift::new(ClientOptions::new("http://127.0.0.1:1")).unwrap();
+        let err = client
+            .start(
+                "job",
+                &(),
+                StartOptions::default().idempotency_ttl("30 days"),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidArgument(ref m) if m.contains("30 days")),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,374 @@
+//! What a handler receives: [`JobContext`] (the typed payload and the run's identity) and
+//! [`Step`], which runs memoized steps.
+//!
+//! The exact step semantics (occurrence suffixes, replay, what is recorded when) are
+//! documented on [`Step`].
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::Utc;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use stackshift_proto::v1 as pb;
+use stackshift_proto::v1::complete_step_request::Outcome;
+use tonic::Code;
+
+use crate::client::{WorkerClient, with_timeout};
+use crate::convert::chrono_to_timestamp;
+use crate::error::{StepFailed, failure_from_error, is_interrupted, is_non_retryable};
+use crate::run::Failure;
+use crate::worker::lease::{Lease, WRITE_TIMEOUT, WriteError, write};
+use crate::{Error, non_retryable};
+
+/// The context a handler is called with.
+///
+/// ```no_run
+/// use serde::Deserialize;
+/// use stackshift::JobContext;
+///
+/// #[derive(Deserialize)]
+/// struct Payload { user_id: String }
+///
+/// async fn handler(ctx: JobContext<Payload>) -> anyhow::Result<String> {
+///     let greeting = ctx
+///         .step
+///         .run("greet", || async { anyhow::Ok(format!("hello {}", ctx.payload.user_id)) })
+///         .await?;
+///     Ok(greeting)
+/// }
+/// ```
+pub struct JobContext<P> {
+    /// The run's payload, deserialized.
+    pub payload: P,
+    /// Runs memoized steps (see [`Step`]).
+    pub step: Step,
+    /// The run's id.
+    pub run_id: String,
+    /// This attempt's number, from 1.
+    pub attempt: i32,
+    /// Attempts allowed in total.
+    pub max_attempts: i32,
+    /// The job's name.
+    pub job: String,
+    /// The queue the run came from.
+    pub queue: String,
+}
+
+impl<P> JobContext<P> {
+    /// True when a failure of this attempt will not be retried.
+    pub fn is_last_attempt(&self) -> bool {
+        self.max_attempts > 0 && self.attempt >= self.max_attempts
+    }
+}
+
+impl<P> fmt::Debug for JobContext<P> {
+    /// Leaves the payload out, so that logging a context never leaks it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("run_id", &self.run_id)
+            .field("job", &self.job)
+            .field("queue", &self.queue)
+            .field("attempt", &self.attempt)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A recorded step outcome from the task's journal.
+#[derive(Debug, Clone)]
+pub(crate) enum Recorded {
+    /// The step's output as JSON bytes.
+    Output(Vec<u8>),
+    /// The step's terminal failure.
+    Failure(Failure),
+}
+
+/// Assigns effective step ids: `id`, `id#2`, `id#3`, ... per execution, and refuses an
+/// effective id that was already handed out in this execution (e.g. an explicit `a#2`
+/// followed by a second `a`), since the two steps would share one journal entry.
+#[derive(Debug, Default)]
+pub(crate) struct Occurrences {
+    counts: HashMap<String, u32>,
+    used: HashSet<String>,
+}
+
+impl Occurrences {
+    /// The effective id for the next use of `id`.
+    pub(crate) fn next(&mut self, id: &str) -> Result<String, String> {
+        let count = self.counts.entry(id.to_owned()).or_insert(0);
+        *count += 1;
+        let effective = if *count == 1 {
+            id.to_owned()
+        } else {
+            format!("{id}#{count}")
+        };
+        if !self.used.insert(effective.clone()) {
+            return Err(format!(
+                "step id {effective:?} is used twice in one execution (an explicit id collides \
+                 with an occurrence suffix); rename the step"
+            ));
+        }
+        Ok(effective)
+    }
+}
+
+/// Runs memoized steps for one attempt. Cheap to clone; clones share the occurrence
+/// counters, so ids stay unique across clones.
+///
+/// `step.run(id, f)` first assigns the *effective* step id: the first use of `id` in this
+/// execution of the handler is `id`, the second `id#2`, the third `id#3`, and so on (the
+/// same rule in every StackShift SDK). Then:
+/// - if the task's journal holds that id, the recorded output is returned (or the recorded
+///   terminal failure re-raised as [`StepFailed`]) and `f` is **not** called;
+/// - otherwise `f` runs. On `Ok(v)` the output is recorded on the server and `v` is returned
+///   only once the server acknowledged it (so it is durable). On an error that carries
+///   [`NonRetryable`](crate::NonRetryable), the failure is recorded as the step's terminal
+///   outcome and the error returned. Any other error is returned as is: the attempt fails,
+///   is retried, and the step runs again then.
+///
+/// If the server answers that the run was cancelled or the lease is gone, `step.run`
+/// returns [`Interrupted`](crate::Interrupted) and the worker stops the handler without
+/// reporting anything. An empty id, or an explicit id that collides with an occurrence
+/// suffix (`a#2` followed by a second `a`), is a non-retryable error.
+#[derive(Clone)]
+pub struct Step {
+    inner: Arc<StepState>,
+}
+
+struct StepState {
+    client: WorkerClient,
+    lease: Arc<Lease>,
+    journal: HashMap<String, Recorded>,
+    occurrences: Mutex<Occurrences>,
+}
+
+impl fmt::Debug for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Step")
+            .field("run_id", &self.inner.lease.run_id)
+            .field("journaled_steps", &self.inner.journal.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Step {
+    pub(crate) fn new(
+        client: WorkerClient,
+        lease: Arc<Lease>,
+        journal: HashMap<String, Recorded>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(StepState {
+                client,
+                lease,
+                journal,
+                occurrences: Mutex::new(Occurrences::default()),
+            }),
+        }
+    }
+
+    /// Runs `f` as the step `id`, or returns its recorded outcome when an earlier attempt
+    /// completed it (see [`Step`] for the exact rules).
+    ///
+    /// ```no_run
+    /// # async fn demo(step: stackshift::Step) -> anyhow::Result<()> {
+    /// let payment: serde_json::Value = step
+    ///     .run("verify-payment", || async { anyhow::Ok(serde_json::json!({"status": "paid"})) })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn run<T, F, Fut>(&self, id: &str, f: F) -> anyhow::Result<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+        T: Serialize + DeserializeOwned,
+    {
+        if id.is_empty() {
+            return Err(non_retryable("step id must not be empty"));
+        }
+        let step_id = self
+            .inner
+            .occurrences
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next(id)
+            .map_err(non_retryable)?;
+
+        if let Some(recorded) = self.inner.journal.get(&step_id) {
+            tracing::debug!(run_id = %self.inner.lease.run_id, step_id, "step replayed from the journal");
+            return match recorded {
+                Recorded::Output(bytes) => {
+                    let bytes: &[u8] = if bytes.is_empty() { b"null" } else { bytes };
+                    serde_json::from_slice(bytes).map_err(|e| {
+                        non_retryable(format!(
+                            "the recorded output of step {step_id} does not match the type the \
+                             handler expects: {e}"
+                        ))
+                    })
+                }
+                Recorded::Failure(failure) => Err(anyhow::Error::new(StepFailed {
+                    step_id,
+                    failure: failure.clone(),
+                })),
+            };
+        }
+
+        let lease = &self.inner.lease;
+        if lease.is_interrupted() {
+            return Err(lease.interrupted_error().into());
+        }
+        let started_at = Utc::now();
+        match f().await {
+            Ok(value) => {
+                let output = serde_json::to_vec(&value).map_err(|e| {
+                    non_retryable(format!(
+                        "could not serialize the output of step {step_id}: {e}"
+                    ))
+                })?;
+                self.record(&step_id, Outcome::Output(output), started_at)
+                    .await?;
+                tracing::debug!(run_id = %lease.run_id, step_id, "step completed");
+                Ok(value)
+            }
+            Err(error) => {
+                if is_non_retryable(&error) && !is_interrupted(&error) {
+                    let mut failure = failure_from_error(&error);
+                    failure.non_retryable = true;
+                    self.record(&step_id, Outcome::Failure(failure.into()), started_at)
+                        .await?;
+                    tracing::debug!(run_id = %lease.run_id, step_id, "step failed non-retryably; recorded");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Sends `CompleteStep` and waits for the acknowledgement.
+    async fn record(
+        &self,
+        step_id: &str,
+        outcome: Outcome,
+        started_at: chrono::DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let lease = &self.inner.lease;
+        let request = pb::CompleteStepRequest {
+            run_id: lease.run_id.clone(),
+            lease_token: lease.token.clone(),
+            step_id: step_id.to_owned(),
+            outcome: Some(outcome),
+            started_at: Some(chrono_to_timestamp(started_at)),
+        };
+        let result = write(lease, "CompleteStep", || {
+            let mut client = self.inner.client.clone();
+            let request = with_timeout(request.clone(), WRITE_TIMEOUT);
+            async move { client.complete_step(request).await }
+        })
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(WriteError::Interrupted(interrupted)) => Err(interrupted.into()),
+            Err(WriteError::GaveUp(status)) => {
+                // The lease is as good as gone: the server redelivers the run, so stop this
+                // attempt quietly instead of failing it.
+                lease.interrupt(format!(
+                    "the server stayed unreachable until the lease expired ({})",
+                    status.message()
+                ));
+                Err(lease.interrupted_error().into())
+            }
+            Err(WriteError::Rejected(status)) => {
+                let permanent = matches!(
+                    status.code(),
+                    Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange
+                );
+                let error = Error::from(status);
+                if permanent {
+                    Err(non_retryable(format!(
+                        "could not record step {step_id}: {error}"
+                    )))
+                } else {
+                    Err(anyhow::Error::new(error)
+                        .context(format!("could not record step {step_id}")))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn occurrence_suffixes() {
+        let mut o = Occurrences::default();
+        let ids: Vec<String> = [
+            "download",
+            "import-batch",
+            "import-batch",
+            "import-batch",
+            "mark",
+        ]
+        .iter()
+        .map(|id| o.next(id).unwrap())
+        .collect();
+        assert_eq!(
+            ids,
+            [
+                "download",
+                "import-batch",
+                "import-batch#2",
+                "import-batch#3",
+                "mark"
+            ]
+        );
+    }
+
+    #[test]
+    fn suffixes_count_per_id() {
+        let mut o = Occurrences::default();
+        assert_eq!(o.next("a").unwrap(), "a");
+        assert_eq!(o.next("b").unwrap(), "b");
+        assert_eq!(o.next("a").unwrap(), "a#2");
+        assert_eq!(o.next("b").unwrap(), "b#2");
+        assert_eq!(o.next("a").unwrap(), "a#3");
+    }
+
+    #[test]
+    fn colliding_explicit_ids_are_refused() {
+        let mut o = Occurrences::default();
+        assert_eq!(o.next("a#2").unwrap(), "a#2");
+        assert_eq!(o.next("a").unwrap(), "a");
+        assert!(o.next("a").is_err());
+    }
+
+    #[tokio::test]
+    async fn context_debug_hides_the_payload() {
+        let lease = Arc::new(Lease::new(
+            "r1".into(),
+            "t".into(),
+            std::time::Duration::from_secs(1),
+        ));
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let client =
+            stackshift_proto::v1::worker_service_client::WorkerServiceClient::with_interceptor(
+                channel,
+                crate::AuthInterceptor::default(),
+            );
+        let ctx = JobContext {
+            payload: "secret-card-number",
+            step: Step::new(client, lease, HashMap::new()),
+            run_id: "r1".into(),
+            attempt: 1,
+            max_attempts: 1,
+            job: "j".into(),
+            queue: "default".into(),
+        };
+        assert!(ctx.is_last_attempt());
+        assert!(!format!("{ctx:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,266 @@
+//! Options for the client ([`ClientOptions`]), for starting runs ([`StartOptions`],
+//! [`RetryPolicy`]), for listing runs ([`ListRunsOptions`]) and for registering jobs on a
+//! worker ([`JobOptions`]).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::duration::{IntoDuration, ParseDurationError};
+use crate::run::RunStatus;
+
+/// The endpoint used when none is configured.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7447";
+
+/// How to reach the StackShift server.
+///
+/// The `Debug` output never shows the API key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// The server's URL, e.g. `http://127.0.0.1:7447`.
+    pub endpoint: String,
+    /// The API key, sent as `authorization: Bearer <key>` on every call.
+    pub api_key: Option<String>,
+}
+
+impl ClientOptions {
+    /// Options for this endpoint, without an API key.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            api_key: None,
+        }
+    }
+
+    /// Sets the API key.
+    #[must_use]
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// Options from the environment: `STACKSHIFT_ENDPOINT` (default
+    /// [`DEFAULT_ENDPOINT`]) and `STACKSHIFT_API_KEY` (optional). Empty values count as
+    /// unset.
+    pub fn from_env() -> Self {
+        let var = |name| {
+            std::env::var(name)
+                .ok()
+                .filter(|v: &String| !v.trim().is_empty())
+        };
+        Self {
+            endpoint: var("STACKSHIFT_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()),
+            api_key: var("STACKSHIFT_API_KEY"),
+        }
+    }
+}
+
+impl Default for ClientOptions {
+    /// [`DEFAULT_ENDPOINT`], no API key.
+    fn default() -> Self {
+        Self::new(DEFAULT_ENDPOINT)
+    }
+}
+
+impl fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("endpoint", &self.endpoint)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// How failed attempts of a run are retried. `None` fields take the server's defaults
+/// (5 attempts, 1 s initial interval, coefficient 2.0, 5 min maximum interval).
+///
+/// ```
+/// use std::time::Duration;
+/// use stackshift::RetryPolicy;
+///
+/// let fast = RetryPolicy::new()
+///     .max_attempts(3)
+///     .initial_interval(Duration::from_millis(200));
+/// let same = RetryPolicy {
+///     max_attempts: Some(3),
+///     initial_interval: Some(Duration::from_millis(200)),
+///     ..RetryPolicy::default()
+/// };
+/// assert_eq!(fast, same);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RetryPolicy {
+    /// Total attempts allowed, the first one included (1 = never retry).
+    pub max_attempts: Option<i32>,
+    /// Delay before the second attempt.
+    pub initial_interval: Option<Duration>,
+    /// Multiplier applied to the delay after each failed attempt (>= 1.0).
+    pub backoff_coefficient: Option<f64>,
+    /// Upper bound for the delay between attempts.
+    pub maximum_interval: Option<Duration>,
+}
+
+impl RetryPolicy {
+    /// A policy with every field left to the server's default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the total number of attempts (1 = never retry).
+    #[must_use]
+    pub fn max_attempts(mut self, n: i32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+
+    /// Sets the delay before the second attempt.
+    #[must_use]
+    pub fn initial_interval(mut self, d: Duration) -> Self {
+        self.initial_interval = Some(d);
+        self
+    }
+
+    /// Sets the multiplier applied to the delay after each failed attempt.
+    #[must_use]
+    pub fn backoff_coefficient(mut self, c: f64) -> Self {
+        self.backoff_coefficient = Some(c);
+        self
+    }
+
+    /// Sets the upper bound for the delay between attempts.
+    #[must_use]
+    pub fn maximum_interval(mut self, d: Duration) -> Self {
+        self.maximum_interval = Some(d);
+        self
+    }
+}
+
+/// Options for [`crate::StackShift::start`] and [`crate::Queue::enqueue`].
+///
+/// ```
+/// use stackshift::StartOptions;
+///
+/// let opts = StartOptions::default()
+///     .queue_name("emails")
+///     .idempotency_key("verify:user_123")
+///     .idempotency_ttl("30d");
+/// ```
+///
+/// A duration string that does not parse is reported as
+/// [`crate::Error::InvalidArgument`] by `start`, not when the option is set.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    pub(crate) queue_name: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) idempotency_ttl: Option<Result<Duration, ParseDurationError>>,
+    pub(crate) retry_policy: Option<RetryPolicy>,
+    pub(crate) lease_timeout: Option<Result<Duration, ParseDurationError>>,
+}
+
+impl StartOptions {
+    /// Default options: the `default` queue, no idempotency key, the server's retry policy
+    /// and lease timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs the job on this queue instead of `default`.
+    #[must_use]
+    pub fn queue_name(mut self, queue: impl Into<String>) -> Self {
+        self.queue_name = Some(queue.into());
+        self
+    }
+
+    /// Makes the start idempotent: a second start with the same key within the TTL returns
+    /// the existing run, flagged as a duplicate.
+    #[must_use]
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// How long the idempotency key is remembered (server default 24 h): a
+    /// [`Duration`] or a string like `"30d"`, `"1h30m"`.
+    #[must_use]
+    pub fn idempotency_ttl(mut self, ttl: impl IntoDuration) -> Self {
+        self.idempotency_ttl = Some(ttl.into_duration());
+        self
+    }
+
+    /// Overrides the retry policy for this run.
+    #[must_use]
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry_policy = Some(policy);
+        self
+    }
+
+    /// The lease timeout of this run's attempts (1 s to 1 h): a worker that does not
+    /// heartbeat within it loses the attempt. A [`Duration`] or a string like `"30s"`.
+    #[must_use]
+    pub fn lease_timeout(mut self, timeout: impl IntoDuration) -> Self {
+        self.lease_timeout = Some(timeout.into_duration());
+        self
+    }
+}
+
+/// Filters and paging for [`crate::StackShift::list_runs`]. `None` means "any".
+///
+/// ```
+/// use stackshift::{ListRunsOptions, RunStatus};
+///
+/// let failed_emails = ListRunsOptions {
+///     queue: Some("emails".into()),
+///     status: Some(RunStatus::Failed),
+///     ..ListRunsOptions::default()
+/// };
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListRunsOptions {
+    /// Only runs of this job.
+    pub job: Option<String>,
+    /// Only runs on this queue.
+    pub queue: Option<String>,
+    /// Only runs in this status.
+    pub status: Option<RunStatus>,
+    /// Maximum runs to return (1-1000); the server's default is 50.
+    pub page_size: Option<u32>,
+    /// The `next_page_token` of a previous page.
+    pub page_token: Option<String>,
+}
+
+/// Per-job options for [`crate::WorkerBuilder::job_with_options`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobOptions {
+    /// Lease timeout for runs of this job that did not set one at start (server default
+    /// 30 s). The worker heartbeats every third of it.
+    pub lease_timeout: Option<Duration>,
+}
+
+impl JobOptions {
+    /// Sets the lease timeout.
+    #[must_use]
+    pub fn lease_timeout(mut self, timeout: Duration) -> Self {
+        self.lease_timeout = Some(timeout);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let opts = ClientOptions::new("http://x:1").api_key("sk_live_secret");
+        let shown = format!("{opts:?}");
+        assert!(!shown.contains("sk_live_secret"));
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn bad_ttl_is_stored_not_panicked() {
+        let opts = StartOptions::default().idempotency_ttl("forever");
+        assert!(matches!(opts.idempotency_ttl, Some(Err(_))));
+        let opts = StartOptions::default().idempotency_ttl(Duration::from_secs(5));
+        assert_eq!(opts.idempotency_ttl, Some(Ok(Duration::from_secs(5))));
+    }
+}

@@ -1,0 +1,238 @@
+//! What the SDK returns about runs: [`Run`] with its [`RunStatus`], [`AttemptInfo`]s,
+//! [`StepInfo`]s and [`Failure`], plus [`StartedRun`] and [`RunPage`]. These are plain Rust
+//! types (JSON as [`serde_json::Value`], timestamps as [`chrono::DateTime<Utc>`]); the
+//! conversions from the wire types live in [`crate::convert`].
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::options::RetryPolicy;
+
+/// The lifecycle state of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    /// Waiting for a worker (possibly until a retry delay has passed).
+    Queued,
+    /// An attempt holds a lease and a worker executes the handler.
+    Running,
+    /// Suspended (durable sleep or waiting for an event); holds no worker.
+    Waiting,
+    /// The handler returned; the result is recorded. Final.
+    Completed,
+    /// The last attempt failed, or a failure was non-retryable. Final until retried.
+    Failed,
+    /// Cancelled. Final until retried.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// True for completed, failed and cancelled runs.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+
+    /// The lowercase name used in docs and UIs: `queued`, `running`, `waiting`,
+    /// `completed`, `failed`, `cancelled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = crate::Error;
+
+    /// Parses the lowercase name (`"completed"`), case-insensitively.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "queued" => RunStatus::Queued,
+            "running" => RunStatus::Running,
+            "waiting" => RunStatus::Waiting,
+            "completed" => RunStatus::Completed,
+            "failed" => RunStatus::Failed,
+            "cancelled" | "canceled" => RunStatus::Cancelled,
+            _ => {
+                return Err(crate::Error::InvalidArgument(format!(
+                    "unknown run status {s:?}"
+                )));
+            }
+        })
+    }
+}
+
+/// A structured error, shared by failed steps, attempts and runs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Failure {
+    /// Human-readable message (for handler errors: the whole error chain).
+    pub message: String,
+    /// The error's type name in the worker's language, when known.
+    pub error_type: Option<String>,
+    /// True when the failure ended the run without further retries.
+    pub non_retryable: bool,
+    /// Optional structured details.
+    pub details: Option<Value>,
+    /// Optional stack trace as text.
+    pub stack_trace: Option<String>,
+}
+
+impl Failure {
+    /// A failure with just a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            ..Self::default()
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.error_type {
+            Some(t) if !t.is_empty() => write!(f, "{t}: {}", self.message),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+/// One execution of a job with a payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// Unique id (a UUIDv7 string; ids sort by creation time).
+    pub id: String,
+    /// The job's name.
+    pub job: String,
+    /// The queue the run is on.
+    pub queue: String,
+    /// Current status.
+    pub status: RunStatus,
+    /// The payload (`null` when started without one).
+    pub payload: Value,
+    /// The handler's result, once completed.
+    pub result: Option<Value>,
+    /// The failure that ended the run (failed), or the cancellation reason (cancelled).
+    pub failure: Option<Failure>,
+    /// Number of attempts started so far.
+    pub attempt: i32,
+    /// Attempts allowed before the run fails.
+    pub max_attempts: i32,
+    /// The effective retry policy, when the server reports it.
+    pub retry_policy: Option<RetryPolicy>,
+    /// The idempotency key given at start.
+    pub idempotency_key: Option<String>,
+    /// The lease timeout requested at start; `None` when the default applies.
+    pub lease_timeout: Option<Duration>,
+    /// When the run was created.
+    pub created_at: DateTime<Utc>,
+    /// When the run last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When the run reached a final status.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// For a queued run: when it becomes deliverable (e.g. after a retry delay).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Attempts, oldest first. Filled by `get_run`/`wait_for_run` only.
+    pub attempts: Vec<AttemptInfo>,
+    /// Recorded steps in the order they completed. Filled by `get_run`/`wait_for_run`
+    /// only.
+    pub steps: Vec<StepInfo>,
+}
+
+impl Run {
+    /// True when the run is completed, failed or cancelled.
+    pub fn is_final(&self) -> bool {
+        self.status.is_final()
+    }
+
+    /// The result deserialized into `T` (`Ok(None)` while there is no result).
+    pub fn result_as<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, crate::Error> {
+        self.result
+            .clone()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(crate::Error::from)
+    }
+
+    /// The recorded step with this id (including its occurrence suffix, e.g.
+    /// `import-batch#2`).
+    pub fn step(&self, id: &str) -> Option<&StepInfo> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+}
+
+/// One delivery of a run to a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptInfo {
+    /// The attempt number, from 1.
+    pub number: i32,
+    /// The worker that received it.
+    pub worker_id: String,
+    /// When it was delivered.
+    pub started_at: DateTime<Utc>,
+    /// When it ended; `None` while running.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Why it failed; `None` when it succeeded or is still running.
+    pub failure: Option<Failure>,
+}
+
+/// A recorded step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepInfo {
+    /// The step id, with its occurrence suffix (`import-batch#2`).
+    pub id: String,
+    /// The attempt that recorded it.
+    pub attempt: i32,
+    /// When the worker started executing the step body, if reported.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the result was recorded.
+    pub completed_at: DateTime<Utc>,
+    /// The step's output; `None` for a step that failed.
+    pub output: Option<Value>,
+    /// The terminal failure of a step that failed non-retryably.
+    pub failure: Option<Failure>,
+}
+
+impl StepInfo {
+    /// How long the step body took, when the worker reported its start.
+    pub fn duration(&self) -> Option<chrono::TimeDelta> {
+        self.started_at.map(|s| self.completed_at - s)
+    }
+}
+
+/// The answer to `start`/`enqueue`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartedRun {
+    /// The run's id (same as `run.id`).
+    pub id: String,
+    /// True when the idempotency key matched an existing run: `run` is that run and no new
+    /// run was created.
+    pub duplicate: bool,
+    /// The run as created (or found), without attempts and steps.
+    pub run: Run,
+}
+
+/// One page of [`crate::StackShift::list_runs`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPage {
+    /// The runs, newest first, without attempts and steps.
+    pub runs: Vec<Run>,
+    /// Pass as `page_token` to get the next page; `None` on the last page.
+    pub next_page_token: Option<String>,
+}
