@@ -69,6 +69,20 @@ fail() {
 SERVER_PID=""
 SERVER_LOG=""
 WORK_DIR=""
+# Totals over every `cargo test` binary and example, for the closing `N passed, N failed` line.
+PASSED=0
+FAILED=0
+TEST_LOG="$(mktemp "${TMPDIR:-/tmp}/stackshift-cargo-test.XXXXXX")"
+
+count_cargo_results() {
+    local p f
+    p=$(grep -aoE 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$TEST_LOG" |
+        awk '{s += $4} END {print s + 0}')
+    f=$(grep -aoE 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$TEST_LOG" |
+        awk '{s += $6} END {print s + 0}')
+    PASSED=$((PASSED + p))
+    FAILED=$((FAILED + f))
+}
 
 stop_server() {
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -98,6 +112,8 @@ on_exit() {
         printf '\n'
         printf '  %s\n' "${DONE_PHASES[@]}"
         printf 'test.sh: PASSED - all %d phases ok in %ds\n' "${#DONE_PHASES[@]}" "$total"
+        rm -f "$TEST_LOG"
+        printf '%d passed, %d failed\n' "$PASSED" "$FAILED"
     else
         if [ -n "$SERVER_LOG" ] && [ -f "$SERVER_LOG" ]; then
             printf '\n----- stackshift-server log (%s) -----\n' "$SERVER_LOG" >&2
@@ -107,6 +123,8 @@ on_exit() {
         printf '\n' >&2
         [ "${#DONE_PHASES[@]}" -gt 0 ] && printf '  ok: %s\n' "${DONE_PHASES[@]}" >&2
         printf 'test.sh: FAILED in phase "%s" (exit %d) after %ds\n' "${CURRENT_PHASE:-setup}" "$rc" "$total" >&2
+        [ "$FAILED" -gt 0 ] || FAILED=1
+        printf '%d passed, %d failed\n' "$PASSED" "$FAILED"
     fi
     exit "$rc"
 }
@@ -206,8 +224,11 @@ export STACKSHIFT_REQUIRE_POSTGRES=1
 # (f) cargo test
 # ---------------------------------------------------------------------------------------------
 phase "cargo test"
-with_timeout "$TEST_TIMEOUT" "cargo test" cargo test --workspace ${LOCKED[@]+"${LOCKED[@]}"} ||
-    fail "cargo test failed"
+test_rc=0
+with_timeout "$TEST_TIMEOUT" "cargo test" cargo test --workspace ${LOCKED[@]+"${LOCKED[@]}"} 2>&1 |
+    tee "$TEST_LOG" || test_rc=$?
+count_cargo_results
+[ "$test_rc" -eq 0 ] || fail "cargo test failed"
 
 # ---------------------------------------------------------------------------------------------
 # (g) SDK examples against a real server
@@ -249,7 +270,8 @@ for ex in "${EXAMPLES[@]}"; do
     echo "--- example $ex (STACKSHIFT_ENDPOINT=$STACKSHIFT_ENDPOINT)"
     ex_start=$SECONDS
     with_timeout "$EXAMPLE_TIMEOUT" "example $ex" cargo run ${LOCKED[@]+"${LOCKED[@]}"} -q -p stackshift --example "$ex" ||
-        fail "example $ex failed"
+        { FAILED=$((FAILED + 1)); fail "example $ex failed"; }
+    PASSED=$((PASSED + 1))
     kill -0 "$SERVER_PID" 2>/dev/null || fail "stackshift-server died while running example $ex"
     echo "--- example $ex: ok ($((SECONDS - ex_start))s)"
 done

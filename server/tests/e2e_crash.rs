@@ -9,13 +9,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stackshift::{ClientOptions, JobContext, JobOptions, RunStatus, StackShift, StartOptions, Worker};
+use stackshift::{
+    ClientOptions, JobContext, JobOptions, RunStatus, StackShift, StartOptions, Worker,
+};
 use support::{Db, TestServer};
 
 const RUNS: usize = 300;
 
 async fn kill9_during_a_workload(db: Db) {
-    let Some(mut s) = TestServer::start(db).await else { return };
+    let Some(mut s) = TestServer::start(db).await else {
+        return;
+    };
     let c = StackShift::new(ClientOptions::new(s.endpoint())).unwrap();
     // Side-effect ledger outside the engine: (run, step) -> executions.
     let ledger: Arc<Mutex<HashMap<(String, String), usize>>> = Arc::default();
@@ -62,7 +66,9 @@ async fn kill9_during_a_workload(db: Db) {
                             acked.lock().unwrap().push(r.id);
                             break;
                         }
-                        Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(50)).await,
+                        Err(e) if e.is_transient() => {
+                            tokio::time::sleep(Duration::from_millis(50)).await
+                        }
                         Err(e) => panic!("start failed: {e}"),
                     }
                 }
@@ -88,14 +94,26 @@ async fn kill9_during_a_workload(db: Db) {
     let mut reexecuted = 0;
     for id in &acked {
         let run = c.wait_for_run(id, Duration::from_secs(120)).await.unwrap();
-        assert_eq!(run.status, RunStatus::Completed, "run {id}: {run:?}\n{}", s.log());
+        assert_eq!(
+            run.status,
+            RunStatus::Completed,
+            "run {id}: {run:?}\n{}",
+            s.log()
+        );
         assert_eq!(run.result, Some(json!({ "steps": 3 })));
         let ids: Vec<&str> = run.steps.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids.len(), 3, "run {id} has {ids:?}");
-        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 3, "one result per step");
+        assert_eq!(
+            ids.iter().collect::<HashSet<_>>().len(),
+            3,
+            "one result per step"
+        );
         let ledger = ledger.lock().unwrap();
         for step in ["one", "two", "three"] {
-            let n = ledger.get(&(id.clone(), step.to_owned())).copied().unwrap_or(0);
+            let n = ledger
+                .get(&(id.clone(), step.to_owned()))
+                .copied()
+                .unwrap_or(0);
             assert!(n >= 1, "run {id} step {step} never executed");
             reexecuted += n - 1;
         }
@@ -106,6 +124,9 @@ async fn kill9_during_a_workload(db: Db) {
          (only steps in flight when the server died)"
     );
     // Re-executions are bounded by what can be in flight: 16 slots per crash.
-    assert!(reexecuted <= 2 * 16 * 3, "re-executed {reexecuted} step bodies");
+    assert!(
+        reexecuted <= 2 * 16 * 3,
+        "re-executed {reexecuted} step bodies"
+    );
 }
 both_stores!(kill9_during_a_workload);

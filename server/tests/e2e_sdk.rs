@@ -34,7 +34,9 @@ fn count(ledger: &Ledger, key: &str) {
 }
 
 async fn memoized_steps_and_occurrence_suffixes(db: Db) {
-    let Some(s) = TestServer::start(db).await else { return };
+    let Some(s) = TestServer::start(db).await else {
+        return;
+    };
     let c = client(&s);
     let ledger: Ledger = Arc::default();
     let failures = Arc::new(AtomicUsize::new(0));
@@ -43,7 +45,13 @@ async fn memoized_steps_and_occurrence_suffixes(db: Db) {
         .job("memo", move |ctx: JobContext<Value>| {
             let (l, f) = (l.clone(), f.clone());
             async move {
-                let a: i64 = ctx.step.run("a", || async { count(&l, "a"); anyhow::Ok(1) }).await?;
+                let a: i64 = ctx
+                    .step
+                    .run("a", || async {
+                        count(&l, "a");
+                        anyhow::Ok(1)
+                    })
+                    .await?;
                 let mut sum = a;
                 for i in 0..3 {
                     let l = l.clone();
@@ -72,7 +80,10 @@ async fn memoized_steps_and_occurrence_suffixes(db: Db) {
         .build()
         .start();
     let started = c.start("memo", &json!({}), fast_retry()).await.unwrap();
-    let run = c.wait_for_run(&started.id, Duration::from_secs(30)).await.unwrap();
+    let run = c
+        .wait_for_run(&started.id, Duration::from_secs(30))
+        .await
+        .unwrap();
     worker.shutdown().await;
     assert_eq!(run.status, RunStatus::Completed, "{run:?}");
     assert_eq!(run.result, Some(json!({ "sum": 131 })));
@@ -87,7 +98,14 @@ async fn memoized_steps_and_occurrence_suffixes(db: Db) {
     assert_eq!(ids, vec!["a", "batch", "batch#2", "batch#3", "b"]);
     assert_eq!(run.steps[4].attempt, 3);
     assert_eq!(run.attempts.len(), 3);
-    assert!(run.attempts[0].failure.as_ref().unwrap().message.contains("transient failure"));
+    assert!(
+        run.attempts[0]
+            .failure
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("transient failure")
+    );
 }
 both_stores!(memoized_steps_and_occurrence_suffixes);
 
@@ -117,8 +135,14 @@ async fn sdk_heartbeats_keep_a_long_step_alive() {
         )
         .build()
         .start();
-    let started = c.start("slow", &json!(null), StartOptions::default()).await.unwrap();
-    let run = c.wait_for_run(&started.id, Duration::from_secs(30)).await.unwrap();
+    let started = c
+        .start("slow", &json!(null), StartOptions::default())
+        .await
+        .unwrap();
+    let run = c
+        .wait_for_run(&started.id, Duration::from_secs(30))
+        .await
+        .unwrap();
     worker.shutdown().await;
     assert_eq!(run.status, RunStatus::Completed);
     assert_eq!(run.attempt, 1, "the lease never expired");
@@ -153,9 +177,15 @@ async fn cancel_stops_a_running_handler() {
         )
         .build()
         .start();
-    let started = c.start("loop", &json!(null), StartOptions::default()).await.unwrap();
+    let started = c
+        .start("loop", &json!(null), StartOptions::default())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let cancelled = c.cancel_run(&started.id, Some("operator stop")).await.unwrap();
+    let cancelled = c
+        .cancel_run(&started.id, Some("operator stop"))
+        .await
+        .unwrap();
     assert_eq!(cancelled.status, RunStatus::Cancelled);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let at_stop = ticks.load(Ordering::SeqCst);
@@ -184,9 +214,18 @@ async fn non_retryable_errors_and_poison_payloads_fail_at_once() {
         .build()
         .start();
     let a = c.start("strict", &json!({}), fast_retry()).await.unwrap();
-    let b = c.start("typed", &json!({"wrong": 1}), fast_retry()).await.unwrap();
-    let a = c.wait_for_run(&a.id, Duration::from_secs(20)).await.unwrap();
-    let b = c.wait_for_run(&b.id, Duration::from_secs(20)).await.unwrap();
+    let b = c
+        .start("typed", &json!({"wrong": 1}), fast_retry())
+        .await
+        .unwrap();
+    let a = c
+        .wait_for_run(&a.id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let b = c
+        .wait_for_run(&b.id, Duration::from_secs(20))
+        .await
+        .unwrap();
     worker.shutdown().await;
     assert_eq!(a.status, RunStatus::Failed);
     assert_eq!(a.attempt, 1);
@@ -202,24 +241,46 @@ async fn non_retryable_errors_and_poison_payloads_fail_at_once() {
 async fn client_errors_are_typed() {
     let s = TestServer::start(Db::Sqlite).await.unwrap();
     let c = client(&s);
-    let e = c.start("bad job", &json!(1), StartOptions::default()).await.unwrap_err();
+    let e = c
+        .start("bad job", &json!(1), StartOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(matches!(e, stackshift::Error::InvalidArgument(_)));
     let e = c
-        .start("j", &json!(1), StartOptions::default().idempotency_key("k").idempotency_ttl("30 parsecs"))
+        .start(
+            "j",
+            &json!(1),
+            StartOptions::default()
+                .idempotency_key("k")
+                .idempotency_ttl("30 parsecs"),
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, stackshift::Error::InvalidArgument(_)), "{e:?}");
-    let e = c.get_run("0190aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee").await.unwrap_err();
+    let e = c
+        .get_run("0190aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee")
+        .await
+        .unwrap_err();
     assert!(matches!(e, stackshift::Error::NotFound(_)));
     let dup1 = c
         .queue("emails")
-        .enqueue("send", &json!(1), StartOptions::default().idempotency_key("k1").idempotency_ttl("30d"))
+        .enqueue(
+            "send",
+            &json!(1),
+            StartOptions::default()
+                .idempotency_key("k1")
+                .idempotency_ttl("30d"),
+        )
         .await
         .unwrap();
     let dup2 = c
         .queue("emails")
-        .enqueue("send", &json!(1), StartOptions::default().idempotency_key("k1"))
+        .enqueue(
+            "send",
+            &json!(1),
+            StartOptions::default().idempotency_key("k1"),
+        )
         .await
         .unwrap();
     assert!(!dup1.duplicate && dup2.duplicate);
