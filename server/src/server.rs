@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use stackshift_proto::v1::jobs_service_server::JobsServiceServer;
 use stackshift_proto::v1::worker_service_server::WorkerServiceServer;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::{ApiState, JobsApi, WorkerApi};
 use crate::engine::auth::Authenticator;
@@ -81,8 +80,12 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
+    // TCP_NODELAY: without it Nagle's algorithm and delayed ACKs add tens of milliseconds
+    // to every small request/response exchange.
+    let incoming = TcpIncoming::bind(addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?
+        .with_nodelay(Some(true));
+    let local = incoming.local_addr()?;
     // One line on stdout, for scripts and tests that listen on port 0.
     println!("stackshift-server listening on {local}");
     tracing::info!(%local, database = %redact(&config.database_url), "serving");
@@ -113,7 +116,7 @@ pub async fn serve(
         .add_service(
             WorkerServiceServer::new(WorkerApi(state)).max_decoding_message_size(max_message),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(incoming, signal);
     tokio::select! {
         served = serving => served?,
         () = deadline => tracing::warn!(
