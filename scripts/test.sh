@@ -234,11 +234,10 @@ count_cargo_results
 # (g) SDK examples against a real server
 # ---------------------------------------------------------------------------------------------
 phase "build server + examples"
-cargo build ${LOCKED[@]+"${LOCKED[@]}"} -p stackshift-server || fail "building stackshift-server failed"
-example_args=()
-for ex in "${EXAMPLES[@]}"; do example_args+=(--example "$ex"); done
-cargo build ${LOCKED[@]+"${LOCKED[@]}"} -p stackshift "${example_args[@]}" ||
-    fail "building the SDK examples (${EXAMPLES[*]}) failed"
+# Same feature unification as `cargo test --workspace` above, so this only links binaries
+# (building single packages would resolve features differently and recompile dependencies).
+cargo build --workspace --all-targets ${LOCKED[@]+"${LOCKED[@]}"} ||
+    fail "building the workspace (server binary and SDK examples) failed"
 SERVER_BIN="$ROOT/target/debug/stackshift-server"
 [ -x "$SERVER_BIN" ] || fail "$SERVER_BIN was not produced by cargo build"
 
@@ -269,7 +268,8 @@ export STACKSHIFT_ENDPOINT="http://127.0.0.1:$PORT"
 for ex in "${EXAMPLES[@]}"; do
     echo "--- example $ex (STACKSHIFT_ENDPOINT=$STACKSHIFT_ENDPOINT)"
     ex_start=$SECONDS
-    with_timeout "$EXAMPLE_TIMEOUT" "example $ex" cargo run ${LOCKED[@]+"${LOCKED[@]}"} -q -p stackshift --example "$ex" ||
+    [ -x "$ROOT/target/debug/examples/$ex" ] || fail "example binary target/debug/examples/$ex is missing"
+    with_timeout "$EXAMPLE_TIMEOUT" "example $ex" "$ROOT/target/debug/examples/$ex" ||
         { FAILED=$((FAILED + 1)); fail "example $ex failed"; }
     PASSED=$((PASSED + 1))
     kill -0 "$SERVER_PID" 2>/dev/null || fail "stackshift-server died while running example $ex"
