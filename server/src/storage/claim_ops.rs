@@ -1,7 +1,12 @@
 //! Queue-aware claims: which queued runs a poll gets, in which order, within which limits.
 //!
 //! - **Order**: within a queue, `priority DESC, available_at, id` (higher priority first,
-//!   FIFO within a priority), served by the partial index `idx_runs_ready_priority`.
+//!   FIFO within a priority). The claim walks the priority levels that have queued runs,
+//!   highest first (`MAX(priority)` seeks), and reads each level as an `available_at`
+//!   range of the partial index `idx_runs_ready_priority`. One `ORDER BY priority DESC,
+//!   available_at` over the whole queue would either sort every deliverable run (through
+//!   the `available_at` index) or step over every delayed run of the higher levels
+//!   (through the priority index) on each claim; per level, both stay index seeks.
 //! - **Fairness**: the poll's queues are taken in rotation (the first queue changes with
 //!   every claim), and each gets an equal share of `max_tasks` before any queue gets more,
 //!   so a deep queue never starves a shallow one.
@@ -240,6 +245,29 @@ async fn running_per_key<C: ConnectionTrait>(
         .collect())
 }
 
+/// The highest priority among the queue's queued runs, below `below` when given (an
+/// index seek: delayed runs included, so a level may turn out to have nothing ready).
+async fn next_level<C: ConnectionTrait>(
+    c: &C,
+    ns: &str,
+    queue: &str,
+    below: Option<i32>,
+) -> EngineResult<Option<i32>> {
+    let mut q = runs::Entity::find()
+        .select_only()
+        .column_as(
+            Expr::from(Func::max(Expr::col(runs::Column::Priority))),
+            "p",
+        )
+        .filter(runs::Column::Namespace.eq(ns))
+        .filter(runs::Column::Queue.eq(queue))
+        .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()));
+    if let Some(p) = below {
+        q = q.filter(runs::Column::Priority.lt(p));
+    }
+    Ok(q.into_tuple::<Option<i32>>().one(c).await?.flatten())
+}
+
 /// Selects deliverable runs of one queue in priority order (skipping rows another
 /// transaction holds) and starts an attempt on each, at most `cap`, within the per-key
 /// limit.
@@ -251,8 +279,30 @@ async fn select_and_start<C: ConnectionTrait>(
     cap: usize,
 ) -> EngineResult<Vec<ClaimedTask>> {
     let ns = req.namespace.as_str();
-    let job_names: Vec<&str> = req.jobs.iter().map(|j| j.name.as_str()).collect();
     let mut tasks = Vec::new();
+    let mut level = next_level(c, ns, queue, None).await?;
+    while let Some(priority) = level {
+        start_level(c, req, queue, config, priority, cap, &mut tasks).await?;
+        if tasks.len() >= cap {
+            break;
+        }
+        level = next_level(c, ns, queue, Some(priority)).await?;
+    }
+    Ok(tasks)
+}
+
+/// Claims deliverable runs of one priority level, oldest first, until `tasks` holds `cap`.
+async fn start_level<C: ConnectionTrait>(
+    c: &C,
+    req: &ClaimRequest,
+    queue: &str,
+    config: &QueueConfig,
+    priority: i32,
+    cap: usize,
+    tasks: &mut Vec<ClaimedTask>,
+) -> EngineResult<()> {
+    let ns = req.namespace.as_str();
+    let job_names: Vec<&str> = req.jobs.iter().map(|j| j.name.as_str()).collect();
     for _ in 0..MAX_KEY_ROUNDS {
         let need = cap - tasks.len();
         if need == 0 {
@@ -262,6 +312,7 @@ async fn select_and_start<C: ConnectionTrait>(
             .filter(runs::Column::Namespace.eq(ns))
             .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
             .filter(runs::Column::Queue.eq(queue))
+            .filter(runs::Column::Priority.eq(priority))
             .filter(runs::Column::Job.is_in(job_names.iter().copied()))
             .filter(runs::Column::AvailableAt.lte(req.now));
         if let Some(key_limit) = config.key_concurrency_limit {
@@ -285,7 +336,6 @@ async fn select_and_start<C: ConnectionTrait>(
             );
         }
         let rows = select
-            .order_by_desc(runs::Column::Priority)
             .order_by_asc(runs::Column::AvailableAt)
             .order_by_asc(runs::Column::Id)
             .limit(need as u64)
@@ -320,11 +370,11 @@ async fn select_and_start<C: ConnectionTrait>(
                 tasks.push(task);
             }
         }
-        // Without skips the batch either filled `cap` or drained the queue. With skips,
+        // Without skips the batch either filled `cap` or drained the level. With skips,
         // select again: the keys now at their limit are excluded by the query itself.
         if skipped == 0 {
             break;
         }
     }
-    Ok(tasks)
+    Ok(())
 }
