@@ -132,6 +132,48 @@ async fn priorities_deliver_highest_first_fifo_within(db: Db) {
 }
 both_stores!(priorities_deliver_highest_first_fifo_within);
 
+async fn no_queue_starves_another(db: Db) {
+    let Some(s) = TestServer::start(db).await else {
+        return;
+    };
+    // An older, deep backlog on one queue, then a few runs on another.
+    for _ in 0..40 {
+        start(&s, on_queue("fair", "deep")).await;
+    }
+    let mut shallow = Vec::new();
+    for _ in 0..3 {
+        shallow.push(start(&s, on_queue("fair", "shallow")).await.id);
+    }
+    // One task per poll: the shallow queue is served in turn, not after the backlog.
+    let mut w = s.worker().await;
+    let mut served = Vec::new();
+    for _ in 0..8 {
+        let t = w
+            .poll_task(poll(&["deep", "shallow"], "fair", 1, 5_000))
+            .await
+            .unwrap()
+            .into_inner()
+            .tasks
+            .remove(0);
+        served.push(t.run_id);
+    }
+    let got = shallow.iter().filter(|id| served.contains(id)).count();
+    assert_eq!(got, 3, "shallow runs among the first 8 deliveries: {got}");
+    // Several tasks per poll: each queue gets its share.
+    for _ in 0..3 {
+        start(&s, on_queue("fair", "shallow")).await;
+    }
+    let tasks = w
+        .poll_task(poll(&["deep", "shallow"], "fair", 6, 5_000))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    let from_shallow = tasks.iter().filter(|t| t.queue == "shallow").count();
+    assert_eq!((tasks.len(), from_shallow), (6, 3));
+}
+both_stores!(no_queue_starves_another);
+
 async fn delayed_runs_wait_for_their_time_across_a_restart(db: Db) {
     let Some(mut s) = TestServer::start(db).await else {
         return;

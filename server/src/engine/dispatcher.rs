@@ -52,8 +52,9 @@ struct Inner {
     by_namespace: HashMap<String, Vec<Waiter>>,
     /// Incremented by every [`Dispatcher::released`].
     release_seq: u64,
-    /// `(namespace, queue)` -> `release_seq` of its latest release.
-    last_release: HashMap<(String, String), u64>,
+    /// namespace -> queue -> `release_seq` of the queue's latest release (one entry per
+    /// queue that ever released a lease; queues are few and never deleted).
+    last_release: HashMap<String, HashMap<String, u64>>,
 }
 
 /// Registry of open polls.
@@ -141,8 +142,16 @@ impl Dispatcher {
         let mut inner = self.lock();
         inner.release_seq += 1;
         let seq = inner.release_seq;
-        let key = (namespace.to_owned(), queue.to_owned());
-        inner.last_release.insert(key, seq);
+        let queues = match inner.last_release.get_mut(namespace) {
+            Some(q) => q,
+            None => inner.last_release.entry(namespace.to_owned()).or_default(),
+        };
+        match queues.get_mut(queue) {
+            Some(last) => *last = seq,
+            None => {
+                queues.insert(queue.to_owned(), seq);
+            }
+        }
         let Some(waiters) = inner.by_namespace.get_mut(namespace) else {
             return 0;
         };
@@ -199,11 +208,10 @@ impl WaiterGuard {
     pub fn block_on(&self, queues: &[String], since: u64) -> bool {
         let mut inner = self.dispatcher.lock();
         let inner = &mut *inner;
-        let released_since = queues.iter().any(|q| {
-            inner
-                .last_release
-                .get(&(self.namespace.clone(), q.clone()))
-                .is_some_and(|seq| *seq > since)
+        let released_since = inner.last_release.get(&self.namespace).is_some_and(|last| {
+            queues
+                .iter()
+                .any(|q| last.get(q).is_some_and(|seq| *seq > since))
         });
         if released_since {
             return false;
