@@ -121,6 +121,16 @@ async fn postgres_store_contract() {
 }
 
 #[tokio::test]
+async fn waiting_runs_hold_no_queue_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("waiting.db").display());
+    queues::waiting_runs_hold_no_capacity(&SqlStore::connect(&url).await.unwrap()).await;
+    if let Some(url) = fresh_postgres_url("waiting").await {
+        queues::waiting_runs_hold_no_capacity(&SqlStore::connect(&url).await.unwrap()).await;
+    }
+}
+
+#[tokio::test]
 async fn sqlite_runs_in_wal_with_full_sync() {
     use sea_orm::{ConnectionTrait, Statement};
     let dir = tempfile::tempdir().unwrap();

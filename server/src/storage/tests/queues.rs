@@ -489,3 +489,42 @@ pub async fn stats(store: &Arc<dyn Store>) {
     assert!(s.running_by_key.is_empty(), "no run has a key");
     assert_eq!(s.rate_window_started, 0);
 }
+
+/// Runs suspended in `waiting` (durable sleep, waiting for an event; set here directly, as
+/// the suspension RPC of the events work does) hold no lease and count against no limit.
+pub async fn waiting_runs_hold_no_capacity(sql: &super::SqlStore) {
+    use sea_orm::ConnectionTrait;
+    let store: Arc<dyn Store> = Arc::new(sql.clone());
+    let store = &store;
+    let ns = ns("qwaiting");
+    let config = QueueConfig {
+        concurrency_limit: Some(1),
+        key_concurrency_limit: Some(1),
+        ..QueueConfig::default()
+    };
+    store.upsert_queue(&ns, "q", config, None, 0).await.unwrap();
+    for t in 0..2 {
+        start(store, keyed(&ns, "q", Some("k"), 1_000 + t)).await;
+    }
+    let first = claim(store, claim_req(&ns, &["q"], &["job"], 10, 2_000)).await;
+    assert_eq!(first.tasks.len(), 1);
+    let full = claim(store, claim_req(&ns, &["q"], &["job"], 10, 2_001)).await;
+    assert!(full.tasks.is_empty());
+    let id = &first.tasks[0].run.id;
+    sql.connection()
+        .execute_unprepared(&format!(
+            "UPDATE runs SET status = 'waiting', lease_token = NULL, lease_expires_at = NULL \
+             WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap();
+    let next = claim(store, claim_req(&ns, &["q"], &["job"], 10, 2_002)).await;
+    assert_eq!(
+        next.tasks.len(),
+        1,
+        "a waiting run frees its slot and its key"
+    );
+    let q = store.get_queue(&ns, "q").await.unwrap().unwrap();
+    let stats = store.queue_stats(&q, 2_003).await.unwrap();
+    assert_eq!((stats.waiting, stats.running), (1, 1));
+}
