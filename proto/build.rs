@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "stackshift/v1/common.proto",
         "stackshift/v1/jobs.proto",
+        "stackshift/v1/queues.proto",
         "stackshift/v1/worker.proto",
     ];
     for f in &files {

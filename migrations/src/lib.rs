@@ -12,6 +12,9 @@ mod m20261121_000002_create_attempts;
 mod m20261121_000003_create_steps;
 mod m20261121_000004_create_idempotency_keys;
 mod m20261121_000005_create_api_keys;
+mod m20261121_000010_create_queues;
+mod m20261121_000011_alter_runs;
+mod m20261121_000012_create_queue_starts;
 
 /// Applies every StackShift migration in order.
 pub struct Migrator;
@@ -25,6 +28,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000003_create_steps::Migration),
             Box::new(m20261121_000004_create_idempotency_keys::Migration),
             Box::new(m20261121_000005_create_api_keys::Migration),
+            Box::new(m20261121_000010_create_queues::Migration),
+            Box::new(m20261121_000011_alter_runs::Migration),
+            Box::new(m20261121_000012_create_queue_starts::Migration),
         ]
     }
 }

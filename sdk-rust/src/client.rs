@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use stackshift_proto::v1 as pb;
 use stackshift_proto::v1::jobs_service_client::JobsServiceClient;
+use stackshift_proto::v1::queues_service_client::QueuesServiceClient;
 use stackshift_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::time::Instant;
 use tonic::service::interceptor::InterceptedService;
@@ -16,8 +17,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::Error;
 use crate::auth::AuthInterceptor;
-use crate::convert::{duration_to_proto, run_from_response};
+use crate::convert::{chrono_to_timestamp, duration_to_proto, run_from_response};
 use crate::options::{ClientOptions, ListRunsOptions, StartOptions};
+use crate::queues::QueuesClient;
 use crate::run::{Run, RunPage, StartedRun};
 
 /// The generated `JobsService` client, authenticated by the client's API key.
@@ -31,7 +33,7 @@ const MAX_SERVER_WAIT: Duration = Duration::from_secs(60);
 /// Extra time on top of a long-poll's wait before the client gives up on the call.
 const LONG_POLL_SLACK: Duration = Duration::from_secs(10);
 /// Deadline for ordinary (non-blocking) calls.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response the client decodes (runs with many large steps can be big).
 const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
@@ -61,6 +63,7 @@ const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 pub struct StackShift {
     jobs: JobsClient,
     worker: WorkerClient,
+    queues: QueuesClient,
     endpoint: Arc<str>,
 }
 
@@ -106,11 +109,13 @@ impl StackShift {
         let auth = AuthInterceptor::new(options.api_key.as_deref())?;
         let jobs = JobsServiceClient::with_interceptor(channel.clone(), auth.clone())
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+        let queues = QueuesServiceClient::with_interceptor(channel.clone(), auth.clone());
         let worker = WorkerServiceClient::with_interceptor(channel, auth)
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
         Ok(Self {
             jobs,
             worker,
+            queues,
             endpoint: endpoint_url.into(),
         })
     }
@@ -140,6 +145,7 @@ impl StackShift {
         let payload = serde_json::to_vec(&payload)?;
         let idempotency_ttl = opts.idempotency_ttl.transpose()?.map(duration_to_proto);
         let lease_timeout = opts.lease_timeout.transpose()?.map(duration_to_proto);
+        let delay = opts.delay.transpose()?.map(duration_to_proto);
         let request = pb::StartRunRequest {
             job: job.to_owned(),
             payload,
@@ -148,6 +154,10 @@ impl StackShift {
             idempotency_ttl,
             retry_policy: opts.retry_policy.map(pb::RetryPolicy::from),
             lease_timeout,
+            delay,
+            run_at: opts.run_at.map(chrono_to_timestamp),
+            priority: opts.priority,
+            concurrency_key: opts.concurrency_key.unwrap_or_default(),
         };
         let response = self
             .jobs
@@ -299,6 +309,11 @@ impl StackShift {
     pub fn worker_client(&self) -> WorkerClient {
         self.worker.clone()
     }
+
+    /// The raw generated `QueuesService` client (authenticated).
+    pub fn queues_client(&self) -> QueuesClient {
+        self.queues.clone()
+    }
 }
 
 impl fmt::Debug for StackShift {
@@ -310,11 +325,13 @@ impl fmt::Debug for StackShift {
 }
 
 /// A named queue: `client.queue("emails").enqueue(job, payload, opts)` is
-/// `client.start(job, payload, opts.queue_name("emails"))`.
+/// `client.start(job, payload, opts.queue_name("emails"))`. A queue that does not exist
+/// yet is created with the defaults by its first run. [`Queue::configure`],
+/// [`Queue::get`], [`Queue::pause`] and [`Queue::resume`] manage it.
 #[derive(Clone, Debug)]
 pub struct Queue {
-    client: StackShift,
-    name: String,
+    pub(crate) client: StackShift,
+    pub(crate) name: String,
 }
 
 impl Queue {

@@ -232,6 +232,8 @@ impl TryFrom<pb::Run> for Run {
             id: r.id,
             job: r.job,
             queue: r.queue,
+            priority: r.priority,
+            concurrency_key: non_empty(r.concurrency_key),
         })
     }
 }

@@ -1,9 +1,13 @@
 //! The native Rust SDK for StackShift durable jobs.
 //!
 //! - [`StackShift`] is the client: start runs ([`StackShift::start`],
-//!   [`Queue::enqueue`]), read them ([`StackShift::get_run`],
+//!   [`Queue::enqueue`], with delays, priorities and concurrency keys in
+//!   [`StartOptions`]), read them ([`StackShift::get_run`],
 //!   [`StackShift::wait_for_run`], [`StackShift::list_runs`]), and control them
 //!   ([`StackShift::cancel_run`], [`StackShift::retry_run`]).
+//! - [`Queue`] configures a queue ([`Queue::configure`] with a [`QueueConfig`]: concurrency
+//!   limits, rate limit, default retry policy), shows its live counts ([`Queue::get`]),
+//!   and pauses and resumes it.
 //! - [`Worker`] executes jobs: typed `async fn(JobContext<P>) -> anyhow::Result<R>` handlers
 //!   whose [`Step`]s are memoized, so a retried attempt replays completed steps instead of
 //!   running them again.
@@ -65,6 +69,7 @@ mod convert;
 mod duration;
 mod error;
 mod options;
+mod queues;
 mod run;
 mod worker;
 
@@ -76,6 +81,7 @@ pub use error::{Error, Interrupted, NonRetryable, StepFailed, non_retryable};
 pub use options::{
     ClientOptions, DEFAULT_ENDPOINT, JobOptions, ListRunsOptions, RetryPolicy, StartOptions,
 };
+pub use queues::{QueueConfig, QueueInfo, QueuePage, QueueStats, QueuesClient, RateLimit};
 pub use run::{AttemptInfo, Failure, Run, RunPage, RunStatus, StartedRun, StepInfo};
 pub use worker::{
     DEFAULT_CONCURRENCY, DEFAULT_POLL_WAIT, DEFAULT_SHUTDOWN_GRACE, Worker, WorkerBuilder,

@@ -5,6 +5,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::duration::{IntoDuration, ParseDurationError};
 use crate::run::RunStatus;
 
@@ -154,6 +156,10 @@ pub struct StartOptions {
     pub(crate) idempotency_ttl: Option<Result<Duration, ParseDurationError>>,
     pub(crate) retry_policy: Option<RetryPolicy>,
     pub(crate) lease_timeout: Option<Result<Duration, ParseDurationError>>,
+    pub(crate) delay: Option<Result<Duration, ParseDurationError>>,
+    pub(crate) run_at: Option<DateTime<Utc>>,
+    pub(crate) priority: i32,
+    pub(crate) concurrency_key: Option<String>,
 }
 
 impl StartOptions {
@@ -198,6 +204,41 @@ impl StartOptions {
     #[must_use]
     pub fn lease_timeout(mut self, timeout: impl IntoDuration) -> Self {
         self.lease_timeout = Some(timeout.into_duration());
+        self
+    }
+
+    /// Delays the first delivery (a delayed job): a [`Duration`] or a string like `"10m"`,
+    /// at most 365 days. Replaces any [`StartOptions::run_at`].
+    #[must_use]
+    pub fn delay(mut self, delay: impl IntoDuration) -> Self {
+        self.delay = Some(delay.into_duration());
+        self.run_at = None;
+        self
+    }
+
+    /// Delivers the run no earlier than `at` (at most 365 days ahead; an instant up to 24 h
+    /// in the past means "now"). Takes a `chrono::DateTime<Utc>` or a
+    /// [`std::time::SystemTime`]. Replaces any [`StartOptions::delay`].
+    #[must_use]
+    pub fn run_at(mut self, at: impl Into<DateTime<Utc>>) -> Self {
+        self.run_at = Some(at.into());
+        self.delay = None;
+        self
+    }
+
+    /// Delivery priority within the queue, -1000 to 1000 (default 0). Higher is delivered
+    /// first; equal priorities are delivered first in, first out.
+    #[must_use]
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// The concurrency key (e.g. a customer id): when the queue has a per-key concurrency
+    /// limit, at most that many runs with this key run at once.
+    #[must_use]
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = Some(key.into());
         self
     }
 }

@@ -153,6 +153,10 @@ pub struct Run {
     /// Recorded steps in the order they completed. Filled by `get_run`/`wait_for_run`
     /// only.
     pub steps: Vec<StepInfo>,
+    /// Delivery priority within the queue (higher first).
+    pub priority: i32,
+    /// The concurrency key given at start.
+    pub concurrency_key: Option<String>,
 }
 
 impl Run {

@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use stackshift_proto::v1::jobs_service_server::JobsServiceServer;
+use stackshift_proto::v1::queues_service_server::QueuesServiceServer;
 use stackshift_proto::v1::worker_service_server::WorkerServiceServer;
 use tonic::transport::server::TcpIncoming;
 
-use crate::api::{ApiState, JobsApi, WorkerApi};
+use crate::api::{ApiState, JobsApi, QueuesApi, WorkerApi};
 use crate::engine::auth::Authenticator;
 use crate::engine::store::KeyStore;
 use crate::engine::{Engine, EngineConfig};
@@ -75,6 +76,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<WorkerServiceServer<WorkerApi>>()
         .await;
+    health_reporter
+        .set_serving::<QueuesServiceServer<QueuesApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(stackshift_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -112,6 +116,10 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(
             JobsServiceServer::new(JobsApi(state.clone())).max_decoding_message_size(max_message),
+        )
+        .add_service(
+            QueuesServiceServer::new(QueuesApi(state.clone()))
+                .max_decoding_message_size(max_message),
         )
         .add_service(
             WorkerServiceServer::new(WorkerApi(state)).max_decoding_message_size(max_message),

@@ -44,7 +44,8 @@ pub fn dur_ms(field: &str, d: &Option<Duration>) -> Result<Option<i64>, Status> 
     Ok(Some(d.seconds * 1000 + i64::from(d.nanos) / 1_000_000))
 }
 
-fn dur(ms: i64) -> Duration {
+/// Milliseconds as a protobuf duration.
+pub fn dur(ms: i64) -> Duration {
     Duration {
         seconds: ms / 1000,
         nanos: ((ms % 1000) * 1_000_000) as i32,
@@ -126,7 +127,8 @@ pub fn retry_from_pb(p: Option<pb::RetryPolicy>) -> Result<RetryPolicyInput, Sta
     })
 }
 
-fn retry_to_pb(p: &RetryPolicy) -> pb::RetryPolicy {
+/// Engine retry policy to protobuf.
+pub fn retry_to_pb(p: &RetryPolicy) -> pb::RetryPolicy {
     pb::RetryPolicy {
         max_attempts: p.max_attempts,
         initial_interval: Some(dur(p.initial_interval_ms)),
@@ -156,6 +158,8 @@ pub fn run_to_pb(r: &RunRecord) -> pb::Run {
         lease_timeout: r.lease_timeout_ms.map(dur),
         attempts: Vec::new(),
         steps: Vec::new(),
+        priority: r.priority,
+        concurrency_key: r.concurrency_key.clone().unwrap_or_default(),
     }
 }
 

@@ -8,7 +8,7 @@ use crate::engine::model::{RunFilter, StartOutcome};
 use crate::engine::requests::StartRunInput;
 
 use super::ApiState;
-use super::convert::{detail_to_pb, dur_ms, opt, retry_from_pb, run_to_pb, status_filter};
+use super::convert::{detail_to_pb, dur_ms, opt, retry_from_pb, run_to_pb, status_filter, ts_ms};
 
 /// Implements `stackshift.v1.JobsService`.
 pub struct JobsApi(pub ApiState);
@@ -29,6 +29,10 @@ impl JobsService for JobsApi {
             idempotency_ttl_ms: dur_ms("idempotency_ttl", &r.idempotency_ttl)?,
             retry: retry_from_pb(r.retry_policy)?,
             lease_timeout_ms: dur_ms("lease_timeout", &r.lease_timeout)?,
+            delay_ms: dur_ms("delay", &r.delay)?.filter(|d| *d > 0),
+            run_at_ms: r.run_at.as_ref().map(|t| ts_ms("run_at", t)).transpose()?,
+            priority: r.priority,
+            concurrency_key: opt(r.concurrency_key),
         };
         let (run, duplicate) = match self.0.engine.start_run(&ns, input).await? {
             StartOutcome::Created(run) => (run, false),

@@ -3,6 +3,7 @@
 
 pub mod convert;
 mod jobs;
+mod queues;
 pub mod status;
 mod worker;
 
@@ -14,6 +15,7 @@ use crate::engine::Engine;
 use crate::engine::auth::Authenticator;
 
 pub use jobs::JobsApi;
+pub use queues::QueuesApi;
 pub use worker::WorkerApi;
 
 /// State shared by all handlers.

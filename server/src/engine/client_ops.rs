@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::error::{EngineError, EngineResult};
 use super::model::{Failure, NewRun, RetryPolicy, RunDetail, RunFilter, RunRecord, StartOutcome};
 use super::requests::{RetryPolicyInput, StartRunInput};
-use super::{Engine, now_ms, validate};
+use super::{Engine, now_ms, queue_ops, validate};
 
 /// Longest accepted retry interval (1 day) and attempt count.
 const MAX_RETRY_INTERVAL_MS: i64 = 24 * 3_600_000;
@@ -24,10 +24,23 @@ impl Engine {
         input: StartRunInput,
     ) -> EngineResult<StartOutcome> {
         validate::name("job", &input.job)?;
-        let queue = input.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
+        let queue = input
+            .queue
+            .clone()
+            .unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
         validate::name("queue", &queue)?;
         let payload = validate::json("payload", &input.payload, self.config.max_payload_bytes)?;
-        let retry = self.retry_policy(&input.retry)?;
+        let now = now_ms();
+        let schedule = queue_ops::schedule(&input, now)?;
+        // The start's retry fields win; the queue's defaults fill the others (a queue that
+        // does not exist yet has none).
+        let queue_retry = self
+            .store
+            .get_queue(namespace, &queue)
+            .await?
+            .map(|q| q.config.retry)
+            .unwrap_or_default();
+        let retry = self.retry_policy(&queue_ops::merge_retry(&input.retry, &queue_retry))?;
         validate::duration_ms("lease_timeout", input.lease_timeout_ms, 1_000, 3_600_000)?;
         validate::duration_ms(
             "idempotency_ttl",
@@ -35,7 +48,6 @@ impl Engine {
             1_000,
             self.config.max_idempotency_ttl_ms,
         )?;
-        let now = now_ms();
         let idempotency = match input.idempotency_key {
             Some(key) => {
                 validate::text_id("idempotency_key", &key, validate::MAX_IDEMPOTENCY_KEY_LEN)?;
@@ -63,6 +75,9 @@ impl Engine {
                 lease_timeout_ms: input.lease_timeout_ms,
                 idempotency,
                 now,
+                available_at: schedule.available_at,
+                priority: schedule.priority,
+                concurrency_key: schedule.concurrency_key,
             })
             .await?;
         if let StartOutcome::Created(run) = &outcome {
@@ -71,7 +86,7 @@ impl Engine {
         Ok(outcome)
     }
 
-    fn retry_policy(&self, input: &RetryPolicyInput) -> EngineResult<RetryPolicy> {
+    pub(crate) fn retry_policy(&self, input: &RetryPolicyInput) -> EngineResult<RetryPolicy> {
         let d = self.config.default_retry;
         let p = RetryPolicy {
             max_attempts: input.max_attempts.unwrap_or(d.max_attempts),
@@ -216,6 +231,7 @@ impl Engine {
             )
             .await?;
         self.watchers.finished(run_id);
+        self.queue_released(namespace, &run.queue);
         Ok(run)
     }
 

@@ -6,6 +6,14 @@
 //! holds no signal yet, and wakes only that one. A waiter that leaves while holding an
 //! unused signal (it returned other tasks, or timed out) passes it to the next matching
 //! waiter, so no wakeup is lost.
+//!
+//! Queue limits add a second kind of wakeup. A poll whose claim left runs behind because a
+//! queue was paused or at its concurrency limit parks as *blocked* on that queue
+//! ([`WaiterGuard::block_on`]). [`Dispatcher::released`] (a lease ended, the queue was
+//! resumed or reconfigured) wakes every waiter blocked on the queue. A release sequence
+//! number closes the race between a claim that found the queue full and a release landing
+//! before the poll parked: `block_on` refuses to park when the queue saw a release since
+//! the claim began, and the poll claims again instead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,12 +21,23 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
+/// A wakeup a waiter holds and has not acted on yet.
+enum Pending {
+    /// A run of `(queue, job)` became deliverable; forwarded if unused.
+    Run(String, String),
+    /// Capacity opened on a queue the waiter was blocked on; not forwarded (every blocked
+    /// waiter of the queue got one).
+    Capacity,
+}
+
 struct Waiter {
     id: u64,
     queues: Vec<String>,
     jobs: Vec<String>,
     notify: Arc<Notify>,
-    pending: Option<(String, String)>,
+    pending: Option<Pending>,
+    /// Queues this waiter's last claim found paused or full.
+    blocked: Vec<String>,
 }
 
 impl Waiter {
@@ -31,6 +50,11 @@ impl Waiter {
 struct Inner {
     next_id: u64,
     by_namespace: HashMap<String, Vec<Waiter>>,
+    /// Incremented by every [`Dispatcher::released`].
+    release_seq: u64,
+    /// namespace -> queue -> `release_seq` of the queue's latest release (one entry per
+    /// queue that ever released a lease; queues are few and never deleted).
+    last_release: HashMap<String, HashMap<String, u64>>,
 }
 
 /// Registry of open polls.
@@ -72,6 +96,7 @@ impl Dispatcher {
                 jobs,
                 notify: notify.clone(),
                 pending: None,
+                blocked: Vec::new(),
             });
         WaiterGuard {
             dispatcher: self.clone(),
@@ -103,12 +128,46 @@ impl Dispatcher {
             .find(|w| w.pending.is_none() && Some(w.id) != skip && w.serves(queue, job));
         match found {
             Some(w) => {
-                w.pending = Some((queue.to_owned(), job.to_owned()));
+                w.pending = Some(Pending::Run(queue.to_owned(), job.to_owned()));
                 w.notify.notify_one();
                 true
             }
             None => false,
         }
+    }
+
+    /// Capacity may have opened on `queue` (a lease ended, the queue was resumed or
+    /// reconfigured): wakes every waiter blocked on it. Returns how many were woken.
+    pub fn released(&self, namespace: &str, queue: &str) -> usize {
+        let mut inner = self.lock();
+        inner.release_seq += 1;
+        let seq = inner.release_seq;
+        let queues = match inner.last_release.get_mut(namespace) {
+            Some(q) => q,
+            None => inner.last_release.entry(namespace.to_owned()).or_default(),
+        };
+        match queues.get_mut(queue) {
+            Some(last) => *last = seq,
+            None => {
+                queues.insert(queue.to_owned(), seq);
+            }
+        }
+        let Some(waiters) = inner.by_namespace.get_mut(namespace) else {
+            return 0;
+        };
+        let mut woken = 0;
+        for w in waiters
+            .iter_mut()
+            .filter(|w| w.blocked.iter().any(|q| q == queue))
+        {
+            w.blocked.clear();
+            if w.pending.is_none() {
+                w.pending = Some(Pending::Capacity);
+                w.notify.notify_one();
+                woken += 1;
+            }
+        }
+        woken
     }
 
     /// Number of open polls (all namespaces).
@@ -127,16 +186,44 @@ pub struct WaiterGuard {
 
 impl WaiterGuard {
     /// Clears this waiter's signal before it looks for work, so that new work arriving
-    /// while it looks wakes it again.
-    pub fn consume(&self) {
+    /// while it looks wakes it again. Returns the release sequence number to pass to
+    /// [`WaiterGuard::block_on`] after the claim.
+    pub fn consume(&self) -> u64 {
         let mut inner = self.dispatcher.lock();
+        let seq = inner.release_seq;
         if let Some(w) = inner
             .by_namespace
             .get_mut(&self.namespace)
             .and_then(|ws| ws.iter_mut().find(|w| w.id == self.id))
         {
             w.pending = None;
+            w.blocked.clear();
         }
+        seq
+    }
+
+    /// Parks this waiter as blocked on `queues` (paused or full at the claim that began at
+    /// release sequence `since`), so that a release on any of them wakes it. Returns false,
+    /// parking nothing, when one of them saw a release since: the caller claims again.
+    pub fn block_on(&self, queues: &[String], since: u64) -> bool {
+        let mut inner = self.dispatcher.lock();
+        let inner = &mut *inner;
+        let released_since = inner.last_release.get(&self.namespace).is_some_and(|last| {
+            queues
+                .iter()
+                .any(|q| last.get(q).is_some_and(|seq| *seq > since))
+        });
+        if released_since {
+            return false;
+        }
+        if let Some(w) = inner
+            .by_namespace
+            .get_mut(&self.namespace)
+            .and_then(|ws| ws.iter_mut().find(|w| w.id == self.id))
+        {
+            w.blocked = queues.to_vec();
+        }
+        true
     }
 
     /// Completes when this waiter is signalled.
@@ -157,13 +244,14 @@ impl Drop for WaiterGuard {
                 inner.by_namespace.remove(&self.namespace);
             }
         }
-        if let Some((queue, job)) = forward {
+        if let Some(Pending::Run(queue, job)) = forward {
             Dispatcher::signal_locked(&mut inner, &self.namespace, &queue, &job, Some(self.id));
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -194,5 +282,49 @@ mod tests {
         assert!(!d.signal("ns", "nobody", "job"));
         assert!(!d.signal("other-ns", "q", "job"));
         assert_eq!(d.waiting(), 1);
+    }
+
+    #[tokio::test]
+    async fn releases_wake_every_waiter_blocked_on_the_queue() {
+        let d = Dispatcher::new();
+        let a = d.register("ns", s(&["limited", "free"]), s(&["job"]));
+        let b = d.register("ns", s(&["limited"]), s(&["job"]));
+        let c = d.register("ns", s(&["limited"]), s(&["job"]));
+        let (sa, sb) = (a.consume(), b.consume());
+        assert!(a.block_on(&s(&["limited"]), sa));
+        assert!(b.block_on(&s(&["limited"]), sb));
+        // `c` is not blocked (its claim found nothing to do): a release does not wake it.
+        assert_eq!(d.released("ns", "other-queue"), 0);
+        assert_eq!(d.released("other-ns", "limited"), 0);
+        assert_eq!(d.released("ns", "limited"), 2);
+        for w in [&a, &b] {
+            tokio::time::timeout(std::time::Duration::from_secs(1), w.notified())
+                .await
+                .expect("blocked waiter woken");
+        }
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), c.notified())
+                .await
+                .is_err(),
+            "an unblocked waiter is not woken by a release"
+        );
+        // Woken waiters are no longer blocked: a second release wakes nobody.
+        assert_eq!(d.released("ns", "limited"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_release_during_the_claim_prevents_parking() {
+        let d = Dispatcher::new();
+        let a = d.register("ns", s(&["q"]), s(&["job"]));
+        let since = a.consume();
+        // The claim found `q` full, but a lease was released before the poll parked.
+        d.released("ns", "q");
+        assert!(!a.block_on(&s(&["q"]), since), "must claim again");
+        let since = a.consume();
+        assert!(a.block_on(&s(&["q"]), since));
+        // A release on another queue does not prevent parking.
+        let since = a.consume();
+        d.released("ns", "other");
+        assert!(a.block_on(&s(&["q"]), since));
     }
 }

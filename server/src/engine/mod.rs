@@ -7,6 +7,8 @@ pub mod dispatcher;
 pub mod error;
 pub mod lease;
 pub mod model;
+pub mod queue_model;
+pub mod queue_ops;
 pub mod requests;
 pub mod retry;
 pub mod store;

@@ -158,6 +158,10 @@ pub struct RunRecord {
     pub updated_at: i64,
     /// When the run reached a final status.
     pub finished_at: Option<i64>,
+    /// Delivery priority within the queue (higher first).
+    pub priority: i32,
+    /// Concurrency key given at start.
+    pub concurrency_key: Option<String>,
 }
 
 /// One delivery of a run to a worker.
@@ -252,6 +256,12 @@ pub struct NewRun {
     pub idempotency: Option<(String, i64)>,
     /// Creation time.
     pub now: i64,
+    /// When the run becomes deliverable (`now` unless delayed).
+    pub available_at: i64,
+    /// Delivery priority within the queue (higher first).
+    pub priority: i32,
+    /// Concurrency key.
+    pub concurrency_key: Option<String>,
 }
 
 /// What `start_run` did.
@@ -368,6 +378,8 @@ pub struct ExpiredLeases {
     pub requeued: Vec<(String, String, String)>,
     /// Runs that failed because their attempts were used up.
     pub failed: Vec<String>,
+    /// `(namespace, queue)` of every expired lease: capacity freed on limited queues.
+    pub released: Vec<(String, String)>,
 }
 
 /// An API key as stored (never the key itself, only its hash).

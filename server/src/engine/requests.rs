@@ -33,6 +33,25 @@ pub struct StartRunInput {
     pub retry: RetryPolicyInput,
     /// Lease timeout.
     pub lease_timeout_ms: Option<i64>,
+    /// Delay before the first delivery.
+    pub delay_ms: Option<i64>,
+    /// Earliest delivery instant (epoch milliseconds).
+    pub run_at_ms: Option<i64>,
+    /// Delivery priority (higher first); 0 by default.
+    pub priority: i32,
+    /// Concurrency key.
+    pub concurrency_key: Option<String>,
+}
+
+/// `UpsertQueue` input.
+#[derive(Debug, Clone, Default)]
+pub struct UpsertQueueInput {
+    /// Queue name.
+    pub name: String,
+    /// Full configuration (validated by the engine).
+    pub config: super::queue_model::QueueConfig,
+    /// New pause switch; `None` leaves it unchanged.
+    pub paused: Option<bool>,
 }
 
 /// `PollTask` input.

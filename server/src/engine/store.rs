@@ -11,6 +11,7 @@ use super::model::{
     ApiKeyRecord, ClaimRequest, ClaimedTask, ExpiredLeases, FailOutcome, Failure, HeartbeatOutcome,
     LeaseRef, NewRun, NewStep, RunDetail, RunFilter, RunRecord, StartOutcome,
 };
+use super::queue_model::{ClaimOutcome, QueueConfig, QueueRecord, QueueStats};
 
 /// A hint from another server replica sharing the database (PostgreSQL LISTEN/NOTIFY).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,14 @@ pub enum Wakeup {
     },
     /// Something becomes due at this instant (milliseconds).
     TimerAt(i64),
+    /// A limited or paused queue may have room again (a lease was released, the queue was
+    /// resumed or reconfigured): pollers held back on it should claim again.
+    Capacity {
+        /// Namespace.
+        namespace: String,
+        /// Queue.
+        queue: String,
+    },
 }
 
 /// Durable storage of runs, attempts and steps.
@@ -113,6 +122,44 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn count_active_keys(&self) -> EngineResult<u64>;
 }
 
+/// Durable storage of queue configurations, queue statistics and queue-aware claims.
+#[async_trait]
+pub trait QueueStore: Send + Sync + 'static {
+    /// Creates a queue or replaces its configuration (and the pause switch when given).
+    /// Returns the queue and whether it was created.
+    async fn upsert_queue(
+        &self,
+        namespace: &str,
+        name: &str,
+        config: QueueConfig,
+        paused: Option<bool>,
+        now: i64,
+    ) -> EngineResult<(QueueRecord, bool)>;
+    /// Reads a queue.
+    async fn get_queue(&self, namespace: &str, name: &str) -> EngineResult<Option<QueueRecord>>;
+    /// Lists queues in name order after `cursor` (a name), at most `limit`.
+    async fn list_queues(
+        &self,
+        namespace: &str,
+        cursor: Option<&str>,
+        limit: u64,
+    ) -> EngineResult<Vec<QueueRecord>>;
+    /// Sets the pause switch of an existing queue; `None` when the queue does not exist.
+    async fn set_queue_paused(
+        &self,
+        namespace: &str,
+        name: &str,
+        paused: bool,
+        now: i64,
+    ) -> EngineResult<Option<QueueRecord>>;
+    /// Live counts of a queue at `now`.
+    async fn queue_stats(&self, queue: &QueueRecord, now: i64) -> EngineResult<QueueStats>;
+    /// Claims up to `max_tasks` deliverable runs from the request's queues: highest
+    /// priority first, FIFO within a priority, queues taken in rotation so none starves
+    /// another, skipping paused queues and honouring concurrency and rate limits.
+    async fn claim_queued(&self, req: ClaimRequest) -> EngineResult<ClaimOutcome>;
+}
+
 /// Everything the engine needs from storage.
-pub trait Store: RunStore + KeyStore {}
-impl<T: RunStore + KeyStore> Store for T {}
+pub trait Store: RunStore + KeyStore + QueueStore {}
+impl<T: RunStore + KeyStore + QueueStore> Store for T {}

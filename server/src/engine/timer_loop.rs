@@ -30,6 +30,9 @@ impl Engine {
                                 engine.dispatcher.signal(&namespace, &queue, &job);
                             }
                             Some(Wakeup::TimerAt(at)) => engine.timer.schedule(at),
+                            Some(Wakeup::Capacity { namespace, queue }) => {
+                                engine.dispatcher.released(&namespace, &queue);
+                            }
                             None => return,
                         },
                         _ = engine.shutdown.cancelled() => return,
@@ -84,6 +87,9 @@ impl Engine {
             }
             for run_id in &expired.failed {
                 self.watchers.finished(run_id);
+            }
+            for (ns, queue) in &expired.released {
+                self.queue_released(ns, queue);
             }
             if (n as u64) < EXPIRE_BATCH {
                 break;

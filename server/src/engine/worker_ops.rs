@@ -15,6 +15,9 @@ use super::{Engine, now_ms, validate};
 pub const MAX_TASKS_PER_POLL: i32 = 100;
 /// Most distinct queues or jobs one poll may name.
 pub const MAX_POLL_FILTERS: usize = 1_000;
+/// Longest pause before claiming again from a limited queue another replica was claiming
+/// from at the same instant (milliseconds; the actual pause is random, from 5 ms).
+const CONTENDED_RETRY_MS: u64 = 40;
 
 impl Engine {
     /// Long-polls for up to `max_tasks` tasks. Returns an empty list when the wait passes
@@ -72,18 +75,37 @@ impl Engine {
             if self.shutdown.is_cancelled() {
                 return Ok(Vec::new());
             }
-            waiter.consume();
+            let since = waiter.consume();
             req.now = now_ms();
-            let tasks = self.store.claim(req.clone()).await?;
-            if !tasks.is_empty() {
-                if let Some(first) = tasks.iter().map(|t| t.lease_deadline).min() {
+            let out = self.store.claim_queued(req.clone()).await?;
+            if !out.tasks.is_empty() {
+                if let Some(first) = out.tasks.iter().map(|t| t.lease_deadline).min() {
                     self.timer.schedule(first);
                 }
-                return Ok(tasks);
+                return Ok(out.tasks);
+            }
+            // Nothing claimed. Queues held back by a pause or a concurrency limit wake this
+            // poll when capacity frees; a full rate-limit window reopens at `retry_at`; a
+            // queue another replica was claiming at this instant is tried again shortly.
+            if !out.blocked.is_empty() && !waiter.block_on(&out.blocked, since) {
+                continue;
+            }
+            let mut wake = deadline;
+            if let Some(at) = out.retry_at {
+                let until = Duration::from_millis((at - now_ms()).max(0) as u64);
+                wake = wake.min(tokio::time::Instant::now() + until);
+            }
+            if out.contended {
+                let jitter = Duration::from_millis(rand::random_range(5..=CONTENDED_RETRY_MS));
+                wake = wake.min(tokio::time::Instant::now() + jitter);
             }
             tokio::select! {
                 _ = waiter.notified() => {}
-                _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+                _ = tokio::time::sleep_until(wake) => {
+                    if wake >= deadline {
+                        return Ok(Vec::new());
+                    }
+                }
                 _ = self.shutdown.cancelled() => {
                     tracing::debug!("poll answered empty: shutting down");
                     return Ok(Vec::new());
@@ -163,8 +185,9 @@ impl Engine {
     ) -> EngineResult<()> {
         let lease = Self::lease(namespace, run_id, token)?;
         let result = validate::json("result", result, self.config.max_payload_bytes)?;
-        self.store.complete_run(lease, result, now_ms()).await?;
+        let run = self.store.complete_run(lease, result, now_ms()).await?;
         self.watchers.finished(run_id);
+        self.queue_released(namespace, &run.queue);
         Ok(())
     }
 
@@ -179,6 +202,7 @@ impl Engine {
         let lease = Self::lease(namespace, run_id, token)?;
         let failure = self.failure(failure)?;
         let out = self.store.fail_run(lease, failure, now_ms()).await?;
+        self.queue_released(namespace, &out.run.queue);
         match out.next_attempt_at {
             Some(at) => self.run_ready(namespace, &out.run.queue, &out.run.job, at),
             None => self.watchers.finished(run_id),

@@ -50,6 +50,8 @@ pub fn run_from_model(m: runs::Model) -> Result<RunRecord, StorageError> {
         created_at: m.created_at,
         updated_at: m.updated_at,
         finished_at: m.finished_at,
+        priority: m.priority,
+        concurrency_key: m.concurrency_key,
     })
 }
 

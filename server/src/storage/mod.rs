@@ -2,11 +2,14 @@
 //! store traits on SQLite (embedded, the default) and PostgreSQL (for several replicas on
 //! one database). Writes go through the group-commit [`writer`]; reads use the pool.
 
+mod claim_ops;
 pub mod convert;
 pub mod entities;
 pub mod error;
 mod key_ops;
 mod notify;
+mod queue_ops;
+mod queue_store;
 mod run_ops;
 mod sql;
 pub mod testing;

@@ -65,11 +65,13 @@ fn insert_model(new: &NewRun) -> runs::ActiveModel {
         lease_token: Set(None),
         lease_expires_at: Set(None),
         worker_id: Set(None),
-        available_at: Set(new.now),
+        available_at: Set(new.available_at),
         idempotency_key: Set(new.idempotency.as_ref().map(|(k, _)| k.clone())),
         created_at: Set(new.now),
         updated_at: Set(new.now),
         finished_at: Set(None),
+        priority: Set(new.priority),
+        concurrency_key: Set(new.concurrency_key.clone()),
     }
 }
 
@@ -146,97 +148,98 @@ fn new_token() -> String {
     hex::encode(b)
 }
 
-/// Claims deliverable runs (skipping rows locked by another replica's claim).
-pub async fn claim<C: ConnectionTrait>(c: &C, req: ClaimRequest) -> EngineResult<Vec<ClaimedTask>> {
-    let job_names: Vec<&str> = req.jobs.iter().map(|j| j.name.as_str()).collect();
-    let rows = runs::Entity::find()
-        .filter(runs::Column::Namespace.eq(req.namespace.as_str()))
+/// Starts an attempt on a queued run that a claim selected and locked: status `running`, a
+/// fresh lease and an `attempts` row. The lease duration is the run's own, else the
+/// queue's default, else the worker's for the job, else the server default. `None` when
+/// the run is no longer queued (another claim took it first).
+pub async fn start_attempt<C: ConnectionTrait>(
+    c: &C,
+    req: &ClaimRequest,
+    row: runs::Model,
+    queue_lease_ms: Option<i64>,
+) -> EngineResult<Option<ClaimedTask>> {
+    let mut run = run_from_model(row)?;
+    let lease_ms = run
+        .lease_timeout_ms
+        .or(queue_lease_ms)
+        .or_else(|| {
+            req.jobs
+                .iter()
+                .find(|j| j.name == run.job)
+                .and_then(|j| j.lease_timeout_ms)
+        })
+        .unwrap_or(req.default_lease_ms);
+    let token = new_token();
+    let deadline = req.now + lease_ms;
+    let attempt = run.attempt + 1;
+    let updated = runs::Entity::update_many()
+        .col_expr(
+            runs::Column::Status,
+            Expr::value(RunStatus::Running.as_str()),
+        )
+        .col_expr(runs::Column::Attempt, Expr::value(attempt))
+        .col_expr(runs::Column::LeaseToken, Expr::value(token.clone()))
+        .col_expr(runs::Column::LeaseExpiresAt, Expr::value(deadline))
+        .col_expr(runs::Column::EffectiveLeaseMs, Expr::value(lease_ms))
+        .col_expr(runs::Column::WorkerId, Expr::value(req.worker_id.clone()))
+        .col_expr(runs::Column::UpdatedAt, Expr::value(req.now))
+        .filter(runs::Column::Id.eq(run.id.as_str()))
         .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
-        .filter(runs::Column::Queue.is_in(req.queues.iter().map(String::as_str)))
-        .filter(runs::Column::Job.is_in(job_names))
-        .filter(runs::Column::AvailableAt.lte(req.now))
-        .order_by_asc(runs::Column::AvailableAt)
-        .order_by_asc(runs::Column::Id)
-        .limit(req.max_tasks as u64)
-        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .exec(c)
+        .await?
+        .rows_affected;
+    if updated != 1 {
+        return Ok(None);
+    }
+    attempts::Entity::insert(attempts::ActiveModel {
+        run_id: Set(run.id.clone()),
+        number: Set(attempt),
+        worker_id: Set(req.worker_id.clone()),
+        started_at: Set(req.now),
+        ended_at: Set(None),
+        failure: Set(None),
+    })
+    .exec_without_returning(c)
+    .await?;
+    run.status = RunStatus::Running;
+    run.attempt = attempt;
+    run.lease_token = Some(token.clone());
+    run.lease_expires_at = Some(deadline);
+    run.effective_lease_ms = Some(lease_ms);
+    run.worker_id = Some(req.worker_id.clone());
+    run.updated_at = req.now;
+    Ok(Some(ClaimedTask {
+        run,
+        lease_token: token,
+        lease_deadline: deadline,
+        lease_ms,
+        journal: Vec::new(),
+    }))
+}
+
+/// Fills each claimed task's journal with the steps its run recorded so far.
+pub async fn load_journals<C: ConnectionTrait>(
+    c: &C,
+    tasks: &mut [ClaimedTask],
+) -> EngineResult<()> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = tasks.iter().map(|t| t.run.id.clone()).collect();
+    let journal = steps::Entity::find()
+        .filter(steps::Column::RunId.is_in(ids))
+        .order_by_asc(steps::Column::CompletedAt)
+        .order_by_asc(steps::Column::StepId)
         .all(c)
         .await?;
-    let mut tasks = Vec::with_capacity(rows.len());
-    for row in rows {
-        let mut run = run_from_model(row)?;
-        let lease_ms = run
-            .lease_timeout_ms
-            .or_else(|| {
-                req.jobs
-                    .iter()
-                    .find(|j| j.name == run.job)
-                    .and_then(|j| j.lease_timeout_ms)
-            })
-            .unwrap_or(req.default_lease_ms);
-        let token = new_token();
-        let deadline = req.now + lease_ms;
-        let attempt = run.attempt + 1;
-        let updated = runs::Entity::update_many()
-            .col_expr(
-                runs::Column::Status,
-                Expr::value(RunStatus::Running.as_str()),
-            )
-            .col_expr(runs::Column::Attempt, Expr::value(attempt))
-            .col_expr(runs::Column::LeaseToken, Expr::value(token.clone()))
-            .col_expr(runs::Column::LeaseExpiresAt, Expr::value(deadline))
-            .col_expr(runs::Column::EffectiveLeaseMs, Expr::value(lease_ms))
-            .col_expr(runs::Column::WorkerId, Expr::value(req.worker_id.clone()))
-            .col_expr(runs::Column::UpdatedAt, Expr::value(req.now))
-            .filter(runs::Column::Id.eq(run.id.as_str()))
-            .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
-            .exec(c)
-            .await?
-            .rows_affected;
-        if updated != 1 {
-            continue;
-        }
-        attempts::Entity::insert(attempts::ActiveModel {
-            run_id: Set(run.id.clone()),
-            number: Set(attempt),
-            worker_id: Set(req.worker_id.clone()),
-            started_at: Set(req.now),
-            ended_at: Set(None),
-            failure: Set(None),
-        })
-        .exec_without_returning(c)
-        .await?;
-        run.status = RunStatus::Running;
-        run.attempt = attempt;
-        run.lease_token = Some(token.clone());
-        run.lease_expires_at = Some(deadline);
-        run.effective_lease_ms = Some(lease_ms);
-        run.worker_id = Some(req.worker_id.clone());
-        run.updated_at = req.now;
-        tasks.push(ClaimedTask {
-            run,
-            lease_token: token,
-            lease_deadline: deadline,
-            lease_ms,
-            journal: Vec::new(),
-        });
-    }
-    if !tasks.is_empty() {
-        let ids: Vec<String> = tasks.iter().map(|t| t.run.id.clone()).collect();
-        let journal = steps::Entity::find()
-            .filter(steps::Column::RunId.is_in(ids))
-            .order_by_asc(steps::Column::CompletedAt)
-            .order_by_asc(steps::Column::StepId)
-            .all(c)
-            .await?;
-        for step in journal {
-            let run_id = step.run_id.clone();
-            let rec = step_from_model(step)?;
-            if let Some(t) = tasks.iter_mut().find(|t| t.run.id == run_id) {
-                t.journal.push(rec);
-            }
+    for step in journal {
+        let run_id = step.run_id.clone();
+        let rec = step_from_model(step)?;
+        if let Some(t) = tasks.iter_mut().find(|t| t.run.id == run_id) {
+            t.journal.push(rec);
         }
     }
-    Ok(tasks)
+    Ok(())
 }
 
 /// Extends a lease; a cancelled run answers `cancel_requested` instead of an error.
@@ -545,6 +548,7 @@ pub async fn expire_leases<C: ConnectionTrait>(
         run.retry.initial_interval_ms = 0;
         let outcome = apply_failure(c, run, failure, now).await?;
         let r = outcome.run;
+        out.released.push((r.namespace.clone(), r.queue.clone()));
         match outcome.next_attempt_at {
             Some(_) => out.requeued.push((r.namespace, r.queue, r.job)),
             None => out.failed.push(r.id),

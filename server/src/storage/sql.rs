@@ -1,6 +1,7 @@
 //! Connecting, migrating and reading: [`SqlStore`] and its `RunStore`/`KeyStore` impls.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,13 +19,13 @@ use crate::engine::model::{
     ApiKeyRecord, ClaimRequest, ClaimedTask, ExpiredLeases, FailOutcome, Failure, HeartbeatOutcome,
     LeaseRef, NewRun, NewStep, RunDetail, RunFilter, RunRecord, RunStatus, StartOutcome,
 };
-use crate::engine::store::{KeyStore, RunStore, Wakeup};
+use crate::engine::store::{KeyStore, QueueStore, RunStore, Wakeup};
 
 use super::convert::{attempt_from_model, run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps};
 use super::error::StorageError;
 use super::writer::Writer;
-use super::{key_ops, notify, run_ops};
+use super::{key_ops, notify, queue_ops, run_ops};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +39,13 @@ pub enum Backend {
 /// The sea-orm store.
 #[derive(Clone)]
 pub struct SqlStore {
-    db: DatabaseConnection,
-    writer: Writer,
-    backend: Backend,
+    pub(super) db: DatabaseConnection,
+    pub(super) writer: Writer,
+    pub(super) backend: Backend,
     /// Identifies this store's notifications (PostgreSQL), so it ignores its own.
-    origin: Arc<str>,
+    pub(super) origin: Arc<str>,
+    /// Where the next claim starts in its list of queues (round-robin fairness).
+    pub(super) rotation: Arc<AtomicUsize>,
 }
 
 /// Normalizes a database URL: a bare path means a SQLite file.
@@ -98,12 +101,13 @@ impl SqlStore {
             writer,
             backend,
             origin,
+            rotation: Arc::new(AtomicUsize::new(0)),
         })
     }
 
     /// Runs a write and, on PostgreSQL, publishes the wakeups it implies in the same
     /// transaction (so other replicas hear of it exactly when it commits).
-    async fn write_notify<T, F, W>(&self, f: F, wakeups: W) -> EngineResult<T>
+    pub(super) async fn write_notify<T, F, W>(&self, f: F, wakeups: W) -> EngineResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, EngineResult<T>>
@@ -166,8 +170,22 @@ impl RunStore for SqlStore {
 
     async fn start_run(&self, new: NewRun) -> EngineResult<StartOutcome> {
         self.write_notify(
-            move |c| Box::pin(run_ops::start_run(c, new)),
+            move |c| {
+                Box::pin(async move {
+                    let (ns, queue, now) = (new.namespace.clone(), new.queue.clone(), new.now);
+                    let out = run_ops::start_run(c, new).await?;
+                    if let StartOutcome::Created(_) = &out {
+                        // A queue named for the first time is created with the defaults.
+                        queue_ops::ensure(c, &ns, &queue, now).await?;
+                    }
+                    Ok(out)
+                })
+            },
             |out: &StartOutcome| match out {
+                // A delayed run: other replicas' timers must wake when it falls due.
+                StartOutcome::Created(r) if r.available_at > r.created_at => {
+                    vec![Wakeup::TimerAt(r.available_at)]
+                }
                 StartOutcome::Created(r) => vec![ready(r)],
                 StartOutcome::Duplicate(_) => vec![],
             },
@@ -245,9 +263,7 @@ impl RunStore for SqlStore {
     }
 
     async fn claim(&self, req: ClaimRequest) -> EngineResult<Vec<ClaimedTask>> {
-        self.writer
-            .run(move |c| Box::pin(run_ops::claim(c, req)))
-            .await
+        Ok(self.claim_queued(req).await?.tasks)
     }
 
     async fn heartbeat(&self, lease: LeaseRef, now: i64) -> EngineResult<HeartbeatOutcome> {
@@ -268,9 +284,12 @@ impl RunStore for SqlStore {
         result: String,
         now: i64,
     ) -> EngineResult<RunRecord> {
-        self.writer
-            .run(move |c| Box::pin(run_ops::complete_run(c, lease, result, now)))
-            .await
+        self.write_released(
+            move |c| Box::pin(run_ops::complete_run(c, lease, result, now)),
+            |_: &RunRecord| vec![],
+            |r: &RunRecord| vec![(r.namespace.clone(), r.queue.clone())],
+        )
+        .await
     }
 
     async fn fail_run(
@@ -279,9 +298,17 @@ impl RunStore for SqlStore {
         failure: Failure,
         now: i64,
     ) -> EngineResult<FailOutcome> {
-        self.writer
-            .run(move |c| Box::pin(run_ops::fail_run(c, lease, failure, now)))
-            .await
+        self.write_released(
+            move |c| Box::pin(run_ops::fail_run(c, lease, failure, now)),
+            |out: &FailOutcome| {
+                out.next_attempt_at
+                    .map(Wakeup::TimerAt)
+                    .into_iter()
+                    .collect()
+            },
+            |out: &FailOutcome| vec![(out.run.namespace.clone(), out.run.queue.clone())],
+        )
+        .await
     }
 
     async fn cancel_run(
@@ -292,11 +319,12 @@ impl RunStore for SqlStore {
         now: i64,
     ) -> EngineResult<RunRecord> {
         let (ns, id) = (namespace.to_owned(), run_id.to_owned());
-        self.writer
-            .run(move |c| {
-                Box::pin(async move { run_ops::cancel_run(c, &ns, &id, reason, now).await })
-            })
-            .await
+        self.write_released(
+            move |c| Box::pin(async move { run_ops::cancel_run(c, &ns, &id, reason, now).await }),
+            |_: &RunRecord| vec![],
+            |r: &RunRecord| vec![(r.namespace.clone(), r.queue.clone())],
+        )
+        .await
     }
 
     async fn retry_run(&self, namespace: &str, run_id: &str, now: i64) -> EngineResult<RunRecord> {
@@ -322,7 +350,7 @@ impl RunStore for SqlStore {
         if any.is_none() {
             return Ok(ExpiredLeases::default());
         }
-        self.write_notify(
+        self.write_released(
             move |c| Box::pin(run_ops::expire_leases(c, now, limit)),
             |out: &ExpiredLeases| {
                 out.requeued
@@ -334,6 +362,7 @@ impl RunStore for SqlStore {
                     })
                     .collect()
             },
+            |out: &ExpiredLeases| out.released.clone(),
         )
         .await
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use stackshift_proto::v1 as pb;
 use stackshift_proto::v1::jobs_service_client::JobsServiceClient;
+use stackshift_proto::v1::queues_service_client::QueuesServiceClient;
 use stackshift_proto::v1::worker_service_client::WorkerServiceClient;
 use stackshift_server::storage::testing::fresh_postgres_url;
 use tonic::transport::Channel;
@@ -174,6 +175,11 @@ impl TestServer {
     /// A raw `WorkerService` client.
     pub async fn worker(&self) -> WorkerServiceClient<Channel> {
         WorkerServiceClient::new(self.channel().await)
+    }
+
+    /// A raw `QueuesService` client.
+    pub async fn queues(&self) -> QueuesServiceClient<Channel> {
+        QueuesServiceClient::new(self.channel().await)
     }
 }
 

@@ -4,5 +4,7 @@
 pub mod api_keys;
 pub mod attempts;
 pub mod idempotency_keys;
+pub mod queue_starts;
+pub mod queues;
 pub mod runs;
 pub mod steps;

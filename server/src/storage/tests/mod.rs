@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod keys;
+mod queues;
 mod runs;
 mod worker;
 
@@ -28,6 +29,17 @@ pub async fn run_tests(store: Arc<dyn Store>) {
     worker::lease_expiry(&store).await;
     worker::timers(&store).await;
     keys::key_lifecycle(&store).await;
+    queues::config_lifecycle(&store).await;
+    queues::starts_create_queues(&store).await;
+    queues::priorities_and_fifo(&store).await;
+    queues::delayed_runs(&store).await;
+    queues::fairness_across_queues(&store).await;
+    queues::concurrency_limit(&store).await;
+    queues::key_concurrency_limit(&store).await;
+    queues::rate_limit(&store).await;
+    queues::pause_and_resume(&store).await;
+    queues::queue_defaults(&store).await;
+    queues::stats(&store).await;
 }
 
 pub(super) fn new_run(ns: &str, job: &str, queue: &str, now: i64) -> NewRun {
@@ -46,6 +58,9 @@ pub(super) fn new_run(ns: &str, job: &str, queue: &str, now: i64) -> NewRun {
         lease_timeout_ms: None,
         idempotency: None,
         now,
+        available_at: now,
+        priority: 0,
+        concurrency_key: None,
     }
 }
 
@@ -103,6 +118,16 @@ async fn postgres_store_contract() {
     };
     let store = SqlStore::connect(&url).await.unwrap();
     run_tests(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn waiting_runs_hold_no_queue_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("waiting.db").display());
+    queues::waiting_runs_hold_no_capacity(&SqlStore::connect(&url).await.unwrap()).await;
+    if let Some(url) = fresh_postgres_url("waiting").await {
+        queues::waiting_runs_hold_no_capacity(&SqlStore::connect(&url).await.unwrap()).await;
+    }
 }
 
 #[tokio::test]
