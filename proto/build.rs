@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "stackshift/v1/common.proto",
         "stackshift/v1/jobs.proto",
         "stackshift/v1/worker.proto",
+        "stackshift/v1/state.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

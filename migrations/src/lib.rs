@@ -12,6 +12,8 @@ mod m20261121_000002_create_attempts;
 mod m20261121_000003_create_steps;
 mod m20261121_000004_create_idempotency_keys;
 mod m20261121_000005_create_api_keys;
+mod m20261121_000020_create_state_entries;
+mod m20261121_000021_create_state_locks;
 
 /// Applies every StackShift migration in order.
 pub struct Migrator;
@@ -25,6 +27,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000003_create_steps::Migration),
             Box::new(m20261121_000004_create_idempotency_keys::Migration),
             Box::new(m20261121_000005_create_api_keys::Migration),
+            Box::new(m20261121_000020_create_state_entries::Migration),
+            Box::new(m20261121_000021_create_state_locks::Migration),
         ]
     }
 }

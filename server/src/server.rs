@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use stackshift_proto::v1::jobs_service_server::JobsServiceServer;
+use stackshift_proto::v1::state_service_server::StateServiceServer;
 use stackshift_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::api::{ApiState, JobsApi, WorkerApi};
+use crate::api::{ApiState, JobsApi, StateApi, WorkerApi};
 use crate::engine::auth::Authenticator;
 use crate::engine::store::KeyStore;
 use crate::engine::{Engine, EngineConfig};
@@ -76,6 +77,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<WorkerServiceServer<WorkerApi>>()
         .await;
+    health_reporter
+        .set_serving::<StateServiceServer<StateApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(stackshift_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -111,7 +115,11 @@ pub async fn serve(
             JobsServiceServer::new(JobsApi(state.clone())).max_decoding_message_size(max_message),
         )
         .add_service(
-            WorkerServiceServer::new(WorkerApi(state)).max_decoding_message_size(max_message),
+            WorkerServiceServer::new(WorkerApi(state.clone()))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            StateServiceServer::new(StateApi(state)).max_decoding_message_size(max_message),
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
     tokio::select! {

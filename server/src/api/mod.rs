@@ -3,6 +3,7 @@
 
 pub mod convert;
 mod jobs;
+mod state;
 pub mod status;
 mod worker;
 
@@ -14,6 +15,7 @@ use crate::engine::Engine;
 use crate::engine::auth::Authenticator;
 
 pub use jobs::JobsApi;
+pub use state::StateApi;
 pub use worker::WorkerApi;
 
 /// State shared by all handlers.

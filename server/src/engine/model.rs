@@ -180,6 +180,8 @@ pub struct AttemptRecord {
 pub enum StepKind {
     /// A `step.run` result.
     Step,
+    /// A state call made from inside a run (its recorded result).
+    State,
 }
 
 impl StepKind {
@@ -187,6 +189,7 @@ impl StepKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Step => "step",
+            Self::State => "state",
         }
     }
 
@@ -194,6 +197,7 @@ impl StepKind {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "step" => Some(Self::Step),
+            "state" => Some(Self::State),
             _ => None,
         }
     }

@@ -11,6 +11,7 @@ use super::model::{
     ApiKeyRecord, ClaimRequest, ClaimedTask, ExpiredLeases, FailOutcome, Failure, HeartbeatOutcome,
     LeaseRef, NewRun, NewStep, RunDetail, RunFilter, RunRecord, StartOutcome,
 };
+use super::state::{StateCall, StateEntry, StateOutcome, StateResult};
 
 /// A hint from another server replica sharing the database (PostgreSQL LISTEN/NOTIFY).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,13 @@ pub enum Wakeup {
     },
     /// Something becomes due at this instant (milliseconds).
     TimerAt(i64),
+    /// A state-store lock was released (explicitly, or because its run ended).
+    LockReleased {
+        /// Namespace.
+        namespace: String,
+        /// The lock's key.
+        key: String,
+    },
 }
 
 /// Durable storage of runs, attempts and steps.
@@ -113,6 +121,37 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn count_active_keys(&self) -> EngineResult<u64>;
 }
 
+/// Durable storage of the state store (keys, counters, locks).
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// Reads a key that is live at `now` (not journaled; for calls outside runs).
+    async fn state_get(
+        &self,
+        namespace: &str,
+        key: &str,
+        now: i64,
+    ) -> EngineResult<Option<StateEntry>>;
+    /// Lists keys live at `now` with `prefix`, in byte order, after `after`, at most
+    /// `limit`; also returns the last key of the page when more follow.
+    async fn state_list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u64,
+        now: i64,
+    ) -> EngineResult<StateResult>;
+    /// Applies an operation atomically. With a run binding, the lease is checked and the
+    /// outcome journaled in the same transaction, and a call id already journaled returns
+    /// the recorded outcome without applying anything.
+    async fn state_apply(&self, call: StateCall, now: i64) -> EngineResult<StateOutcome>;
+    /// Deletes up to `limit` keys expired at `now` and up to `limit` rows of locks free at
+    /// `now`; returns how many rows were deleted.
+    async fn sweep_state(&self, now: i64, limit: u64) -> EngineResult<u64>;
+    /// The earliest expiry of a key or a lock, if any.
+    async fn next_state_expiry(&self) -> EngineResult<Option<i64>>;
+}
+
 /// Everything the engine needs from storage.
-pub trait Store: RunStore + KeyStore {}
-impl<T: RunStore + KeyStore> Store for T {}
+pub trait Store: RunStore + KeyStore + StateStore {}
+impl<T: RunStore + KeyStore + StateStore> Store for T {}

@@ -31,6 +31,11 @@ impl Timer {
         }
     }
 
+    /// The instant the loop wakes at next.
+    pub fn next(&self) -> i64 {
+        *self.next.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Sets the next wake computed by the loop from the store.
     pub fn set_next(&self, at: i64) {
         *self.next.lock().unwrap_or_else(|p| p.into_inner()) = at;

@@ -30,6 +30,9 @@ impl Engine {
                                 engine.dispatcher.signal(&namespace, &queue, &job);
                             }
                             Some(Wakeup::TimerAt(at)) => engine.timer.schedule(at),
+                            Some(Wakeup::LockReleased { namespace, key }) => {
+                                engine.lock_released(&namespace, &key);
+                            }
                             None => return,
                         },
                         _ = engine.shutdown.cancelled() => return,
@@ -37,6 +40,7 @@ impl Engine {
                 }
             });
         }
+        self.spawn_state_sweeper();
         let engine = self.clone();
         tokio::spawn(async move { engine.timer_loop().await })
     }

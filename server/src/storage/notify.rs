@@ -23,6 +23,7 @@ pub async fn publish<C: ConnectionTrait>(c: &C, origin: &str, wakeup: &Wakeup) -
             job,
         } => format!("r\t{origin}\t{namespace}\t{queue}\t{job}"),
         Wakeup::TimerAt(at) => format!("t\t{origin}\t{at}"),
+        Wakeup::LockReleased { namespace, key } => format!("l\t{origin}\t{namespace}\t{key}"),
     };
     c.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
@@ -46,6 +47,10 @@ fn parse(payload: &str, own_origin: &str) -> Option<Wakeup> {
             job: parts.next()?.to_owned(),
         }),
         "t" => parts.next()?.parse().ok().map(Wakeup::TimerAt),
+        "l" => Some(Wakeup::LockReleased {
+            namespace: parts.next()?.to_owned(),
+            key: parts.next()?.to_owned(),
+        }),
         _ => None,
     }
 }
@@ -107,6 +112,13 @@ mod tests {
             })
         );
         assert_eq!(parse("t\tA\t42", "B"), Some(Wakeup::TimerAt(42)));
+        assert_eq!(
+            parse("l\t\tns\tfiles:1 lock", "B"),
+            Some(Wakeup::LockReleased {
+                namespace: "ns".into(),
+                key: "files:1 lock".into()
+            })
+        );
         assert_eq!(parse("r\tA\tns\tq\tjob", "A"), None);
         assert_eq!(parse("garbage", "B"), None);
     }

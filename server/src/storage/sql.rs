@@ -103,7 +103,7 @@ impl SqlStore {
 
     /// Runs a write and, on PostgreSQL, publishes the wakeups it implies in the same
     /// transaction (so other replicas hear of it exactly when it commits).
-    async fn write_notify<T, F, W>(&self, f: F, wakeups: W) -> EngineResult<T>
+    pub(super) async fn write_notify<T, F, W>(&self, f: F, wakeups: W) -> EngineResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, EngineResult<T>>

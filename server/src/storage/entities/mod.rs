@@ -5,4 +5,7 @@ pub mod api_keys;
 pub mod attempts;
 pub mod idempotency_keys;
 pub mod runs;
+pub mod state_entries;
+pub mod state_lock_floors;
+pub mod state_locks;
 pub mod steps;
