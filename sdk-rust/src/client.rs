@@ -19,6 +19,7 @@ use crate::auth::AuthInterceptor;
 use crate::convert::{duration_to_proto, run_from_response};
 use crate::options::{ClientOptions, ListRunsOptions, StartOptions};
 use crate::run::{Run, RunPage, StartedRun};
+use crate::state::{State, StateClient};
 
 /// The generated `JobsService` client, authenticated by the client's API key.
 pub type JobsClient = JobsServiceClient<InterceptedService<Channel, AuthInterceptor>>;
@@ -61,6 +62,7 @@ const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 pub struct StackShift {
     jobs: JobsClient,
     worker: WorkerClient,
+    state: StateClient,
     endpoint: Arc<str>,
 }
 
@@ -106,11 +108,18 @@ impl StackShift {
         let auth = AuthInterceptor::new(options.api_key.as_deref())?;
         let jobs = JobsServiceClient::with_interceptor(channel.clone(), auth.clone())
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+        let state =
+            stackshift_proto::v1::state_service_client::StateServiceClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            )
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
         let worker = WorkerServiceClient::with_interceptor(channel, auth)
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
         Ok(Self {
             jobs,
             worker,
+            state,
             endpoint: endpoint_url.into(),
         })
     }
@@ -298,6 +307,17 @@ impl StackShift {
     /// The raw generated `WorkerService` client (authenticated).
     pub fn worker_client(&self) -> WorkerClient {
         self.worker.clone()
+    }
+
+    /// The state store of the key's namespace, for use outside job handlers: calls apply
+    /// directly. (Inside a handler use `ctx.state`, whose calls are journaled in the run.)
+    pub fn state(&self) -> State {
+        State::direct(self.state.clone())
+    }
+
+    /// The raw generated `StateService` client (authenticated).
+    pub fn state_client(&self) -> StateClient {
+        self.state.clone()
     }
 }
 
