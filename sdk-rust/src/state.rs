@@ -193,7 +193,7 @@ impl ListKeysOptions {
 /// difference between the client's `State` and a handler's `ctx.state`.
 #[derive(Clone)]
 pub struct State {
-    client: StateClient,
+    client: Arc<StateClient>,
     run: Option<Arc<RunBinding>>,
 }
 
@@ -257,13 +257,16 @@ pub(crate) fn is_conflict(status: &Status) -> bool {
 impl State {
     /// Direct access (outside runs).
     pub(crate) fn direct(client: StateClient) -> Self {
-        Self { client, run: None }
+        Self {
+            client: Arc::new(client),
+            run: None,
+        }
     }
 
     /// Journaled access for one execution of a handler.
     pub(crate) fn for_run(client: StateClient, lease: Arc<Lease>) -> Self {
         Self {
-            client,
+            client: Arc::new(client),
             run: Some(Arc::new(RunBinding {
                 lease,
                 calls: AtomicU64::new(0),
@@ -298,7 +301,11 @@ impl State {
         };
         let Some(run) = &self.run else {
             let timeout = CALL_TIMEOUT + extra;
-            let response = send(self.client.clone(), with_timeout(request, timeout)).await?;
+            let response = send(
+                StateClient::clone(&self.client),
+                with_timeout(request, timeout),
+            )
+            .await?;
             return Ok(response.into_inner());
         };
         let timeout = WRITE_TIMEOUT + extra;
@@ -311,7 +318,10 @@ impl State {
         });
         // Conflicts are answers, not lost leases: carry them through `write` as values.
         let outcome = write(lease, what, || {
-            let call = send(self.client.clone(), with_timeout(request.clone(), timeout));
+            let call = send(
+                StateClient::clone(&self.client),
+                with_timeout(request.clone(), timeout),
+            );
             async move {
                 match call.await {
                     Ok(response) => Ok(tonic::Response::new(Ok(response.into_inner()))),

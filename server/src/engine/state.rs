@@ -500,7 +500,7 @@ pub fn ttl(field: &str, ms: i64, max: i64) -> EngineResult<()> {
 pub fn expires_at(at: i64, now: i64) -> EngineResult<()> {
     if at <= now {
         return Err(EngineError::invalid(format!(
-            "expires_at is not in the future ({} ms ago); to remove a key, delete it",
+            "expires_at is in the past ({} ms ago); to remove a key, delete it",
             now - at
         )));
     }
