@@ -42,6 +42,9 @@ impl Engine {
     async fn state_sweeper_loop(&self) {
         let timer = &self.state.sweep_timer;
         loop {
+            // Forget the old wake-up first: an expiry scheduled while this sweep reads the
+            // store then lowers the next wake-up instead of being overwritten by it.
+            timer.set_next(i64::MAX);
             let swept_at = now_ms();
             let next = match self.sweep_state(swept_at).await {
                 Ok(next) => next,
@@ -50,7 +53,7 @@ impl Engine {
                     swept_at + 5_000
                 }
             };
-            timer.set_next(next.min(swept_at + SWEEP_RESYNC_MS));
+            timer.schedule(next.min(swept_at + SWEEP_RESYNC_MS));
             loop {
                 let now = now_ms();
                 let due = timer.next().max(swept_at + SWEEP_MIN_GAP_MS);
