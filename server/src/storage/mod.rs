@@ -9,7 +9,7 @@ mod key_ops;
 mod notify;
 mod run_ops;
 mod sql;
-pub(crate) mod state_ops;
+mod state_ops;
 mod state_store;
 pub mod testing;
 #[cfg(test)]

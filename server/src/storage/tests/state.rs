@@ -138,6 +138,25 @@ pub async fn ttl_and_sweeper(store: &Arc<dyn Store>) {
         "row swept"
     );
     assert!(get(store, &ns, "forever", t + 200).await.is_some());
+    // Sweeps are bounded: at most `limit` rows per table per call.
+    for i in 0..5 {
+        ok(
+            store,
+            &ns,
+            set(&format!("batch:{i}"), "1", Some(t + 150), None),
+            t,
+        )
+        .await;
+    }
+    let mut swept = Vec::new();
+    loop {
+        let n = store.sweep_state(t + 200, 2).await.unwrap();
+        swept.push(n);
+        if n == 0 {
+            break;
+        }
+    }
+    assert_eq!(swept, [2, 2, 1, 0]);
 
     // An increment may give a key it creates a TTL; a live key keeps its expiry.
     let created = ok(
