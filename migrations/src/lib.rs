@@ -15,6 +15,8 @@ mod m20261121_000005_create_api_keys;
 mod m20261121_000010_create_queues;
 mod m20261121_000011_alter_runs;
 mod m20261121_000012_create_queue_starts;
+mod m20261121_000020_create_state_entries;
+mod m20261121_000021_create_state_locks;
 
 /// Applies every StackShift migration in order.
 pub struct Migrator;
@@ -31,6 +33,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000010_create_queues::Migration),
             Box::new(m20261121_000011_alter_runs::Migration),
             Box::new(m20261121_000012_create_queue_starts::Migration),
+            Box::new(m20261121_000020_create_state_entries::Migration),
+            Box::new(m20261121_000021_create_state_locks::Migration),
         ]
     }
 }

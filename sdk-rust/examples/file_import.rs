@@ -1,15 +1,20 @@
 //! Seed "File processing pipeline": `processUpload` downloads a file, parses it into
-//! batches, imports each batch, and marks the file complete, returning `{ rows }`.
+//! batches, imports each batch and counts its rows with
+//! `state.increment(files:<fileId>:rows, batch.len())`, and marks the file complete,
+//! returning `{ rows }`.
 //!
 //! Each batch import is a step with the same id, `import-batch`, so the SDK assigns
-//! occurrence suffixes: `import-batch`, `import-batch#2`, `import-batch#3`. The database
-//! connection drops during the third batch on the first attempt; the retry replays the
-//! download, the parse and the two imported batches from the journal and continues with the
-//! third.
+//! occurrence suffixes: `import-batch`, `import-batch#2`, `import-batch#3`. The row counter
+//! is incremented through the handler's `ctx.state`, so each increment is journaled like a
+//! step (`state:1`, `state:2`, `state:3`). The database connection drops during the third
+//! batch on the first attempt; the retry replays the download, the parse, the two imported
+//! batches and their two increments from the journal (the increments are not applied
+//! again) and continues with the third.
 //!
 //! Checks: the run completed on attempt 2 with the right row count, every batch was
-//! imported exactly once, the file was downloaded once, and the step ids carry the
-//! occurrence suffixes.
+//! imported exactly once, the file was downloaded once, the step ids carry the occurrence
+//! suffixes, and the durable row counter equals the real row count (10, not the 18 a
+//! re-applied increment would give).
 //!
 //! Run against a server at `STACKSHIFT_ENDPOINT` (default `http://127.0.0.1:7447`):
 //! `cargo run -p stackshift --example file_import`. Exits with status 1 when the outcome is
@@ -153,12 +158,14 @@ async fn process_upload(ctx: JobContext<Upload>) -> anyhow::Result<Imported> {
     let parsed: ParsedFile = ctx.step.run("parse-file", || parse_csv(&file)).await?;
 
     for (index, batch) in parsed.batches.iter().enumerate() {
-        // The seed imports outside a step and counts rows with
-        // `state.increment(`files:${fileId}:rows`, batch.length)`.
-        // state.increment(...) joins when the state store lands; until then each batch is
-        // its own step, so the ids `import-batch`, `import-batch#2`, ... keep it exactly-once.
+        // Each import is a step (`import-batch`, `import-batch#2`, ...), so a retry does not
+        // import a batch twice; the seed's row counter follows it, as in the seed:
+        // `await state.increment(`files:${payload.fileId}:rows`, batch.length)`.
         ctx.step
             .run("import-batch", || import_rows(file_id, index, batch))
+            .await?;
+        ctx.state
+            .increment(&format!("files:{file_id}:rows"), batch.len() as i64)
             .await?;
     }
 
@@ -233,7 +240,34 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
         completed == 1,
         "the file was marked complete once",
     );
-    let step_ids: Vec<&str> = run.steps.iter().map(|s| s.id.as_str()).collect();
+    let counted: Option<i64> = client.state().get(&format!("files:{file_id}:rows")).await?;
+    check(
+        failures,
+        counted == Some(ROWS as i64),
+        &format!(
+            "the row counter files:{file_id}:rows is {ROWS}, the real row count (got {counted:?})"
+        ),
+    );
+    let state_calls: Vec<(&str, i32)> = run
+        .steps
+        .iter()
+        .filter(|s| s.id.starts_with("state:"))
+        .map(|s| (s.id.as_str(), s.attempt))
+        .collect();
+    check(
+        failures,
+        state_calls.len() == batches
+            && state_calls.contains(&("state:1", 1))
+            && state_calls.contains(&("state:2", 1))
+            && state_calls.contains(&("state:3", 2)),
+        "the increments are journaled once each (state:1-2 by attempt 1, state:3 by attempt 2)",
+    );
+    let step_ids: Vec<&str> = run
+        .steps
+        .iter()
+        .map(|s| s.id.as_str())
+        .filter(|id| !id.starts_with("state:"))
+        .collect();
     check(
         failures,
         step_ids

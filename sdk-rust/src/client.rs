@@ -21,6 +21,7 @@ use crate::convert::{chrono_to_timestamp, duration_to_proto, run_from_response};
 use crate::options::{ClientOptions, ListRunsOptions, StartOptions};
 use crate::queues::QueuesClient;
 use crate::run::{Run, RunPage, StartedRun};
+use crate::state::{State, StateClient};
 
 /// The generated `JobsService` client, authenticated by the client's API key.
 pub type JobsClient = JobsServiceClient<InterceptedService<Channel, AuthInterceptor>>;
@@ -64,6 +65,7 @@ pub struct StackShift {
     jobs: JobsClient,
     worker: WorkerClient,
     queues: QueuesClient,
+    state: StateClient,
     endpoint: Arc<str>,
 }
 
@@ -110,12 +112,19 @@ impl StackShift {
         let jobs = JobsServiceClient::with_interceptor(channel.clone(), auth.clone())
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
         let queues = QueuesServiceClient::with_interceptor(channel.clone(), auth.clone());
+        let state =
+            stackshift_proto::v1::state_service_client::StateServiceClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            )
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
         let worker = WorkerServiceClient::with_interceptor(channel, auth)
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
         Ok(Self {
             jobs,
             worker,
             queues,
+            state,
             endpoint: endpoint_url.into(),
         })
     }
@@ -313,6 +322,17 @@ impl StackShift {
     /// The raw generated `QueuesService` client (authenticated).
     pub fn queues_client(&self) -> QueuesClient {
         self.queues.clone()
+    }
+
+    /// The state store of the key's namespace, for use outside job handlers: calls apply
+    /// directly. (Inside a handler use `ctx.state`, whose calls are journaled in the run.)
+    pub fn state(&self) -> State {
+        State::direct(self.state.clone())
+    }
+
+    /// The raw generated `StateService` client (authenticated).
+    pub fn state_client(&self) -> StateClient {
+        self.state.clone()
     }
 }
 

@@ -45,6 +45,10 @@ pub struct JobContext<P> {
     pub payload: P,
     /// Runs memoized steps (see [`Step`]).
     pub step: Step,
+    /// The state store, journaled in this run: each call is recorded like a step (ids
+    /// `state:1`, `state:2`, ... by call order), so a retried attempt gets the recorded
+    /// results back and an increment is applied once. See [`State`](crate::State).
+    pub state: crate::State,
     /// The run's id.
     pub run_id: String,
     /// This attempt's number, from 1.
@@ -188,6 +192,11 @@ impl Step {
     {
         if id.is_empty() {
             return Err(non_retryable("step id must not be empty"));
+        }
+        if id.starts_with("state:") {
+            return Err(non_retryable(format!(
+                "step id {id:?} is reserved: ids starting with `state:` name state calls"
+            )));
         }
         let step_id = self
             .inner
@@ -361,7 +370,14 @@ mod tests {
             );
         let ctx = JobContext {
             payload: "secret-card-number",
-            step: Step::new(client, lease, HashMap::new()),
+            step: Step::new(client, lease.clone(), HashMap::new()),
+            state: crate::State::for_run(
+                stackshift_proto::v1::state_service_client::StateServiceClient::with_interceptor(
+                    tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy(),
+                    crate::AuthInterceptor::default(),
+                ),
+                lease,
+            ),
             run_id: "r1".into(),
             attempt: 1,
             max_attempts: 1,

@@ -62,6 +62,22 @@ pub enum Error {
     /// A value could not be converted to or from JSON.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// A state-store call was refused because of the key's current state
+    /// (`FAILED_PRECONDITION` with a reason): `VERSION_MISMATCH` (compare-and-set),
+    /// `NOT_AN_INTEGER` or `COUNTER_OVERFLOW` (increment), `LOCK_NOT_HELD` (release or
+    /// extend with a token that does not hold the lock).
+    #[error("conflict ({reason}): {message}")]
+    Conflict {
+        /// The machine-readable reason.
+        reason: String,
+        /// The server's message.
+        message: String,
+    },
+    /// A call made through a handler's `ctx.state` found the attempt over: the run was
+    /// cancelled or the lease is lost. Propagate it with `?`; the worker then stops the
+    /// handler and reports nothing.
+    #[error("attempt interrupted")]
+    Interrupted(#[source] Interrupted),
 }
 
 impl Error {
@@ -83,6 +99,8 @@ impl Error {
             Error::Unavailable(_) => Code::Unavailable,
             Error::Other { code, .. } => *code,
             Error::Json(_) => Code::InvalidArgument,
+            Error::Conflict { .. } => Code::FailedPrecondition,
+            Error::Interrupted(_) => Code::Aborted,
         }
     }
 
@@ -116,7 +134,17 @@ impl From<Status> for Error {
             Code::InvalidArgument => Error::InvalidArgument(message),
             Code::NotFound => Error::NotFound(message),
             Code::AlreadyExists => Error::AlreadyExists,
-            Code::FailedPrecondition => Error::FailedPrecondition(message),
+            Code::FailedPrecondition => match status
+                .metadata()
+                .get(crate::state::REASON_METADATA)
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(reason) => Error::Conflict {
+                    reason: reason.to_owned(),
+                    message,
+                },
+                None => Error::FailedPrecondition(message),
+            },
             Code::Unauthenticated => Error::Unauthenticated(message),
             Code::PermissionDenied => Error::PermissionDenied,
             Code::ResourceExhausted => Error::ResourceExhausted(message),
@@ -343,6 +371,24 @@ mod tests {
             Error::from(Status::invalid_argument("bad")).to_string(),
             "invalid argument: bad"
         );
+    }
+
+    #[test]
+    fn state_conflicts_keep_their_reason() {
+        let mut status = Status::failed_precondition("version mismatch on key \"k\"");
+        status.metadata_mut().insert(
+            "stackshift-error-reason",
+            tonic::metadata::MetadataValue::from_static("VERSION_MISMATCH"),
+        );
+        let e = Error::from(status);
+        assert!(matches!(e, Error::Conflict { ref reason, .. } if reason == "VERSION_MISMATCH"));
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert!(matches!(
+            Error::from(Status::failed_precondition("stale lease")),
+            Error::FailedPrecondition(_)
+        ));
+        let interrupted = anyhow::Error::new(Error::Interrupted(Interrupted::new("cancelled")));
+        assert!(is_interrupted(&interrupted), "found through the chain");
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! - [`Worker`] executes jobs: typed `async fn(JobContext<P>) -> anyhow::Result<R>` handlers
 //!   whose [`Step`]s are memoized, so a retried attempt replays completed steps instead of
 //!   running them again.
+//! - [`State`] is the durable state store (JSON values with TTL, atomic counters,
+//!   compare-and-set, locks with fencing tokens): [`StackShift::state`] outside handlers,
+//!   `ctx.state` inside them, where every call is journaled like a step.
 //!
 //! # Guarantees
 //! Code *inside* a step that has not completed runs at least once (a crash before its
@@ -71,6 +74,7 @@ mod error;
 mod options;
 mod queues;
 mod run;
+mod state;
 mod worker;
 
 pub use auth::AuthInterceptor;
@@ -83,6 +87,10 @@ pub use options::{
 };
 pub use queues::{QueueConfig, QueueInfo, QueuePage, QueueStats, QueuesClient, RateLimit};
 pub use run::{AttemptInfo, Failure, Run, RunPage, RunStatus, StartedRun, StepInfo};
+pub use state::{
+    Counter, KeyPage, ListKeysOptions, LockAttempt, LockGuard, LockOptions, SetOptions, State,
+    StateClient, StateEntry, StateKey,
+};
 pub use worker::{
     DEFAULT_CONCURRENCY, DEFAULT_POLL_WAIT, DEFAULT_SHUTDOWN_GRACE, Worker, WorkerBuilder,
     WorkerHandle,

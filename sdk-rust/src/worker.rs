@@ -225,6 +225,7 @@ impl Worker {
         let shutdown = CancellationToken::new();
         let env = Arc::new(task::TaskEnv {
             client: self.client.worker_client(),
+            state_client: self.client.state_client(),
             abandon: CancellationToken::new(),
             registry: self.registry,
         });

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use stackshift_server::engine::auth::generate_key;
+use stackshift_server::engine::state::DEFAULT_MAX_VALUE_BYTES;
 use stackshift_server::engine::store::KeyStore;
 use stackshift_server::engine::{EngineConfig, now_ms, validate};
 use stackshift_server::server::{ServeConfig, serve};
@@ -37,6 +38,9 @@ struct ServeArgs {
     /// Largest payload, result or step output in bytes.
     #[arg(long, env = "STACKSHIFT_MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
     max_payload_bytes: usize,
+    /// Largest state-store value in bytes [default: 262144, or --max-payload-bytes if smaller].
+    #[arg(long, env = "STACKSHIFT_MAX_STATE_VALUE_BYTES")]
+    max_state_value_bytes: Option<usize>,
     /// Lease timeout in seconds when neither the run nor the job sets one.
     #[arg(long, env = "STACKSHIFT_DEFAULT_LEASE_SECS", default_value_t = 30)]
     default_lease_secs: u32,
@@ -100,12 +104,22 @@ async fn run_server(database_url: String, args: ServeArgs) -> anyhow::Result<()>
     if args.max_payload_bytes < 1024 || args.max_payload_bytes > 64 * 1024 * 1024 {
         anyhow::bail!("--max-payload-bytes must be between 1024 and 67108864");
     }
+    let max_state_value_bytes = args
+        .max_state_value_bytes
+        .unwrap_or(DEFAULT_MAX_VALUE_BYTES.min(args.max_payload_bytes));
+    if max_state_value_bytes < 1024 || max_state_value_bytes > args.max_payload_bytes {
+        anyhow::bail!(
+            "--max-state-value-bytes must be between 1024 and --max-payload-bytes ({})",
+            args.max_payload_bytes
+        );
+    }
     if !(1..=3600).contains(&args.default_lease_secs) {
         anyhow::bail!("--default-lease-secs must be between 1 and 3600");
     }
     let engine = EngineConfig {
         max_payload_bytes: args.max_payload_bytes,
         default_lease_ms: i64::from(args.default_lease_secs) * 1000,
+        max_state_value_bytes,
         ..EngineConfig::default()
     };
     let config = ServeConfig {

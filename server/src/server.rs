@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use stackshift_proto::v1::jobs_service_server::JobsServiceServer;
 use stackshift_proto::v1::queues_service_server::QueuesServiceServer;
+use stackshift_proto::v1::state_service_server::StateServiceServer;
 use stackshift_proto::v1::worker_service_server::WorkerServiceServer;
 use tonic::transport::server::TcpIncoming;
 
-use crate::api::{ApiState, JobsApi, QueuesApi, WorkerApi};
+use crate::api::{ApiState, JobsApi, QueuesApi, StateApi, WorkerApi};
 use crate::engine::auth::Authenticator;
 use crate::engine::store::KeyStore;
 use crate::engine::{Engine, EngineConfig};
@@ -79,6 +80,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<QueuesServiceServer<QueuesApi>>()
         .await;
+    health_reporter
+        .set_serving::<StateServiceServer<StateApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(stackshift_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -122,7 +126,11 @@ pub async fn serve(
                 .max_decoding_message_size(max_message),
         )
         .add_service(
-            WorkerServiceServer::new(WorkerApi(state)).max_decoding_message_size(max_message),
+            WorkerServiceServer::new(WorkerApi(state.clone()))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            StateServiceServer::new(StateApi(state)).max_decoding_message_size(max_message),
         )
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::select! {

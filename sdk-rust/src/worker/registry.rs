@@ -18,6 +18,7 @@ use crate::options::JobOptions;
 pub(crate) struct Invocation {
     pub(crate) payload: Vec<u8>,
     pub(crate) step: Step,
+    pub(crate) state: crate::State,
     pub(crate) run_id: String,
     pub(crate) job: String,
     pub(crate) queue: String,
@@ -105,6 +106,7 @@ where
             let ctx = JobContext {
                 payload,
                 step: invocation.step,
+                state: invocation.state,
                 run_id: invocation.run_id,
                 attempt: invocation.attempt,
                 max_attempts: invocation.max_attempts,

@@ -30,6 +30,7 @@ const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(30);
 /// What the worker shares with every task it executes.
 pub(crate) struct TaskEnv {
     pub(crate) client: WorkerClient,
+    pub(crate) state_client: crate::StateClient,
     pub(crate) registry: Registry,
     /// Cancelled when the shutdown grace period is over: running handlers are dropped.
     pub(crate) abandon: CancellationToken,
@@ -88,6 +89,7 @@ pub(crate) async fn execute(env: Arc<TaskEnv>, task: pb::Task, permit: OwnedSema
     let invocation = Invocation {
         payload: task.payload,
         step,
+        state: crate::State::for_run(env.state_client.clone(), Arc::clone(&lease)),
         run_id: task.run_id,
         job: task.job,
         queue: task.queue,
@@ -165,6 +167,11 @@ fn journal_of(entries: Vec<pb::JournalEntry>) -> HashMap<String, Recorded> {
     for entry in entries {
         let kind =
             pb::JournalEntryKind::try_from(entry.kind).unwrap_or(pb::JournalEntryKind::Unspecified);
+        if kind == pb::JournalEntryKind::State {
+            // State calls are replayed by the server, which answers a journaled call id
+            // with the recorded result.
+            continue;
+        }
         if kind != pb::JournalEntryKind::Step {
             tracing::debug!(entry = %entry.id, kind = entry.kind, "skipping a journal entry of an unknown kind");
             continue;

@@ -166,6 +166,7 @@ pub fn run_to_pb(r: &RunRecord) -> pb::Run {
 fn kind_to_pb(k: StepKind) -> pb::JournalEntryKind {
     match k {
         StepKind::Step => pb::JournalEntryKind::Step,
+        StepKind::State => pb::JournalEntryKind::State,
     }
 }
 

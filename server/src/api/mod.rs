@@ -4,6 +4,7 @@
 pub mod convert;
 mod jobs;
 mod queues;
+mod state;
 pub mod status;
 mod worker;
 
@@ -16,6 +17,7 @@ use crate::engine::auth::Authenticator;
 
 pub use jobs::JobsApi;
 pub use queues::QueuesApi;
+pub use state::StateApi;
 pub use worker::WorkerApi;
 
 /// State shared by all handlers.

@@ -4,13 +4,18 @@ use tonic::{Code, Status};
 
 use crate::engine::EngineError;
 
+/// Trailing metadata naming the reason of a state conflict (`VERSION_MISMATCH`, ...).
+pub const STATE_REASON_METADATA: &str = "stackshift-error-reason";
+
 impl From<EngineError> for Status {
     fn from(e: EngineError) -> Self {
         let code = match &e {
             EngineError::InvalidArgument(_) => Code::InvalidArgument,
             EngineError::NotFound(_) => Code::NotFound,
             EngineError::ResourceExhausted(_) => Code::ResourceExhausted,
-            EngineError::FailedPrecondition(_) => Code::FailedPrecondition,
+            EngineError::FailedPrecondition(_) | EngineError::StateConflict(_) => {
+                Code::FailedPrecondition
+            }
             EngineError::Cancelled(_) => Code::Aborted,
             EngineError::Unauthenticated(_) => Code::Unauthenticated,
             EngineError::Unavailable(_) => Code::Unavailable,
@@ -19,6 +24,15 @@ impl From<EngineError> for Status {
         if code == Code::Internal {
             tracing::error!(error = %e, "internal error");
         }
-        Status::new(code, e.to_string())
+        let mut status = Status::new(code, e.to_string());
+        if let EngineError::StateConflict(c) = &e {
+            // Lets a worker tell a state conflict from a stale lease (both are
+            // FAILED_PRECONDITION).
+            status.metadata_mut().insert(
+                STATE_REASON_METADATA,
+                tonic::metadata::MetadataValue::from_static(c.reason.as_str()),
+            );
+        }
+        status
     }
 }

@@ -11,12 +11,15 @@ pub mod queue_model;
 pub mod queue_ops;
 pub mod requests;
 pub mod retry;
+pub mod state;
 pub mod store;
 pub mod timer;
 pub mod validate;
 pub mod watch;
 
 mod client_ops;
+mod state_ops;
+mod state_sweeper;
 mod timer_loop;
 mod worker_ops;
 
@@ -50,6 +53,8 @@ pub struct EngineConfig {
     pub default_idempotency_ttl_ms: i64,
     /// Longest idempotency TTL accepted.
     pub max_idempotency_ttl_ms: i64,
+    /// Largest state-store value, in bytes.
+    pub max_state_value_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +67,7 @@ impl Default for EngineConfig {
             default_retry: RetryPolicy::default(),
             default_idempotency_ttl_ms: 24 * 3_600_000,
             max_idempotency_ttl_ms: 365 * 24 * 3_600_000,
+            max_state_value_bytes: state::DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }
@@ -81,6 +87,7 @@ pub struct Engine {
     dispatcher: Arc<Dispatcher>,
     timer: Arc<Timer>,
     watchers: RunWatchers,
+    state: state_sweeper::StateRuntime,
     shutdown: CancellationToken,
 }
 
@@ -93,6 +100,7 @@ impl Engine {
             dispatcher: Dispatcher::new(),
             timer: Arc::new(Timer::default()),
             watchers: RunWatchers::default(),
+            state: state_sweeper::StateRuntime::default(),
             shutdown: CancellationToken::new(),
         })
     }

@@ -184,6 +184,8 @@ pub struct AttemptRecord {
 pub enum StepKind {
     /// A `step.run` result.
     Step,
+    /// A state call made from inside a run (its recorded result).
+    State,
 }
 
 impl StepKind {
@@ -191,6 +193,7 @@ impl StepKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Step => "step",
+            Self::State => "state",
         }
     }
 
@@ -198,6 +201,7 @@ impl StepKind {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "step" => Some(Self::Step),
+            "state" => Some(Self::State),
             _ => None,
         }
     }

@@ -12,6 +12,7 @@ use super::model::{
     LeaseRef, NewRun, NewStep, RunDetail, RunFilter, RunRecord, StartOutcome,
 };
 use super::queue_model::{ClaimOutcome, QueueConfig, QueueRecord, QueueStats};
+use super::state::{StateCall, StateEntry, StateOutcome, StateResult};
 
 /// A hint from another server replica sharing the database (PostgreSQL LISTEN/NOTIFY).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,13 @@ pub enum Wakeup {
         namespace: String,
         /// Queue.
         queue: String,
+    },
+    /// A state-store lock was released (explicitly, or because its run ended).
+    LockReleased {
+        /// Namespace.
+        namespace: String,
+        /// The lock's key.
+        key: String,
     },
 }
 
@@ -160,6 +168,37 @@ pub trait QueueStore: Send + Sync + 'static {
     async fn claim_queued(&self, req: ClaimRequest) -> EngineResult<ClaimOutcome>;
 }
 
+/// Durable storage of the state store (keys, counters, locks).
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// Reads a key that is live at `now` (not journaled; for calls outside runs).
+    async fn state_get(
+        &self,
+        namespace: &str,
+        key: &str,
+        now: i64,
+    ) -> EngineResult<Option<StateEntry>>;
+    /// Lists keys live at `now` with `prefix`, in byte order, after `after`, at most
+    /// `limit`; also returns the last key of the page when more follow.
+    async fn state_list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u64,
+        now: i64,
+    ) -> EngineResult<StateResult>;
+    /// Applies an operation atomically. With a run binding, the lease is checked and the
+    /// outcome journaled in the same transaction, and a call id already journaled returns
+    /// the recorded outcome without applying anything.
+    async fn state_apply(&self, call: StateCall, now: i64) -> EngineResult<StateOutcome>;
+    /// Deletes up to `limit` keys expired at `now` and up to `limit` rows of locks free at
+    /// `now`; returns how many rows were deleted.
+    async fn sweep_state(&self, now: i64, limit: u64) -> EngineResult<u64>;
+    /// The earliest expiry of a key or a lock, if any.
+    async fn next_state_expiry(&self) -> EngineResult<Option<i64>>;
+}
+
 /// Everything the engine needs from storage.
-pub trait Store: RunStore + KeyStore + QueueStore {}
-impl<T: RunStore + KeyStore + QueueStore> Store for T {}
+pub trait Store: RunStore + KeyStore + QueueStore + StateStore {}
+impl<T: RunStore + KeyStore + QueueStore + StateStore> Store for T {}

@@ -33,6 +33,9 @@ impl Engine {
                             Some(Wakeup::Capacity { namespace, queue }) => {
                                 engine.dispatcher.released(&namespace, &queue);
                             }
+                            Some(Wakeup::LockReleased { namespace, key }) => {
+                                engine.lock_released(&namespace, &key);
+                            }
                             None => return,
                         },
                         _ = engine.shutdown.cancelled() => return,
@@ -40,6 +43,7 @@ impl Engine {
                 }
             });
         }
+        self.spawn_state_sweeper();
         let engine = self.clone();
         tokio::spawn(async move { engine.timer_loop().await })
     }
@@ -49,6 +53,7 @@ impl Engine {
         let mut checked_until = i64::MIN;
         loop {
             let now = now_ms();
+            self.timer.begin_tick();
             let next = match self.timer_tick(checked_until, now).await {
                 Ok(next) => {
                     checked_until = now;
@@ -59,8 +64,7 @@ impl Engine {
                     now + 1_000
                 }
             };
-            let next = next.min(now + RESYNC_MS);
-            self.timer.set_next(next);
+            let next = self.timer.end_tick(next.min(now + RESYNC_MS));
             let sleep = Duration::from_millis((next - now).max(0) as u64);
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}

@@ -12,6 +12,8 @@ mod queue_ops;
 mod queue_store;
 mod run_ops;
 mod sql;
+mod state_ops;
+mod state_store;
 pub mod testing;
 #[cfg(test)]
 mod tests;

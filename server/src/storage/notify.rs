@@ -24,6 +24,7 @@ pub async fn publish<C: ConnectionTrait>(c: &C, origin: &str, wakeup: &Wakeup) -
         } => format!("r\t{origin}\t{namespace}\t{queue}\t{job}"),
         Wakeup::TimerAt(at) => format!("t\t{origin}\t{at}"),
         Wakeup::Capacity { namespace, queue } => format!("c\t{origin}\t{namespace}\t{queue}"),
+        Wakeup::LockReleased { namespace, key } => format!("l\t{origin}\t{namespace}\t{key}"),
     };
     c.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
@@ -50,6 +51,10 @@ fn parse(payload: &str, own_origin: &str) -> Option<Wakeup> {
         "c" => Some(Wakeup::Capacity {
             namespace: parts.next()?.to_owned(),
             queue: parts.next()?.to_owned(),
+        }),
+        "l" => Some(Wakeup::LockReleased {
+            namespace: parts.next()?.to_owned(),
+            key: parts.next()?.to_owned(),
         }),
         _ => None,
     }
@@ -117,6 +122,13 @@ mod tests {
             Some(Wakeup::Capacity {
                 namespace: "ns".into(),
                 queue: "q".into()
+            })
+        );
+        assert_eq!(
+            parse("l\t\tns\tfiles:1 lock", "B"),
+            Some(Wakeup::LockReleased {
+                namespace: "ns".into(),
+                key: "files:1 lock".into()
             })
         );
         assert_eq!(parse("r\tA\tns\tq\tjob", "A"), None);

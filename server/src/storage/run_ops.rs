@@ -17,6 +17,7 @@ use crate::engine::{EngineError, EngineResult};
 
 use super::convert::{failure_to_text, run_from_model, step_from_model};
 use super::entities::{attempts, idempotency_keys, runs, steps};
+use super::state_ops;
 
 /// Reads a run of a namespace, locking its row on PostgreSQL.
 pub async fn load_run<C: ConnectionTrait>(
@@ -351,6 +352,7 @@ pub async fn complete_run<C: ConnectionTrait>(
         .exec(c)
         .await?;
     end_attempt(c, &run, None, now).await?;
+    state_ops::release_run_locks(c, &run.id, now).await?;
     run.status = RunStatus::Completed;
     run.result = Some(result);
     run.finished_at = Some(now);
@@ -407,6 +409,7 @@ async fn apply_failure<C: ConnectionTrait>(
                 .col_expr(runs::Column::FinishedAt, Expr::value(now))
                 .exec(c)
                 .await?;
+            state_ops::release_run_locks(c, &run.id, now).await?;
             run.status = RunStatus::Failed;
             run.finished_at = Some(now);
             run.failure = Some(failure);
@@ -465,6 +468,7 @@ pub async fn cancel_run<C: ConnectionTrait>(
         .filter(runs::Column::Id.eq(run_id))
         .exec(c)
         .await?;
+    state_ops::release_run_locks(c, &run.id, now).await?;
     run.status = RunStatus::Cancelled;
     run.failure = Some(reason);
     run.lease_expires_at = None;

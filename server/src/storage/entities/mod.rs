@@ -7,4 +7,7 @@ pub mod idempotency_keys;
 pub mod queue_starts;
 pub mod queues;
 pub mod runs;
+pub mod state_entries;
+pub mod state_lock_floors;
+pub mod state_locks;
 pub mod steps;

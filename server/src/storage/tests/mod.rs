@@ -5,6 +5,7 @@
 mod keys;
 mod queues;
 mod runs;
+mod state;
 mod worker;
 
 use std::sync::Arc;
@@ -40,6 +41,14 @@ pub async fn run_tests(store: Arc<dyn Store>) {
     queues::pause_and_resume(&store).await;
     queues::queue_defaults(&store).await;
     queues::stats(&store).await;
+    state::ttl_and_sweeper(&store).await;
+    state::versions_and_compare_and_set(&store).await;
+    state::concurrent_increments(&store).await;
+    state::locks_and_fencing(&store).await;
+    state::namespace_isolation(&store).await;
+    state::listing(&store).await;
+    state::journaled_calls(&store).await;
+    state::run_tied_locks_end_with_the_run(&store).await;
 }
 
 pub(super) fn new_run(ns: &str, job: &str, queue: &str, now: i64) -> NewRun {
