@@ -53,6 +53,12 @@ impl From<StorageError> for EngineError {
     }
 }
 
+impl From<sea_orm::DbErr> for EngineError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        StorageError::Db(e).into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,11 +98,5 @@ mod tests {
             matches!(EngineError::from(err), EngineError::Unavailable(_)),
             "a deadlock must map to UNAVAILABLE"
         );
-    }
-}
-
-impl From<sea_orm::DbErr> for EngineError {
-    fn from(e: sea_orm::DbErr) -> Self {
-        StorageError::Db(e).into()
     }
 }
