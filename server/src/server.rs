@@ -4,12 +4,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use stackshift_proto::v1::events_service_server::EventsServiceServer;
 use stackshift_proto::v1::jobs_service_server::JobsServiceServer;
 use stackshift_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::api::{ApiState, JobsApi, WorkerApi};
+use crate::api::{ApiState, EventsApi, JobsApi, WorkerApi};
 use crate::engine::auth::Authenticator;
 use crate::engine::store::KeyStore;
 use crate::engine::{Engine, EngineConfig};
@@ -76,6 +77,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<WorkerServiceServer<WorkerApi>>()
         .await;
+    health_reporter
+        .set_serving::<EventsServiceServer<EventsApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(stackshift_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -109,6 +113,10 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(
             JobsServiceServer::new(JobsApi(state.clone())).max_decoding_message_size(max_message),
+        )
+        .add_service(
+            EventsServiceServer::new(EventsApi(state.clone()))
+                .max_decoding_message_size(max_message),
         )
         .add_service(
             WorkerServiceServer::new(WorkerApi(state)).max_decoding_message_size(max_message),

@@ -156,12 +156,16 @@ pub fn run_to_pb(r: &RunRecord) -> pb::Run {
         lease_timeout: r.lease_timeout_ms.map(dur),
         attempts: Vec::new(),
         steps: Vec::new(),
+        wait: None,
     }
 }
 
-fn kind_to_pb(k: StepKind) -> pb::JournalEntryKind {
+/// Engine journal kind to protobuf.
+pub fn kind_to_pb(k: StepKind) -> pb::JournalEntryKind {
     match k {
         StepKind::Step => pb::JournalEntryKind::Step,
+        StepKind::Sleep => pb::JournalEntryKind::Sleep,
+        StepKind::Event => pb::JournalEntryKind::Event,
     }
 }
 
@@ -193,10 +197,12 @@ pub fn detail_to_pb(d: &RunDetail) -> pb::Run {
     let mut run = run_to_pb(&d.run);
     run.attempts = d.attempts.iter().map(attempt_to_pb).collect();
     run.steps = d.steps.iter().map(step_to_pb).collect();
+    run.wait = d.wait.as_ref().map(super::event_convert::wait_to_pb);
     run
 }
 
-fn journal_to_pb(s: &StepRecord) -> pb::JournalEntry {
+/// A journal entry.
+pub fn journal_to_pb(s: &StepRecord) -> pb::JournalEntry {
     pb::JournalEntry {
         id: s.step_id.clone(),
         kind: kind_to_pb(s.kind) as i32,
@@ -224,6 +230,7 @@ pub fn task_to_pb(t: &ClaimedTask) -> pb::Task {
         lease_timeout: Some(dur(t.lease_ms)),
         journal: t.journal.iter().map(journal_to_pb).collect(),
         run_created_at: Some(ts(t.run.created_at)),
+        resumed: t.resumed,
     }
 }
 

@@ -5,6 +5,8 @@
 pub mod auth;
 pub mod dispatcher;
 pub mod error;
+pub mod event_model;
+pub mod event_ops;
 pub mod lease;
 pub mod model;
 pub mod requests;
@@ -16,6 +18,7 @@ pub mod watch;
 
 mod client_ops;
 mod timer_loop;
+mod wait_ops;
 mod worker_ops;
 
 use std::sync::Arc;
@@ -48,6 +51,8 @@ pub struct EngineConfig {
     pub default_idempotency_ttl_ms: i64,
     /// Longest idempotency TTL accepted.
     pub max_idempotency_ttl_ms: i64,
+    /// How long events are kept (and deduplicated by id); older ones are deleted.
+    pub event_retention_ms: i64,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +65,7 @@ impl Default for EngineConfig {
             default_retry: RetryPolicy::default(),
             default_idempotency_ttl_ms: 24 * 3_600_000,
             max_idempotency_ttl_ms: 365 * 24 * 3_600_000,
+            event_retention_ms: event_ops::DEFAULT_EVENT_RETENTION_MS,
         }
     }
 }

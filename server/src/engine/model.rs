@@ -180,6 +180,10 @@ pub struct AttemptRecord {
 pub enum StepKind {
     /// A `step.run` result.
     Step,
+    /// A durable sleep that ended.
+    Sleep,
+    /// An event wait that ended (matched or timed out).
+    Event,
 }
 
 impl StepKind {
@@ -187,6 +191,8 @@ impl StepKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Step => "step",
+            Self::Sleep => "sleep",
+            Self::Event => "event",
         }
     }
 
@@ -194,6 +200,8 @@ impl StepKind {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "step" => Some(Self::Step),
+            "sleep" => Some(Self::Sleep),
+            "event" => Some(Self::Event),
             _ => None,
         }
     }
@@ -229,6 +237,8 @@ pub struct RunDetail {
     pub attempts: Vec<AttemptRecord>,
     /// Its recorded steps, in completion order.
     pub steps: Vec<StepRecord>,
+    /// What it is suspended on, while it is waiting.
+    pub wait: Option<super::event_model::WaitRecord>,
 }
 
 /// Everything needed to insert a run.
@@ -304,6 +314,8 @@ pub struct ClaimedTask {
     pub lease_ms: i64,
     /// Steps recorded so far.
     pub journal: Vec<StepRecord>,
+    /// True when this delivery resumes an attempt after a wait (same attempt number).
+    pub resumed: bool,
 }
 
 /// Names an attempt's lease in a worker write.

@@ -5,6 +5,8 @@
 pub mod convert;
 pub mod entities;
 pub mod error;
+mod event_ops;
+mod event_store;
 mod key_ops;
 mod notify;
 mod run_ops;
@@ -12,6 +14,7 @@ mod sql;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+mod wait_ops;
 pub mod writer;
 
 pub use error::StorageError;

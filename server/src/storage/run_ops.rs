@@ -17,6 +17,7 @@ use crate::engine::{EngineError, EngineResult};
 
 use super::convert::{failure_to_text, run_from_model, step_from_model};
 use super::entities::{attempts, idempotency_keys, runs, steps};
+use super::wait_ops;
 
 /// Reads a run of a namespace, locking its row on PostgreSQL.
 pub async fn load_run<C: ConnectionTrait>(
@@ -161,9 +162,13 @@ pub async fn claim<C: ConnectionTrait>(c: &C, req: ClaimRequest) -> EngineResult
         .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
         .all(c)
         .await?;
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let resuming = wait_ops::resuming(c, &ids).await?;
     let mut tasks = Vec::with_capacity(rows.len());
     for row in rows {
         let mut run = run_from_model(row)?;
+        // A run resumed after a sleep or an event wait continues its open attempt.
+        let resumed = resuming.contains(&run.id);
         let lease_ms = run
             .lease_timeout_ms
             .or_else(|| {
@@ -175,7 +180,11 @@ pub async fn claim<C: ConnectionTrait>(c: &C, req: ClaimRequest) -> EngineResult
             .unwrap_or(req.default_lease_ms);
         let token = new_token();
         let deadline = req.now + lease_ms;
-        let attempt = run.attempt + 1;
+        let attempt = if resumed {
+            run.attempt
+        } else {
+            run.attempt + 1
+        };
         let updated = runs::Entity::update_many()
             .col_expr(
                 runs::Column::Status,
@@ -195,16 +204,20 @@ pub async fn claim<C: ConnectionTrait>(c: &C, req: ClaimRequest) -> EngineResult
         if updated != 1 {
             continue;
         }
-        attempts::Entity::insert(attempts::ActiveModel {
-            run_id: Set(run.id.clone()),
-            number: Set(attempt),
-            worker_id: Set(req.worker_id.clone()),
-            started_at: Set(req.now),
-            ended_at: Set(None),
-            failure: Set(None),
-        })
-        .exec_without_returning(c)
-        .await?;
+        if resumed {
+            wait_ops::reassign_attempt(c, &run.id, attempt, &req.worker_id).await?;
+        } else {
+            attempts::Entity::insert(attempts::ActiveModel {
+                run_id: Set(run.id.clone()),
+                number: Set(attempt),
+                worker_id: Set(req.worker_id.clone()),
+                started_at: Set(req.now),
+                ended_at: Set(None),
+                failure: Set(None),
+            })
+            .exec_without_returning(c)
+            .await?;
+        }
         run.status = RunStatus::Running;
         run.attempt = attempt;
         run.lease_token = Some(token.clone());
@@ -218,6 +231,7 @@ pub async fn claim<C: ConnectionTrait>(c: &C, req: ClaimRequest) -> EngineResult
             lease_deadline: deadline,
             lease_ms,
             journal: Vec::new(),
+            resumed,
         });
     }
     if !tasks.is_empty() {
@@ -444,8 +458,12 @@ pub async fn cancel_run<C: ConnectionTrait>(
             run.status
         )));
     }
-    if run.status == RunStatus::Running {
+    // A waiting run's attempt is open too (suspended); its wait goes with it.
+    if matches!(run.status, RunStatus::Running | RunStatus::Waiting) {
         end_attempt(c, &run, Some(&reason), now).await?;
+    }
+    if run.status == RunStatus::Waiting {
+        wait_ops::delete_for_run(c, run_id).await?;
     }
     runs::Entity::update_many()
         .col_expr(

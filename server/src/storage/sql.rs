@@ -24,7 +24,7 @@ use super::convert::{attempt_from_model, run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps};
 use super::error::StorageError;
 use super::writer::Writer;
-use super::{key_ops, notify, run_ops};
+use super::{key_ops, notify, run_ops, wait_ops};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,7 @@ impl SqlStore {
 
     /// Runs a write and, on PostgreSQL, publishes the wakeups it implies in the same
     /// transaction (so other replicas hear of it exactly when it commits).
-    async fn write_notify<T, F, W>(&self, f: F, wakeups: W) -> EngineResult<T>
+    pub(super) async fn write_notify<T, F, W>(&self, f: F, wakeups: W) -> EngineResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, EngineResult<T>>
@@ -208,10 +208,16 @@ impl RunStore for SqlStore {
             .into_iter()
             .map(step_from_model)
             .collect::<Result<Vec<_>, _>>()?;
+        let wait = if run.status == RunStatus::Waiting {
+            wait_ops::get(&self.db, run_id).await?
+        } else {
+            None
+        };
         Ok(Some(RunDetail {
             run,
             attempts,
             steps,
+            wait,
         }))
     }
 
@@ -383,10 +389,11 @@ impl RunStore for SqlStore {
             .one(&self.db)
             .await?
             .flatten();
-        Ok(match (next_ready, next_lease) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        let next_wake = wait_ops::next_wake(&self.db).await?;
+        Ok([next_ready, next_lease, next_wake]
+            .into_iter()
+            .flatten()
+            .min())
     }
 }
 

@@ -3,6 +3,9 @@
 
 pub mod api_keys;
 pub mod attempts;
+pub mod event_consumptions;
+pub mod events;
 pub mod idempotency_keys;
 pub mod runs;
 pub mod steps;
+pub mod waits;
