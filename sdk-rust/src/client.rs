@@ -1,6 +1,7 @@
 //! The client: [`StackShift`] starts, inspects, waits for, lists, cancels and retries runs,
-//! and [`Queue`] enqueues onto a named queue. One client holds one lazily connected HTTP/2
-//! channel; clones share it, so clone freely (workers take a clone too).
+//! [`Queue`] enqueues onto a named queue, and [`Events`] publishes events. One client holds
+//! one lazily connected HTTP/2 channel; clones share it, so clone freely (workers take a
+//! clone too).
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use stackshift_proto::v1 as pb;
+use stackshift_proto::v1::events_service_client::EventsServiceClient;
 use stackshift_proto::v1::jobs_service_client::JobsServiceClient;
 use stackshift_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::time::Instant;
@@ -17,6 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::Error;
 use crate::auth::AuthInterceptor;
 use crate::convert::{duration_to_proto, run_from_response};
+use crate::events::{Events, EventsClient};
 use crate::options::{ClientOptions, ListRunsOptions, StartOptions};
 use crate::run::{Run, RunPage, StartedRun};
 
@@ -31,7 +34,7 @@ const MAX_SERVER_WAIT: Duration = Duration::from_secs(60);
 /// Extra time on top of a long-poll's wait before the client gives up on the call.
 const LONG_POLL_SLACK: Duration = Duration::from_secs(10);
 /// Deadline for ordinary (non-blocking) calls.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response the client decodes (runs with many large steps can be big).
 const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
@@ -61,6 +64,7 @@ const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 pub struct StackShift {
     jobs: JobsClient,
     worker: WorkerClient,
+    events: EventsClient,
     endpoint: Arc<str>,
 }
 
@@ -106,11 +110,14 @@ impl StackShift {
         let auth = AuthInterceptor::new(options.api_key.as_deref())?;
         let jobs = JobsServiceClient::with_interceptor(channel.clone(), auth.clone())
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
-        let worker = WorkerServiceClient::with_interceptor(channel, auth)
+        let worker = WorkerServiceClient::with_interceptor(channel.clone(), auth.clone())
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+        let events = EventsServiceClient::with_interceptor(channel, auth)
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
         Ok(Self {
             jobs,
             worker,
+            events,
             endpoint: endpoint_url.into(),
         })
     }
@@ -118,6 +125,11 @@ impl StackShift {
     /// The server's URL.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// Publishes and lists events (see [`Events`]).
+    pub fn events(&self) -> Events {
+        Events::new(self.events.clone())
     }
 
     /// A handle for enqueueing onto `name`.

@@ -6,7 +6,9 @@
 //!   ([`StackShift::cancel_run`], [`StackShift::retry_run`]).
 //! - [`Worker`] executes jobs: typed `async fn(JobContext<P>) -> anyhow::Result<R>` handlers
 //!   whose [`Step`]s are memoized, so a retried attempt replays completed steps instead of
-//!   running them again.
+//!   running them again. [`Step::sleep`] and [`Step::wait_for_event`] suspend a run
+//!   durably without holding a worker slot.
+//! - [`StackShift::events`] publishes events ([`PublishEvent`]) that resume waiting runs.
 //!
 //! # Guarantees
 //! Code *inside* a step that has not completed runs at least once (a crash before its
@@ -64,6 +66,7 @@ mod context;
 mod convert;
 mod duration;
 mod error;
+mod events;
 mod options;
 mod run;
 mod worker;
@@ -73,10 +76,16 @@ pub use client::{JobsClient, Queue, StackShift, WorkerClient};
 pub use context::{JobContext, Step};
 pub use duration::{IntoDuration, ParseDurationError, parse_duration};
 pub use error::{Error, Interrupted, NonRetryable, StepFailed, non_retryable};
+pub use events::{
+    Event, EventPage, Events, EventsClient, ListEventsOptions, PublishEvent, PublishResult,
+    WaitResult,
+};
 pub use options::{
     ClientOptions, DEFAULT_ENDPOINT, JobOptions, ListRunsOptions, RetryPolicy, StartOptions,
 };
-pub use run::{AttemptInfo, Failure, Run, RunPage, RunStatus, StartedRun, StepInfo};
+pub use run::{
+    AttemptInfo, Failure, Run, RunPage, RunStatus, StartedRun, StepInfo, StepKind, WaitInfo,
+};
 pub use worker::{
     DEFAULT_CONCURRENCY, DEFAULT_POLL_WAIT, DEFAULT_SHUTDOWN_GRACE, Worker, WorkerBuilder,
     WorkerHandle,

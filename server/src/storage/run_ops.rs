@@ -162,7 +162,12 @@ pub async fn claim<C: ConnectionTrait>(c: &C, req: ClaimRequest) -> EngineResult
         .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
         .all(c)
         .await?;
-    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    // Only a run that was delivered before can be resuming a suspended attempt.
+    let ids: Vec<String> = rows
+        .iter()
+        .filter(|r| r.attempt > 0)
+        .map(|r| r.id.clone())
+        .collect();
     let resuming = wait_ops::resuming(c, &ids).await?;
     let mut tasks = Vec::with_capacity(rows.len());
     for row in rows {
