@@ -651,3 +651,90 @@ async fn bad_input_is_rejected_and_nothing_is_stored(db: Db) {
     .expect("the lease is intact");
 }
 both_stores!(bad_input_is_rejected_and_nothing_is_stored);
+
+/// Events are per namespace: an event published with one team's key neither resumes
+/// another team's waiting run nor shows in its listing; an event needs a key once keys
+/// exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_isolated_by_namespace() {
+    use support::with_key;
+    let mut s = TestServer::start(Db::Sqlite).await.unwrap();
+    let key_a = s
+        .subcommand(&["keys", "create", "--namespace", "team-a"])
+        .trim()
+        .to_owned();
+    let key_b = s
+        .subcommand(&["keys", "create", "--namespace", "team-b"])
+        .trim()
+        .to_owned();
+    s.restart();
+    let run = s
+        .jobs()
+        .await
+        .start_run(with_key(start_req("j", json!({})), Some(&key_b)))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    let task = s
+        .worker()
+        .await
+        .poll_task(with_key(poll_req(&["j"], 5_000), Some(&key_b)))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks
+        .remove(0);
+    let r = s
+        .worker()
+        .await
+        .suspend_run(with_key(
+            pb::SuspendRunRequest {
+                run_id: task.run_id.clone(),
+                lease_token: task.lease_token.clone(),
+                step_id: "w".into(),
+                wait: Some(event_wait("deploy.done", "svc", 600_000)),
+            },
+            Some(&key_b),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.outcome, pb::SuspendOutcome::Suspended as i32);
+    let req = pb::PublishEventRequest {
+        name: "deploy.done".into(),
+        payload: b"{}".to_vec(),
+        id: "evt-shared-id".into(),
+        correlation_key: "svc".into(),
+    };
+    let mut ev = events(&s).await;
+    let err = ev.publish_event(req.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let a = ev
+        .publish_event(with_key(req.clone(), Some(&key_a)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        a.resumed_run_count, 0,
+        "team-a's event cannot resume team-b's run"
+    );
+    let listed = ev
+        .list_events(with_key(pb::ListEventsRequest::default(), Some(&key_b)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed.events.is_empty(),
+        "team-b sees none of team-a's events"
+    );
+    // The same id in another namespace is not a duplicate.
+    let b = ev
+        .publish_event(with_key(req, Some(&key_b)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!b.duplicate);
+    assert_eq!(b.resumed_run_ids, vec![run.id]);
+}
