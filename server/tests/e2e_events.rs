@@ -261,8 +261,8 @@ async fn timeout_resumes_with_timed_out_result_at_the_timeout(db: Db) {
         .await
         .unwrap();
     assert_eq!(r.outcome, pb::SuspendOutcome::Suspended as i32);
-    // Nothing is delivered before the timeout (the poll would return it).
-    assert!(poll(&s, "remind", 1_000).await.is_none());
+    // Whenever the task comes back, it is not before the timeout (t0 is before the server
+    // received the wait, so `elapsed` can only overstate the time the run waited).
     let task2 = poll(&s, "remind", 20_000)
         .await
         .expect("resumed at the timeout");

@@ -375,14 +375,14 @@ async fn sleep_due_during_downtime_wakes_on_start(db: Db) {
         return;
     };
     let c = client(&s);
-    let worker = sleeper(&c, Duration::from_secs(1));
+    let worker = sleeper(&c, Duration::from_secs(2));
     let run = c
         .start("sleeper", json!(null), StartOptions::default())
         .await
         .unwrap();
     wait_until_sleeping(&c, &run.id).await;
     s.kill9();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let restarted_at = chrono::Utc::now().timestamp_millis();
     s.restart();
     let done = c.wait_for_run(&run.id, WAIT).await.unwrap();
@@ -390,7 +390,7 @@ async fn sleep_due_during_downtime_wakes_on_start(db: Db) {
     assert_eq!(done.status, RunStatus::Completed, "{done:?}");
     let (began, woke) = sleep_entry(&c, &run.id).await;
     eprintln!(
-        "1 s sleep, server down 3 s: woke {} ms after the restart ({} ms after it began)",
+        "2 s sleep, server down 4 s: woke {} ms after the restart ({} ms after it began)",
         woke - restarted_at,
         woke - began
     );
