@@ -37,7 +37,7 @@ fi
 TEST_TIMEOUT="${STACKSHIFT_TEST_TIMEOUT:-2700}"
 EXAMPLE_TIMEOUT="${STACKSHIFT_EXAMPLE_TIMEOUT:-300}"
 SERVER_WAIT="${STACKSHIFT_SERVER_WAIT:-30}"
-EXAMPLES=(verification_email payment_provisioning file_import)
+EXAMPLES=(verification_email payment_provisioning file_import payment_confirmation)
 
 # ---------------------------------------------------------------------------------------------
 # Phase bookkeeping, summary and cleanup

@@ -17,6 +17,9 @@ mod m20261121_000011_alter_runs;
 mod m20261121_000012_create_queue_starts;
 mod m20261121_000020_create_state_entries;
 mod m20261121_000021_create_state_locks;
+mod m20261121_000030_create_events;
+mod m20261121_000031_create_waits;
+mod m20261121_000032_create_event_consumptions;
 
 /// Applies every StackShift migration in order.
 pub struct Migrator;
@@ -35,6 +38,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000012_create_queue_starts::Migration),
             Box::new(m20261121_000020_create_state_entries::Migration),
             Box::new(m20261121_000021_create_state_locks::Migration),
+            Box::new(m20261121_000030_create_events::Migration),
+            Box::new(m20261121_000031_create_waits::Migration),
+            Box::new(m20261121_000032_create_event_consumptions::Migration),
         ]
     }
 }

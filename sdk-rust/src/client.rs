@@ -1,6 +1,7 @@
 //! The client: [`StackShift`] starts, inspects, waits for, lists, cancels and retries runs,
-//! and [`Queue`] enqueues onto a named queue. One client holds one lazily connected HTTP/2
-//! channel; clones share it, so clone freely (workers take a clone too).
+//! [`Queue`] enqueues onto a named queue, and [`Events`] publishes events. One client holds
+//! one lazily connected HTTP/2 channel; clones share it, so clone freely (workers take a
+//! clone too).
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use stackshift_proto::v1 as pb;
+use stackshift_proto::v1::events_service_client::EventsServiceClient;
 use stackshift_proto::v1::jobs_service_client::JobsServiceClient;
 use stackshift_proto::v1::queues_service_client::QueuesServiceClient;
 use stackshift_proto::v1::worker_service_client::WorkerServiceClient;
@@ -18,6 +20,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::Error;
 use crate::auth::AuthInterceptor;
 use crate::convert::{chrono_to_timestamp, duration_to_proto, run_from_response};
+use crate::events::{Events, EventsClient};
 use crate::options::{ClientOptions, ListRunsOptions, StartOptions};
 use crate::queues::QueuesClient;
 use crate::run::{Run, RunPage, StartedRun};
@@ -66,6 +69,7 @@ pub struct StackShift {
     worker: WorkerClient,
     queues: QueuesClient,
     state: StateClient,
+    events: EventsClient,
     endpoint: Arc<str>,
 }
 
@@ -118,13 +122,16 @@ impl StackShift {
                 auth.clone(),
             )
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
-        let worker = WorkerServiceClient::with_interceptor(channel, auth)
+        let worker = WorkerServiceClient::with_interceptor(channel.clone(), auth.clone())
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+        let events = EventsServiceClient::with_interceptor(channel, auth)
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
         Ok(Self {
             jobs,
             worker,
             queues,
             state,
+            events,
             endpoint: endpoint_url.into(),
         })
     }
@@ -132,6 +139,11 @@ impl StackShift {
     /// The server's URL.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// Publishes and lists events (see [`Events`]).
+    pub fn events(&self) -> Events {
+        Events::new(self.events.clone())
     }
 
     /// A handle for enqueueing onto `name`.

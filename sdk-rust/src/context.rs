@@ -1,5 +1,5 @@
 //! What a handler receives: [`JobContext`] (the typed payload and the run's identity) and
-//! [`Step`], which runs memoized steps.
+//! [`Step`], which runs memoized steps, durable sleeps and event waits.
 //!
 //! The exact step semantics (occurrence suffixes, replay, what is recorded when) are
 //! documented on [`Step`].
@@ -22,6 +22,8 @@ use crate::error::{StepFailed, failure_from_error, is_interrupted, is_non_retrya
 use crate::run::Failure;
 use crate::worker::lease::{Lease, WRITE_TIMEOUT, WriteError, write};
 use crate::{Error, non_retryable};
+
+mod wait;
 
 /// The context a handler is called with.
 ///
@@ -88,6 +90,13 @@ pub(crate) enum Recorded {
     Output(Vec<u8>),
     /// The step's terminal failure.
     Failure(Failure),
+    /// The result of a sleep or an event wait that ended (its output as JSON bytes).
+    Wait {
+        /// `Sleep` or `Event`.
+        kind: pb::JournalEntryKind,
+        /// The journaled output.
+        output: Vec<u8>,
+    },
 }
 
 /// Assigns effective step ids: `id`, `id#2`, `id#3`, ... per execution, and refuses an
@@ -222,6 +231,11 @@ impl Step {
                     step_id,
                     failure: failure.clone(),
                 })),
+                Recorded::Wait { kind, .. } => Err(non_retryable(format!(
+                    "step id {step_id} is recorded as a {} in this run's journal, not as a \
+                     step: the handler no longer calls its steps in the recorded order",
+                    wait::kind_name(*kind)
+                ))),
             };
         }
 

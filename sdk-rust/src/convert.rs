@@ -12,7 +12,7 @@ use stackshift_proto::v1 as pb;
 
 use crate::Error;
 use crate::options::RetryPolicy;
-use crate::run::{AttemptInfo, Failure, Run, RunStatus, StepInfo};
+use crate::run::{AttemptInfo, Failure, Run, RunStatus, StepInfo, StepKind, WaitInfo};
 
 /// A protobuf timestamp as a UTC date-time; `None` when out of range.
 pub(crate) fn timestamp_to_chrono(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
@@ -181,6 +181,30 @@ impl TryFrom<pb::Attempt> for AttemptInfo {
     }
 }
 
+impl From<i32> for StepKind {
+    fn from(kind: i32) -> Self {
+        match pb::JournalEntryKind::try_from(kind) {
+            Ok(pb::JournalEntryKind::Step) => StepKind::Step,
+            Ok(pb::JournalEntryKind::Sleep) => StepKind::Sleep,
+            Ok(pb::JournalEntryKind::Event) => StepKind::Event,
+            _ => StepKind::Other(kind),
+        }
+    }
+}
+
+impl From<pb::RunWait> for WaitInfo {
+    fn from(w: pb::RunWait) -> Self {
+        WaitInfo {
+            kind: StepKind::from(w.kind),
+            event_name: non_empty(w.event_name),
+            correlation_key: non_empty(w.correlation_key),
+            wake_at: optional_time(w.wake_at.as_ref()),
+            since: optional_time(w.since.as_ref()),
+            step_id: w.step_id,
+        }
+    }
+}
+
 impl TryFrom<pb::Step> for StepInfo {
     type Error = Error;
 
@@ -191,6 +215,7 @@ impl TryFrom<pb::Step> for StepInfo {
             optional_json(&s.output)?
         };
         Ok(StepInfo {
+            kind: StepKind::from(s.kind),
             attempt: s.attempt,
             started_at: optional_time(s.started_at.as_ref()),
             completed_at: required_time(s.completed_at.as_ref(), "step.completed_at")?,
@@ -229,6 +254,7 @@ impl TryFrom<pb::Run> for Run {
                 .into_iter()
                 .map(StepInfo::try_from)
                 .collect::<Result<_, _>>()?,
+            wait: r.wait.map(WaitInfo::from),
             id: r.id,
             job: r.job,
             queue: r.queue,

@@ -236,10 +236,12 @@ impl fmt::Display for StepFailed {
 
 impl std::error::Error for StepFailed {}
 
-/// The attempt was interrupted: the run was cancelled, or the worker lost the lease (it
-/// expired, or a newer attempt superseded it). `step.run` returns it instead of running or
-/// recording anything; the worker then stops the handler and reports nothing, since the
-/// server has already moved on. Handlers should propagate it with `?`.
+/// The attempt was interrupted: the run was cancelled, the worker lost the lease (it
+/// expired, or a newer attempt superseded it), or the run suspended on a durable sleep or an
+/// event wait (`step.sleep`, `step.wait_for_event`; it is delivered again when the wait
+/// ends). `step.run` returns it instead of running or recording anything; the worker then
+/// stops the handler and reports nothing, since the server has already moved on. Handlers
+/// should propagate it with `?`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interrupted {
     reason: String,

@@ -10,7 +10,9 @@
 //!   and pauses and resumes it.
 //! - [`Worker`] executes jobs: typed `async fn(JobContext<P>) -> anyhow::Result<R>` handlers
 //!   whose [`Step`]s are memoized, so a retried attempt replays completed steps instead of
-//!   running them again.
+//!   running them again. [`Step::sleep`] and [`Step::wait_for_event`] suspend a run
+//!   durably without holding a worker slot.
+//! - [`StackShift::events`] publishes events ([`PublishEvent`]) that resume waiting runs.
 //! - [`State`] is the durable state store (JSON values with TTL, atomic counters,
 //!   compare-and-set, locks with fencing tokens): [`StackShift::state`] outside handlers,
 //!   `ctx.state` inside them, where every call is journaled like a step.
@@ -71,6 +73,7 @@ mod context;
 mod convert;
 mod duration;
 mod error;
+mod events;
 mod options;
 mod queues;
 mod run;
@@ -82,11 +85,17 @@ pub use client::{JobsClient, Queue, StackShift, WorkerClient};
 pub use context::{JobContext, Step};
 pub use duration::{IntoDuration, ParseDurationError, parse_duration};
 pub use error::{Error, Interrupted, NonRetryable, StepFailed, non_retryable};
+pub use events::{
+    Event, EventPage, Events, EventsClient, ListEventsOptions, PublishEvent, PublishResult,
+    WaitResult,
+};
 pub use options::{
     ClientOptions, DEFAULT_ENDPOINT, JobOptions, ListRunsOptions, RetryPolicy, StartOptions,
 };
 pub use queues::{QueueConfig, QueueInfo, QueuePage, QueueStats, QueuesClient, RateLimit};
-pub use run::{AttemptInfo, Failure, Run, RunPage, RunStatus, StartedRun, StepInfo};
+pub use run::{
+    AttemptInfo, Failure, Run, RunPage, RunStatus, StartedRun, StepInfo, StepKind, WaitInfo,
+};
 pub use state::{
     Counter, KeyPage, ListKeysOptions, LockAttempt, LockGuard, LockOptions, SetOptions, State,
     StateClient, StateEntry, StateKey,

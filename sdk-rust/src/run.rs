@@ -157,6 +157,9 @@ pub struct Run {
     pub priority: i32,
     /// The concurrency key given at start.
     pub concurrency_key: Option<String>,
+    /// What the run is suspended on while it is [`RunStatus::Waiting`]. Filled by
+    /// `get_run`/`wait_for_run` only.
+    pub wait: Option<WaitInfo>,
 }
 
 impl Run {
@@ -196,14 +199,50 @@ pub struct AttemptInfo {
     pub failure: Option<Failure>,
 }
 
+/// What produced a recorded step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StepKind {
+    /// A `step.run` result.
+    Step,
+    /// A durable sleep that ended (`step.sleep`, `step.sleep_until`).
+    Sleep,
+    /// An event wait that ended, with the event or a timed-out result
+    /// (`step.wait_for_event`).
+    Event,
+    /// A kind this SDK version does not know (the raw protobuf value).
+    Other(i32),
+}
+
+/// What a waiting run is suspended on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitInfo {
+    /// The wait's id, with its occurrence suffix.
+    pub step_id: String,
+    /// [`StepKind::Sleep`] or [`StepKind::Event`].
+    pub kind: StepKind,
+    /// For an event wait: the event name.
+    pub event_name: Option<String>,
+    /// For an event wait: the correlation key (`None` when waiting for events without one).
+    pub correlation_key: Option<String>,
+    /// When the sleep ends, or when the event wait times out.
+    pub wake_at: Option<DateTime<Utc>>,
+    /// When the run suspended.
+    pub since: Option<DateTime<Utc>>,
+}
+
 /// A recorded step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepInfo {
     /// The step id, with its occurrence suffix (`import-batch#2`).
     pub id: String,
+    /// What produced it: a step, a sleep or an event wait. For an event wait, `output`
+    /// is `{"timedOut": false, "event": {...}}` or `{"timedOut": true}`.
+    pub kind: StepKind,
     /// The attempt that recorded it.
     pub attempt: i32,
-    /// When the worker started executing the step body, if reported.
+    /// When the worker started executing the step body, if reported (for a sleep or an
+    /// event wait: when the run suspended).
     pub started_at: Option<DateTime<Utc>>,
     /// When the result was recorded.
     pub completed_at: DateTime<Utc>,

@@ -47,6 +47,9 @@ struct ServeArgs {
     /// Seconds in-flight requests get after SIGINT/SIGTERM before the server exits.
     #[arg(long, env = "STACKSHIFT_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     shutdown_grace_secs: u64,
+    /// Seconds events are kept (and deduplicated by id) before they are deleted.
+    #[arg(long, env = "STACKSHIFT_EVENT_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
+    event_retention_secs: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -116,10 +119,14 @@ async fn run_server(database_url: String, args: ServeArgs) -> anyhow::Result<()>
     if !(1..=3600).contains(&args.default_lease_secs) {
         anyhow::bail!("--default-lease-secs must be between 1 and 3600");
     }
+    if !(1..=10 * 365 * 24 * 3600).contains(&args.event_retention_secs) {
+        anyhow::bail!("--event-retention-secs must be between 1 and 315360000 (10 years)");
+    }
     let engine = EngineConfig {
         max_payload_bytes: args.max_payload_bytes,
         default_lease_ms: i64::from(args.default_lease_secs) * 1000,
         max_state_value_bytes,
+        event_retention_ms: args.event_retention_secs as i64 * 1000,
         ..EngineConfig::default()
     };
     let config = ServeConfig {

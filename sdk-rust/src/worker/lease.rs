@@ -33,6 +33,7 @@ pub(crate) struct Lease {
     deadline: Mutex<Instant>,
     interrupt: CancellationToken,
     reason: Mutex<Option<String>>,
+    suspended: std::sync::atomic::AtomicBool,
 }
 
 impl Lease {
@@ -45,6 +46,7 @@ impl Lease {
             deadline: Mutex::new(Instant::now() + timeout),
             interrupt: CancellationToken::new(),
             reason: Mutex::new(None),
+            suspended: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -68,6 +70,19 @@ impl Lease {
         }
         drop(slot);
         self.interrupt.cancel();
+    }
+
+    /// Stops the attempt because the run suspended (a sleep or an event wait): the server
+    /// released the lease and delivers the run again when the wait ends.
+    pub(crate) fn suspend(&self, reason: impl Into<String>) {
+        self.suspended
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.interrupt(reason);
+    }
+
+    /// True once [`Lease::suspend`] was called.
+    pub(crate) fn is_suspended(&self) -> bool {
+        self.suspended.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// True once [`Lease::interrupt`] was called.

@@ -71,7 +71,11 @@ pub(crate) async fn execute(env: Arc<TaskEnv>, task: pb::Task, permit: OwnedSema
         task.lease_token.clone(),
         lease_timeout,
     ));
-    tracing::debug!(journaled = task.journal.len(), "task received");
+    tracing::debug!(
+        journaled = task.journal.len(),
+        resumed = task.resumed,
+        "task received"
+    );
 
     let Some(job) = env.registry.get(&task.job) else {
         // The server only sends jobs the poll named, so this is a protocol slip; another
@@ -115,6 +119,10 @@ pub(crate) async fn execute(env: Arc<TaskEnv>, task: pb::Task, permit: OwnedSema
     drop(_heartbeat);
 
     match ending {
+        Ending::Interrupted | Ending::Finished(_) if lease.is_suspended() => {
+            // Not a failure: the server holds the wait and delivers the run again.
+            tracing::debug!(reason = %lease.interrupted_error().reason(), "run suspended; slot freed");
+        }
         Ending::Interrupted => {
             tracing::info!(reason = %lease.interrupted_error().reason(), "handler stopped");
         }
@@ -161,7 +169,7 @@ pub(crate) async fn execute(env: Arc<TaskEnv>, task: pb::Task, permit: OwnedSema
     }
 }
 
-/// The journal's step entries by id.
+/// The journal's step, sleep and event-wait entries by id.
 fn journal_of(entries: Vec<pb::JournalEntry>) -> HashMap<String, Recorded> {
     let mut journal = HashMap::with_capacity(entries.len());
     for entry in entries {
@@ -172,14 +180,26 @@ fn journal_of(entries: Vec<pb::JournalEntry>) -> HashMap<String, Recorded> {
             // with the recorded result.
             continue;
         }
-        if kind != pb::JournalEntryKind::Step {
-            tracing::debug!(entry = %entry.id, kind = entry.kind, "skipping a journal entry of an unknown kind");
-            continue;
-        }
-        let recorded = match entry.outcome {
-            Some(pb::journal_entry::Outcome::Output(bytes)) => Recorded::Output(bytes),
-            Some(pb::journal_entry::Outcome::Failure(f)) => Recorded::Failure(f.into()),
-            None => Recorded::Output(Vec::new()),
+        let recorded = match (kind, entry.outcome) {
+            (pb::JournalEntryKind::Step, Some(pb::journal_entry::Outcome::Output(bytes))) => {
+                Recorded::Output(bytes)
+            }
+            (pb::JournalEntryKind::Step, Some(pb::journal_entry::Outcome::Failure(f))) => {
+                Recorded::Failure(f.into())
+            }
+            (pb::JournalEntryKind::Step, None) => Recorded::Output(Vec::new()),
+            (
+                pb::JournalEntryKind::Sleep | pb::JournalEntryKind::Event,
+                Some(pb::journal_entry::Outcome::Output(output)),
+            ) => Recorded::Wait { kind, output },
+            (pb::JournalEntryKind::Sleep | pb::JournalEntryKind::Event, _) => Recorded::Wait {
+                kind,
+                output: b"null".to_vec(),
+            },
+            _ => {
+                tracing::debug!(entry = %entry.id, kind = entry.kind, "skipping a journal entry of an unknown kind");
+                continue;
+            }
         };
         journal.insert(entry.id, recorded);
     }

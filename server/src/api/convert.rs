@@ -160,13 +160,17 @@ pub fn run_to_pb(r: &RunRecord) -> pb::Run {
         steps: Vec::new(),
         priority: r.priority,
         concurrency_key: r.concurrency_key.clone().unwrap_or_default(),
+        wait: None,
     }
 }
 
-fn kind_to_pb(k: StepKind) -> pb::JournalEntryKind {
+/// Engine journal kind to protobuf.
+pub fn kind_to_pb(k: StepKind) -> pb::JournalEntryKind {
     match k {
         StepKind::Step => pb::JournalEntryKind::Step,
         StepKind::State => pb::JournalEntryKind::State,
+        StepKind::Sleep => pb::JournalEntryKind::Sleep,
+        StepKind::Event => pb::JournalEntryKind::Event,
     }
 }
 
@@ -198,10 +202,12 @@ pub fn detail_to_pb(d: &RunDetail) -> pb::Run {
     let mut run = run_to_pb(&d.run);
     run.attempts = d.attempts.iter().map(attempt_to_pb).collect();
     run.steps = d.steps.iter().map(step_to_pb).collect();
+    run.wait = d.wait.as_ref().map(super::event_convert::wait_to_pb);
     run
 }
 
-fn journal_to_pb(s: &StepRecord) -> pb::JournalEntry {
+/// A journal entry.
+pub fn journal_to_pb(s: &StepRecord) -> pb::JournalEntry {
     pb::JournalEntry {
         id: s.step_id.clone(),
         kind: kind_to_pb(s.kind) as i32,
@@ -229,6 +235,7 @@ pub fn task_to_pb(t: &ClaimedTask) -> pb::Task {
         lease_timeout: Some(dur(t.lease_ms)),
         journal: t.journal.iter().map(journal_to_pb).collect(),
         run_created_at: Some(ts(t.run.created_at)),
+        resumed: t.resumed,
     }
 }
 

@@ -2,6 +2,8 @@
 //! errors to gRPC statuses. No domain logic lives here.
 
 pub mod convert;
+pub mod event_convert;
+mod events;
 mod jobs;
 mod queues;
 mod state;
@@ -15,6 +17,7 @@ use tonic::metadata::MetadataMap;
 use crate::engine::Engine;
 use crate::engine::auth::Authenticator;
 
+pub use events::EventsApi;
 pub use jobs::JobsApi;
 pub use queues::QueuesApi;
 pub use state::StateApi;

@@ -7,7 +7,11 @@ use tonic::{Request, Response, Status};
 use crate::engine::requests::{PollInput, StepOutcome};
 
 use super::ApiState;
-use super::convert::{dur_ms, failure_from_pb, jobs_from_pb, status_to_pb, task_to_pb, ts, ts_ms};
+use super::convert::{
+    dur_ms, failure_from_pb, jobs_from_pb, journal_to_pb, status_to_pb, task_to_pb, ts, ts_ms,
+};
+use super::event_convert::wait_from_pb;
+use crate::engine::event_model::SuspendOutcome;
 
 /// Implements `stackshift.v1.WorkerService`.
 pub struct WorkerApi(pub ApiState);
@@ -115,6 +119,32 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(pb::FailRunResponse {
             status: status_to_pb(out.run.status) as i32,
             next_attempt_at: out.next_attempt_at.map(ts),
+        }))
+    }
+
+    async fn suspend_run(
+        &self,
+        req: Request<pb::SuspendRunRequest>,
+    ) -> Result<Response<pb::SuspendRunResponse>, Status> {
+        let ns = self.0.namespace(req.metadata()).await?;
+        let r = req.into_inner();
+        let wait = wait_from_pb(r.wait)?;
+        let out = self
+            .0
+            .engine
+            .suspend_run(&ns, &r.run_id, &r.lease_token, &r.step_id, wait)
+            .await?;
+        Ok(Response::new(match out {
+            SuspendOutcome::Satisfied(entry) => pb::SuspendRunResponse {
+                outcome: pb::SuspendOutcome::Satisfied as i32,
+                entry: Some(journal_to_pb(&entry)),
+                wake_at: None,
+            },
+            SuspendOutcome::Suspended { wake_at, .. } => pb::SuspendRunResponse {
+                outcome: pb::SuspendOutcome::Suspended as i32,
+                entry: None,
+                wake_at: Some(ts(wake_at)),
+            },
         }))
     }
 }

@@ -5,6 +5,8 @@
 pub mod auth;
 pub mod dispatcher;
 pub mod error;
+pub mod event_model;
+pub mod event_ops;
 pub mod lease;
 pub mod model;
 pub mod queue_model;
@@ -21,6 +23,7 @@ mod client_ops;
 mod state_ops;
 mod state_sweeper;
 mod timer_loop;
+mod wait_ops;
 mod worker_ops;
 
 use std::sync::Arc;
@@ -55,6 +58,8 @@ pub struct EngineConfig {
     pub max_idempotency_ttl_ms: i64,
     /// Largest state-store value, in bytes.
     pub max_state_value_bytes: usize,
+    /// How long events are kept (and deduplicated by id); older ones are deleted.
+    pub event_retention_ms: i64,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +73,7 @@ impl Default for EngineConfig {
             default_idempotency_ttl_ms: 24 * 3_600_000,
             max_idempotency_ttl_ms: 365 * 24 * 3_600_000,
             max_state_value_bytes: state::DEFAULT_MAX_VALUE_BYTES,
+            event_retention_ms: event_ops::DEFAULT_EVENT_RETENTION_MS,
         }
     }
 }

@@ -186,6 +186,10 @@ pub enum StepKind {
     Step,
     /// A state call made from inside a run (its recorded result).
     State,
+    /// A durable sleep that ended.
+    Sleep,
+    /// An event wait that ended (matched or timed out).
+    Event,
 }
 
 impl StepKind {
@@ -194,6 +198,8 @@ impl StepKind {
         match self {
             Self::Step => "step",
             Self::State => "state",
+            Self::Sleep => "sleep",
+            Self::Event => "event",
         }
     }
 
@@ -202,6 +208,8 @@ impl StepKind {
         match s {
             "step" => Some(Self::Step),
             "state" => Some(Self::State),
+            "sleep" => Some(Self::Sleep),
+            "event" => Some(Self::Event),
             _ => None,
         }
     }
@@ -237,6 +245,8 @@ pub struct RunDetail {
     pub attempts: Vec<AttemptRecord>,
     /// Its recorded steps, in completion order.
     pub steps: Vec<StepRecord>,
+    /// What it is suspended on, while it is waiting.
+    pub wait: Option<super::event_model::WaitRecord>,
 }
 
 /// Everything needed to insert a run.
@@ -318,6 +328,8 @@ pub struct ClaimedTask {
     pub lease_ms: i64,
     /// Steps recorded so far.
     pub journal: Vec<StepRecord>,
+    /// True when this delivery resumes an attempt after a wait (same attempt number).
+    pub resumed: bool,
 }
 
 /// Names an attempt's lease in a worker write.

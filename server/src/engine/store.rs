@@ -7,6 +7,9 @@
 use async_trait::async_trait;
 
 use super::error::EngineResult;
+use super::event_model::{
+    EventFilter, EventRecord, NewEvent, PublishOutcome, ResumedRun, SuspendOutcome, WaitSpec,
+};
 use super::model::{
     ApiKeyRecord, ClaimRequest, ClaimedTask, ExpiredLeases, FailOutcome, Failure, HeartbeatOutcome,
     LeaseRef, NewRun, NewStep, RunDetail, RunFilter, RunRecord, StartOutcome,
@@ -111,7 +114,8 @@ pub trait RunStore: Send + Sync + 'static {
         limit: u64,
     ) -> EngineResult<Vec<(String, String, String)>>;
     /// The earliest future instant the timer must act at: the next queued run becoming
-    /// deliverable after `after`, or the next lease expiry.
+    /// deliverable after `after`, the next lease expiry, or the next sleep or event-wait
+    /// timeout.
     async fn next_due(&self, after: i64) -> EngineResult<Option<i64>>;
 }
 
@@ -199,6 +203,42 @@ pub trait StateStore: Send + Sync + 'static {
     async fn next_state_expiry(&self) -> EngineResult<Option<i64>>;
 }
 
+/// Durable storage of events, waits and the event inbox (see `docs/events.md`).
+///
+/// On PostgreSQL, `publish_event` and an event `suspend_run` for the same
+/// `(namespace, name, correlation key)` are serialized (a transaction-scoped advisory
+/// lock), so under READ COMMITTED neither can miss the other: either the suspend sees the
+/// event in the inbox, or the publish sees the stored wait.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Stores an event (nothing for a repeated id) and resolves every wait it matches:
+    /// journals the event into each waiting run, records the consumption, deletes the wait
+    /// and queues the run.
+    async fn publish_event(&self, new: NewEvent) -> EngineResult<PublishOutcome>;
+    /// Lists events of a namespace newest first, below `cursor` (a `seq`), at most `limit`.
+    async fn list_events(
+        &self,
+        namespace: &str,
+        filter: &EventFilter,
+        cursor: Option<i64>,
+        limit: u64,
+    ) -> EngineResult<Vec<EventRecord>>;
+    /// Starts a sleep or an event wait under a lease: resolves it at once when possible
+    /// (journaling the result), otherwise stores the wait and turns the run `waiting`.
+    async fn suspend_run(
+        &self,
+        lease: LeaseRef,
+        step_id: String,
+        wait: WaitSpec,
+        now: i64,
+    ) -> EngineResult<SuspendOutcome>;
+    /// Resolves up to `limit` waits whose sleep ended or whose event wait timed out at or
+    /// before `now`, and queues their runs.
+    async fn resolve_due_waits(&self, now: i64, limit: u64) -> EngineResult<Vec<ResumedRun>>;
+    /// Deletes up to `limit` events published before `cutoff` (retention); returns how many.
+    async fn sweep_events(&self, cutoff: i64, limit: u64) -> EngineResult<u64>;
+}
+
 /// Everything the engine needs from storage.
-pub trait Store: RunStore + KeyStore + QueueStore + StateStore {}
-impl<T: RunStore + KeyStore + QueueStore + StateStore> Store for T {}
+pub trait Store: RunStore + KeyStore + QueueStore + StateStore + EventStore {}
+impl<T: RunStore + KeyStore + QueueStore + StateStore + EventStore> Store for T {}

@@ -1,8 +1,8 @@
 //! The background loop behind durable timers: it sleeps until the earliest due instant
-//! known to the store (a retry becoming deliverable, a lease expiring), acts, and sleeps
-//! again. On start it first catches up on everything that fell due while the server was
-//! down. A periodic re-read ([`RESYNC_MS`]) only guards against instants scheduled by
-//! another server replica sharing the database.
+//! known to the store (a retry becoming deliverable, a lease expiring, a sleep ending, an
+//! event wait timing out), acts, and sleeps again. On start it first catches up on
+//! everything that fell due while the server was down. A periodic re-read ([`RESYNC_MS`])
+//! only guards against instants scheduled by another server replica sharing the database.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +44,8 @@ impl Engine {
             });
         }
         self.spawn_state_sweeper();
+        let engine = self.clone();
+        tokio::spawn(async move { engine.event_sweeper().await });
         let engine = self.clone();
         tokio::spawn(async move { engine.timer_loop().await })
     }
@@ -106,6 +108,9 @@ impl Engine {
                 break;
             }
         }
+        // Sleeps that ended and event waits that timed out (also those that fell due while
+        // the server was down).
+        self.resolve_due_waits(now).await?;
         Ok(self.store.next_due(now).await?.unwrap_or(i64::MAX))
     }
 }

@@ -6,6 +6,8 @@ mod claim_ops;
 pub mod convert;
 pub mod entities;
 pub mod error;
+mod event_ops;
+mod event_store;
 mod key_ops;
 mod notify;
 mod queue_ops;
@@ -17,6 +19,7 @@ mod state_store;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+mod wait_ops;
 pub mod writer;
 
 pub use error::StorageError;

@@ -18,6 +18,7 @@ use crate::engine::{EngineError, EngineResult};
 use super::convert::{failure_to_text, run_from_model, step_from_model};
 use super::entities::{attempts, idempotency_keys, runs, steps};
 use super::state_ops;
+use super::wait_ops;
 
 /// Reads a run of a namespace, locking its row on PostgreSQL.
 pub async fn load_run<C: ConnectionTrait>(
@@ -160,6 +161,9 @@ pub async fn start_attempt<C: ConnectionTrait>(
     queue_lease_ms: Option<i64>,
 ) -> EngineResult<Option<ClaimedTask>> {
     let mut run = run_from_model(row)?;
+    // A run resumed after a sleep or an event wait continues its open attempt; only a run
+    // delivered before can be resuming.
+    let resumed = run.attempt > 0 && !wait_ops::resuming(c, &[run.id.clone()]).await?.is_empty();
     let lease_ms = run
         .lease_timeout_ms
         .or(queue_lease_ms)
@@ -172,7 +176,11 @@ pub async fn start_attempt<C: ConnectionTrait>(
         .unwrap_or(req.default_lease_ms);
     let token = new_token();
     let deadline = req.now + lease_ms;
-    let attempt = run.attempt + 1;
+    let attempt = if resumed {
+        run.attempt
+    } else {
+        run.attempt + 1
+    };
     let updated = runs::Entity::update_many()
         .col_expr(
             runs::Column::Status,
@@ -192,16 +200,20 @@ pub async fn start_attempt<C: ConnectionTrait>(
     if updated != 1 {
         return Ok(None);
     }
-    attempts::Entity::insert(attempts::ActiveModel {
-        run_id: Set(run.id.clone()),
-        number: Set(attempt),
-        worker_id: Set(req.worker_id.clone()),
-        started_at: Set(req.now),
-        ended_at: Set(None),
-        failure: Set(None),
-    })
-    .exec_without_returning(c)
-    .await?;
+    if resumed {
+        wait_ops::reassign_attempt(c, &run.id, attempt, &req.worker_id).await?;
+    } else {
+        attempts::Entity::insert(attempts::ActiveModel {
+            run_id: Set(run.id.clone()),
+            number: Set(attempt),
+            worker_id: Set(req.worker_id.clone()),
+            started_at: Set(req.now),
+            ended_at: Set(None),
+            failure: Set(None),
+        })
+        .exec_without_returning(c)
+        .await?;
+    }
     run.status = RunStatus::Running;
     run.attempt = attempt;
     run.lease_token = Some(token.clone());
@@ -215,6 +227,7 @@ pub async fn start_attempt<C: ConnectionTrait>(
         lease_deadline: deadline,
         lease_ms,
         journal: Vec::new(),
+        resumed,
     }))
 }
 
@@ -450,8 +463,13 @@ pub async fn cancel_run<C: ConnectionTrait>(
             run.status
         )));
     }
-    if run.status == RunStatus::Running {
+    // A waiting run's attempt is open too (suspended), and so is a resumed run's that is
+    // queued again after its wait resolved; ending an already ended attempt changes nothing.
+    if run.attempt > 0 {
         end_attempt(c, &run, Some(&reason), now).await?;
+    }
+    if run.status == RunStatus::Waiting {
+        wait_ops::delete_for_run(c, run_id).await?;
     }
     runs::Entity::update_many()
         .col_expr(

@@ -25,7 +25,7 @@ use super::convert::{attempt_from_model, run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps};
 use super::error::StorageError;
 use super::writer::Writer;
-use super::{key_ops, notify, queue_ops, run_ops};
+use super::{key_ops, notify, queue_ops, run_ops, wait_ops};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,10 +226,16 @@ impl RunStore for SqlStore {
             .into_iter()
             .map(step_from_model)
             .collect::<Result<Vec<_>, _>>()?;
+        let wait = if run.status == RunStatus::Waiting {
+            wait_ops::get(&self.db, run_id).await?
+        } else {
+            None
+        };
         Ok(Some(RunDetail {
             run,
             attempts,
             steps,
+            wait,
         }))
     }
 
@@ -412,10 +418,11 @@ impl RunStore for SqlStore {
             .one(&self.db)
             .await?
             .flatten();
-        Ok(match (next_ready, next_lease) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        let next_wake = wait_ops::next_wake(&self.db).await?;
+        Ok([next_ready, next_lease, next_wake]
+            .into_iter()
+            .flatten()
+            .min())
     }
 }
 

@@ -3,6 +3,8 @@
 
 pub mod api_keys;
 pub mod attempts;
+pub mod event_consumptions;
+pub mod events;
 pub mod idempotency_keys;
 pub mod queue_starts;
 pub mod queues;
@@ -11,3 +13,4 @@ pub mod state_entries;
 pub mod state_lock_floors;
 pub mod state_locks;
 pub mod steps;
+pub mod waits;

@@ -2,6 +2,7 @@
 //! relies on; it runs against a real SQLite file and a real PostgreSQL database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod events;
 mod keys;
 mod queues;
 mod runs;
@@ -29,6 +30,12 @@ pub async fn run_tests(store: Arc<dyn Store>) {
     worker::failure_and_backoff(&store).await;
     worker::lease_expiry(&store).await;
     worker::timers(&store).await;
+    events::inbox_matching(&store).await;
+    events::fan_out_and_dedup(&store).await;
+    events::wait_timers(&store).await;
+    events::cancel_waiting(&store).await;
+    events::publish_suspend_race(&store, &store, 40).await;
+    events::retention(&store).await;
     keys::key_lifecycle(&store).await;
     queues::config_lifecycle(&store).await;
     queues::starts_create_queues(&store).await;

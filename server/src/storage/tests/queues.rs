@@ -172,9 +172,16 @@ pub async fn priorities_and_fifo(store: &Arc<dyn Store>) {
 
 pub async fn delayed_runs(store: &Arc<dyn Store>) {
     let ns = ns("qdelay");
-    let base = 5_000_000_000_000;
-    // Reap leases left by earlier checks, so that only this check's instants are due.
+    let base = 6_000_000_000_000;
+    // Reap leases and resolve waits left by earlier checks (which use other time bases),
+    // so that only this check's instants are due.
     while store.expire_leases(base, 1_000).await.unwrap() != Default::default() {}
+    while !store
+        .resolve_due_waits(base, 1_000)
+        .await
+        .unwrap()
+        .is_empty()
+    {}
     let mut r = new_run(&ns, "job", "q", base);
     r.available_at = base + 10_000;
     let run = start(store, r).await;

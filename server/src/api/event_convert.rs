@@ -1,0 +1,71 @@
+//! Conversions between protobuf messages and engine types for events and waits.
+
+use stackshift_proto::v1 as pb;
+use tonic::Status;
+
+use crate::engine::event_model::{EventFilter, EventRecord, WaitInput, WaitRecord};
+
+use super::convert::{dur_ms, kind_to_pb, opt, ts, ts_ms};
+
+/// A stored event.
+pub fn event_to_pb(e: &EventRecord) -> pb::Event {
+    pb::Event {
+        id: e.id.clone(),
+        name: e.name.clone(),
+        correlation_key: e.correlation_key.clone(),
+        payload: e.payload.clone().into_bytes(),
+        published_at: Some(ts(e.published_at)),
+    }
+}
+
+/// What a waiting run is suspended on.
+pub fn wait_to_pb(w: &WaitRecord) -> pb::RunWait {
+    pb::RunWait {
+        step_id: w.step_id.clone(),
+        kind: kind_to_pb(w.kind) as i32,
+        event_name: w.event_name.clone().unwrap_or_default(),
+        correlation_key: w.correlation_key.clone().unwrap_or_default(),
+        wake_at: w.wake_at.map(ts),
+        since: Some(ts(w.created_at)),
+    }
+}
+
+/// A `ListEventsRequest`'s filter.
+pub fn event_filter_from_pb(r: &pb::ListEventsRequest) -> Result<EventFilter, Status> {
+    Ok(EventFilter {
+        name: opt(r.name.clone()),
+        correlation_key: opt(r.correlation_key.clone()),
+        published_after: r
+            .published_after
+            .as_ref()
+            .map(|t| ts_ms("published_after", t))
+            .transpose()?,
+        published_before: r
+            .published_before
+            .as_ref()
+            .map(|t| ts_ms("published_before", t))
+            .transpose()?,
+    })
+}
+
+/// A `SuspendRunRequest`'s wait.
+pub fn wait_from_pb(wait: Option<pb::suspend_run_request::Wait>) -> Result<WaitInput, Status> {
+    use pb::suspend_run_request::Wait;
+    match wait {
+        None => Err(Status::invalid_argument(
+            "wait is required: set sleep or event",
+        )),
+        Some(Wait::Sleep(s)) => match (dur_ms("sleep.duration", &s.duration)?, &s.until) {
+            (Some(ms), None) => Ok(WaitInput::SleepFor(ms)),
+            (None, Some(until)) => Ok(WaitInput::SleepUntil(ts_ms("sleep.until", until)?)),
+            _ => Err(Status::invalid_argument(
+                "sleep needs exactly one of duration and until",
+            )),
+        },
+        Some(Wait::Event(e)) => Ok(WaitInput::Event {
+            timeout_ms: dur_ms("event.timeout", &e.timeout)?,
+            name: e.event_name,
+            correlation_key: e.correlation_key,
+        }),
+    }
+}

@@ -1,0 +1,160 @@
+//! Durable waits: `SuspendRun` (a sleep or an event wait under a lease), the timer's
+//! resolution of sleeps and event-wait timeouts that fell due, and waking pollers for the
+//! runs a resolution queued again.
+//!
+//! A suspension is not a failed attempt: the attempt stays open while the run waits, and
+//! the delivery that resumes it keeps the attempt number (with a new lease token), so
+//! sleeps and waits never use up `max_attempts`.
+
+use super::client_ops::validate_run_id;
+use super::error::{EngineError, EngineResult};
+use super::event_model::{ResumedRun, SuspendOutcome, WaitInput, WaitSpec};
+use super::event_ops::correlation_key;
+use super::model::LeaseRef;
+use super::{Engine, now_ms, validate};
+
+/// Longest sleep or event-wait timeout: 365 days.
+pub const MAX_WAIT_MS: i64 = 365 * 24 * 3_600_000;
+/// Waits resolved per store round trip by the timer.
+const RESOLVE_BATCH: u64 = 1_000;
+
+impl Engine {
+    /// Starts a durable sleep or an event wait for the run holding `token`.
+    pub async fn suspend_run(
+        &self,
+        namespace: &str,
+        run_id: &str,
+        token: &str,
+        step_id: &str,
+        wait: WaitInput,
+    ) -> EngineResult<SuspendOutcome> {
+        validate_run_id(run_id)?;
+        if token.is_empty() || token.len() > 64 {
+            return Err(EngineError::invalid(
+                "lease_token must be the token of the task being executed",
+            ));
+        }
+        validate::text_id("step_id", step_id, validate::MAX_STEP_ID_LEN + 12)?;
+        let now = now_ms();
+        let spec = wait_spec(wait, now)?;
+        let lease = LeaseRef {
+            namespace: namespace.to_owned(),
+            run_id: run_id.to_owned(),
+            token: token.to_owned(),
+        };
+        let out = self
+            .store
+            .suspend_run(lease, step_id.to_owned(), spec, now)
+            .await?;
+        if let SuspendOutcome::Suspended { wake_at, queue } = &out {
+            self.timer.schedule(*wake_at);
+            // The run holds no lease any more: a limited queue has room again.
+            self.queue_released(namespace, queue);
+        }
+        Ok(out)
+    }
+
+    /// Resolves every wait that fell due at or before `now` (in batches) and wakes pollers
+    /// for the runs it queued. Called by the timer loop.
+    pub(super) async fn resolve_due_waits(&self, now: i64) -> EngineResult<()> {
+        loop {
+            let resumed = self.store.resolve_due_waits(now, RESOLVE_BATCH).await?;
+            if !resumed.is_empty() {
+                tracing::debug!(resumed = resumed.len(), "sleeps and wait timeouts resolved");
+            }
+            self.wake_resumed(&resumed);
+            if (resumed.len() as u64) < RESOLVE_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Wakes one poller per resumed run (they are deliverable at once); stops when no
+    /// poller is left to take a signal.
+    pub(super) fn wake_resumed(&self, runs: &[ResumedRun]) {
+        for r in runs {
+            if !self.dispatcher.signal(&r.namespace, &r.queue, &r.job)
+                && self.dispatcher.waiting() == 0
+            {
+                break;
+            }
+        }
+    }
+}
+
+/// Validates a wait and turns its relative times into absolute ones.
+fn wait_spec(wait: WaitInput, now: i64) -> EngineResult<WaitSpec> {
+    Ok(match wait {
+        WaitInput::SleepFor(ms) => {
+            validate::duration_ms("sleep.duration", Some(ms), 0, MAX_WAIT_MS)?;
+            WaitSpec::Sleep { until: now + ms }
+        }
+        WaitInput::SleepUntil(until) => {
+            if until > now + MAX_WAIT_MS {
+                return Err(EngineError::invalid(format!(
+                    "sleep.until is more than {} ahead",
+                    validate::fmt_ms(MAX_WAIT_MS)
+                )));
+            }
+            WaitSpec::Sleep { until }
+        }
+        WaitInput::Event {
+            name,
+            correlation_key: key,
+            timeout_ms,
+        } => {
+            validate::name("event.event_name", &name)?;
+            correlation_key("event.correlation_key", &key)?;
+            let Some(timeout) = timeout_ms else {
+                return Err(EngineError::invalid(
+                    "event.timeout is required (0 to 365 days): a wait without a timeout \
+                     could hold a run forever",
+                ));
+            };
+            validate::duration_ms("event.timeout", Some(timeout), 0, MAX_WAIT_MS)?;
+            WaitSpec::Event {
+                name,
+                correlation_key: key,
+                timeout_at: now + timeout,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_specs() {
+        assert_eq!(
+            wait_spec(WaitInput::SleepFor(1_500), 10_000),
+            Ok(WaitSpec::Sleep { until: 11_500 })
+        );
+        assert_eq!(
+            wait_spec(WaitInput::SleepUntil(5), 10_000),
+            Ok(WaitSpec::Sleep { until: 5 })
+        );
+        assert!(wait_spec(WaitInput::SleepFor(-1), 0).is_err());
+        assert!(wait_spec(WaitInput::SleepFor(MAX_WAIT_MS + 1), 0).is_err());
+        assert!(wait_spec(WaitInput::SleepUntil(MAX_WAIT_MS + 1), 0).is_err());
+        let ev = |name: &str, key: &str, t: Option<i64>| WaitInput::Event {
+            name: name.into(),
+            correlation_key: key.into(),
+            timeout_ms: t,
+        };
+        assert_eq!(
+            wait_spec(ev("payment.confirmed", "pay_1", Some(0)), 7),
+            Ok(WaitSpec::Event {
+                name: "payment.confirmed".into(),
+                correlation_key: "pay_1".into(),
+                timeout_at: 7
+            })
+        );
+        assert!(wait_spec(ev("", "", Some(1)), 0).is_err());
+        assert!(wait_spec(ev("a b", "", Some(1)), 0).is_err());
+        assert!(wait_spec(ev("e", "k\u{7}", Some(1)), 0).is_err());
+        assert!(wait_spec(ev("e", "", None), 0).is_err());
+        assert!(wait_spec(ev("e", "", Some(-5)), 0).is_err());
+    }
+}

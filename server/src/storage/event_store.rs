@@ -1,0 +1,128 @@
+//! [`EventStore`] for [`SqlStore`]: events, waits and the inbox. Writes that queue runs
+//! (a publish resolving waits, the timer resolving due waits) or schedule a timer (a
+//! suspension) also notify the other replicas on PostgreSQL.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::engine::EngineResult;
+use crate::engine::event_model::{
+    EventFilter, EventRecord, NewEvent, PublishOutcome, ResumedRun, SuspendOutcome, WaitSpec,
+};
+use crate::engine::model::LeaseRef;
+use crate::engine::store::{EventStore, Wakeup};
+
+use super::sql::SqlStore;
+use super::{event_ops, wait_ops};
+
+/// One `Ready` wakeup per distinct (namespace, queue, job) of the resumed runs.
+fn ready(resumed: &[ResumedRun]) -> Vec<Wakeup> {
+    let mut seen = HashSet::new();
+    resumed
+        .iter()
+        .filter(|r| seen.insert((&r.namespace, &r.queue, &r.job)))
+        .map(|r| Wakeup::Ready {
+            namespace: r.namespace.clone(),
+            queue: r.queue.clone(),
+            job: r.job.clone(),
+        })
+        .collect()
+}
+
+/// How long a write keeps retrying while its event key is locked by another transaction
+/// (which commits within milliseconds, unless the database is unhealthy).
+const BUSY_RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Runs `attempt` again while it fails because its event key is locked by another
+/// transaction (see `event_ops::lock_match_key`), with a short growing pause.
+async fn retry_busy<T, F, Fut>(mut attempt: F) -> EngineResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = EngineResult<T>>,
+{
+    let deadline = Instant::now() + BUSY_RETRY_FOR;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match attempt().await {
+            Err(e) if event_ops::is_busy(&e) && Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for SqlStore {
+    async fn publish_event(&self, new: NewEvent) -> EngineResult<PublishOutcome> {
+        retry_busy(|| {
+            let new = new.clone();
+            self.write_notify(
+                move |c| Box::pin(event_ops::publish(c, new)),
+                |out: &PublishOutcome| ready(&out.resumed),
+            )
+        })
+        .await
+    }
+
+    async fn list_events(
+        &self,
+        namespace: &str,
+        filter: &EventFilter,
+        cursor: Option<i64>,
+        limit: u64,
+    ) -> EngineResult<Vec<EventRecord>> {
+        event_ops::list(self.connection(), namespace, filter, cursor, limit).await
+    }
+
+    async fn suspend_run(
+        &self,
+        lease: LeaseRef,
+        step_id: String,
+        wait: WaitSpec,
+        now: i64,
+    ) -> EngineResult<SuspendOutcome> {
+        retry_busy(|| {
+            let (lease, step_id, wait) = (lease.clone(), step_id.clone(), wait.clone());
+            let namespace = lease.namespace.clone();
+            self.write_released(
+                move |c| Box::pin(wait_ops::suspend(c, lease, step_id, wait, now)),
+                |out: &SuspendOutcome| match out {
+                    SuspendOutcome::Suspended { wake_at, .. } => vec![Wakeup::TimerAt(*wake_at)],
+                    SuspendOutcome::Satisfied(_) => Vec::new(),
+                },
+                move |out: &SuspendOutcome| match out {
+                    SuspendOutcome::Suspended { queue, .. } => {
+                        vec![(namespace.clone(), queue.clone())]
+                    }
+                    SuspendOutcome::Satisfied(_) => Vec::new(),
+                },
+            )
+        })
+        .await
+    }
+
+    async fn resolve_due_waits(&self, now: i64, limit: u64) -> EngineResult<Vec<ResumedRun>> {
+        // Cheap read first: usually nothing is due, and that needs no write.
+        match wait_ops::next_wake(self.connection()).await? {
+            Some(at) if at <= now => {}
+            _ => return Ok(Vec::new()),
+        }
+        self.write_notify(
+            move |c| Box::pin(wait_ops::resolve_due(c, now, limit)),
+            |out: &Vec<ResumedRun>| ready(out),
+        )
+        .await
+    }
+
+    async fn sweep_events(&self, cutoff: i64, limit: u64) -> EngineResult<u64> {
+        self.writer()
+            .run(move |c| Box::pin(event_ops::sweep(c, cutoff, limit)))
+            .await
+    }
+}
