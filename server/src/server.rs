@@ -118,8 +118,13 @@ pub async fn serve(
             std::future::pending::<()>().await;
         }
     };
+    // HTTP/1.1 too, for browsers: the dashboard and its JSON API share this listener
+    // (requests are told apart by content type, see `crate::http`).
+    let http = crate::http::router(state.clone());
     let serving = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .accept_http1(true)
+        .layer(crate::http::SplitLayer::new(http))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
