@@ -19,7 +19,7 @@ pub enum CliError {
     #[error(
         "the server at {endpoint} rejected the request: {detail} (set STACKSHIFT_API_KEY or \
          --api-key to a valid key; create one with \
-         `stackshift-server keys create`)"
+         `stackshift keys create` (admin key) or `stackshift-server keys create`)"
     )]
     Unauthenticated {
         /// The endpoint called.
@@ -54,6 +54,22 @@ impl CliError {
                 Self::PermissionDenied("the API key may not do this".into())
             }
             other => Self::Sdk(other),
+        }
+    }
+
+    /// Classifies a raw gRPC status (calls made with generated clients).
+    pub fn from_status(endpoint: &str, s: tonic::Status) -> Self {
+        match s.code() {
+            tonic::Code::Unavailable => Self::Unreachable {
+                endpoint: endpoint.to_owned(),
+                detail: s.message().to_owned(),
+            },
+            tonic::Code::Unauthenticated => Self::Unauthenticated {
+                endpoint: endpoint.to_owned(),
+                detail: s.message().to_owned(),
+            },
+            tonic::Code::PermissionDenied => Self::PermissionDenied(s.message().to_owned()),
+            _ => Self::Sdk(stackshift::Error::from(s)),
         }
     }
 }

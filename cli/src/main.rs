@@ -6,6 +6,7 @@
 
 mod commands;
 mod error;
+mod keys;
 mod render;
 mod table;
 mod watch;
@@ -69,6 +70,12 @@ pub enum Command {
         /// The subcommand.
         #[command(subcommand)]
         command: commands::QueuesCommand,
+    },
+    /// API keys: create, list, revoke (needs an admin key, or a server in open mode).
+    Keys {
+        /// The subcommand.
+        #[command(subcommand)]
+        command: keys::KeysCommand,
     },
 }
 

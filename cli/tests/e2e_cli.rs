@@ -301,3 +301,143 @@ fn cli_reports_unreachable_server_bad_key_and_usage_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 }
+
+/// The HTTP status of `GET path` on the server's listener (the dashboard's JSON API).
+fn http_get(endpoint: &str, path: &str, key: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let addr = endpoint.strip_prefix("http://").unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn cli_with_key(endpoint: &str, key: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new(CLI);
+    c.args(args).env("STACKSHIFT_ENDPOINT", endpoint);
+    match key {
+        Some(k) => c.env("STACKSHIFT_API_KEY", k),
+        None => c.env_remove("STACKSHIFT_API_KEY"),
+    };
+    c.output().unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn cli_keys_bootstrap_admin_and_dashboard_auth() {
+    let server = start_server();
+    let ep = server.endpoint.as_str();
+    // Open mode: the JSON API and key management work without a key.
+    assert_eq!(http_get(ep, "/api/runs", None), 200);
+    let admin = json_of(&cli_with_key(
+        ep,
+        None,
+        &[
+            "keys",
+            "create",
+            "--namespace",
+            "acme",
+            "--name",
+            "boot",
+            "--admin",
+            "--json",
+        ],
+    ));
+    let admin_secret = admin["secret"].as_str().unwrap().to_owned();
+    assert!(admin_secret.starts_with("ssk_"));
+    assert_eq!(admin["key"]["admin"], true);
+
+    // Key management now needs an admin key (checked without caching).
+    let out = cli_with_key(ep, None, &["keys", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("STACKSHIFT_API_KEY"));
+    let worker = json_of(&cli_with_key(
+        ep,
+        Some(&admin_secret),
+        &[
+            "keys",
+            "create",
+            "--namespace",
+            "acme",
+            "--name",
+            "worker",
+            "--json",
+        ],
+    ));
+    let worker_secret = worker["secret"].as_str().unwrap().to_owned();
+    let worker_id = worker["key"]["id"].as_str().unwrap().to_owned();
+    let listed = json_of(&cli_with_key(
+        ep,
+        Some(&admin_secret),
+        &["keys", "list", "--json"],
+    ));
+    let names: Vec<&str> = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["boot", "worker"]);
+    // A plain key works for runs but not for key management.
+    let out = cli_with_key(ep, Some(&worker_secret), &["keys", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not an admin key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_of(&cli_with_key(
+        ep,
+        Some(&worker_secret),
+        &["runs", "list", "--json"],
+    ));
+
+    // The dashboard's JSON API requires a key once keys exist (the open-mode answer is
+    // cached for up to 5 s); the page itself loads and asks for one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while http_get(ep, "/api/runs", None) != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/api/runs stayed open"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(http_get(ep, "/api/runs", Some(&worker_secret)), 200);
+    assert_eq!(http_get(ep, "/api/runs", Some("ssk_nope")), 401);
+    assert_eq!(http_get(ep, "/", None), 200);
+
+    // Revoke: listed as revoked with --all; revoking again is an error.
+    json_of(&cli_with_key(
+        ep,
+        Some(&admin_secret),
+        &["keys", "revoke", &worker_id, "--json"],
+    ));
+    let all = json_of(&cli_with_key(
+        ep,
+        Some(&admin_secret),
+        &["keys", "list", "--all", "--json"],
+    ));
+    assert!(all["keys"][1]["revoked_at"].is_string());
+    let active = json_of(&cli_with_key(
+        ep,
+        Some(&admin_secret),
+        &["keys", "list", "--json"],
+    ));
+    assert_eq!(active["keys"].as_array().unwrap().len(), 1);
+    let out = cli_with_key(ep, Some(&admin_secret), &["keys", "revoke", &worker_id]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -39,6 +39,7 @@ impl From<EngineError> for HttpError {
             EngineError::Cancelled(_) => (StatusCode::CONFLICT, "aborted"),
             EngineError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             EngineError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            EngineError::PermissionDenied(_) => (StatusCode::FORBIDDEN, "permission_denied"),
             EngineError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
