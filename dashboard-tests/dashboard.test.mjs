@@ -80,6 +80,8 @@ test("runs page lists runs; a run shows its timeline and steps", async () => {
   assert.match(await page.locator("#result").textContent(), /"charged": 4200/);
   assert.match(await page.locator("#payload").textContent(), /ord_1/);
   assert.equal(await page.locator("#cancel-btn").count(), 0, "a completed run has no cancel button");
+  assert.equal(await page.locator("#app").evaluate((n) => [...n.childNodes].filter((c) => c.nodeType === 3).length), 0,
+    "no stray text nodes (e.g. a rendered null)");
   await shot(page, "run-detail");
   assert.deepEqual(errors, []);
   await page.close();
@@ -102,4 +104,42 @@ test("cancel button cancels a queued run; queues and events pages render", async
   await page.goto(base + "/#/events");
   await page.locator("h1", { hasText: "Events" }).waitFor();
   await page.close();
+});
+
+test("with API keys configured the dashboard asks for one and uses it", async () => {
+  const keyDir = mkdtempSync(path.join(tmpdir(), "stackshift-dashboard-keys-"));
+  const db = `sqlite://${keyDir}/keys.db`;
+  const secret = execFileSync(SERVER, ["--database-url", db, "keys", "create", "--namespace", "acme", "--name", "dash"],
+    { stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+  assert.match(secret, /^ssk_/);
+  const keyed = spawn(SERVER, ["--database-url", db, "--listen", "127.0.0.1:0"],
+    { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
+  try {
+    const keyedBase = await new Promise((resolve, reject) => {
+      let buf = "";
+      keyed.on("exit", (code) => reject(new Error(`server exited with ${code}`)));
+      keyed.stdout.on("data", (d) => {
+        buf += d;
+        const m = buf.match(/listening on (\S+)/);
+        if (m) resolve(`http://${m[1]}`);
+      });
+    });
+    assert.equal((await fetch(keyedBase + "/api/runs")).status, 401);
+    const page = await browser.newPage();
+    await page.goto(keyedBase + "/");
+    await page.locator("#key-dialog[open]").waitFor({ timeout: 15000 });
+    await page.fill("#key-input", "ssk_not_a_real_key");
+    await page.click("#key-form button");
+    await page.waitForFunction(() => document.getElementById("key-error").textContent.includes("rejected"));
+    await page.fill("#key-input", secret);
+    await page.click("#key-form button");
+    await page.waitForFunction(() => document.getElementById("session").textContent === "namespace acme");
+    await page.locator("#no-runs").waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("stackshift.apiKey")), secret);
+    await shot(page, "signed-in");
+    await page.close();
+  } finally {
+    keyed.kill();
+    rmSync(keyDir, { recursive: true, force: true });
+  }
 });
