@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "stackshift/v1/queues.proto",
         "stackshift/v1/worker.proto",
         "stackshift/v1/state.proto",
+        "stackshift/v1/admin.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

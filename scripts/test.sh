@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole StackShift test suite: protobuf lint + breaking check, rustfmt, clippy, the
-# Rust tests against a real PostgreSQL, and the SDK examples against a real server.
+# Rust tests against a real PostgreSQL, the SDK examples against a real server, and the web
+# dashboard in a real headless Chromium.
 #
 #   bash scripts/test.sh
 #
@@ -17,6 +18,10 @@
 #                                  `timeout` moves the command out of the terminal's process
 #                                  group, which would make Ctrl-C ineffective interactively)
 #   STACKSHIFT_SERVER_WAIT         seconds to wait for the example server to listen (default 30)
+#   STACKSHIFT_CHROMIUM            Chromium for the dashboard browser test (default
+#                                  /usr/bin/chromium; the test is skipped, loudly, when it is
+#                                  missing and CI is not set; in CI a missing one fails)
+#   STACKSHIFT_BROWSER_TIMEOUT     limit for the browser test, seconds (default 300)
 #
 # PostgreSQL started by this script is left running (fast re-runs); `scripts/pg.sh stop`.
 set -euo pipefail
@@ -276,3 +281,29 @@ for ex in "${EXAMPLES[@]}"; do
     echo "--- example $ex: ok ($((SECONDS - ex_start))s)"
 done
 stop_server
+
+# ---------------------------------------------------------------------------------------------
+# (h) the web dashboard in a real headless Chromium
+# ---------------------------------------------------------------------------------------------
+phase "dashboard browser test"
+CHROMIUM="${STACKSHIFT_CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$CHROMIUM" ]; then
+    if [ "${CI:-}" = "true" ]; then
+        fail "Chromium not found at $CHROMIUM: the dashboard browser test must run in CI (.ci/run installs the Debian chromium package)"
+    fi
+    printf '\n%s\n%s\n%s\n\n' \
+        "!!!!! SKIPPING the dashboard browser test: no Chromium at $CHROMIUM" \
+        "!!!!! install it (apt-get install -y chromium) or set STACKSHIFT_CHROMIUM;" \
+        "!!!!! CI (CI=true) never skips it." >&2
+else
+    [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
+    [ -x "$ROOT/target/debug/examples/dashboard_seed" ] || fail "target/debug/examples/dashboard_seed is missing"
+    browser_rc=0
+    STACKSHIFT_CHROMIUM="$CHROMIUM" with_timeout "${STACKSHIFT_BROWSER_TIMEOUT:-300}" "dashboard browser test" \
+        node --test --test-reporter=spec dashboard-tests/ || browser_rc=$?
+    if [ "$browser_rc" -ne 0 ]; then
+        FAILED=$((FAILED + 1))
+        fail "dashboard browser test failed (node --test dashboard-tests/)"
+    fi
+    PASSED=$((PASSED + 1))
+fi

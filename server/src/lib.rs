@@ -3,5 +3,6 @@
 
 pub mod api;
 pub mod engine;
+pub mod http;
 pub mod server;
 pub mod storage;

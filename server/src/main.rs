@@ -73,6 +73,9 @@ enum KeysCommand {
         /// A label for the key.
         #[arg(long, default_value = "")]
         name: String,
+        /// Let the key manage keys over the API (`stackshift keys ...`).
+        #[arg(long)]
+        admin: bool,
     },
     /// List keys (ids, namespaces, labels; never the keys).
     List,
@@ -163,23 +166,35 @@ async fn shutdown_signal() {
 async fn keys(database_url: &str, command: KeysCommand) -> anyhow::Result<()> {
     let store = SqlStore::connect(database_url).await?;
     match command {
-        KeysCommand::Create { namespace, name } => {
+        KeysCommand::Create {
+            namespace,
+            name,
+            admin,
+        } => {
             validate::name("--namespace", &namespace)?;
-            let (record, secret) = generate_key(&namespace, &name, now_ms());
+            let (mut record, secret) = generate_key(&namespace, &name, now_ms());
+            record.admin = admin;
             let id = record.id.clone();
             store.insert_key(record).await?;
             eprintln!("created key {id} for namespace {namespace}; it is shown only once:");
             println!("{secret}");
         }
         KeysCommand::List => {
-            println!("{:<18} {:<24} {:<20} STATUS", "ID", "NAMESPACE", "NAME");
+            println!(
+                "{:<18} {:<24} {:<20} {:<6} STATUS",
+                "ID", "NAMESPACE", "NAME", "ADMIN"
+            );
             for k in store.list_keys().await? {
                 let status = if k.revoked_at.is_some() {
                     "revoked"
                 } else {
                     "active"
                 };
-                println!("{:<18} {:<24} {:<20} {status}", k.id, k.namespace, k.name);
+                let admin = if k.admin { "yes" } else { "no" };
+                println!(
+                    "{:<18} {:<24} {:<20} {admin:<6} {status}",
+                    k.id, k.namespace, k.name
+                );
             }
         }
         KeysCommand::Revoke { id } => {

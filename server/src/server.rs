@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use stackshift_proto::v1::events_service_server::EventsServiceServer;
 use stackshift_proto::v1::jobs_service_server::JobsServiceServer;
+use stackshift_proto::v1::keys_service_server::KeysServiceServer;
 use stackshift_proto::v1::queues_service_server::QueuesServiceServer;
 use stackshift_proto::v1::state_service_server::StateServiceServer;
 use stackshift_proto::v1::worker_service_server::WorkerServiceServer;
 use tonic::transport::server::TcpIncoming;
 
-use crate::api::{ApiState, EventsApi, JobsApi, QueuesApi, StateApi, WorkerApi};
+use crate::api::{ApiState, EventsApi, JobsApi, KeysApi, QueuesApi, StateApi, WorkerApi};
 use crate::engine::auth::Authenticator;
 use crate::engine::store::KeyStore;
 use crate::engine::{Engine, EngineConfig};
@@ -87,6 +88,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<EventsServiceServer<EventsApi>>()
         .await;
+    health_reporter
+        .set_serving::<KeysServiceServer<KeysApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(stackshift_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -118,8 +122,13 @@ pub async fn serve(
             std::future::pending::<()>().await;
         }
     };
+    // HTTP/1.1 too, for browsers: the dashboard and its JSON API share this listener
+    // (requests are told apart by content type, see `crate::http`).
+    let http = crate::http::router(state.clone());
     let serving = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .accept_http1(true)
+        .layer(crate::http::SplitLayer::new(http))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -137,6 +146,7 @@ pub async fn serve(
             WorkerServiceServer::new(WorkerApi(state.clone()))
                 .max_decoding_message_size(max_message),
         )
+        .add_service(KeysServiceServer::new(KeysApi(state.clone())))
         .add_service(
             StateServiceServer::new(StateApi(state)).max_decoding_message_size(max_message),
         )

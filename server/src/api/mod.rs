@@ -5,6 +5,7 @@ pub mod convert;
 pub mod event_convert;
 mod events;
 mod jobs;
+mod keys;
 mod queues;
 mod state;
 pub mod status;
@@ -19,6 +20,7 @@ use crate::engine::auth::Authenticator;
 
 pub use events::EventsApi;
 pub use jobs::JobsApi;
+pub use keys::KeysApi;
 pub use queues::QueuesApi;
 pub use state::StateApi;
 pub use worker::WorkerApi;

@@ -19,6 +19,7 @@ impl From<EngineError> for Status {
             EngineError::Cancelled(_) => Code::Aborted,
             EngineError::Unauthenticated(_) => Code::Unauthenticated,
             EngineError::Unavailable(_) => Code::Unavailable,
+            EngineError::PermissionDenied(_) => Code::PermissionDenied,
             EngineError::Storage(_) => Code::Internal,
         };
         if code == Code::Internal {

@@ -40,6 +40,7 @@ pub fn generate_key(namespace: &str, name: &str, now: i64) -> (ApiKeyRecord, Str
         key_hash: hash_key(&secret),
         created_at: now,
         revoked_at: None,
+        admin: false,
     };
     (record, secret)
 }
@@ -76,6 +77,42 @@ impl Authenticator {
                         "missing API key: send metadata `authorization: Bearer <key>` \
                          (create one with `stackshift-server keys create --namespace <ns>`)"
                             .into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Allows key management (`KeysService`): with a key, only an active admin key (looked
+    /// up on every call, so a revocation applies at once); without one, only in open mode.
+    pub async fn authorize_admin(&self, bearer: Option<&str>) -> EngineResult<()> {
+        match bearer {
+            Some(secret) => {
+                let hash = hash_key(secret);
+                match self.store.find_active_key(&hash).await? {
+                    Some(rec) if bool::from(rec.key_hash.as_bytes().ct_eq(hash.as_bytes())) => {
+                        if rec.admin {
+                            Ok(())
+                        } else {
+                            Err(EngineError::PermissionDenied(format!(
+                                "key {} is not an admin key; key management needs an admin key \
+                                 (`stackshift-server keys create --admin`)",
+                                rec.id
+                            )))
+                        }
+                    }
+                    _ => Err(EngineError::Unauthenticated(
+                        "invalid API key: it is unknown or was revoked".into(),
+                    )),
+                }
+            }
+            None => {
+                // Not the cached answer: right after the first key is created, open mode ends.
+                if self.allow_open && self.store.count_active_keys().await? == 0 {
+                    Ok(())
+                } else {
+                    Err(EngineError::Unauthenticated(
+                        "missing API key: key management needs an admin key".into(),
                     ))
                 }
             }

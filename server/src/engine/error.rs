@@ -25,6 +25,10 @@ pub enum EngineError {
     /// The server is shutting down or the store is unreachable.
     #[error("{0}")]
     Unavailable(String),
+    /// The caller is authenticated but may not do this (e.g. key management without an
+    /// admin key).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A state-store operation refused because of the key's current state (a version
     /// mismatch, a lock not held, ...); gRPC `FAILED_PRECONDITION` with a reason.
     #[error("{0}")]

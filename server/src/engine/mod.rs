@@ -20,6 +20,7 @@ pub mod validate;
 pub mod watch;
 
 mod client_ops;
+mod key_admin;
 mod state_ops;
 mod state_sweeper;
 mod timer_loop;

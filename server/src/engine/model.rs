@@ -413,4 +413,6 @@ pub struct ApiKeyRecord {
     pub created_at: i64,
     /// Revocation time, when revoked.
     pub revoked_at: Option<i64>,
+    /// Whether the key may manage keys (`KeysService`).
+    pub admin: bool,
 }

@@ -91,5 +91,6 @@ pub fn key_from_model(m: api_keys::Model) -> ApiKeyRecord {
         key_hash: m.key_hash,
         created_at: m.created_at,
         revoked_at: m.revoked_at,
+        admin: m.admin,
     }
 }

@@ -21,6 +21,7 @@ pub async fn insert<C: ConnectionTrait>(c: &C, k: ApiKeyRecord) -> EngineResult<
         key_hash: Set(k.key_hash),
         created_at: Set(k.created_at),
         revoked_at: Set(k.revoked_at),
+        admin: Set(k.admin),
     })
     .exec_without_returning(c)
     .await?;

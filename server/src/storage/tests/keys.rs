@@ -18,6 +18,17 @@ pub async fn key_lifecycle(store: &Arc<dyn Store>) {
         .unwrap()
         .unwrap();
     assert_eq!(found.namespace, "acme");
+    assert!(!found.admin, "keys are not admin keys unless asked");
+    let (mut admin, admin_secret) = generate_key("acme", "ops", 1_000);
+    admin.admin = true;
+    store.insert_key(admin.clone()).await.unwrap();
+    let found_admin = store
+        .find_active_key(&hash_key(&admin_secret))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(found_admin.admin, "the admin flag round-trips");
+    assert!(store.revoke_key(&admin.id, 1_500).await.unwrap());
     assert!(
         store
             .find_active_key(&hash_key("ssk_wrong"))
