@@ -1,0 +1,2 @@
+// Package stackshift is the Go SDK for StackShift durable jobs.
+package stackshift
