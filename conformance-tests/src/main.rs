@@ -48,10 +48,10 @@ struct Cli {
     /// may CREATE DATABASE) instead of a temporary SQLite file.
     #[arg(long, env = "STACKSHIFT_CONFORMANCE_POSTGRES")]
     postgres: Option<String>,
-    /// The server binary (default: build and use target/debug/stackshift-server).
+    /// The server binary (default: target/debug/stackshift-server, built when missing).
     #[arg(long, env = "STACKSHIFT_SERVER_BIN")]
     server_bin: Option<PathBuf>,
-    /// Do not build the server or the adapter first.
+    /// Do not build the adapter (nor a missing server binary) first.
     #[arg(long)]
     no_build: bool,
     /// Keep each case's scratch directory (ledger, logs) and print where it is.
@@ -104,19 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
 
     let server_bin = match cli.server_bin {
         Some(bin) => bin,
-        None => {
-            if !cli.no_build {
-                let status = tokio::process::Command::new(
-                    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
-                )
-                .args(["build", "-q", "-p", "stackshift-server"])
-                .current_dir(&root)
-                .status()
-                .await?;
-                anyhow::ensure!(status.success(), "cargo build -p stackshift-server failed");
-            }
-            root.join("target/debug/stackshift-server")
-        }
+        None => default_server_bin(&root, cli.no_build).await?,
     };
     anyhow::ensure!(
         server_bin.exists(),
@@ -218,6 +206,56 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
     println!("{passed} passed, {failed} failed");
     Ok(failed == 0)
+}
+
+/// `target/debug/stackshift-server`, built with `cargo build -p stackshift-server` only when it
+/// does not exist yet. An existing binary is used as is (with a warning when the server's
+/// sources are newer): rebuilding it from inside `cargo run -p stackshift-conformance` would
+/// resolve features for a different package selection and make the two commands rebuild
+/// each other's dependencies every time.
+async fn default_server_bin(root: &Path, no_build: bool) -> anyhow::Result<PathBuf> {
+    let bin = root.join("target/debug/stackshift-server");
+    if !bin.exists() && !no_build {
+        eprintln!(
+            "conformance: {} is missing; running cargo build -p stackshift-server",
+            bin.display()
+        );
+        let status =
+            tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "-p", "stackshift-server"])
+                .current_dir(root)
+                .status()
+                .await?;
+        anyhow::ensure!(status.success(), "cargo build -p stackshift-server failed");
+    } else if let Some(newer) = newer_source(root, &bin) {
+        eprintln!(
+            "conformance: WARNING: {} is newer than {}; run `cargo build -p stackshift-server` to test the current server",
+            newer.display(),
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// A server source file modified after `bin`, if any.
+fn newer_source(root: &Path, bin: &Path) -> Option<PathBuf> {
+    let built = std::fs::metadata(bin).and_then(|m| m.modified()).ok()?;
+    [
+        "server/src/**/*.rs",
+        "proto/**/*.proto",
+        "migrations/src/**/*.rs",
+    ]
+    .iter()
+    .find_map(|pattern| {
+        glob::glob(&format!("{}/{pattern}", root.display()))
+            .ok()?
+            .flatten()
+            .find(|path| {
+                std::fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|modified| modified > built)
+            })
+    })
 }
 
 /// Prints the last `n` lines of a log file, indented.
