@@ -274,6 +274,7 @@ fn print_tail(path: &Path, n: usize) {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 

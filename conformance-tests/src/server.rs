@@ -8,7 +8,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sea_orm::{ConnectionTrait as _, Database};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
@@ -114,16 +113,28 @@ async fn create_key(bin: &Path, database_url: &str, namespace: &str) -> anyhow::
 }
 
 /// Creates a uniquely named database on the PostgreSQL server at `admin` (a URL ending in
-/// `/DATABASE` whose role may `CREATE DATABASE`) and returns its URL.
+/// `/DATABASE` whose role may `CREATE DATABASE`) with `psql`, and returns its URL. (`psql` keeps
+/// this crate free of a database driver, so it builds with the same dependency features as the
+/// SDK and adds little to CI.)
 async fn fresh_postgres_database(admin: &str) -> anyhow::Result<String> {
     let name = format!("ss_conformance_{}", uuid::Uuid::now_v7().simple());
-    let db = Database::connect(admin)
+    let out = Command::new("psql")
+        .args([
+            admin,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .output()
         .await
-        .with_context(|| "connecting to --postgres")?;
-    db.execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .context("CREATE DATABASE")?;
-    let _ = db.close().await;
+        .context("running psql (PostgreSQL client tools) to create the test database")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql CREATE DATABASE failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (prefix, _) = admin
         .rsplit_once('/')
         .context("--postgres must end with /DATABASE")?;
