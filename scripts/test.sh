@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Run the whole StackShift test suite: protobuf lint + breaking check, rustfmt, clippy, the
-# Rust tests against a real PostgreSQL, the SDK examples against a real server, and the web
-# dashboard in a real headless Chromium.
+# Run the whole StackShift test suite: protobuf lint + breaking check, the SDK code-generation
+# drift check, rustfmt, clippy, the Rust tests against a real PostgreSQL, the TypeScript, Python
+# and Go SDK builds and tests, every SDK's examples against a real server, the web dashboard in
+# a real headless Chromium, and the conformance suite for all four SDKs (SQLite; the Rust SDK
+# on PostgreSQL too).
 #
 #   bash scripts/test.sh
 #
-# Prerequisites: Rust toolchain with rustfmt + clippy, Node.js/npm (for buf), git, and either
+# Prerequisites: Rust toolchain with rustfmt + clippy, Node.js >= 20 with npm (buf, the
+# TypeScript SDK), Python >= 3.10 with venv + pip, Go >= 1.24 (newer toolchains are fetched
+# through the Go module proxy when a go.mod asks for them), git, psql, and either
 # PostgreSQL server binaries (scripts/pg.sh installs them via apt-get when run as root) or
 # STACKSHIFT_TEST_POSTGRES_URL pointing at a server where the role may CREATE DATABASE.
 #
@@ -22,6 +26,7 @@
 #                                  /usr/bin/chromium; the test is skipped, loudly, when it is
 #                                  missing and CI is not set; in CI a missing one fails)
 #   STACKSHIFT_BROWSER_TIMEOUT     limit for the browser test, seconds (default 300)
+#   STACKSHIFT_SDK_TIMEOUT         limit per SDK test / conformance phase, seconds (default 900)
 #
 # PostgreSQL started by this script is left running (fast re-runs); `scripts/pg.sh stop`.
 set -euo pipefail
@@ -41,6 +46,7 @@ fi
 
 TEST_TIMEOUT="${STACKSHIFT_TEST_TIMEOUT:-2700}"
 EXAMPLE_TIMEOUT="${STACKSHIFT_EXAMPLE_TIMEOUT:-300}"
+SDK_TIMEOUT="${STACKSHIFT_SDK_TIMEOUT:-900}"
 SERVER_WAIT="${STACKSHIFT_SERVER_WAIT:-30}"
 EXAMPLES=(verification_email payment_provisioning file_import payment_confirmation)
 
@@ -87,6 +93,20 @@ count_cargo_results() {
         awk '{s += $6} END {print s + 0}')
     PASSED=$((PASSED + p))
     FAILED=$((FAILED + f))
+}
+
+# Runs `bash scripts/sdk-tests.sh "$@"` (see that script) and adds its closing
+# `sdk-tests: N passed, N failed` line to the totals.
+sdk_tests() {
+    local out rc=0 line
+    out="$(mktemp "${TMPDIR:-/tmp}/stackshift-sdk-tests-log.XXXXXX")"
+    with_timeout "$SDK_TIMEOUT" "sdk-tests $*" bash scripts/sdk-tests.sh "$@" 2>&1 | tee "$out" || rc=$?
+    line="$(grep -aE '^sdk-tests: [0-9]+ passed, [0-9]+ failed$' "$out" | tail -1)"
+    rm -f "$out"
+    [ -n "$line" ] || line="sdk-tests: 0 passed, 1 failed"
+    PASSED=$((PASSED + $(echo "$line" | awk '{print $2}')))
+    FAILED=$((FAILED + $(echo "$line" | awk '{print $4}')))
+    [ "$rc" -eq 0 ] || fail "sdk-tests $* failed"
 }
 
 stop_server() {
@@ -189,7 +209,13 @@ if [ ! -x node_modules/.bin/buf ]; then
 fi
 [ -x node_modules/.bin/buf ] || fail "npm ci did not install node_modules/.bin/buf"
 BUF="$ROOT/node_modules/.bin/buf"
+need node "Install Node.js >= 20 with npm."
+need python3 "Install Python >= 3.10 with venv and pip (apt-get install -y python3 python3-venv python3-pip)."
+python3 -c 'import venv, ensurepip' 2>/dev/null || fail "python3 lacks venv/ensurepip: apt-get install -y python3-venv"
+need go "Install Go >= 1.24 (https://go.dev/dl/)."
+need psql "Install the PostgreSQL client tools (apt-get install -y postgresql-client)."
 echo "$(cargo --version); $(rustc --version); buf $("$BUF" --version 2>&1)"
+echo "node $(node --version); npm $(npm --version); $(python3 --version); $(go version)"
 
 # ---------------------------------------------------------------------------------------------
 # (b) protobuf: lint, build, breaking
@@ -200,6 +226,9 @@ phase "buf lint"
 
 phase "buf breaking"
 bash scripts/buf-breaking.sh || fail "buf breaking check failed (see above)"
+
+phase "sdk-gen drift check"
+bash sdk-gen/check.sh || fail "the generated SDK code is stale: run 'bash sdk-gen/generate.sh' and commit the result"
 
 # ---------------------------------------------------------------------------------------------
 # (c) formatting, (d) clippy
@@ -245,6 +274,19 @@ cargo build --workspace --all-targets ${LOCKED[@]+"${LOCKED[@]}"} ||
     fail "building the workspace (server binary and SDK examples) failed"
 SERVER_BIN="$ROOT/target/debug/stackshift-server"
 [ -x "$SERVER_BIN" ] || fail "$SERVER_BIN was not produced by cargo build"
+export STACKSHIFT_SERVER_BIN="$SERVER_BIN"
+
+# ---------------------------------------------------------------------------------------------
+# (h) TypeScript, Python and Go SDKs: build, tests against the real server, install checks
+# ---------------------------------------------------------------------------------------------
+phase "TypeScript SDK"
+sdk_tests typescript
+
+phase "Python SDK"
+sdk_tests python
+
+phase "Go SDK"
+sdk_tests go
 
 phase "examples"
 WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/stackshift-examples.XXXXXX")"
@@ -280,10 +322,12 @@ for ex in "${EXAMPLES[@]}"; do
     kill -0 "$SERVER_PID" 2>/dev/null || fail "stackshift-server died while running example $ex"
     echo "--- example $ex: ok ($((SECONDS - ex_start))s)"
 done
+sdk_tests examples
+kill -0 "$SERVER_PID" 2>/dev/null || fail "stackshift-server died while running the SDK examples"
 stop_server
 
 # ---------------------------------------------------------------------------------------------
-# (h) the web dashboard in a real headless Chromium
+# (i) the web dashboard in a real headless Chromium
 # ---------------------------------------------------------------------------------------------
 phase "dashboard browser test"
 CHROMIUM="${STACKSHIFT_CHROMIUM:-/usr/bin/chromium}"
@@ -307,3 +351,13 @@ else
     fi
     PASSED=$((PASSED + 1))
 fi
+
+# ---------------------------------------------------------------------------------------------
+# (j) conformance: the same cases against every SDK (fresh server per run)
+# ---------------------------------------------------------------------------------------------
+for sdk in rust typescript python go; do
+    phase "conformance ($sdk)"
+    sdk_tests conformance "$sdk"
+done
+phase "conformance (rust, PostgreSQL)"
+sdk_tests conformance rust --postgres "$STACKSHIFT_TEST_POSTGRES_URL"

@@ -1,0 +1,340 @@
+// Command conformance is the Go SDK's conformance adapter: a worker built on the stackshift
+// package that registers the fixed job catalogue (conf.script, conf.echo) and answers client
+// commands on stdin, following the protocol in docs/conformance.md. Built and started by
+// `cargo run -p stackshift-conformance -- --sdk go`.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/stackshift/stackshift/sdk-go"
+)
+
+type obj = map[string]any
+
+var ledgerMu sync.Mutex
+
+// record appends one ledger line.
+func record(path, runID, step string, attempt int32, phase string) {
+	line, _ := json.Marshal(obj{"run_id": runID, "step": step, "attempt": attempt, "phase": phase, "t": float64(time.Now().UnixMicro()) / 1000})
+	ledgerMu.Lock()
+	defer ledgerMu.Unlock()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = f.Write(append(line, '\n'))
+}
+
+// decode parses JSON keeping numbers exact (json.Number).
+func decode(data []byte) (any, error) {
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	var v any
+	err := d.Decode(&v)
+	return v, err
+}
+
+func intOf(v any) (int64, bool) {
+	n, ok := v.(json.Number)
+	if !ok {
+		return 0, false
+	}
+	i, err := n.Int64()
+	return i, err == nil
+}
+
+func sleepCtx(ctx context.Context, ms int64) error {
+	select {
+	case <-time.After(time.Duration(ms) * time.Millisecond):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type script struct {
+	ledger  string
+	outputs []any
+	caught  []any
+}
+
+func (s *script) stepBody(ctx context.Context, jc *stackshift.JobContext, id string, op obj) (any, error) {
+	record(s.ledger, jc.RunID, id, jc.Attempt, "start")
+	if ms, ok := intOf(op["sleep_ms"]); ok {
+		if err := sleepCtx(ctx, ms); err != nil {
+			return nil, err
+		}
+	}
+	message, _ := op["message"].(string)
+	if n, ok := intOf(op["fail_until_attempt"]); ok && int64(jc.Attempt) <= n {
+		if message == "" {
+			message = fmt.Sprintf("step %s failed on attempt %d", id, jc.Attempt)
+		}
+		return nil, errors.New(message)
+	}
+	if op["non_retryable"] == true {
+		if message == "" {
+			message = fmt.Sprintf("step %s failed permanently", id)
+		}
+		return nil, stackshift.NonRetryable(errors.New(message))
+	}
+	record(s.ledger, jc.RunID, id, jc.Attempt, "end")
+	if n, ok := intOf(op["output_bytes"]); ok {
+		return strings.Repeat("x", int(n)), nil
+	}
+	if out, ok := op["output"]; ok {
+		return out, nil
+	}
+	return obj{"step": id, "attempt": jc.Attempt}, nil
+}
+
+// errorKind: step_failed (a replayed terminal failure), non_retryable or error.
+func errorKind(err error) (string, string) {
+	var sf *stackshift.StepFailedError
+	if errors.As(err, &sf) {
+		return "step_failed", sf.Failure.Message
+	}
+	var nr *stackshift.NonRetryableError
+	if errors.As(err, &nr) {
+		return "non_retryable", nr.Err.Error()
+	}
+	return "error", err.Error()
+}
+
+func (s *script) run(ctx context.Context, jc *stackshift.JobContext, ops []any) error {
+	for _, raw := range ops {
+		op, _ := raw.(obj)
+		switch {
+		case op["step"] != nil:
+			id, _ := op["step"].(string)
+			out, err := jc.Step.Run(ctx, id, func(ctx context.Context) (any, error) { return s.stepBody(ctx, jc, id, op) })
+			if err != nil {
+				if op["catch"] != true || stackshift.IsInterrupted(err) {
+					return err
+				}
+				kind, message := errorKind(err)
+				s.caught = append(s.caught, obj{"step": id, "kind": kind, "message": message})
+				continue
+			}
+			s.outputs = append(s.outputs, json.RawMessage(out))
+		case op["repeat"] != nil:
+			n, _ := intOf(op["repeat"])
+			inner, _ := op["ops"].([]any)
+			for range n {
+				if err := s.run(ctx, jc, inner); err != nil {
+					return err
+				}
+			}
+		case op["fail"] != nil:
+			message, _ := op["fail"].(string)
+			until, bounded := intOf(op["until_attempt"])
+			if !bounded || int64(jc.Attempt) <= until {
+				if op["non_retryable"] == true {
+					return stackshift.NonRetryable(errors.New(message))
+				}
+				return errors.New(message)
+			}
+		case op["sleep_ms"] != nil:
+			ms, _ := intOf(op["sleep_ms"])
+			if err := sleepCtx(ctx, ms); err != nil {
+				return err
+			}
+		default:
+			b, _ := json.Marshal(op)
+			return stackshift.NonRetryablef("unknown script op %s", b)
+		}
+	}
+	return nil
+}
+
+func runJSON(run *stackshift.Run) obj {
+	out := obj{"run_id": run.ID, "status": string(run.Status), "attempt": run.Attempt, "queue": run.Queue, "result": run.Result, "failure": nil}
+	if run.Result == nil {
+		out["result"] = nil
+	}
+	if run.Failure != nil {
+		out["failure"] = obj{"message": run.Failure.Message, "non_retryable": run.Failure.NonRetryable}
+	}
+	return out
+}
+
+func str(c obj, k string) string {
+	s, _ := c[k].(string)
+	return s
+}
+
+// clientOp performs one client command through the SDK's public API.
+func clientOp(ctx context.Context, def *stackshift.Client, op string, c obj) (any, error) {
+	client := def
+	if key := str(c, "api_key"); key != "" {
+		custom, err := stackshift.New(stackshift.Options{APIKey: key, Endpoint: def.Endpoint()})
+		if err != nil {
+			return nil, err
+		}
+		defer custom.Close()
+		client = custom
+	}
+	runID := str(c, "run_id")
+	switch op {
+	case "start":
+		opts := &stackshift.StartOptions{IdempotencyKey: str(c, "idempotency_key")}
+		var err error
+		if ttl := str(c, "idempotency_ttl"); ttl != "" {
+			if opts.IdempotencyTTL, err = stackshift.ParseDuration(ttl); err != nil {
+				return nil, err
+			}
+		}
+		if lease := str(c, "lease_timeout"); lease != "" {
+			if opts.LeaseTimeout, err = stackshift.ParseDuration(lease); err != nil {
+				return nil, err
+			}
+		}
+		if n, ok := intOf(c["max_attempts"]); ok {
+			opts.RetryPolicy = &stackshift.RetryPolicy{MaxAttempts: int32(n)}
+		}
+		if ii := str(c, "initial_interval"); ii != "" {
+			if opts.RetryPolicy == nil {
+				opts.RetryPolicy = &stackshift.RetryPolicy{}
+			}
+			if opts.RetryPolicy.InitialInterval, err = stackshift.ParseDuration(ii); err != nil {
+				return nil, err
+			}
+		}
+		payload := c["payload"]
+		if n, ok := intOf(c["payload_bytes"]); ok {
+			payload = strings.Repeat("x", int(n))
+		}
+		queue := str(c, "queue")
+		if queue == "" {
+			queue = "default"
+		}
+		var started *stackshift.StartedRun
+		if c["via_queue"] == true {
+			started, err = client.Queue(queue).Enqueue(ctx, str(c, "job"), payload, opts)
+		} else {
+			opts.QueueName = queue
+			started, err = client.Start(ctx, str(c, "job"), payload, opts)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return obj{"run_id": started.ID, "duplicate": started.Duplicate, "status": string(started.Run.Status)}, nil
+	case "get_run", "wait_run", "cancel_run", "retry_run":
+		var run *stackshift.Run
+		var err error
+		switch op {
+		case "get_run":
+			run, err = client.GetRun(ctx, runID)
+		case "wait_run":
+			timeout := 20 * time.Second
+			if t := str(c, "timeout"); t != "" {
+				if timeout, err = stackshift.ParseDuration(t); err != nil {
+					return nil, err
+				}
+			}
+			run, err = client.WaitForRun(ctx, runID, timeout)
+		case "cancel_run":
+			run, err = client.CancelRun(ctx, runID, str(c, "reason"))
+		default:
+			run, err = client.RetryRun(ctx, runID)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return runJSON(run), nil
+	case "list_runs":
+		page, err := client.ListRuns(ctx, stackshift.ListRunsOptions{Queue: str(c, "queue"), Job: str(c, "job"), Status: stackshift.RunStatus(str(c, "status"))})
+		if err != nil {
+			return nil, err
+		}
+		ids := []string{}
+		for _, r := range page.Runs {
+			ids = append(ids, r.ID)
+		}
+		return obj{"run_ids": ids}, nil
+	}
+	return nil, fmt.Errorf("unknown op %s", op)
+}
+
+func main() {
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	ledger := os.Getenv("CONFORMANCE_LEDGER")
+	concurrency, _ := strconv.Atoi(os.Getenv("CONFORMANCE_CONCURRENCY"))
+	graceMs, _ := strconv.Atoi(os.Getenv("CONFORMANCE_SHUTDOWN_GRACE_MS"))
+	client, err := stackshift.New(stackshift.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "go adapter:", err)
+		os.Exit(1)
+	}
+	defer client.Close()
+
+	worker := client.NewWorker(stackshift.WorkerOptions{
+		Queues:        []string{os.Getenv("CONFORMANCE_QUEUE")},
+		Concurrency:   concurrency,
+		ShutdownGrace: time.Duration(graceMs) * time.Millisecond,
+	})
+	worker.Job("conf.script", func(ctx context.Context, jc *stackshift.JobContext) (any, error) {
+		p, err := decode(jc.Payload)
+		if err != nil {
+			return nil, stackshift.NonRetryable(err)
+		}
+		payload, _ := p.(obj)
+		ops, _ := payload["ops"].([]any)
+		s := &script{ledger: ledger, outputs: []any{}, caught: []any{}}
+		if err := s.run(ctx, jc, ops); err != nil {
+			return nil, err
+		}
+		if n, ok := intOf(payload["result_bytes"]); ok {
+			return strings.Repeat("x", int(n)), nil
+		}
+		if result, ok := payload["result"]; ok {
+			return result, nil
+		}
+		return obj{"outputs": s.outputs, "caught": s.caught}, nil
+	})
+	worker.Job("conf.echo", func(ctx context.Context, jc *stackshift.JobContext) (any, error) {
+		return jc.Payload, nil
+	})
+	worker.Start()
+
+	out := json.NewEncoder(os.Stdout)
+	_ = out.Encode(obj{"ready": true, "sdk": "go"})
+	scanner := bufio.NewScanner(os.Stdin)
+	scanner.Buffer(make([]byte, 1<<20), 16<<20)
+	for scanner.Scan() {
+		v, err := decode(scanner.Bytes())
+		command, ok := v.(obj)
+		if err != nil || !ok {
+			continue
+		}
+		op := str(command, "op")
+		if op == "shutdown" {
+			break
+		}
+		result, err := clientOp(context.Background(), client, op, command)
+		if err != nil {
+			var typed *stackshift.Error
+			if errors.As(err, &typed) {
+				_ = out.Encode(obj{"id": command["id"], "error": obj{"code": typed.Name(), "type": "*stackshift.Error", "message": typed.Message}})
+			} else {
+				_ = out.Encode(obj{"id": command["id"], "error": obj{"code": "UNKNOWN", "type": "", "message": err.Error()}})
+			}
+			continue
+		}
+		_ = out.Encode(obj{"id": command["id"], "ok": result})
+	}
+	_ = worker.Shutdown(context.Background())
+}

@@ -1,0 +1,200 @@
+package stackshift
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	pb "github.com/stackshift/stackshift/sdk-go/gen/stackshift/v1"
+)
+
+// RunStatus is a run's lifecycle state.
+type RunStatus string
+
+// The run statuses.
+const (
+	StatusQueued    RunStatus = "queued"
+	StatusRunning   RunStatus = "running"
+	StatusWaiting   RunStatus = "waiting"
+	StatusCompleted RunStatus = "completed"
+	StatusFailed    RunStatus = "failed"
+	StatusCancelled RunStatus = "cancelled"
+)
+
+// Final reports whether the status changes only through RetryRun.
+func (s RunStatus) Final() bool {
+	return s == StatusCompleted || s == StatusFailed || s == StatusCancelled
+}
+
+var statusFromPB = map[pb.RunStatus]RunStatus{
+	pb.RunStatus_RUN_STATUS_QUEUED:    StatusQueued,
+	pb.RunStatus_RUN_STATUS_RUNNING:   StatusRunning,
+	pb.RunStatus_RUN_STATUS_WAITING:   StatusWaiting,
+	pb.RunStatus_RUN_STATUS_COMPLETED: StatusCompleted,
+	pb.RunStatus_RUN_STATUS_FAILED:    StatusFailed,
+	pb.RunStatus_RUN_STATUS_CANCELLED: StatusCancelled,
+}
+
+func statusToPB(s RunStatus) (pb.RunStatus, error) {
+	if s == "" {
+		return pb.RunStatus_RUN_STATUS_UNSPECIFIED, nil
+	}
+	for k, v := range statusFromPB {
+		if v == s {
+			return k, nil
+		}
+	}
+	return 0, invalidArgument("unknown run status %q", s)
+}
+
+// Failure is a structured error: why a step, an attempt or a run failed.
+type Failure struct {
+	Message      string
+	Type         string
+	NonRetryable bool
+	// Details is optional JSON; nil when absent.
+	Details    json.RawMessage
+	StackTrace string
+}
+
+func failureFromPB(f *pb.Failure) *Failure {
+	if f == nil {
+		return nil
+	}
+	out := &Failure{Message: f.GetMessage(), Type: f.GetType(), NonRetryable: f.GetNonRetryable(), StackTrace: f.GetStackTrace()}
+	if len(f.GetDetails()) > 0 {
+		out.Details = json.RawMessage(f.GetDetails())
+	}
+	return out
+}
+
+func (f Failure) toPB() *pb.Failure {
+	return &pb.Failure{Message: f.Message, Type: f.Type, NonRetryable: f.NonRetryable, Details: f.Details, StackTrace: f.StackTrace}
+}
+
+// AttemptInfo is one delivery of a run to a worker.
+type AttemptInfo struct {
+	Number    int32
+	WorkerID  string
+	StartedAt time.Time
+	EndedAt   *time.Time
+	Failure   *Failure
+}
+
+// StepInfo is a recorded step result.
+type StepInfo struct {
+	// ID is the step id with its occurrence suffix.
+	ID          string
+	Attempt     int32
+	StartedAt   *time.Time
+	CompletedAt *time.Time
+	OutputSize  int64
+	// Output is the step's output as JSON; nil for a failed step.
+	Output  json.RawMessage
+	Failure *Failure
+}
+
+// RetryPolicy controls how failed attempts are retried; zero fields take the server defaults
+// (5 attempts, 1 s, x2, 5 min).
+type RetryPolicy struct {
+	MaxAttempts        int32
+	InitialInterval    time.Duration
+	BackoffCoefficient float64
+	MaximumInterval    time.Duration
+}
+
+// Run is one execution of a job with a payload. JSON values are raw; decode them with
+// encoding/json (or DecodeResult).
+type Run struct {
+	ID             string
+	Job            string
+	Queue          string
+	Status         RunStatus
+	Payload        json.RawMessage
+	Result         json.RawMessage // set when completed
+	Failure        *Failure
+	Attempt        int32
+	MaxAttempts    int32
+	IdempotencyKey string
+	LeaseTimeout   time.Duration
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	FinishedAt     *time.Time
+	NextAttemptAt  *time.Time
+	Attempts       []AttemptInfo // filled by GetRun / WaitForRun
+	Steps          []StepInfo    // filled by GetRun / WaitForRun
+}
+
+// DecodeResult unmarshals the run's result into v.
+func (r *Run) DecodeResult(v any) error {
+	if r.Result == nil {
+		return fmt.Errorf("run %s has no result (status %s)", r.ID, r.Status)
+	}
+	return json.Unmarshal(r.Result, v)
+}
+
+// Step returns the recorded step with this id (suffix included), or nil.
+func (r *Run) Step(id string) *StepInfo {
+	for i := range r.Steps {
+		if r.Steps[i].ID == id {
+			return &r.Steps[i]
+		}
+	}
+	return nil
+}
+
+func rawJSON(b []byte) json.RawMessage {
+	if len(b) == 0 {
+		return json.RawMessage("null")
+	}
+	return json.RawMessage(b)
+}
+
+func optTime(ts interface{ AsTime() time.Time }, present bool) *time.Time {
+	if !present {
+		return nil
+	}
+	t := ts.AsTime()
+	return &t
+}
+
+func runFromPB(r *pb.Run) (*Run, error) {
+	if r == nil {
+		return nil, &Error{Code: 13, Message: "unexpected response from server: no run"}
+	}
+	status, ok := statusFromPB[r.GetStatus()]
+	if !ok {
+		return nil, &Error{Code: 13, Message: fmt.Sprintf("unexpected run status %v from the server", r.GetStatus())}
+	}
+	run := &Run{
+		ID: r.GetId(), Job: r.GetJob(), Queue: r.GetQueue(), Status: status,
+		Payload: rawJSON(r.GetPayload()), Failure: failureFromPB(r.GetFailure()),
+		Attempt: r.GetAttempt(), MaxAttempts: r.GetMaxAttempts(), IdempotencyKey: r.GetIdempotencyKey(),
+		LeaseTimeout: r.GetLeaseTimeout().AsDuration(),
+		CreatedAt:    r.GetCreatedAt().AsTime(), UpdatedAt: r.GetUpdatedAt().AsTime(),
+		FinishedAt:    optTime(r.GetFinishedAt(), r.GetFinishedAt() != nil),
+		NextAttemptAt: optTime(r.GetNextAttemptAt(), r.GetNextAttemptAt() != nil),
+	}
+	if status == StatusCompleted {
+		run.Result = rawJSON(r.GetResult())
+	}
+	for _, a := range r.GetAttempts() {
+		run.Attempts = append(run.Attempts, AttemptInfo{
+			Number: a.GetNumber(), WorkerID: a.GetWorkerId(), StartedAt: a.GetStartedAt().AsTime(),
+			EndedAt: optTime(a.GetEndedAt(), a.GetEndedAt() != nil), Failure: failureFromPB(a.GetFailure()),
+		})
+	}
+	for _, s := range r.GetSteps() {
+		info := StepInfo{
+			ID: s.GetId(), Attempt: s.GetAttempt(), OutputSize: s.GetOutputSize(),
+			StartedAt:   optTime(s.GetStartedAt(), s.GetStartedAt() != nil),
+			CompletedAt: optTime(s.GetCompletedAt(), s.GetCompletedAt() != nil),
+			Failure:     failureFromPB(s.GetFailure()),
+		}
+		if info.Failure == nil {
+			info.Output = rawJSON(s.GetOutput())
+		}
+		run.Steps = append(run.Steps, info)
+	}
+	return run, nil
+}

@@ -1,0 +1,74 @@
+package stackshift
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func TestParseDuration(t *testing.T) {
+	good := map[string]time.Duration{
+		"30d": 30 * 24 * time.Hour, "1h30m": 90 * time.Minute, " 500ms ": 500 * time.Millisecond,
+		"2w": 14 * 24 * time.Hour, "1d12h": 36 * time.Hour,
+	}
+	for in, want := range good {
+		got, err := ParseDuration(in)
+		if err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "soon", "10", "5x", "1h 30m", "-1s"} {
+		if _, err := ParseDuration(bad); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("ParseDuration(%q) error = %v; want an InvalidArgument error", bad, err)
+		}
+	}
+}
+
+func TestOccurrenceSuffixes(t *testing.T) {
+	o := newOccurrences()
+	var got []string
+	for _, id := range []string{"download", "import-batch", "import-batch", "import-batch", "mark"} {
+		eff, err := o.next(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, eff)
+	}
+	if fmt.Sprint(got) != "[download import-batch import-batch#2 import-batch#3 mark]" {
+		t.Fatalf("got %v", got)
+	}
+	c := newOccurrences()
+	for _, id := range []string{"a#2", "a"} {
+		if _, err := c.next(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.next("a"); !IsNonRetryable(err) {
+		t.Fatalf("a colliding id must be a non-retryable error, got %v", err)
+	}
+}
+
+func TestErrorsAreTyped(t *testing.T) {
+	err := fromRPC(status.Error(codes.NotFound, "run x not found"))
+	if !errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("errors.Is mismatch for %v", err)
+	}
+	var e *Error
+	if !errors.As(err, &e) || e.Name() != "NOT_FOUND" || e.Message != "run x not found" {
+		t.Fatalf("got %#v", e)
+	}
+	if CodeName(codes.FailedPrecondition) != "FAILED_PRECONDITION" || CodeName(codes.Canceled) != "CANCELLED" {
+		t.Fatal("CodeName")
+	}
+	wrapped := fmt.Errorf("charging: %w", NonRetryable(errors.New("declined")))
+	if !IsNonRetryable(wrapped) || IsNonRetryable(errors.New("plain")) {
+		t.Fatal("IsNonRetryable")
+	}
+	if !IsNonRetryable(&StepFailedError{Failure: Failure{NonRetryable: true}}) {
+		t.Fatal("a replayed non-retryable failure stays non-retryable")
+	}
+}

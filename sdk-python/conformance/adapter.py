@@ -1,0 +1,191 @@
+"""The Python SDK's conformance adapter: a worker built on ``stackshift`` that registers the
+fixed job catalogue (``conf.script``, ``conf.echo``) and answers client commands on stdin,
+following the protocol in docs/conformance.md. Started by
+``cargo run -p stackshift-conformance -- --sdk python``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import Any, Optional
+
+from stackshift import (
+    AttemptInterruptedError,
+    JobContext,
+    NonRetryableError,
+    RetryPolicy,
+    Run,
+    StackShift,
+    StackShiftError,
+    StepFailedError,
+)
+
+LEDGER = os.environ["CONFORMANCE_LEDGER"]
+
+
+def record(run_id: str, step: str, attempt: int, phase: str) -> None:
+    """Appends one ledger line."""
+    line = json.dumps({"run_id": run_id, "step": step, "attempt": attempt, "phase": phase, "t": time.time() * 1000})
+    with open(LEDGER, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+async def step_body(ctx: JobContext[Any], step_id: str, op: dict[str, Any]) -> Any:
+    """Ledger start, optional sleep, optional failure, ledger end."""
+    record(ctx.run_id, step_id, ctx.attempt, "start")
+    if isinstance(op.get("sleep_ms"), int):
+        await asyncio.sleep(op["sleep_ms"] / 1000)
+    message: Optional[str] = op.get("message")
+    until = op.get("fail_until_attempt")
+    if isinstance(until, int) and ctx.attempt <= until:
+        raise RuntimeError(message or f"step {step_id} failed on attempt {ctx.attempt}")
+    if op.get("non_retryable") is True:
+        raise NonRetryableError(message or f"step {step_id} failed permanently")
+    record(ctx.run_id, step_id, ctx.attempt, "end")
+    if isinstance(op.get("output_bytes"), int):
+        return "x" * op["output_bytes"]
+    return op["output"] if "output" in op else {"step": step_id, "attempt": ctx.attempt}
+
+
+def error_kind(error: Exception) -> tuple[str, str]:
+    """``step_failed`` (replayed terminal failure), ``non_retryable`` or ``error``."""
+    if isinstance(error, StepFailedError):
+        return "step_failed", error.failure.message
+    if isinstance(error, NonRetryableError):
+        return "non_retryable", error.message
+    return "error", str(error)
+
+
+async def run_ops(ctx: JobContext[Any], ops: list[Any], outputs: list[Any], caught: list[Any]) -> None:
+    for op in ops:
+        if isinstance(op.get("step"), str):
+            step_id: str = op["step"]
+            try:
+                outputs.append(await ctx.step.run(step_id, lambda: step_body(ctx, step_id, op)))
+            except AttemptInterruptedError:
+                raise
+            except Exception as e:
+                if op.get("catch") is not True:
+                    raise
+                kind, message = error_kind(e)
+                caught.append({"step": step_id, "kind": kind, "message": message})
+        elif isinstance(op.get("repeat"), int):
+            for _ in range(op["repeat"]):
+                await run_ops(ctx, op.get("ops", []), outputs, caught)
+        elif isinstance(op.get("fail"), str):
+            until = op.get("until_attempt")
+            if not isinstance(until, int) or ctx.attempt <= until:
+                if op.get("non_retryable") is True:
+                    raise NonRetryableError(op["fail"])
+                raise RuntimeError(op["fail"])
+        elif isinstance(op.get("sleep_ms"), int):
+            await asyncio.sleep(op["sleep_ms"] / 1000)
+        else:
+            raise NonRetryableError(f"unknown script op {json.dumps(op)}")
+
+
+client = StackShift()
+
+
+@client.job("conf.script")
+async def script(ctx: JobContext[dict[str, Any]]) -> Any:
+    outputs: list[Any] = []
+    caught: list[Any] = []
+    await run_ops(ctx, ctx.payload.get("ops", []), outputs, caught)
+    if isinstance(ctx.payload.get("result_bytes"), int):
+        return "x" * ctx.payload["result_bytes"]
+    if "result" in ctx.payload:
+        return ctx.payload["result"]
+    return {"outputs": outputs, "caught": caught}
+
+
+@client.job("conf.echo")
+def echo(ctx: JobContext[Any]) -> Any:
+    return ctx.payload
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    return {
+        "run_id": run.id,
+        "status": run.status,
+        "attempt": run.attempt,
+        "queue": run.queue,
+        "result": run.result,
+        "failure": {"message": run.failure.message, "non_retryable": run.failure.non_retryable} if run.failure else None,
+    }
+
+
+async def client_op(op: str, c: dict[str, Any]) -> Any:
+    """One client command through the SDK's public API."""
+    ss = StackShift(api_key=c["api_key"]) if isinstance(c.get("api_key"), str) else client
+    run_id = str(c.get("run_id", ""))
+    if op == "start":
+        policy = None
+        if "max_attempts" in c or "initial_interval" in c:
+            policy = RetryPolicy(max_attempts=c.get("max_attempts"), initial_interval=c.get("initial_interval"))
+        payload = "x" * c["payload_bytes"] if isinstance(c.get("payload_bytes"), int) else c.get("payload")
+        queue = c.get("queue", "default")
+        options: dict[str, Any] = {
+            "idempotency_key": c.get("idempotency_key"),
+            "idempotency_ttl": c.get("idempotency_ttl"),
+            "retry_policy": policy,
+            "lease_timeout": c.get("lease_timeout"),
+        }
+        if c.get("via_queue") is True:
+            started = await ss.queue(queue).enqueue(c.get("job", ""), payload, **options)
+        else:
+            started = await ss.start(c.get("job", ""), payload, queue_name=queue, **options)
+        return {"run_id": started.id, "duplicate": started.duplicate, "status": started.run.status}
+    if op == "get_run":
+        return run_json(await ss.get_run(run_id))
+    if op == "wait_run":
+        return run_json(await ss.wait_for_run(run_id, timeout=c.get("timeout", "20s")))
+    if op == "cancel_run":
+        return run_json(await ss.cancel_run(run_id, c.get("reason", "")))
+    if op == "retry_run":
+        return run_json(await ss.retry_run(run_id))
+    if op == "list_runs":
+        page = await ss.list_runs(queue=c.get("queue"), job=c.get("job"), status=c.get("status"))
+        return {"run_ids": [r.id for r in page.runs]}
+    raise ValueError(f"unknown op {op}")
+
+
+def send(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+async def main() -> None:
+    worker = client.worker(
+        queues=[os.environ["CONFORMANCE_QUEUE"]],
+        concurrency=int(os.environ["CONFORMANCE_CONCURRENCY"]),
+        shutdown_grace=int(os.environ["CONFORMANCE_SHUTDOWN_GRACE_MS"]) / 1000,
+    )
+    async with worker:
+        send({"ready": True, "sdk": "python"})
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while line := await reader.readline():
+            try:
+                command = json.loads(line)
+            except ValueError:
+                continue
+            op = str(command.get("op", ""))
+            if op == "shutdown":
+                break
+            try:
+                send({"id": command.get("id"), "ok": await client_op(op, command)})
+            except StackShiftError as e:
+                send({"id": command.get("id"), "error": {"code": e.code, "type": type(e).__name__, "message": e.message}})
+            except Exception as e:  # not a typed SDK error: reported as such
+                send({"id": command.get("id"), "error": {"code": "UNKNOWN", "type": "", "message": str(e)}})
+    await client.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,92 @@
+"""The Python SDK for StackShift durable jobs: an asyncio client and worker.
+
+Example::
+
+    import asyncio
+    from stackshift import JobContext, StackShift
+
+    stackshift = StackShift()  # STACKSHIFT_API_KEY, STACKSHIFT_ENDPOINT
+
+    @stackshift.job("provisionAfterPayment")
+    async def provision(ctx: JobContext[dict]) -> dict:
+        payment = await ctx.step.run("verify-payment", lambda: verify_payment(ctx.payload["paymentId"]))
+        if payment["status"] != "paid":
+            raise RuntimeError("Payment is not complete")
+        await ctx.step.run("enable-plan", lambda: enable_paid_plan(ctx.payload["customerId"]))
+        return {"provisioned": True}
+
+    async def main() -> None:
+        async with stackshift.worker(queues=["payments"]):
+            started = await stackshift.start("provisionAfterPayment", {"paymentId": "pay_1", "customerId": "cus_1"},
+                                             queue_name="payments", idempotency_key="provision:pay_1",
+                                             idempotency_ttl="30d")
+            run = await stackshift.wait_for_run(started.id)
+
+Guarantees: code inside a step that has not completed runs at least once; each step's recorded
+result and the run's result are recorded exactly once. ``step.run`` returns only once the server
+stored the step's result.
+"""
+
+from ._duration import DurationLike, parse_duration
+from .client import DEFAULT_ENDPOINT, SDK_VERSION, Queue, StackShift
+from .context import Handler, JobContext, Occurrences, Step
+from .errors import (
+    AbortedError,
+    AlreadyExistsError,
+    AttemptInterruptedError,
+    CancelledError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NonRetryableError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    StackShiftError,
+    StepFailedError,
+    UnauthenticatedError,
+    UnavailableError,
+    is_non_retryable,
+)
+from .run import FINAL_STATUSES, AttemptInfo, Failure, RetryPolicy, Run, RunPage, RunStatus, StartedRun, StepInfo
+from .worker import DEFAULT_CONCURRENCY, Worker
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_ENDPOINT",
+    "FINAL_STATUSES",
+    "SDK_VERSION",
+    "AbortedError",
+    "AlreadyExistsError",
+    "AttemptInfo",
+    "AttemptInterruptedError",
+    "CancelledError",
+    "DeadlineExceededError",
+    "DurationLike",
+    "FailedPreconditionError",
+    "Failure",
+    "Handler",
+    "InvalidArgumentError",
+    "JobContext",
+    "NonRetryableError",
+    "NotFoundError",
+    "Occurrences",
+    "PermissionDeniedError",
+    "Queue",
+    "ResourceExhaustedError",
+    "RetryPolicy",
+    "Run",
+    "RunPage",
+    "RunStatus",
+    "StackShift",
+    "StackShiftError",
+    "StartedRun",
+    "Step",
+    "StepFailedError",
+    "StepInfo",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "Worker",
+    "is_non_retryable",
+    "parse_duration",
+]

@@ -1,0 +1,1 @@
+"""Worker internals: leases and the write path, task execution, the poll loop."""

@@ -1,0 +1,74 @@
+"""Unit tests of the pure parts: durations, occurrence suffixes, errors, JSON."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from stackshift import (
+    InvalidArgumentError,
+    NonRetryableError,
+    Occurrences,
+    StepFailedError,
+    is_non_retryable,
+    parse_duration,
+)
+from stackshift import _json
+from stackshift.errors import failure_from_error
+from stackshift.run import Failure
+
+
+def test_durations_parse_like_every_sdk() -> None:
+    assert parse_duration("30d") == timedelta(days=30)
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+    assert parse_duration(" 500ms ") == timedelta(milliseconds=500)
+    assert parse_duration("2w") == timedelta(days=14)
+    assert parse_duration("1d12h") == timedelta(hours=36)
+    for bad in ["", "soon", "10", "5x", "1h 30m", "-1s"]:
+        with pytest.raises(InvalidArgumentError):
+            parse_duration(bad)
+
+
+def test_occurrence_suffixes() -> None:
+    o = Occurrences()
+    ids = [o.next(i) for i in ["download", "import-batch", "import-batch", "import-batch", "mark"]]
+    assert ids == ["download", "import-batch", "import-batch#2", "import-batch#3", "mark"]
+    p = Occurrences()
+    assert [p.next(i) for i in ["a", "b", "a", "b", "a"]] == ["a", "b", "a#2", "b#2", "a#3"]
+
+
+def test_explicit_id_colliding_with_a_suffix_is_refused() -> None:
+    o = Occurrences()
+    assert o.next("a#2") == "a#2"
+    assert o.next("a") == "a"
+    with pytest.raises(NonRetryableError):
+        o.next("a")
+
+
+def test_non_retryable_detection() -> None:
+    assert is_non_retryable(NonRetryableError("declined"))
+    try:
+        try:
+            raise NonRetryableError("declined")
+        except NonRetryableError as inner:
+            raise RuntimeError("wrapped") from inner
+    except RuntimeError as outer:
+        assert is_non_retryable(outer)
+    assert not is_non_retryable(RuntimeError("plain"))
+    replayed = StepFailedError("s", Failure(message="m", non_retryable=True))
+    assert is_non_retryable(replayed)
+    f = failure_from_error(NonRetryableError("declined", details={"reason": "card"}))
+    assert (f.type, f.non_retryable, f.details) == ("NonRetryableError", True, {"reason": "card"})
+    assert failure_from_error(ValueError("v")).type == "ValueError"
+
+
+def test_json_round_trip() -> None:
+    value = {"s": "ü€😀", "n": [1, 2.5, None, True]}
+    assert _json.decode(_json.encode(value)) == value
+    assert _json.encode("ü") == '"ü"'.encode()
+    assert _json.decode(b"") is None
+    with pytest.raises(InvalidArgumentError):
+        _json.encode({"bad": object()})
+    with pytest.raises(InvalidArgumentError):
+        _json.encode(float("nan"))

@@ -1,0 +1,199 @@
+/**
+ * The TypeScript SDK's conformance adapter: a worker built on `@stackshift-cloud/jobs` that
+ * registers the fixed job catalogue (`conf.script`, `conf.echo`) and answers client commands
+ * on stdin, following the protocol in docs/conformance.md. Started by
+ * `cargo run -p stackshift-conformance -- --sdk typescript`.
+ */
+import { appendFileSync } from "node:fs";
+import { createInterface } from "node:readline";
+import {
+  StackShift,
+  StackShiftError,
+  NonRetryableError,
+  StepFailedError,
+  AttemptInterruptedError,
+  type JobContext,
+  type Run,
+  type RunStatus,
+  type StartOptions,
+} from "../src/index.js";
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+type Obj = { [k: string]: Json };
+
+const env = (name: string): string => {
+  const v = process.env[name];
+  if (v === undefined) throw new Error(`${name} is not set`);
+  return v;
+};
+const ledgerPath = env("CONFORMANCE_LEDGER");
+
+/** Appends one ledger line (synchronously, so lines never interleave). */
+function record(runId: string, step: string, attempt: number, phase: "start" | "end"): void {
+  appendFileSync(ledgerPath, `${JSON.stringify({ run_id: runId, step, attempt, phase, t: performance.timeOrigin + performance.now() })}\n`);
+}
+
+/** Sleeps `ms`, or throws the interruption once the attempt is interrupted. */
+async function interruptibleSleep(ms: number, signal: AbortSignal): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+  if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new AttemptInterruptedError("interrupted");
+}
+
+interface ScriptState {
+  outputs: Json[];
+  caught: Json[];
+}
+
+/** The body of a script step: ledger start, optional sleep, optional failure, ledger end. */
+async function stepBody(ctx: JobContext<Obj>, id: string, op: Obj): Promise<Json> {
+  record(ctx.runId, id, ctx.attempt, "start");
+  if (typeof op["sleep_ms"] === "number") await interruptibleSleep(op["sleep_ms"], ctx.signal);
+  const message = typeof op["message"] === "string" ? op["message"] : undefined;
+  if (typeof op["fail_until_attempt"] === "number" && ctx.attempt <= op["fail_until_attempt"]) {
+    throw new Error(message ?? `step ${id} failed on attempt ${ctx.attempt}`);
+  }
+  if (op["non_retryable"] === true) throw new NonRetryableError(message ?? `step ${id} failed permanently`);
+  record(ctx.runId, id, ctx.attempt, "end");
+  if (typeof op["output_bytes"] === "number") return "x".repeat(op["output_bytes"]);
+  return "output" in op ? (op["output"] as Json) : { step: id, attempt: ctx.attempt };
+}
+
+/** `step_failed` (replayed terminal failure), `non_retryable` or `error`, with the message. */
+function errorKind(e: unknown): [string, string] {
+  if (e instanceof StepFailedError) return ["step_failed", e.failure.message];
+  if (e instanceof NonRetryableError) return ["non_retryable", e.message];
+  return ["error", e instanceof Error ? e.message : String(e)];
+}
+
+async function runOps(ctx: JobContext<Obj>, ops: Json[], state: ScriptState): Promise<void> {
+  for (const raw of ops) {
+    const op = raw as Obj;
+    if (typeof op["step"] === "string") {
+      const id = op["step"];
+      try {
+        state.outputs.push(await ctx.step.run(id, () => stepBody(ctx, id, op)));
+      } catch (e) {
+        if (op["catch"] !== true || e instanceof AttemptInterruptedError) throw e;
+        const [kind, message] = errorKind(e);
+        state.caught.push({ step: id, kind, message });
+      }
+    } else if (typeof op["repeat"] === "number") {
+      for (let i = 0; i < op["repeat"]; i++) await runOps(ctx, (op["ops"] as Json[]) ?? [], state);
+    } else if (typeof op["fail"] === "string") {
+      const until = op["until_attempt"];
+      if (typeof until !== "number" || ctx.attempt <= until) {
+        throw op["non_retryable"] === true ? new NonRetryableError(op["fail"]) : new Error(op["fail"]);
+      }
+    } else if (typeof op["sleep_ms"] === "number") {
+      await interruptibleSleep(op["sleep_ms"], ctx.signal);
+    } else {
+      throw new NonRetryableError(`unknown script op ${JSON.stringify(op)}`);
+    }
+  }
+}
+
+const client = new StackShift();
+client.job<Obj>("conf.script", async (ctx) => {
+  const state: ScriptState = { outputs: [], caught: [] };
+  await runOps(ctx, (ctx.payload["ops"] as Json[]) ?? [], state);
+  if (typeof ctx.payload["result_bytes"] === "number") return "x".repeat(ctx.payload["result_bytes"]);
+  if ("result" in ctx.payload) return ctx.payload["result"];
+  return { outputs: state.outputs, caught: state.caught };
+});
+client.job("conf.echo", ({ payload }) => payload);
+
+const worker = client.work({
+  queues: [env("CONFORMANCE_QUEUE")],
+  concurrency: Number(env("CONFORMANCE_CONCURRENCY")),
+  shutdownGrace: Number(env("CONFORMANCE_SHUTDOWN_GRACE_MS")),
+});
+
+function runJson(run: Run): Obj {
+  return {
+    run_id: run.id,
+    status: run.status,
+    attempt: run.attempt,
+    queue: run.queue,
+    result: (run.result ?? null) as Json,
+    failure: run.failure ? { message: run.failure.message, non_retryable: run.failure.nonRetryable } : null,
+  };
+}
+
+/** One client command through the SDK's public API. */
+async function clientOp(op: string, c: Obj): Promise<Json> {
+  const ss = typeof c["api_key"] === "string" ? new StackShift({ apiKey: c["api_key"] }) : client;
+  const runId = String(c["run_id"] ?? "");
+  switch (op) {
+    case "start": {
+      const opts: StartOptions = {};
+      if (typeof c["idempotency_key"] === "string") opts.idempotencyKey = c["idempotency_key"];
+      if (typeof c["idempotency_ttl"] === "string") opts.idempotencyTtl = c["idempotency_ttl"];
+      if (typeof c["lease_timeout"] === "string") opts.leaseTimeout = c["lease_timeout"];
+      if (typeof c["max_attempts"] === "number" || typeof c["initial_interval"] === "string") {
+        opts.retryPolicy = {};
+        if (typeof c["max_attempts"] === "number") opts.retryPolicy.maxAttempts = c["max_attempts"];
+        if (typeof c["initial_interval"] === "string") opts.retryPolicy.initialInterval = c["initial_interval"];
+      }
+      const payload = typeof c["payload_bytes"] === "number" ? "x".repeat(c["payload_bytes"]) : (c["payload"] ?? null);
+      const queue = typeof c["queue"] === "string" ? c["queue"] : "default";
+      const job = String(c["job"] ?? "");
+      const started = c["via_queue"] === true ? await ss.queue(queue).enqueue(job, payload, opts) : await ss.start(job, payload, { ...opts, queueName: queue });
+      return { run_id: started.id, duplicate: started.duplicate, status: started.run.status };
+    }
+    case "get_run":
+      return runJson(await ss.getRun(runId));
+    case "wait_run":
+      return runJson(await ss.waitForRun(runId, { timeout: typeof c["timeout"] === "string" ? c["timeout"] : "20s" }));
+    case "cancel_run":
+      return runJson(await ss.cancelRun(runId, typeof c["reason"] === "string" ? c["reason"] : ""));
+    case "retry_run":
+      return runJson(await ss.retryRun(runId));
+    case "list_runs": {
+      const page = await ss.listRuns({
+        ...(typeof c["queue"] === "string" ? { queue: c["queue"] } : {}),
+        ...(typeof c["job"] === "string" ? { job: c["job"] } : {}),
+        ...(typeof c["status"] === "string" ? { status: c["status"] as RunStatus } : {}),
+      });
+      return { run_ids: page.runs.map((r) => r.id) };
+    }
+    default:
+      throw new Error(`unknown op ${op}`);
+  }
+}
+
+function send(message: Obj): void {
+  process.stdout.write(`${JSON.stringify(message)}\n`);
+}
+
+send({ ready: true, sdk: "typescript" });
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  let command: Obj;
+  try {
+    command = JSON.parse(line) as Obj;
+  } catch {
+    continue;
+  }
+  const op = String(command["op"] ?? "");
+  if (op === "shutdown") break;
+  try {
+    send({ id: command["id"] ?? null, ok: await clientOp(op, command) });
+  } catch (e) {
+    const typed = e instanceof StackShiftError;
+    send({
+      id: command["id"] ?? null,
+      error: { code: typed ? e.code : "UNKNOWN", type: typed ? e.constructor.name : "", message: e instanceof Error ? e.message : String(e) },
+    });
+  }
+}
+lines.close();
+await worker.shutdown();
+process.exit(0);

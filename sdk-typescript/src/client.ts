@@ -1,0 +1,309 @@
+/**
+ * The client: {@link StackShift} starts, inspects, waits for, lists, cancels and retries runs,
+ * registers job handlers, and creates workers; {@link Queue} enqueues onto a named queue.
+ *
+ * @module
+ */
+
+import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { create } from "@bufbuild/protobuf";
+import { JobsService, StartRunRequestSchema } from "./gen/stackshift/v1/jobs_pb.js";
+import { RetryPolicySchema, RunStatus as PbRunStatus } from "./gen/stackshift/v1/common_pb.js";
+import { WorkerService } from "./gen/stackshift/v1/worker_pb.js";
+import { durationFromMillis, toMillis, type DurationInput } from "./duration.js";
+import { fromConnectError, InvalidArgumentError } from "./errors.js";
+import { encodeJson } from "./json.js";
+import { isFinal, runFromProto, statusToProto, type RetryPolicy, type Run, type RunPage, type RunStatus, type StartedRun } from "./run.js";
+import type { Handler } from "./context.js";
+import type { RegisteredJob } from "./worker/task.js";
+import { Worker, type WorkerOptions } from "./worker/worker.js";
+import { sleep } from "./worker/backoff.js";
+
+/** The endpoint used when none is configured. */
+export const DEFAULT_ENDPOINT = "http://127.0.0.1:7447";
+/** SDK version, sent in the user agent. */
+export const SDK_VERSION = "0.1.0";
+
+/** Deadline for ordinary calls, in ms. */
+const CALL_TIMEOUT_MS = 30_000;
+/** The longest wait the server accepts for one `GetRun` long-poll, in ms. */
+const MAX_SERVER_WAIT_MS = 60_000;
+/** Extra time on top of a long-poll's wait before the client gives up, in ms. */
+const LONG_POLL_SLACK_MS = 10_000;
+
+/** How to reach the server. Unset fields come from the environment. */
+export interface StackShiftOptions {
+  /** API key, sent as `authorization: Bearer <key>`. Default: `STACKSHIFT_API_KEY`. */
+  apiKey?: string;
+  /** Server URL (`http://host:port`). Default: `STACKSHIFT_ENDPOINT`, else `http://127.0.0.1:7447`. */
+  endpoint?: string;
+  /** A custom Connect transport (advanced; `endpoint` is then ignored). */
+  transport?: Transport;
+}
+
+/** Options for `start` and `enqueue`. */
+export interface StartOptions {
+  /** The queue to run on (default `'default'`). */
+  queueName?: string;
+  /** A duplicate start with this key within its TTL returns the existing run. */
+  idempotencyKey?: string;
+  /** How long the key is remembered: ms or `'30d'`-style (default 24 h, at most 365 d). */
+  idempotencyTtl?: DurationInput;
+  /** Overrides the default retry policy for this run. */
+  retryPolicy?: RetryPolicy;
+  /** Lease timeout of this run's attempts: ms or `'30s'`-style (1 s to 1 h). */
+  leaseTimeout?: DurationInput;
+  /** Aborts the call. */
+  signal?: AbortSignal;
+}
+
+/** Filters for `listRuns`. Results are newest first. */
+export interface ListRunsOptions {
+  job?: string;
+  queue?: string;
+  status?: RunStatus;
+  /** 1 to 1000 (default 50). */
+  pageSize?: number;
+  /** `nextPageToken` of the previous page. */
+  pageToken?: string;
+}
+
+/** Per-job settings for `stackshift.job(name, handler, options)`. */
+export interface JobOptions {
+  /** Lease timeout for runs that set none at start: ms or `'2m'`-style (default 30 s). */
+  leaseTimeout?: DurationInput;
+}
+
+/** A registered job. */
+export interface JobDefinition<P = unknown> {
+  /** The job's name. */
+  readonly name: string;
+  /** Starts a run of this job (same as `stackshift.start(name, payload, options)`). */
+  start(payload: P, options?: StartOptions): Promise<StartedRun>;
+}
+
+/**
+ * A StackShift client, and the registry of job handlers its workers run.
+ *
+ * ```ts
+ * const stackshift = new StackShift({ apiKey: process.env.STACKSHIFT_API_KEY! })
+ * stackshift.job<{ userId: string }>('sendVerificationEmail', async ({ payload, step }) => {
+ *   await step.run('send', () => sendEmail(payload.userId))
+ *   return { sent: true }
+ * })
+ * const worker = stackshift.work({ queues: ['emails'] })
+ * await stackshift.queue('emails').enqueue('sendVerificationEmail', { userId: 'user_123' })
+ * ```
+ */
+export class StackShift {
+  /** The generated `JobsService` client (raw access). */
+  readonly jobs: Client<typeof JobsService>;
+  /** The generated `WorkerService` client (raw access). */
+  readonly workerService: Client<typeof WorkerService>;
+  /** The server URL this client talks to. */
+  readonly endpoint: string;
+  private readonly registry = new Map<string, RegisteredJob>();
+
+  constructor(options: StackShiftOptions = {}) {
+    const env = (name: string) => {
+      const v = process.env[name];
+      return v === undefined || v.trim() === "" ? undefined : v.trim();
+    };
+    this.endpoint = (options.endpoint ?? env("STACKSHIFT_ENDPOINT") ?? DEFAULT_ENDPOINT).trim();
+    const apiKey = options.apiKey ?? env("STACKSHIFT_API_KEY");
+    if (apiKey !== undefined && !/^[\x21-\x7e]+$/.test(apiKey)) {
+      throw new InvalidArgumentError("apiKey must be non-empty printable ASCII without spaces");
+    }
+    let transport = options.transport;
+    if (transport === undefined) {
+      let url: URL;
+      try {
+        url = new URL(this.endpoint);
+      } catch {
+        throw new InvalidArgumentError(`invalid endpoint ${JSON.stringify(this.endpoint)}: expected e.g. http://127.0.0.1:7447`);
+      }
+      if (url.protocol !== "http:" && url.protocol !== "https:") {
+        throw new InvalidArgumentError(`endpoint ${JSON.stringify(this.endpoint)} must start with http:// or https://`);
+      }
+      const auth: Interceptor = (next) => (req) => {
+        if (apiKey !== undefined) req.header.set("authorization", `Bearer ${apiKey}`);
+        req.header.set("user-agent", `stackshift-sdk-typescript/${SDK_VERSION}`);
+        return next(req);
+      };
+      transport = createGrpcTransport({
+        baseUrl: this.endpoint,
+        interceptors: [auth],
+        pingIntervalMs: 30_000,
+        pingTimeoutMs: 10_000,
+        readMaxBytes: 64 * 1024 * 1024,
+      });
+    }
+    this.jobs = createClient(JobsService, transport);
+    this.workerService = createClient(WorkerService, transport);
+  }
+
+  /**
+   * Starts a run of `job` with `payload` (any JSON value). With an `idempotencyKey` already
+   * used within its TTL, returns the existing run with `duplicate: true` instead.
+   *
+   * ```ts
+   * await stackshift.start('send-verification-email', { userId: 'user_123' }, {
+   *   queueName: 'emails', idempotencyKey: 'verify:user_123', idempotencyTtl: '30d',
+   * })
+   * ```
+   */
+  async start<P = unknown>(job: string, payload: P, options: StartOptions = {}): Promise<StartedRun> {
+    const request = create(StartRunRequestSchema, {
+      job,
+      payload: encodeJson(payload, "payload"),
+      queue: options.queueName ?? "",
+      idempotencyKey: options.idempotencyKey ?? "",
+    });
+    if (options.idempotencyTtl !== undefined) request.idempotencyTtl = durationFromMillis(toMillis(options.idempotencyTtl, "idempotencyTtl"));
+    if (options.leaseTimeout !== undefined) request.leaseTimeout = durationFromMillis(toMillis(options.leaseTimeout, "leaseTimeout"));
+    if (options.retryPolicy !== undefined) {
+      const p = options.retryPolicy;
+      request.retryPolicy = create(RetryPolicySchema, {
+        maxAttempts: p.maxAttempts ?? 0,
+        backoffCoefficient: p.backoffCoefficient ?? 0,
+      });
+      if (p.initialInterval !== undefined) request.retryPolicy.initialInterval = durationFromMillis(toMillis(p.initialInterval, "initialInterval"));
+      if (p.maximumInterval !== undefined) request.retryPolicy.maximumInterval = durationFromMillis(toMillis(p.maximumInterval, "maximumInterval"));
+    }
+    const response = await this.call(() => this.jobs.startRun(request, this.callOptions(options.signal)));
+    if (response.run === undefined) throw new Error("unexpected response from server: StartRun without a run");
+    const run = runFromProto(response.run);
+    return { id: run.id, run, duplicate: response.duplicate };
+  }
+
+  /** A handle on a named queue: `stackshift.queue('emails').enqueue(job, payload, options)`. */
+  queue(name: string): Queue {
+    return new Queue(this, name);
+  }
+
+  /** A run with its attempts and steps. Rejects with `NotFoundError` for an unknown id. */
+  async getRun(runId: string, options: { signal?: AbortSignal } = {}): Promise<Run> {
+    const response = await this.call(() => this.jobs.getRun({ runId }, this.callOptions(options.signal)));
+    if (response.run === undefined) throw new Error("unexpected response from server: GetRun without a run");
+    return runFromProto(response.run);
+  }
+
+  /**
+   * Waits until the run is completed, failed or cancelled, or until `timeout` (default
+   * `'60s'`) passes, and returns the run as it then is (check `run.status`).
+   */
+  async waitForRun(runId: string, options: { timeout?: DurationInput; signal?: AbortSignal } = {}): Promise<Run> {
+    const until = Date.now() + toMillis(options.timeout ?? 60_000, "timeout");
+    for (;;) {
+      const left = until - Date.now();
+      const waitMs = Math.max(0, Math.min(left, MAX_SERVER_WAIT_MS));
+      const response = await this.call(() =>
+        this.jobs.getRun(
+          { runId, ...(waitMs > 0 ? { wait: durationFromMillis(waitMs) } : {}) },
+          { timeoutMs: waitMs + LONG_POLL_SLACK_MS, ...(options.signal ? { signal: options.signal } : {}) },
+        ),
+      );
+      if (response.run === undefined) throw new Error("unexpected response from server: GetRun without a run");
+      const run = runFromProto(response.run);
+      if (isFinal(run.status) || Date.now() >= until) return run;
+      if (options.signal?.aborted) return run;
+      // The server answered early without a final status (e.g. it restarted); try again.
+      if (waitMs < 1_000) await sleep(100, options.signal);
+    }
+  }
+
+  /** One page of runs, newest first. */
+  async listRuns(options: ListRunsOptions = {}): Promise<RunPage> {
+    const response = await this.call(() =>
+      this.jobs.listRuns(
+        {
+          job: options.job ?? "",
+          queue: options.queue ?? "",
+          status: options.status === undefined ? PbRunStatus.UNSPECIFIED : statusToProto(options.status),
+          pageSize: options.pageSize ?? 0,
+          pageToken: options.pageToken ?? "",
+        },
+        this.callOptions(),
+      ),
+    );
+    const page: RunPage = { runs: response.runs.map(runFromProto) };
+    if (response.nextPageToken !== "") page.nextPageToken = response.nextPageToken;
+    return page;
+  }
+
+  /** Cancels a queued, running or waiting run (`FailedPreconditionError` on a final run). */
+  async cancelRun(runId: string, reason = ""): Promise<Run> {
+    const response = await this.call(() => this.jobs.cancelRun({ runId, reason }, this.callOptions()));
+    if (response.run === undefined) throw new Error("unexpected response from server: CancelRun without a run");
+    return runFromProto(response.run);
+  }
+
+  /** Gives a failed or cancelled run new attempts; its completed steps stay memoized. */
+  async retryRun(runId: string): Promise<Run> {
+    const response = await this.call(() => this.jobs.retryRun({ runId }, this.callOptions()));
+    if (response.run === undefined) throw new Error("unexpected response from server: RetryRun without a run");
+    return runFromProto(response.run);
+  }
+
+  /**
+   * Registers `handler` for the job `name`; workers created by this client run it.
+   * Registering a name twice keeps the last handler.
+   *
+   * ```ts
+   * stackshift.job<{ fileId: string }>('processUpload', async ({ payload, step }) => {
+   *   const file = await step.run('download-file', () => downloadFile(payload.fileId))
+   *   return { bytes: file.length }
+   * })
+   * ```
+   */
+  job<P = unknown>(name: string, handler: Handler<P>, options: JobOptions = {}): JobDefinition<P> {
+    if (typeof handler !== "function") throw new InvalidArgumentError(`the handler of job ${name} must be a function`);
+    const job: RegisteredJob = { handler: handler as Handler<any> };
+    if (options.leaseTimeout !== undefined) job.leaseTimeoutMs = toMillis(options.leaseTimeout, "leaseTimeout");
+    this.registry.set(name, job);
+    return { name, start: (payload: P, startOptions?: StartOptions) => this.start(name, payload, startOptions) };
+  }
+
+  /** The names of the registered jobs. */
+  get registeredJobs(): string[] {
+    return [...this.registry.keys()];
+  }
+
+  /** A worker for every job registered so far (not started; call `start()` or `runUntil()`). */
+  worker(options: WorkerOptions = {}): Worker {
+    return new Worker(this.workerService, new Map(this.registry), options);
+  }
+
+  /** Creates a worker for every job registered so far and starts it. Stop it with `shutdown()`. */
+  work(options: WorkerOptions = {}): Worker {
+    return this.worker(options).start();
+  }
+
+  private callOptions(signal?: AbortSignal): { timeoutMs: number; signal?: AbortSignal } {
+    return signal === undefined ? { timeoutMs: CALL_TIMEOUT_MS } : { timeoutMs: CALL_TIMEOUT_MS, signal };
+  }
+
+  private async call<T>(f: () => Promise<T>): Promise<T> {
+    try {
+      return await f();
+    } catch (e) {
+      throw fromConnectError(e);
+    }
+  }
+}
+
+/** A named queue. `queue(name).enqueue(job, payload, opts)` is `start(job, payload, { queueName: name, ...opts })`. */
+export class Queue {
+  /** @internal use `stackshift.queue(name)` */
+  constructor(
+    private readonly client: StackShift,
+    /** The queue's name. */
+    readonly name: string,
+  ) {}
+
+  /** Starts a run of `job` on this queue. */
+  enqueue<P = unknown>(job: string, payload: P, options: Omit<StartOptions, "queueName"> = {}): Promise<StartedRun> {
+    return this.client.start(job, payload, { ...options, queueName: this.name });
+  }
+}

@@ -1,0 +1,10 @@
+/**
+ * The generated messages and service descriptors of `stackshift.v1` (from proto/ by
+ * `bash sdk-gen/generate.sh`), for raw access alongside `stackshift.jobs` and
+ * `stackshift.workerService`.
+ *
+ * @module
+ */
+export * from "./gen/stackshift/v1/common_pb.js";
+export * from "./gen/stackshift/v1/jobs_pb.js";
+export * from "./gen/stackshift/v1/worker_pb.js";

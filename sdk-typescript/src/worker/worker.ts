@@ -1,0 +1,214 @@
+/**
+ * The worker: long-polls the server for tasks of its registered jobs on its queues, never
+ * holding more tasks than it has concurrency slots, runs each handler (replaying recorded
+ * steps), heartbeats every third of the lease, and reports outcomes. Shutdown is graceful:
+ * polling stops, in-flight handlers get the grace period to finish, and whatever still runs
+ * after it is abandoned (the server redelivers those runs when their leases expire).
+ *
+ * @module
+ */
+
+import { ConnectError, Code, type Client } from "@connectrpc/connect";
+import { hostname } from "node:os";
+import { randomBytes } from "node:crypto";
+import type { WorkerService } from "../gen/stackshift/v1/worker_pb.js";
+import { durationFromMillis, toMillis, type DurationInput } from "../duration.js";
+import { Backoff, sleep } from "./backoff.js";
+import { execute, type RegisteredJob, type TaskEnv } from "./task.js";
+import { defaultLogger, type Logger } from "./log.js";
+
+/** Default number of concurrency slots. */
+export const DEFAULT_CONCURRENCY = 10;
+/** Default grace period for in-flight handlers at shutdown, in ms. */
+export const DEFAULT_SHUTDOWN_GRACE_MS = 30_000;
+/** Default long-poll wait of one `PollTask` call, in ms. */
+export const DEFAULT_POLL_WAIT_MS = 30_000;
+/** The most tasks one poll may ask for (the server's limit). */
+const MAX_TASKS_PER_POLL = 100;
+/** Extra time on top of the poll's wait before the client gives up on the call. */
+const POLL_SLACK_MS = 10_000;
+/** How long abandoned handlers get after the grace period. */
+const ABANDON_WAIT_MS = 2_000;
+
+/** How a worker runs. */
+export interface WorkerOptions {
+  /** Queues to take tasks from (default `['default']`). */
+  queues?: string[];
+  /** Handlers that may run at once (default 10). The worker never holds more tasks. */
+  concurrency?: number;
+  /** Id recorded on attempts (default `<hostname>-<pid>-<random>`). */
+  workerId?: string;
+  /** How long in-flight handlers may run after shutdown begins (default `'30s'`). */
+  shutdownGrace?: DurationInput;
+  /** How long one poll waits on the server (default `'30s'`, 1 s to 60 s). */
+  pollWait?: DurationInput;
+  /** Where to log (default: stderr, warnings and errors; see `STACKSHIFT_LOG`). */
+  logger?: Logger;
+}
+
+/** A worker. Created by `stackshift.worker()` / `stackshift.work()`. */
+export class Worker {
+  /** The id this worker reports. */
+  readonly workerId: string;
+  private readonly queues: string[];
+  private readonly concurrency: number;
+  private readonly graceMs: number;
+  private readonly pollWaitMs: number;
+  private readonly log: Logger;
+  private readonly stopPolling = new AbortController();
+  private readonly abandon = new AbortController();
+  private inFlight = 0;
+  private slotFreed: (() => void) | undefined;
+  private loop: Promise<void> | undefined;
+
+  /** @internal use `stackshift.worker()` */
+  constructor(
+    private readonly client: Client<typeof WorkerService>,
+    private readonly jobs: ReadonlyMap<string, RegisteredJob>,
+    options: WorkerOptions = {},
+  ) {
+    this.queues = options.queues && options.queues.length > 0 ? [...options.queues] : ["default"];
+    this.concurrency = Math.max(1, Math.floor(options.concurrency ?? DEFAULT_CONCURRENCY));
+    this.workerId = options.workerId ?? defaultWorkerId();
+    this.graceMs = toMillis(options.shutdownGrace ?? DEFAULT_SHUTDOWN_GRACE_MS, "shutdownGrace");
+    this.pollWaitMs = Math.min(Math.max(toMillis(options.pollWait ?? DEFAULT_POLL_WAIT_MS, "pollWait"), 1_000), 60_000);
+    this.log = options.logger ?? defaultLogger();
+  }
+
+  /** Starts polling in the background; returns `this`. Calling it twice is a no-op. */
+  start(): this {
+    this.loop ??= this.pollLoop();
+    return this;
+  }
+
+  /** True while the worker polls (after `start`, before `shutdown` completes). */
+  get running(): boolean {
+    return this.loop !== undefined && !this.stopPolling.signal.aborted;
+  }
+
+  /** Handlers currently running. */
+  get activeTasks(): number {
+    return this.inFlight;
+  }
+
+  /**
+   * Stops polling, lets in-flight handlers finish within the grace period, abandons the rest
+   * (they are redelivered when their leases expire), and resolves once the worker stopped.
+   */
+  async shutdown(): Promise<void> {
+    this.stopPolling.abort();
+    await this.loop;
+  }
+
+  /**
+   * Runs the worker until `until` resolves or aborts (default: SIGINT or SIGTERM), then shuts
+   * it down gracefully.
+   */
+  async runUntil(until?: Promise<unknown> | AbortSignal): Promise<void> {
+    this.start();
+    if (until === undefined) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          process.off("SIGINT", done);
+          process.off("SIGTERM", done);
+          resolve();
+        };
+        process.once("SIGINT", done);
+        process.once("SIGTERM", done);
+      });
+    } else if (until instanceof AbortSignal) {
+      await sleep(2 ** 31 - 1, until);
+    } else {
+      await until;
+    }
+    await this.shutdown();
+  }
+
+  private async pollLoop(): Promise<void> {
+    const jobs = [...this.jobs].map(([name, job]) => ({
+      name,
+      ...(job.leaseTimeoutMs === undefined ? {} : { leaseTimeout: durationFromMillis(job.leaseTimeoutMs) }),
+    }));
+    if (jobs.length === 0) {
+      this.log.error("worker has no jobs registered; it will not poll");
+      return;
+    }
+    const env: TaskEnv = { client: this.client, jobs: this.jobs, abandon: this.abandon.signal, log: this.log };
+    this.log.info("worker started", { workerId: this.workerId, queues: this.queues, jobs: jobs.map((j) => j.name), concurrency: this.concurrency });
+    const backoff = new Backoff();
+    const stop = this.stopPolling.signal;
+    while (!stop.aborted) {
+      await this.freeSlot(stop);
+      if (stop.aborted) break;
+      const free = Math.min(this.concurrency - this.inFlight, MAX_TASKS_PER_POLL);
+      const started = Date.now();
+      let delay: number | undefined;
+      try {
+        const answer = await this.client.pollTask(
+          { workerId: this.workerId, queues: this.queues, jobs, maxTasks: free, wait: durationFromMillis(this.pollWaitMs) },
+          { timeoutMs: this.pollWaitMs + POLL_SLACK_MS, signal: stop },
+        );
+        backoff.reset();
+        if (answer.tasks.length > free) this.log.error("server sent more tasks than asked for; dropping the extra ones", { asked: free, got: answer.tasks.length });
+        for (const task of answer.tasks.slice(0, free)) {
+          this.inFlight++;
+          void execute(env, task)
+            .catch((e: unknown) => this.log.error("task execution failed unexpectedly", { runId: task.runId, error: String(e) }))
+            .finally(() => {
+              this.inFlight--;
+              this.slotFreed?.();
+            });
+        }
+        // An empty answer long before the wait passed must not become a busy loop.
+        if (answer.tasks.length === 0 && Date.now() - started < this.pollWaitMs / 2) delay = 50 + Math.random() * 100;
+      } catch (e) {
+        if (stop.aborted) break;
+        const err = ConnectError.from(e);
+        delay = backoff.next();
+        const fields = { code: Code[err.code], error: err.rawMessage, retryInMs: Math.round(delay) };
+        if (err.code === Code.Unauthenticated || err.code === Code.PermissionDenied) {
+          this.log.error("server refused the worker's credentials; check STACKSHIFT_API_KEY", fields);
+        } else if (err.code === Code.InvalidArgument || err.code === Code.Unimplemented || err.code === Code.Internal) {
+          this.log.error("poll failed", fields);
+        } else {
+          this.log.warn("cannot reach the server; reconnecting", fields);
+        }
+      }
+      if (delay !== undefined) await sleep(delay, stop);
+    }
+    await this.drain();
+  }
+
+  /** Resolves once at least one slot is free (or `stop` aborts). */
+  private async freeSlot(stop: AbortSignal): Promise<void> {
+    while (this.inFlight >= this.concurrency && !stop.aborted) {
+      await new Promise<void>((resolve) => {
+        this.slotFreed = resolve;
+        stop.addEventListener("abort", () => resolve(), { once: true });
+      });
+      this.slotFreed = undefined;
+    }
+  }
+
+  /** Waits up to the grace period for in-flight tasks, then abandons the rest. */
+  private async drain(): Promise<void> {
+    const waitIdle = async (ms: number) => {
+      const until = Date.now() + ms;
+      while (this.inFlight > 0 && Date.now() < until) await sleep(Math.min(50, until - Date.now()));
+    };
+    if (this.inFlight > 0) this.log.info("worker stopping; waiting for running handlers", { inFlight: this.inFlight, graceMs: this.graceMs });
+    await waitIdle(this.graceMs);
+    if (this.inFlight > 0) {
+      this.log.warn("shutdown grace period over; abandoning running handlers", { abandoned: this.inFlight });
+      this.abandon.abort();
+      await waitIdle(ABANDON_WAIT_MS);
+    }
+    this.log.info("worker stopped", { workerId: this.workerId });
+  }
+}
+
+/** `<hostname>-<pid>-<6 random hex digits>`, at most 128 characters. */
+function defaultWorkerId(): string {
+  const host = (hostname() || "worker").replace(/[^A-Za-z0-9._-]/g, "").slice(0, 100) || "worker";
+  return `${host}-${process.pid}-${randomBytes(3).toString("hex")}`;
+}

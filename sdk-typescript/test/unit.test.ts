@@ -1,0 +1,64 @@
+/** Unit tests of the pure parts: durations, occurrence suffixes, errors, JSON. */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { parseDuration, Occurrences, NonRetryableError, StepFailedError, isNonRetryable, InvalidArgumentError, NotFoundError } from "../src/index.js";
+import { failureFromError, fromConnectError, UnavailableError } from "../src/errors.js";
+import { jsonRoundTrip, encodeJson, decodeJson } from "../src/json.js";
+import { durationFromMillis, millisFromDuration } from "../src/duration.js";
+
+test("durations parse like every SDK", () => {
+  assert.equal(parseDuration("30d"), 30 * 86_400_000);
+  assert.equal(parseDuration("1h30m"), 5_400_000);
+  assert.equal(parseDuration(" 500ms "), 500);
+  assert.equal(parseDuration("2w"), 14 * 86_400_000);
+  assert.equal(parseDuration("1d12h"), 36 * 3_600_000);
+  for (const bad of ["", "soon", "10", "5x", "1h 30m", "-1s"]) assert.throws(() => parseDuration(bad), InvalidArgumentError, bad);
+  assert.equal(millisFromDuration(durationFromMillis(90_061_001)), 90_061_001);
+});
+
+test("occurrence suffixes", () => {
+  const o = new Occurrences();
+  const ids = ["download", "import-batch", "import-batch", "import-batch", "mark"].map((id) => o.next(id));
+  assert.deepEqual(ids, ["download", "import-batch", "import-batch#2", "import-batch#3", "mark"]);
+  const p = new Occurrences();
+  assert.deepEqual(["a", "b", "a", "b", "a"].map((id) => p.next(id)), ["a", "b", "a#2", "b#2", "a#3"]);
+});
+
+test("an explicit id colliding with a suffix is refused", () => {
+  const o = new Occurrences();
+  assert.equal(o.next("a#2"), "a#2");
+  assert.equal(o.next("a"), "a");
+  assert.throws(() => o.next("a"), NonRetryableError);
+});
+
+test("non-retryable errors are found through causes and flags", () => {
+  assert.ok(isNonRetryable(new NonRetryableError("declined")));
+  assert.ok(isNonRetryable(new Error("wrapped", { cause: new NonRetryableError("declined") })));
+  assert.ok(isNonRetryable(Object.assign(new Error("flagged"), { nonRetryable: true })));
+  assert.ok(!isNonRetryable(new Error("plain")));
+  const replayed = new StepFailedError("s", { message: "m", nonRetryable: true, type: "NonRetryableError" });
+  assert.ok(isNonRetryable(replayed));
+  const f = failureFromError(new NonRetryableError("declined", { details: { reason: "card" } }));
+  assert.equal(f.type, "NonRetryableError");
+  assert.equal(f.nonRetryable, true);
+  assert.deepEqual(f.details, { reason: "card" });
+  assert.equal(failureFromError("a string").message, "a string");
+  assert.equal(failureFromError(new TypeError("t")).type, "TypeError");
+});
+
+test("gRPC codes map to typed errors", () => {
+  const nf = fromConnectError(new ConnectError("run x not found", Code.NotFound));
+  assert.ok(nf instanceof NotFoundError);
+  assert.equal(nf.code, "NOT_FOUND");
+  assert.equal(nf.message, "run x not found");
+  assert.ok(fromConnectError(new ConnectError("", Code.Unavailable)) instanceof UnavailableError);
+  assert.equal(fromConnectError(new ConnectError("x", Code.Internal)).code, "INTERNAL");
+});
+
+test("JSON round trips like a replay", () => {
+  assert.deepEqual(jsonRoundTrip({ d: new Date(0), u: undefined, s: "ü€😀" }), { d: "1970-01-01T00:00:00.000Z", s: "ü€😀" });
+  assert.equal(decodeJson(encodeJson(undefined)), null);
+  assert.equal(decodeJson(new Uint8Array()), null);
+  assert.throws(() => encodeJson({ n: 1n }), InvalidArgumentError);
+});
