@@ -3,5 +3,7 @@
 
 pub mod api;
 pub mod engine;
+pub mod http;
 pub mod server;
 pub mod storage;
+pub mod telemetry;

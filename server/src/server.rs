@@ -31,6 +31,8 @@ pub struct ServeConfig {
     /// How long in-flight requests may take after a shutdown signal before the process
     /// exits anyway (idle client connections would otherwise hold it open).
     pub shutdown_grace: std::time::Duration,
+    /// Address of the Prometheus `/metrics` listener; `None` = off.
+    pub metrics_listen: Option<String>,
 }
 
 /// Runs the server until `shutdown` completes.
@@ -102,6 +104,10 @@ pub async fn serve(
     println!("stackshift-server listening on {local}");
     tracing::info!(%local, database = %redact(&config.database_url), "serving");
 
+    let metrics = match &config.metrics_listen {
+        Some(a) => Some(crate::http::start_metrics(a, engine.clone()).await?),
+        None => None,
+    };
     let engine_for_signal = engine.clone();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
@@ -120,6 +126,8 @@ pub async fn serve(
     };
     let serving = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        // One span per RPC (method path only: never metadata, keys or payloads).
+        .trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -150,6 +158,9 @@ pub async fn serve(
         ),
     }
     background.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod convert;
 pub mod event_convert;
 mod events;
 mod jobs;
+pub mod obs_convert;
 mod queues;
 mod state;
 pub mod status;
