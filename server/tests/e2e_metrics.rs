@@ -179,7 +179,19 @@ async fn metrics_after_a_workload(db: Db) {
         get("stackshift_commit_batch_size_bucket{le=\"+Inf\"}"),
         get("stackshift_commit_batch_size_count")
     );
-    assert_eq!(get("stackshift_open_long_polls"), 0.0);
+    // The worker's last poll ends on the server once it sees the cancellation.
+    let mut polls = get("stackshift_open_long_polls");
+    for _ in 0..300 {
+        if polls == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        polls = parse(&http_get(&addr, "/metrics").await.1)["stackshift_open_long_polls"];
+    }
+    assert_eq!(
+        polls, 0.0,
+        "a long-poll stayed open after the worker stopped"
+    );
     assert_eq!(
         get(
             "stackshift_lease_expirations_total{namespace=\"default\",job=\"ok\",queue=\"default\"}"

@@ -279,7 +279,16 @@ async fn log_cap_over_the_protocol(db: Db) {
     })
     .await
     .unwrap();
-    let got = raw_run(&s, &run2.id).await;
+    let got = jobs
+        .get_run(pb::GetRunRequest {
+            run_id: run2.id.clone(),
+            wait: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
     assert!(got.logs[0].message.len() <= 8 * 1024);
     assert!(got.logs[0].message.len() > 8 * 1024 - 2);
     assert_eq!(got.logs[0].level, pb::LogLevel::Info as i32);
