@@ -6,6 +6,7 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "stackshift/v1/common.proto",
+        "stackshift/v1/observability.proto",
         "stackshift/v1/events.proto",
         "stackshift/v1/jobs.proto",
         "stackshift/v1/queues.proto",

@@ -208,6 +208,7 @@ async fn runs(client: &StackShift, out: &Out, command: RunsCommand) -> Result<()
                 status: status.as_deref().map(parse_status).transpose()?,
                 page_size: Some(limit),
                 page_token: None,
+                ..ListRunsOptions::default()
             };
             let page = client.list_runs(opts).await.map_err(CliError::Sdk)?;
             let value = json!({

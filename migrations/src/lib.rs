@@ -20,6 +20,8 @@ mod m20261121_000021_create_state_locks;
 mod m20261121_000030_create_events;
 mod m20261121_000031_create_waits;
 mod m20261121_000032_create_event_consumptions;
+mod m20261121_000040_create_run_timeline;
+mod m20261121_000041_add_runs_list_indexes;
 mod m20261121_000050_alter_api_keys_admin;
 
 /// Applies every StackShift migration in order.
@@ -42,6 +44,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000030_create_events::Migration),
             Box::new(m20261121_000031_create_waits::Migration),
             Box::new(m20261121_000032_create_event_consumptions::Migration),
+            Box::new(m20261121_000040_create_run_timeline::Migration),
+            Box::new(m20261121_000041_add_runs_list_indexes::Migration),
             Box::new(m20261121_000050_alter_api_keys_admin::Migration),
         ]
     }

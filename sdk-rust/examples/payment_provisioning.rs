@@ -102,6 +102,10 @@ async fn provision_after_payment(ctx: JobContext<PaymentConfirmed>) -> anyhow::R
     if payment.status != "paid" {
         anyhow::bail!("Payment is not complete");
     }
+    // Shown in the run's detail (GetRun logs), tied to this attempt.
+    ctx.log
+        .with_field("customer_id", &payload.customer_id)
+        .info("payment verified; provisioning");
 
     ctx.step
         .run("provision-customer-resources", || {

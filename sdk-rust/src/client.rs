@@ -269,6 +269,9 @@ impl StackShift {
                 .page_size
                 .map_or(0, |n| i32::try_from(n).unwrap_or(i32::MAX)),
             page_token: opts.page_token.unwrap_or_default(),
+            created_after: opts.created_after.map(crate::convert::chrono_to_timestamp),
+            created_before: opts.created_before.map(crate::convert::chrono_to_timestamp),
+            idempotency_key: opts.idempotency_key.unwrap_or_default(),
         };
         let response = self
             .jobs

@@ -61,6 +61,9 @@ pub struct JobContext<P> {
     pub job: String,
     /// The queue the run came from.
     pub queue: String,
+    /// The run's logger: lines are tied to the run, this attempt and the executing step,
+    /// and shown in the run's detail (see [`Logger`](crate::Logger)).
+    pub log: crate::Logger,
 }
 
 impl<P> JobContext<P> {
@@ -156,6 +159,7 @@ struct StepState {
     lease: Arc<Lease>,
     journal: HashMap<String, Recorded>,
     occurrences: Mutex<Occurrences>,
+    log: crate::log::Logger,
 }
 
 impl fmt::Debug for Step {
@@ -173,14 +177,21 @@ impl Step {
         lease: Arc<Lease>,
         journal: HashMap<String, Recorded>,
     ) -> Self {
+        let log = crate::log::Logger::new(client.clone(), Arc::clone(&lease));
         Self {
             inner: Arc::new(StepState {
                 client,
                 lease,
                 journal,
                 occurrences: Mutex::new(Occurrences::default()),
+                log,
             }),
         }
+    }
+
+    /// The run-scoped logger of this attempt.
+    pub(crate) fn logger(&self) -> crate::log::Logger {
+        self.inner.log.clone()
     }
 
     /// Runs `f` as the step `id`, or returns its recorded outcome when an earlier attempt
@@ -244,7 +255,7 @@ impl Step {
             return Err(lease.interrupted_error().into());
         }
         let started_at = Utc::now();
-        match f().await {
+        match crate::log::CURRENT_STEP.scope(step_id.clone(), f()).await {
             Ok(value) => {
                 let output = serde_json::to_vec(&value).map_err(|e| {
                     non_retryable(format!(
@@ -397,6 +408,17 @@ mod tests {
             max_attempts: 1,
             job: "j".into(),
             queue: "default".into(),
+            log: crate::log::Logger::new(
+                stackshift_proto::v1::worker_service_client::WorkerServiceClient::with_interceptor(
+                    tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy(),
+                    crate::AuthInterceptor::default(),
+                ),
+                Arc::new(Lease::new(
+                    "r1".into(),
+                    "t".into(),
+                    std::time::Duration::from_secs(1),
+                )),
+            ),
         };
         assert!(ctx.is_last_attempt());
         assert!(!format!("{ctx:?}").contains("secret"));

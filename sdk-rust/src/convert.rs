@@ -324,6 +324,7 @@ mod tests {
                     output_size: 16,
                     failure: None,
                     output: br#"{"status":"paid"}"#.to_vec(),
+                    ..Default::default()
                 },
                 pb::Step {
                     id: "charge".into(),
@@ -338,6 +339,8 @@ mod tests {
                         details: b"not json".to_vec(),
                         ..Default::default()
                     }),
+                    status: pb::StepStatus::Failed as i32,
+                    duration: None,
                     output: Vec::new(),
                 },
             ],

@@ -74,6 +74,7 @@ mod convert;
 mod duration;
 mod error;
 mod events;
+mod log;
 mod options;
 mod queues;
 mod run;
@@ -89,6 +90,7 @@ pub use events::{
     Event, EventPage, Events, EventsClient, ListEventsOptions, PublishEvent, PublishResult,
     WaitResult,
 };
+pub use log::Logger;
 pub use options::{
     ClientOptions, DEFAULT_ENDPOINT, JobOptions, ListRunsOptions, RetryPolicy, StartOptions,
 };

@@ -266,6 +266,12 @@ pub struct ListRunsOptions {
     pub page_size: Option<u32>,
     /// The `next_page_token` of a previous page.
     pub page_token: Option<String>,
+    /// Only runs created at or after this instant.
+    pub created_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only runs created before this instant.
+    pub created_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only runs started with this idempotency key.
+    pub idempotency_key: Option<String>,
 }
 
 /// Per-job options for [`crate::WorkerBuilder::job_with_options`].

@@ -6,3 +6,4 @@ pub mod engine;
 pub mod http;
 pub mod server;
 pub mod storage;
+pub mod telemetry;

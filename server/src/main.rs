@@ -7,7 +7,6 @@ use stackshift_server::engine::store::KeyStore;
 use stackshift_server::engine::{EngineConfig, now_ms, validate};
 use stackshift_server::server::{ServeConfig, serve};
 use stackshift_server::storage::SqlStore;
-use tracing_subscriber::EnvFilter;
 
 /// StackShift durable execution server.
 #[derive(Parser, Debug)]
@@ -21,6 +20,10 @@ struct Cli {
         global = true
     )]
     database_url: String,
+    /// Export tracing spans over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317).
+    /// Off by default.
+    #[arg(long, env = "STACKSHIFT_OTLP_ENDPOINT", global = true)]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -50,6 +53,9 @@ struct ServeArgs {
     /// Seconds events are kept (and deduplicated by id) before they are deleted.
     #[arg(long, env = "STACKSHIFT_EVENT_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
     event_retention_secs: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464). Off by default.
+    #[arg(long, env = "STACKSHIFT_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,18 +94,19 @@ enum KeysCommand {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let telemetry = match stackshift_server::telemetry::init(cli.otlp_endpoint.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("stackshift-server: {e:#}");
+            std::process::exit(1);
+        }
+    };
     let result = match cli.command {
         None | Some(Command::Serve) => run_server(cli.database_url, cli.serve).await,
         Some(Command::Keys { command }) => keys(&cli.database_url, command).await,
     };
+    drop(telemetry);
     if let Err(e) = result {
         eprintln!("stackshift-server: {e:#}");
         std::process::exit(1);
@@ -138,6 +145,7 @@ async fn run_server(database_url: String, args: ServeArgs) -> anyhow::Result<()>
         insecure_allow_open: args.insecure_allow_open,
         engine,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs.min(3600)),
+        metrics_listen: args.metrics_listen,
     };
     serve(config, shutdown_signal()).await
 }

@@ -32,6 +32,8 @@ pub struct ServeConfig {
     /// How long in-flight requests may take after a shutdown signal before the process
     /// exits anyway (idle client connections would otherwise hold it open).
     pub shutdown_grace: std::time::Duration,
+    /// Address of the Prometheus `/metrics` listener; `None` = off.
+    pub metrics_listen: Option<String>,
 }
 
 /// Runs the server until `shutdown` completes.
@@ -106,6 +108,10 @@ pub async fn serve(
     println!("stackshift-server listening on {local}");
     tracing::info!(%local, database = %redact(&config.database_url), "serving");
 
+    let metrics = match &config.metrics_listen {
+        Some(a) => Some(crate::http::start_metrics(a, engine.clone()).await?),
+        None => None,
+    };
     let engine_for_signal = engine.clone();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
@@ -127,6 +133,8 @@ pub async fn serve(
     let http = crate::http::router(state.clone());
     let serving = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        // One span per RPC (method path only: never metadata, keys or payloads).
+        .trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()))
         .accept_http1(true)
         .layer(crate::http::SplitLayer::new(http))
         .add_service(health_service)
@@ -160,6 +168,9 @@ pub async fn serve(
         ),
     }
     background.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }

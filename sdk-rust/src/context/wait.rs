@@ -163,6 +163,7 @@ impl Step {
         if lease.is_interrupted() {
             return Err(lease.interrupted_error().into());
         }
+        self.inner.log.flush().await;
         let request = pb::SuspendRunRequest {
             run_id: lease.run_id.clone(),
             lease_token: lease.token.clone(),

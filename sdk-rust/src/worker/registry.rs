@@ -103,7 +103,9 @@ where
                     ));
                 }
             };
+            let log = invocation.step.logger();
             let ctx = JobContext {
+                log,
                 payload,
                 step: invocation.step,
                 state: invocation.state,

@@ -90,6 +90,7 @@ pub(crate) async fn execute(env: Arc<TaskEnv>, task: pb::Task, permit: OwnedSema
         Arc::clone(&lease),
         journal_of(task.journal),
     );
+    let logger = step.logger();
     let invocation = Invocation {
         payload: task.payload,
         step,
@@ -117,6 +118,10 @@ pub(crate) async fn execute(env: Arc<TaskEnv>, task: pb::Task, permit: OwnedSema
         },
     };
     drop(_heartbeat);
+    // Lines still buffered go out before the outcome (a no-op once the lease is gone).
+    if !lease.is_interrupted() {
+        logger.flush().await;
+    }
 
     match ending {
         Ending::Interrupted | Ending::Finished(_) if lease.is_suspended() => {

@@ -161,6 +161,8 @@ pub fn run_to_pb(r: &RunRecord) -> pb::Run {
         priority: r.priority,
         concurrency_key: r.concurrency_key.clone().unwrap_or_default(),
         wait: None,
+        timeline: Vec::new(),
+        logs: Vec::new(),
     }
 }
 
@@ -194,6 +196,12 @@ fn step_to_pb(s: &StepRecord) -> pb::Step {
         output_size: s.output_size,
         failure: s.failure.as_ref().map(failure_to_pb),
         output: s.output.clone().map(String::into_bytes).unwrap_or_default(),
+        status: if s.failure.is_some() {
+            pb::StepStatus::Failed
+        } else {
+            pb::StepStatus::Completed
+        } as i32,
+        duration: s.started_at.map(|st| dur((s.completed_at - st).max(0))),
     }
 }
 
@@ -203,6 +211,12 @@ pub fn detail_to_pb(d: &RunDetail) -> pb::Run {
     run.attempts = d.attempts.iter().map(attempt_to_pb).collect();
     run.steps = d.steps.iter().map(step_to_pb).collect();
     run.wait = d.wait.as_ref().map(super::event_convert::wait_to_pb);
+    run.timeline = d
+        .timeline
+        .iter()
+        .map(super::obs_convert::timeline_to_pb)
+        .collect();
+    run.logs = d.logs.iter().map(super::obs_convert::log_to_pb).collect();
     run
 }
 

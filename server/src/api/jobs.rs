@@ -2,6 +2,7 @@
 
 use stackshift_proto::v1 as pb;
 use stackshift_proto::v1::jobs_service_server::JobsService;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::engine::model::{RunFilter, StartOutcome};
@@ -15,6 +16,26 @@ pub struct JobsApi(pub ApiState);
 
 #[tonic::async_trait]
 impl JobsService for JobsApi {
+    type WatchRunStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::WatchRunResponse, Status>> + Send>>;
+
+    async fn watch_run(
+        &self,
+        req: Request<pb::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let ns = self.0.namespace(req.metadata()).await?;
+        let r = req.into_inner();
+        let rx = self.0.engine.watch_run(&ns, &r.run_id).await?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|u| match u {
+            Ok(u) => Ok(pb::WatchRunResponse {
+                run: Some(detail_to_pb(&u.detail)),
+                r#final: u.last,
+            }),
+            Err(e) => Err(Status::from(e)),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn start_run(
         &self,
         req: Request<pb::StartRunRequest>,
@@ -67,6 +88,17 @@ impl JobsService for JobsApi {
             job: opt(r.job),
             queue: opt(r.queue),
             status: status_filter(r.status)?,
+            created_after: r
+                .created_after
+                .as_ref()
+                .map(|t| ts_ms("created_after", t))
+                .transpose()?,
+            created_before: r
+                .created_before
+                .as_ref()
+                .map(|t| ts_ms("created_before", t))
+                .transpose()?,
+            idempotency_key: opt(r.idempotency_key),
         };
         let (runs, next) = self
             .0

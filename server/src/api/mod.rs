@@ -6,6 +6,7 @@ pub mod event_convert;
 mod events;
 mod jobs;
 mod keys;
+pub mod obs_convert;
 mod queues;
 mod state;
 pub mod status;

@@ -54,6 +54,24 @@ impl WorkerService for WorkerApi {
         }))
     }
 
+    async fn append_logs(
+        &self,
+        req: Request<pb::AppendLogsRequest>,
+    ) -> Result<Response<pb::AppendLogsResponse>, Status> {
+        let ns = self.0.namespace(req.metadata()).await?;
+        let r = req.into_inner();
+        let lines = super::obs_convert::logs_from_pb(r.entries)?;
+        let out = self
+            .0
+            .engine
+            .append_logs(&ns, &r.run_id, &r.lease_token, lines)
+            .await?;
+        Ok(Response::new(pb::AppendLogsResponse {
+            accepted: out.accepted as i32,
+            dropped: out.dropped as i32,
+        }))
+    }
+
     async fn complete_step(
         &self,
         req: Request<pb::CompleteStepRequest>,

@@ -81,6 +81,8 @@ impl Engine {
             })
             .await?;
         if let StartOutcome::Created(run) = &outcome {
+            self.metrics
+                .runs(namespace, &run.job, &run.queue, |c| c.started += 1);
             self.run_ready(namespace, &run.queue, &run.job, run.available_at);
         }
         Ok(outcome)
@@ -182,6 +184,16 @@ impl Engine {
         if let Some(queue) = &filter.queue {
             validate::name("queue", queue)?;
         }
+        if let Some(key) = &filter.idempotency_key {
+            validate::text_id("idempotency_key", key, validate::MAX_IDEMPOTENCY_KEY_LEN)?;
+        }
+        if let (Some(a), Some(b)) = (filter.created_after, filter.created_before)
+            && a >= b
+        {
+            return Err(EngineError::invalid(
+                "created_after must be earlier than created_before",
+            ));
+        }
         let limit = match page_size {
             0 => DEFAULT_PAGE,
             n if n < 0 || n as u64 > MAX_PAGE => {
@@ -231,6 +243,8 @@ impl Engine {
             )
             .await?;
         self.watchers.finished(run_id);
+        self.metrics
+            .runs(namespace, &run.job, &run.queue, |c| c.cancelled += 1);
         self.queue_released(namespace, &run.queue);
         Ok(run)
     }
@@ -239,6 +253,7 @@ impl Engine {
     pub async fn retry_run(&self, namespace: &str, run_id: &str) -> EngineResult<RunRecord> {
         validate_run_id(run_id)?;
         let run = self.store.retry_run(namespace, run_id, now_ms()).await?;
+        self.run_changed(run_id);
         self.run_ready(namespace, &run.queue, &run.job, run.available_at);
         Ok(run)
     }

@@ -8,7 +8,10 @@ pub mod error;
 pub mod event_model;
 pub mod event_ops;
 pub mod lease;
+pub mod metrics;
 pub mod model;
+pub mod obs_model;
+pub mod obs_ops;
 pub mod queue_model;
 pub mod queue_ops;
 pub mod requests;
@@ -96,6 +99,7 @@ pub struct Engine {
     watchers: RunWatchers,
     state: state_sweeper::StateRuntime,
     shutdown: CancellationToken,
+    metrics: metrics::Metrics,
 }
 
 impl Engine {
@@ -109,6 +113,7 @@ impl Engine {
             watchers: RunWatchers::default(),
             state: state_sweeper::StateRuntime::default(),
             shutdown: CancellationToken::new(),
+            metrics: metrics::Metrics::default(),
         })
     }
 
@@ -125,6 +130,11 @@ impl Engine {
     /// Begins shutdown: open polls return empty at once and new polls return immediately.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
+    }
+
+    /// The engine's metrics.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
     }
 
     /// Number of open long-polls.

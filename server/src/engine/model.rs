@@ -247,6 +247,10 @@ pub struct RunDetail {
     pub steps: Vec<StepRecord>,
     /// What it is suspended on, while it is waiting.
     pub wait: Option<super::event_model::WaitRecord>,
+    /// Its timeline, oldest first (see `obs_model`).
+    pub timeline: Vec<super::obs_model::TimelineRecord>,
+    /// Its log lines, oldest first.
+    pub logs: Vec<super::obs_model::LogRecord>,
 }
 
 /// Everything needed to insert a run.
@@ -385,6 +389,12 @@ pub struct RunFilter {
     pub queue: Option<String>,
     /// Only this status.
     pub status: Option<RunStatus>,
+    /// Only runs created at or after this instant (ms).
+    pub created_after: Option<i64>,
+    /// Only runs created before this instant (ms).
+    pub created_before: Option<i64>,
+    /// Only runs started with this idempotency key.
+    pub idempotency_key: Option<String>,
 }
 
 /// What the lease reaper changed.
@@ -396,6 +406,8 @@ pub struct ExpiredLeases {
     pub failed: Vec<String>,
     /// `(namespace, queue)` of every expired lease: capacity freed on limited queues.
     pub released: Vec<(String, String)>,
+    /// `(run id, namespace, job, queue)` of every expired lease (for watchers and metrics).
+    pub expired: Vec<(String, String, String, String)>,
 }
 
 /// An API key as stored (never the key itself, only its hash).

@@ -239,6 +239,22 @@ pub trait EventStore: Send + Sync + 'static {
     async fn sweep_events(&self, cutoff: i64, limit: u64) -> EngineResult<u64>;
 }
 
+/// Observability storage: log lines, incremental timeline reads and cheap gauges.
+#[async_trait]
+pub trait ObsStore: Send + Sync + 'static {
+    /// Appends log lines under a lease, honouring the per-run cap.
+    async fn append_logs(
+        &self,
+        lease: LeaseRef,
+        lines: Vec<super::obs_model::NewLog>,
+        now: i64,
+    ) -> EngineResult<super::obs_model::AppendOutcome>;
+    /// Queued runs per `(namespace, queue)` (for the queue-depth gauge).
+    async fn queue_depths(&self) -> EngineResult<Vec<(String, String, i64)>>;
+    /// Group-commit statistics so far.
+    fn commit_stats(&self) -> super::obs_model::CommitStats;
+}
+
 /// Everything the engine needs from storage.
-pub trait Store: RunStore + KeyStore + QueueStore + StateStore + EventStore {}
-impl<T: RunStore + KeyStore + QueueStore + StateStore + EventStore> Store for T {}
+pub trait Store: RunStore + KeyStore + QueueStore + StateStore + EventStore + ObsStore {}
+impl<T: RunStore + KeyStore + QueueStore + StateStore + EventStore + ObsStore> Store for T {}

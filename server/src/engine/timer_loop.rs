@@ -91,6 +91,14 @@ impl Engine {
             for (ns, queue, job) in &expired.requeued {
                 self.dispatcher.signal(ns, queue, job);
             }
+            for (run_id, ns, job, queue) in &expired.expired {
+                self.run_changed(run_id);
+                let failed = expired.failed.contains(run_id);
+                self.metrics.runs(ns, job, queue, |c| {
+                    c.lease_expirations += 1;
+                    c.failed += u64::from(failed);
+                });
+            }
             for run_id in &expired.failed {
                 self.watchers.finished(run_id);
             }

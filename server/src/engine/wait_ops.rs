@@ -46,6 +46,7 @@ impl Engine {
             .store
             .suspend_run(lease, step_id.to_owned(), spec, now)
             .await?;
+        self.run_changed(run_id);
         if let SuspendOutcome::Suspended { wake_at, queue } = &out {
             self.timer.schedule(*wake_at);
             // The run holds no lease any more: a limited queue has room again.
@@ -72,6 +73,9 @@ impl Engine {
     /// Wakes one poller per resumed run (they are deliverable at once); stops when no
     /// poller is left to take a signal.
     pub(super) fn wake_resumed(&self, runs: &[ResumedRun]) {
+        for r in runs {
+            self.run_changed(&r.run_id);
+        }
         for r in runs {
             if !self.dispatcher.signal(&r.namespace, &r.queue, &r.job)
                 && self.dispatcher.waiting() == 0

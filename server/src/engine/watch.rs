@@ -1,5 +1,5 @@
-//! Lets `GetRun` with `wait` block until a run reaches a final state, woken by the write
-//! that finished it rather than by polling the store.
+//! Lets `GetRun` with `wait` block until a run reaches a final state, and `WatchRun` follow
+//! every change of a run, woken by the write that changed it rather than by polling.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,13 @@ impl RunWatchers {
         drop(notify);
         if map.get(run_id).is_some_and(|n| Arc::strong_count(n) == 1) {
             map.remove(run_id);
+        }
+    }
+
+    /// Wakes everyone following the run (`WatchRun`) without dropping its entry.
+    pub fn changed(&self, run_id: &str) {
+        if let Some(n) = self.lock().get(run_id) {
+            n.notify_waiters();
         }
     }
 

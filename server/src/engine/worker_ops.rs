@@ -79,6 +79,13 @@ impl Engine {
             req.now = now_ms();
             let out = self.store.claim_queued(req.clone()).await?;
             if !out.tasks.is_empty() {
+                for t in &out.tasks {
+                    if !t.resumed {
+                        self.metrics
+                            .runs(namespace, &t.run.job, &t.run.queue, |c| c.attempts += 1);
+                    }
+                    self.run_changed(&t.run.id);
+                }
                 if let Some(first) = out.tasks.iter().map(|t| t.lease_deadline).min() {
                     self.timer.schedule(first);
                 }
@@ -172,7 +179,16 @@ impl Engine {
             failure,
             started_at,
         };
-        self.store.complete_step(lease, step, now_ms()).await
+        let now = now_ms();
+        let duration = step.started_at.map(|s| now - s);
+        let already = self.store.complete_step(lease, step, now).await?;
+        if !already {
+            if let Some(ms) = duration {
+                self.metrics.step_duration.observe_ms(ms);
+            }
+            self.run_changed(run_id);
+        }
+        Ok(already)
     }
 
     /// Completes the run with its result.
@@ -187,6 +203,8 @@ impl Engine {
         let result = validate::json("result", result, self.config.max_payload_bytes)?;
         let run = self.store.complete_run(lease, result, now_ms()).await?;
         self.watchers.finished(run_id);
+        self.metrics
+            .runs(namespace, &run.job, &run.queue, |c| c.completed += 1);
         self.queue_released(namespace, &run.queue);
         Ok(())
     }
@@ -205,8 +223,14 @@ impl Engine {
         self.queue_released(namespace, &out.run.queue);
         match out.next_attempt_at {
             Some(at) => self.run_ready(namespace, &out.run.queue, &out.run.job, at),
-            None => self.watchers.finished(run_id),
+            None => {
+                self.watchers.finished(run_id);
+                let r = &out.run;
+                self.metrics
+                    .runs(namespace, &r.job, &r.queue, |c| c.failed += 1);
+            }
         }
+        self.run_changed(run_id);
         Ok(out)
     }
 

@@ -121,6 +121,8 @@ async fn list_runs(
         job: q.remove("job"),
         queue: q.remove("queue"),
         status,
+        idempotency_key: q.remove("idempotency_key"),
+        ..RunFilter::default()
     };
     let (runs, next) = state
         .engine

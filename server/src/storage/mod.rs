@@ -10,6 +10,7 @@ mod event_ops;
 mod event_store;
 mod key_ops;
 mod notify;
+mod obs_store;
 mod queue_ops;
 mod queue_store;
 mod run_ops;
@@ -19,6 +20,7 @@ mod state_store;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+mod timeline_ops;
 mod wait_ops;
 pub mod writer;
 

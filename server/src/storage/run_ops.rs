@@ -18,7 +18,9 @@ use crate::engine::{EngineError, EngineResult};
 use super::convert::{failure_to_text, run_from_model, step_from_model};
 use super::entities::{attempts, idempotency_keys, runs, steps};
 use super::state_ops;
+use super::timeline_ops::{self, Entry};
 use super::wait_ops;
+use crate::engine::obs_model::TimelineKind;
 
 /// Reads a run of a namespace, locking its row on PostgreSQL.
 pub async fn load_run<C: ConnectionTrait>(
@@ -137,6 +139,7 @@ pub async fn start_run<C: ConnectionTrait>(c: &C, new: NewRun) -> EngineResult<S
     runs::Entity::insert(model.clone())
         .exec_without_returning(c)
         .await?;
+    timeline_ops::add(c, Entry::new(&new.id, TimelineKind::Created, new.now)).await?;
     let run = load_run(c, &new.namespace, &new.id)
         .await?
         .ok_or_else(|| EngineError::Storage("inserted run vanished".into()))?;
@@ -214,6 +217,18 @@ pub async fn start_attempt<C: ConnectionTrait>(
         .exec_without_returning(c)
         .await?;
     }
+    let kind = if resumed {
+        TimelineKind::AttemptResumed
+    } else {
+        TimelineKind::AttemptStarted
+    };
+    timeline_ops::add(
+        c,
+        Entry::new(&run.id, kind, req.now)
+            .attempt(attempt)
+            .detail(serde_json::json!({ "worker_id": req.worker_id, "lease_ms": lease_ms })),
+    )
+    .await?;
     run.status = RunStatus::Running;
     run.attempt = attempt;
     run.lease_token = Some(token.clone());
@@ -297,6 +312,7 @@ pub async fn complete_step<C: ConnectionTrait>(
 ) -> EngineResult<bool> {
     let run = load_leased(c, &lease, now, Access::Write).await?;
     let size = step.output.as_ref().map_or(0, |o| o.len() as i64);
+    let entry = step_entry(&run, &step, size, now);
     let inserted = steps::Entity::insert(steps::ActiveModel {
         run_id: Set(run.id.clone()),
         step_id: Set(step.step_id),
@@ -315,7 +331,23 @@ pub async fn complete_step<C: ConnectionTrait>(
     )
     .exec_without_returning(c)
     .await?;
+    if inserted == 1 {
+        timeline_ops::add(c, entry).await?;
+    }
     Ok(inserted == 0)
+}
+
+fn step_entry(run: &RunRecord, step: &NewStep, size: i64, now: i64) -> Entry {
+    let duration = step.started_at.map(|s| (now - s).max(0));
+    match &step.failure {
+        None => Entry::new(&run.id, TimelineKind::StepCompleted, now)
+            .detail(serde_json::json!({ "duration_ms": duration, "output_size": size })),
+        Some(f) => Entry::new(&run.id, TimelineKind::StepFailed, now).detail(
+            serde_json::json!({ "duration_ms": duration, "error": f.message, "error_type": f.error_type }),
+        ),
+    }
+    .attempt(run.attempt)
+    .step(&step.step_id)
 }
 
 async fn end_attempt<C: ConnectionTrait>(
@@ -366,6 +398,11 @@ pub async fn complete_run<C: ConnectionTrait>(
         .await?;
     end_attempt(c, &run, None, now).await?;
     state_ops::release_run_locks(c, &run.id, now).await?;
+    timeline_ops::add(
+        c,
+        Entry::new(&run.id, TimelineKind::Completed, now).attempt(run.attempt),
+    )
+    .await?;
     run.status = RunStatus::Completed;
     run.result = Some(result);
     run.finished_at = Some(now);
@@ -381,6 +418,14 @@ async fn apply_failure<C: ConnectionTrait>(
 ) -> EngineResult<FailOutcome> {
     end_attempt(c, &run, Some(&failure), now).await?;
     let decision = retry::decide(&run, &failure, now);
+    let error = serde_json::json!({ "error": failure.message, "error_type": failure.error_type });
+    let entry = match decision {
+        RetryDecision::RetryAt(at) => {
+            Entry::new(&run.id, TimelineKind::RetryScheduled, now).scheduled(at)
+        }
+        RetryDecision::Fail => Entry::new(&run.id, TimelineKind::Failed, now),
+    };
+    timeline_ops::add(c, entry.attempt(run.attempt).detail(error)).await?;
     let update = runs::Entity::update_many()
         .col_expr(
             runs::Column::LeaseToken,
@@ -487,6 +532,13 @@ pub async fn cancel_run<C: ConnectionTrait>(
         .exec(c)
         .await?;
     state_ops::release_run_locks(c, &run.id, now).await?;
+    timeline_ops::add(
+        c,
+        Entry::new(&run.id, TimelineKind::Cancelled, now)
+            .attempt(run.attempt)
+            .detail(serde_json::json!({ "reason": reason.message })),
+    )
+    .await?;
     run.status = RunStatus::Cancelled;
     run.failure = Some(reason);
     run.lease_expires_at = None;
@@ -529,6 +581,12 @@ pub async fn retry_run<C: ConnectionTrait>(
         .filter(runs::Column::Id.eq(run_id))
         .exec(c)
         .await?;
+    timeline_ops::add(
+        c,
+        Entry::new(run_id, TimelineKind::Retried, now)
+            .detail(serde_json::json!({ "max_attempts": max_attempts })),
+    )
+    .await?;
     run.status = RunStatus::Queued;
     run.max_attempts = max_attempts;
     run.failure = None;
@@ -568,6 +626,19 @@ pub async fn expire_leases<C: ConnectionTrait>(
         );
         // Redeliver at once rather than after backoff.
         run.retry.initial_interval_ms = 0;
+        timeline_ops::add(
+            c,
+            Entry::new(&run.id, TimelineKind::LeaseExpired, now)
+                .attempt(run.attempt)
+                .detail(serde_json::json!({ "worker_id": run.worker_id })),
+        )
+        .await?;
+        out.expired.push((
+            run.id.clone(),
+            run.namespace.clone(),
+            run.job.clone(),
+            run.queue.clone(),
+        ));
         let outcome = apply_failure(c, run, failure, now).await?;
         let r = outcome.run;
         out.released.push((r.namespace.clone(), r.queue.clone()));

@@ -231,11 +231,15 @@ impl RunStore for SqlStore {
         } else {
             None
         };
+        let timeline = super::timeline_ops::load(&self.db, run_id, 0).await?;
+        let logs = super::timeline_ops::load_logs(&self.db, run_id, 0).await?;
         Ok(Some(RunDetail {
             run,
             attempts,
             steps,
             wait,
+            timeline,
+            logs,
         }))
     }
 
@@ -255,6 +259,23 @@ impl RunStore for SqlStore {
         }
         if let Some(status) = filter.status {
             q = q.filter(runs::Column::Status.eq(status.as_str()));
+        }
+        if let Some(key) = &filter.idempotency_key {
+            q = q.filter(runs::Column::IdempotencyKey.eq(key.as_str()));
+        }
+        // Run ids are UUIDv7 (creation time in their first 48 bits), so a creation-time
+        // range is also an id range: bound the id (with 1 s of slack for the instant the id
+        // was generated) so the `(namespace, id)` index seeks, and filter exactly on
+        // created_at.
+        if let Some(after) = filter.created_after {
+            q = q
+                .filter(runs::Column::Id.gte(uuid7_prefix(after - 1_000)))
+                .filter(runs::Column::CreatedAt.gte(after));
+        }
+        if let Some(before) = filter.created_before {
+            q = q
+                .filter(runs::Column::Id.lt(uuid7_prefix(before + 1_000)))
+                .filter(runs::Column::CreatedAt.lt(before));
         }
         if let Some(cursor) = cursor {
             q = q.filter(runs::Column::Id.lt(cursor));
@@ -452,4 +473,11 @@ impl KeyStore for SqlStore {
     async fn count_active_keys(&self) -> EngineResult<u64> {
         key_ops::count_active(&self.db).await
     }
+}
+
+/// The first 13 characters of a UUIDv7 string made at `ms` (`xxxxxxxx-xxxx`): every id
+/// made at or after `ms` sorts at or above it, every id made before sorts below.
+fn uuid7_prefix(ms: i64) -> String {
+    let hex = format!("{:012x}", ms.clamp(0, (1 << 48) - 1));
+    format!("{}-{}", &hex[..8], &hex[8..])
 }

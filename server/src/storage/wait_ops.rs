@@ -29,6 +29,8 @@ use super::entities::{attempts, runs, steps, waits};
 use super::error::StorageError;
 use super::event_ops;
 use super::run_ops::load_run;
+use super::timeline_ops::{self, Entry as Tl};
+use crate::engine::obs_model::TimelineKind;
 
 /// Rows handled per statement when resolving many waits at once.
 const CHUNK: usize = 300;
@@ -141,6 +143,18 @@ async fn satisfied<C: ConnectionTrait>(
         started_at: now,
     };
     insert_entries(c, std::slice::from_ref(&entry), now).await?;
+    let tl = match kind {
+        StepKind::Sleep => TimelineKind::TimerFired,
+        _ if entry.output == TIMED_OUT_OUTPUT => TimelineKind::WaitTimedOut,
+        _ => TimelineKind::EventMatched,
+    };
+    timeline_ops::add(
+        c,
+        Tl::new(&run.id, tl, now)
+            .attempt(run.attempt)
+            .step(&entry.step_id),
+    )
+    .await?;
     Ok(SuspendOutcome::Satisfied(StepRecord {
         step_id,
         kind,
@@ -228,6 +242,18 @@ pub async fn suspend<C: ConnectionTrait>(
         }
     };
     let wake_at = spec.wake_at();
+    timeline_ops::add(
+        c,
+        Tl::new(&run.id, TimelineKind::Waiting, now)
+            .attempt(run.attempt)
+            .step(&step_id)
+            .scheduled(wake_at)
+            .detail(serde_json::json!({
+                "wait": spec.kind().as_str(),
+                "event_name": event_name,
+            })),
+    )
+    .await?;
     waits::Entity::insert(waits::ActiveModel {
         run_id: Set(run.id.clone()),
         namespace: Set(run.namespace.clone()),
@@ -397,6 +423,16 @@ pub async fn resolve_event_waits<C: ConnectionTrait>(
     }
     // Oldest wait first, for the answer's list of resumed runs.
     items.sort_by(|a, b| (a.1.created_at, &a.0.id).cmp(&(b.1.created_at, &b.0.id)));
+    let timeline = items
+        .iter()
+        .map(|(run, wait, _, _)| {
+            Tl::new(&run.id, TimelineKind::EventMatched, now)
+                .attempt(run.attempt)
+                .step(&wait.step_id)
+                .detail(serde_json::json!({ "event_id": event.id, "event_name": event.name }))
+        })
+        .collect();
+    timeline_ops::add_many(c, timeline).await?;
     resume(c, items, now).await
 }
 
@@ -433,6 +469,20 @@ pub async fn resolve_due<C: ConnectionTrait>(
             }
         }
     }
+    let timeline = items
+        .iter()
+        .map(|(run, wait, output, _)| {
+            let kind = if output == SLEEP_OUTPUT {
+                TimelineKind::TimerFired
+            } else {
+                TimelineKind::WaitTimedOut
+            };
+            Tl::new(&run.id, kind, now)
+                .attempt(run.attempt)
+                .step(&wait.step_id)
+        })
+        .collect();
+    timeline_ops::add_many(c, timeline).await?;
     resume(c, items, now).await
 }
 

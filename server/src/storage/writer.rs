@@ -31,7 +31,13 @@ pub struct WriterStats {
     pub commits: std::sync::atomic::AtomicU64,
     /// Writes committed.
     pub writes: std::sync::atomic::AtomicU64,
+    /// Commits by batch size: bucket `i` counts batches of at most `2^i` writes
+    /// (cumulative buckets are derived at scrape time; see `BATCH_BUCKETS`).
+    pub batches: [std::sync::atomic::AtomicU64; BATCH_BUCKETS],
 }
+
+/// Buckets of the batch-size histogram: 1, 2, 4, ..., 512 (= [`MAX_BATCH`]) writes.
+pub const BATCH_BUCKETS: usize = 10;
 
 /// Handle used to submit writes.
 #[derive(Clone)]
@@ -151,6 +157,8 @@ async fn writer_loop(
             use std::sync::atomic::Ordering::Relaxed;
             stats.commits.fetch_add(1, Relaxed);
             stats.writes.fetch_add(n, Relaxed);
+            let bucket = (64 - n.saturating_sub(1).leading_zeros()) as usize;
+            stats.batches[bucket.min(BATCH_BUCKETS - 1)].fetch_add(1, Relaxed);
         }
         for finish in finishers {
             finish(result.clone());

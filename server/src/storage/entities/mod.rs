@@ -8,6 +8,8 @@ pub mod events;
 pub mod idempotency_keys;
 pub mod queue_starts;
 pub mod queues;
+pub mod run_logs;
+pub mod run_timeline;
 pub mod runs;
 pub mod state_entries;
 pub mod state_lock_floors;

@@ -4,6 +4,7 @@
 
 mod events;
 mod keys;
+mod obs;
 mod queues;
 mod runs;
 mod state;
@@ -56,6 +57,9 @@ pub async fn run_tests(store: Arc<dyn Store>) {
     state::listing(&store).await;
     state::journaled_calls(&store).await;
     state::run_tied_locks_end_with_the_run(&store).await;
+    obs::timeline_follows_transitions(&store).await;
+    obs::log_cap_and_marker(&store).await;
+    obs::list_filters(&store).await;
 }
 
 pub(super) fn new_run(ns: &str, job: &str, queue: &str, now: i64) -> NewRun {
