@@ -361,3 +361,24 @@ for sdk in rust typescript python go; do
 done
 phase "conformance (rust, PostgreSQL)"
 sdk_tests conformance rust --postgres "$STACKSHIFT_TEST_POSTGRES_URL"
+
+# ---------------------------------------------------------------------------------------------
+# (k) benchmark smoke run: every scenario at tiny sizes (checks that it runs and prints its
+#     JSON line; performance is measured by the bench binary, never asserted by tests)
+# ---------------------------------------------------------------------------------------------
+phase "bench smoke"
+BENCH_BIN="$ROOT/target/debug/stackshift-bench"
+[ -x "$BENCH_BIN" ] || fail "$BENCH_BIN was not produced by cargo build"
+for scenario in throughput burndown latency resume waiting history replicas; do
+    backend=sqlite
+    [ "$scenario" = replicas ] && backend=postgres
+    echo "--- bench $scenario --smoke --backend $backend"
+    out="$(with_timeout "$EXAMPLE_TIMEOUT" "bench $scenario" "$BENCH_BIN" "$scenario" --smoke \
+        --backend "$backend" --server-bin "$SERVER_BIN" \
+        --postgres-url "$STACKSHIFT_TEST_POSTGRES_URL")" ||
+        { printf '%s\n' "$out"; FAILED=$((FAILED + 1)); fail "bench $scenario failed"; }
+    printf '%s\n' "$out"
+    printf '%s\n' "$out" | tail -n 1 | grep -q "\"scenario\":\"$scenario\"" ||
+        { FAILED=$((FAILED + 1)); fail "bench $scenario did not end with its JSON line"; }
+    PASSED=$((PASSED + 1))
+done
