@@ -128,8 +128,77 @@ pub fn run_detail(d: &RunDetail) -> Value {
             "wait".into(),
             d.wait.as_ref().map(wait).unwrap_or(Value::Null),
         );
+        m.insert(
+            "timeline".into(),
+            d.timeline
+                .iter()
+                .map(timeline_entry)
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        m.insert(
+            "logs".into(),
+            d.logs.iter().map(log_line).collect::<Vec<_>>().into(),
+        );
     }
     v
+}
+
+/// One timeline entry: what happened, when, to which attempt and step (never payloads).
+fn timeline_entry(e: &crate::engine::obs_model::TimelineRecord) -> Value {
+    use crate::engine::obs_model::TimelineKind as K;
+    let mut text = match e.kind {
+        K::Created => "run created",
+        K::AttemptStarted => "attempt started",
+        K::AttemptResumed => "attempt resumed",
+        K::StepCompleted => "step completed",
+        K::StepFailed => "step failed",
+        K::Waiting => "run waiting",
+        K::EventMatched => "event matched",
+        K::TimerFired => "timer fired",
+        K::WaitTimedOut => "wait timed out",
+        K::RetryScheduled => "retry scheduled",
+        K::LeaseExpired => "lease expired",
+        K::Completed => "run completed",
+        K::Failed => "run failed",
+        K::Cancelled => "run cancelled",
+        K::Retried => "run retried",
+        K::LogsTruncated => "logs truncated",
+    }
+    .to_owned();
+    if e.attempt > 0 {
+        text.push_str(&format!(" (attempt {})", e.attempt));
+    }
+    if let Some(step) = &e.step_id {
+        text.push_str(&format!(": {step}"));
+    }
+    if let Some(at) = e.scheduled_at {
+        text.push_str(&format!(
+            ", scheduled for {}",
+            time(at).as_str().unwrap_or_default()
+        ));
+    }
+    json!({
+        "at": time(e.at),
+        "kind": e.kind.as_str(),
+        "attempt": e.attempt,
+        "step_id": e.step_id,
+        "scheduled_at": e.scheduled_at.map(time),
+        "message": text,
+    })
+}
+
+/// One handler log line.
+fn log_line(l: &crate::engine::obs_model::LogRecord) -> Value {
+    json!({
+        "at": time(l.at),
+        "level": l.level.map(|lv| lv.as_str()).unwrap_or(if l.truncated { "truncated" } else { "" }),
+        "message": l.message,
+        "fields": l.fields.as_deref().and_then(|f| serde_json::from_str::<Value>(f).ok()),
+        "step_id": l.step_id,
+        "attempt": l.attempt,
+        "truncated": l.truncated,
+    })
 }
 
 /// A queue with its configuration, pause switch and live counts.

@@ -100,6 +100,15 @@ const (
 	JournalEntryKind_JOURNAL_ENTRY_KIND_UNSPECIFIED JournalEntryKind = 0
 	// A `step.run` call: the entry holds the step's output or terminal failure.
 	JournalEntryKind_JOURNAL_ENTRY_KIND_STEP JournalEntryKind = 1
+	// A durable sleep (`step.sleep`) that has ended; the output is `null`.
+	JournalEntryKind_JOURNAL_ENTRY_KIND_SLEEP JournalEntryKind = 2
+	// An event wait (`step.waitForEvent`) that has ended. The output is JSON:
+	// `{"timedOut":false,"event":{"id":..,"name":..,"correlationKey":..,"payload":..,
+	// "publishedAt":<epoch ms>}}` when an event matched, `{"timedOut":true}` on timeout.
+	JournalEntryKind_JOURNAL_ENTRY_KIND_EVENT JournalEntryKind = 3
+	// A `state.*` call made from inside a run (StateService with a `RunContext`): the entry
+	// holds the call's recorded result, returned again when the call is replayed.
+	JournalEntryKind_JOURNAL_ENTRY_KIND_STATE JournalEntryKind = 4
 )
 
 // Enum value maps for JournalEntryKind.
@@ -107,10 +116,16 @@ var (
 	JournalEntryKind_name = map[int32]string{
 		0: "JOURNAL_ENTRY_KIND_UNSPECIFIED",
 		1: "JOURNAL_ENTRY_KIND_STEP",
+		2: "JOURNAL_ENTRY_KIND_SLEEP",
+		3: "JOURNAL_ENTRY_KIND_EVENT",
+		4: "JOURNAL_ENTRY_KIND_STATE",
 	}
 	JournalEntryKind_value = map[string]int32{
 		"JOURNAL_ENTRY_KIND_UNSPECIFIED": 0,
 		"JOURNAL_ENTRY_KIND_STEP":        1,
+		"JOURNAL_ENTRY_KIND_SLEEP":       2,
+		"JOURNAL_ENTRY_KIND_EVENT":       3,
+		"JOURNAL_ENTRY_KIND_STATE":       4,
 	}
 )
 
@@ -454,10 +469,13 @@ const file_stackshift_v1_common_proto_rawDesc = "" +
 	"\x12RUN_STATUS_WAITING\x10\x03\x12\x18\n" +
 	"\x14RUN_STATUS_COMPLETED\x10\x04\x12\x15\n" +
 	"\x11RUN_STATUS_FAILED\x10\x05\x12\x18\n" +
-	"\x14RUN_STATUS_CANCELLED\x10\x06*S\n" +
+	"\x14RUN_STATUS_CANCELLED\x10\x06*\xad\x01\n" +
 	"\x10JournalEntryKind\x12\"\n" +
 	"\x1eJOURNAL_ENTRY_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
-	"\x17JOURNAL_ENTRY_KIND_STEP\x10\x01BHZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1b\x06proto3"
+	"\x17JOURNAL_ENTRY_KIND_STEP\x10\x01\x12\x1c\n" +
+	"\x18JOURNAL_ENTRY_KIND_SLEEP\x10\x02\x12\x1c\n" +
+	"\x18JOURNAL_ENTRY_KIND_EVENT\x10\x03\x12\x1c\n" +
+	"\x18JOURNAL_ENTRY_KIND_STATE\x10\x04BHZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1b\x06proto3"
 
 var (
 	file_stackshift_v1_common_proto_rawDescOnce sync.Once

@@ -23,6 +23,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// StepStatus is the outcome of a recorded step.
+type StepStatus int32
+
+const (
+	// Not set.
+	StepStatus_STEP_STATUS_UNSPECIFIED StepStatus = 0
+	// The step recorded an output.
+	StepStatus_STEP_STATUS_COMPLETED StepStatus = 1
+	// The step failed non-retryably (see `failure`).
+	StepStatus_STEP_STATUS_FAILED StepStatus = 2
+)
+
+// Enum value maps for StepStatus.
+var (
+	StepStatus_name = map[int32]string{
+		0: "STEP_STATUS_UNSPECIFIED",
+		1: "STEP_STATUS_COMPLETED",
+		2: "STEP_STATUS_FAILED",
+	}
+	StepStatus_value = map[string]int32{
+		"STEP_STATUS_UNSPECIFIED": 0,
+		"STEP_STATUS_COMPLETED":   1,
+		"STEP_STATUS_FAILED":      2,
+	}
+)
+
+func (x StepStatus) Enum() *StepStatus {
+	p := new(StepStatus)
+	*p = x
+	return p
+}
+
+func (x StepStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (StepStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_stackshift_v1_jobs_proto_enumTypes[0].Descriptor()
+}
+
+func (StepStatus) Type() protoreflect.EnumType {
+	return &file_stackshift_v1_jobs_proto_enumTypes[0]
+}
+
+func (x StepStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use StepStatus.Descriptor instead.
+func (StepStatus) EnumDescriptor() ([]byte, []int) {
+	return file_stackshift_v1_jobs_proto_rawDescGZIP(), []int{0}
+}
+
 // StartRunRequest asks for a new run of a job.
 type StartRunRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -40,11 +93,25 @@ type StartRunRequest struct {
 	IdempotencyTtl *durationpb.Duration `protobuf:"bytes,5,opt,name=idempotency_ttl,json=idempotencyTtl,proto3" json:"idempotency_ttl,omitempty"`
 	// Overrides the default retry policy for this run. Unset fields take the defaults.
 	RetryPolicy *RetryPolicy `protobuf:"bytes,6,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
-	// Lease timeout for this run's attempts (1 s to 1 h). Unset = the job's worker-declared
-	// timeout, or 30 s.
-	LeaseTimeout  *durationpb.Duration `protobuf:"bytes,7,opt,name=lease_timeout,json=leaseTimeout,proto3" json:"lease_timeout,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Lease timeout for this run's attempts (1 s to 1 h). Unset = the queue's default lease
+	// timeout, else the job's worker-declared timeout, else 30 s.
+	LeaseTimeout *durationpb.Duration `protobuf:"bytes,7,opt,name=lease_timeout,json=leaseTimeout,proto3" json:"lease_timeout,omitempty"`
+	// Delays the first delivery by this long (at most 365 days). Mutually exclusive with
+	// `run_at`. Unset or zero = deliverable at once.
+	Delay *durationpb.Duration `protobuf:"bytes,8,opt,name=delay,proto3" json:"delay,omitempty"`
+	// Delivers the run no earlier than this instant (at most 365 days ahead). An instant up to
+	// 24 h in the past means "now"; further in the past is rejected as a likely clock or
+	// caller bug. Mutually exclusive with `delay`.
+	RunAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=run_at,json=runAt,proto3" json:"run_at,omitempty"`
+	// Delivery priority within the queue, -1000 to 1000 (default 0). Higher is delivered
+	// first; runs of equal priority are delivered in the order they became deliverable.
+	Priority int32 `protobuf:"varint,10,opt,name=priority,proto3" json:"priority,omitempty"`
+	// Optional concurrency key (1-256 characters, no control characters), e.g. a customer id.
+	// When the queue has a `key_concurrency_limit`, at most that many runs with the same key
+	// hold a lease at once.
+	ConcurrencyKey string `protobuf:"bytes,11,opt,name=concurrency_key,json=concurrencyKey,proto3" json:"concurrency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StartRunRequest) Reset() {
@@ -124,6 +191,34 @@ func (x *StartRunRequest) GetLeaseTimeout() *durationpb.Duration {
 		return x.LeaseTimeout
 	}
 	return nil
+}
+
+func (x *StartRunRequest) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *StartRunRequest) GetRunAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RunAt
+	}
+	return nil
+}
+
+func (x *StartRunRequest) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *StartRunRequest) GetConcurrencyKey() string {
+	if x != nil {
+		return x.ConcurrencyKey
+	}
+	return ""
 }
 
 // StartRunResponse returns the run that was created, or the existing one for a duplicate.
@@ -295,9 +390,15 @@ type ListRunsRequest struct {
 	// Maximum runs to return (1-1000). 0 = 50.
 	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The `next_page_token` of a previous response; empty for the first page.
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only runs created at or after this instant.
+	CreatedAfter *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_after,json=createdAfter,proto3" json:"created_after,omitempty"`
+	// Only runs created before this instant.
+	CreatedBefore *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_before,json=createdBefore,proto3" json:"created_before,omitempty"`
+	// Only runs started with this idempotency key.
+	IdempotencyKey string `protobuf:"bytes,8,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ListRunsRequest) Reset() {
@@ -361,6 +462,27 @@ func (x *ListRunsRequest) GetPageSize() int32 {
 func (x *ListRunsRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListRunsRequest) GetCreatedAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAfter
+	}
+	return nil
+}
+
+func (x *ListRunsRequest) GetCreatedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedBefore
+	}
+	return nil
+}
+
+func (x *ListRunsRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
 	}
 	return ""
 }
@@ -644,14 +766,28 @@ type Run struct {
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// When the run reached a final status; unset otherwise.
 	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
-	// For a queued run: when it becomes deliverable (e.g. after a retry delay).
+	// For a queued run: when it becomes deliverable (after a `delay`, at `run_at`, or after
+	// a retry delay).
 	NextAttemptAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=next_attempt_at,json=nextAttemptAt,proto3" json:"next_attempt_at,omitempty"`
 	// The lease timeout requested at start; unset when the default applies.
 	LeaseTimeout *durationpb.Duration `protobuf:"bytes,16,opt,name=lease_timeout,json=leaseTimeout,proto3" json:"lease_timeout,omitempty"`
 	// Attempts, oldest first. Filled by `GetRun` only.
 	Attempts []*Attempt `protobuf:"bytes,17,rep,name=attempts,proto3" json:"attempts,omitempty"`
 	// Recorded steps in the order they completed. Filled by `GetRun` only.
-	Steps         []*Step `protobuf:"bytes,18,rep,name=steps,proto3" json:"steps,omitempty"`
+	Steps []*Step `protobuf:"bytes,18,rep,name=steps,proto3" json:"steps,omitempty"`
+	// Delivery priority within the queue (higher first).
+	Priority int32 `protobuf:"varint,19,opt,name=priority,proto3" json:"priority,omitempty"`
+	// The concurrency key given at start, if any.
+	ConcurrencyKey string `protobuf:"bytes,20,opt,name=concurrency_key,json=concurrencyKey,proto3" json:"concurrency_key,omitempty"`
+	// What the run is suspended on while it is `waiting` (a sleep or an event). Filled by
+	// `GetRun` only.
+	Wait *RunWait `protobuf:"bytes,25,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Everything that happened to the run, oldest first, each entry timestamped. Filled by
+	// `GetRun` and `WatchRun` only.
+	Timeline []*TimelineEntry `protobuf:"bytes,30,rep,name=timeline,proto3" json:"timeline,omitempty"`
+	// The lines the handler logged (capped per run; see `LogEntry.truncated`), oldest first.
+	// Filled by `GetRun` and `WatchRun` only.
+	Logs          []*LogEntry `protobuf:"bytes,31,rep,name=logs,proto3" json:"logs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -812,6 +948,41 @@ func (x *Run) GetSteps() []*Step {
 	return nil
 }
 
+func (x *Run) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *Run) GetConcurrencyKey() string {
+	if x != nil {
+		return x.ConcurrencyKey
+	}
+	return ""
+}
+
+func (x *Run) GetWait() *RunWait {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
+func (x *Run) GetTimeline() []*TimelineEntry {
+	if x != nil {
+		return x.Timeline
+	}
+	return nil
+}
+
+func (x *Run) GetLogs() []*LogEntry {
+	if x != nil {
+		return x.Logs
+	}
+	return nil
+}
+
 // Attempt is one delivery of a run to a worker.
 type Attempt struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -912,7 +1083,11 @@ type Step struct {
 	// The terminal failure, for a step that failed non-retryably.
 	Failure *Failure `protobuf:"bytes,7,opt,name=failure,proto3" json:"failure,omitempty"`
 	// The step's output as JSON (UTF-8 bytes).
-	Output        []byte `protobuf:"bytes,8,opt,name=output,proto3" json:"output,omitempty"`
+	Output []byte `protobuf:"bytes,8,opt,name=output,proto3" json:"output,omitempty"`
+	// Whether the step completed or failed.
+	Status StepStatus `protobuf:"varint,9,opt,name=status,proto3,enum=stackshift.v1.StepStatus" json:"status,omitempty"`
+	// `completed_at - started_at`; unset when the worker did not report a start.
+	Duration      *durationpb.Duration `protobuf:"bytes,10,opt,name=duration,proto3" json:"duration,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1003,11 +1178,128 @@ func (x *Step) GetOutput() []byte {
 	return nil
 }
 
+func (x *Step) GetStatus() StepStatus {
+	if x != nil {
+		return x.Status
+	}
+	return StepStatus_STEP_STATUS_UNSPECIFIED
+}
+
+func (x *Step) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+// WatchRunRequest names the run to follow.
+type WatchRunRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run's id.
+	RunId         string `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRunRequest) Reset() {
+	*x = WatchRunRequest{}
+	mi := &file_stackshift_v1_jobs_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRunRequest) ProtoMessage() {}
+
+func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_jobs_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRunRequest.ProtoReflect.Descriptor instead.
+func (*WatchRunRequest) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_jobs_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WatchRunRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+// WatchRunResponse is one change of a watched run.
+type WatchRunResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run as it now is. In the first message it is complete (attempts, steps, timeline,
+	// logs); in later messages `timeline` and `logs` hold only the entries added since the
+	// previous message, and attempts and steps are refreshed.
+	Run *Run `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	// True when the run is completed, failed or cancelled: this is the last message.
+	Final         bool `protobuf:"varint,2,opt,name=final,proto3" json:"final,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRunResponse) Reset() {
+	*x = WatchRunResponse{}
+	mi := &file_stackshift_v1_jobs_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRunResponse) ProtoMessage() {}
+
+func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_jobs_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRunResponse.ProtoReflect.Descriptor instead.
+func (*WatchRunResponse) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_jobs_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *WatchRunResponse) GetRun() *Run {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+func (x *WatchRunResponse) GetFinal() bool {
+	if x != nil {
+		return x.Final
+	}
+	return false
+}
+
 var File_stackshift_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_stackshift_v1_jobs_proto_rawDesc = "" +
 	"\n" +
-	"\x18stackshift/v1/jobs.proto\x12\rstackshift.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1astackshift/v1/common.proto\"\xbf\x02\n" +
+	"\x18stackshift/v1/jobs.proto\x12\rstackshift.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1astackshift/v1/common.proto\x1a\x1astackshift/v1/events.proto\x1a!stackshift/v1/observability.proto\"\xe8\x03\n" +
 	"\x0fStartRunRequest\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12\x14\n" +
@@ -1015,7 +1307,12 @@ const file_stackshift_v1_jobs_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x12B\n" +
 	"\x0fidempotency_ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x0eidempotencyTtl\x12=\n" +
 	"\fretry_policy\x18\x06 \x01(\v2\x1a.stackshift.v1.RetryPolicyR\vretryPolicy\x12>\n" +
-	"\rlease_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\fleaseTimeout\"V\n" +
+	"\rlease_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\fleaseTimeout\x12/\n" +
+	"\x05delay\x18\b \x01(\v2\x19.google.protobuf.DurationR\x05delay\x121\n" +
+	"\x06run_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x05runAt\x12\x1a\n" +
+	"\bpriority\x18\n" +
+	" \x01(\x05R\bpriority\x12'\n" +
+	"\x0fconcurrency_key\x18\v \x01(\tR\x0econcurrencyKey\"V\n" +
 	"\x10StartRunResponse\x12$\n" +
 	"\x03run\x18\x01 \x01(\v2\x12.stackshift.v1.RunR\x03run\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"U\n" +
@@ -1023,14 +1320,17 @@ const file_stackshift_v1_jobs_proto_rawDesc = "" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12-\n" +
 	"\x04wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"6\n" +
 	"\x0eGetRunResponse\x12$\n" +
-	"\x03run\x18\x01 \x01(\v2\x12.stackshift.v1.RunR\x03run\"\xa7\x01\n" +
+	"\x03run\x18\x01 \x01(\v2\x12.stackshift.v1.RunR\x03run\"\xd4\x02\n" +
 	"\x0fListRunsRequest\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x120\n" +
 	"\x06status\x18\x03 \x01(\x0e2\x18.stackshift.v1.RunStatusR\x06status\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\"b\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12?\n" +
+	"\rcreated_after\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\fcreatedAfter\x12A\n" +
+	"\x0ecreated_before\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\rcreatedBefore\x12'\n" +
+	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\"b\n" +
 	"\x10ListRunsResponse\x12&\n" +
 	"\x04runs\x18\x01 \x03(\v2\x12.stackshift.v1.RunR\x04runs\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"A\n" +
@@ -1042,7 +1342,7 @@ const file_stackshift_v1_jobs_proto_rawDesc = "" +
 	"\x0fRetryRunRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\"8\n" +
 	"\x10RetryRunResponse\x12$\n" +
-	"\x03run\x18\x01 \x01(\v2\x12.stackshift.v1.RunR\x03run\"\x8e\x06\n" +
+	"\x03run\x18\x01 \x01(\v2\x12.stackshift.v1.RunR\x03run\"\xe6\a\n" +
 	"\x03Run\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03job\x18\x02 \x01(\tR\x03job\x12\x14\n" +
@@ -1065,14 +1365,19 @@ const file_stackshift_v1_jobs_proto_rawDesc = "" +
 	"\x0fnext_attempt_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\x12>\n" +
 	"\rlease_timeout\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\fleaseTimeout\x122\n" +
 	"\battempts\x18\x11 \x03(\v2\x16.stackshift.v1.AttemptR\battempts\x12)\n" +
-	"\x05steps\x18\x12 \x03(\v2\x13.stackshift.v1.StepR\x05steps\"\xe2\x01\n" +
+	"\x05steps\x18\x12 \x03(\v2\x13.stackshift.v1.StepR\x05steps\x12\x1a\n" +
+	"\bpriority\x18\x13 \x01(\x05R\bpriority\x12'\n" +
+	"\x0fconcurrency_key\x18\x14 \x01(\tR\x0econcurrencyKey\x12*\n" +
+	"\x04wait\x18\x19 \x01(\v2\x16.stackshift.v1.RunWaitR\x04wait\x128\n" +
+	"\btimeline\x18\x1e \x03(\v2\x1c.stackshift.v1.TimelineEntryR\btimeline\x12+\n" +
+	"\x04logs\x18\x1f \x03(\v2\x17.stackshift.v1.LogEntryR\x04logs\"\xe2\x01\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x129\n" +
 	"\n" +
 	"started_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x125\n" +
 	"\bended_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x120\n" +
-	"\afailure\x18\x05 \x01(\v2\x16.stackshift.v1.FailureR\afailure\"\xca\x02\n" +
+	"\afailure\x18\x05 \x01(\v2\x16.stackshift.v1.FailureR\afailure\"\xb4\x03\n" +
 	"\x04Step\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x123\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1f.stackshift.v1.JournalEntryKindR\x04kind\x12\x18\n" +
@@ -1083,13 +1388,27 @@ const file_stackshift_v1_jobs_proto_rawDesc = "" +
 	"\voutput_size\x18\x06 \x01(\x03R\n" +
 	"outputSize\x120\n" +
 	"\afailure\x18\a \x01(\v2\x16.stackshift.v1.FailureR\afailure\x12\x16\n" +
-	"\x06output\x18\b \x01(\fR\x06output2\x8b\x03\n" +
+	"\x06output\x18\b \x01(\fR\x06output\x121\n" +
+	"\x06status\x18\t \x01(\x0e2\x19.stackshift.v1.StepStatusR\x06status\x125\n" +
+	"\bduration\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\bduration\"(\n" +
+	"\x0fWatchRunRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\"N\n" +
+	"\x10WatchRunResponse\x12$\n" +
+	"\x03run\x18\x01 \x01(\v2\x12.stackshift.v1.RunR\x03run\x12\x14\n" +
+	"\x05final\x18\x02 \x01(\bR\x05final*\\\n" +
+	"\n" +
+	"StepStatus\x12\x1b\n" +
+	"\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15STEP_STATUS_COMPLETED\x10\x01\x12\x16\n" +
+	"\x12STEP_STATUS_FAILED\x10\x022\xda\x03\n" +
 	"\vJobsService\x12K\n" +
 	"\bStartRun\x12\x1e.stackshift.v1.StartRunRequest\x1a\x1f.stackshift.v1.StartRunResponse\x12E\n" +
 	"\x06GetRun\x12\x1c.stackshift.v1.GetRunRequest\x1a\x1d.stackshift.v1.GetRunResponse\x12K\n" +
 	"\bListRuns\x12\x1e.stackshift.v1.ListRunsRequest\x1a\x1f.stackshift.v1.ListRunsResponse\x12N\n" +
 	"\tCancelRun\x12\x1f.stackshift.v1.CancelRunRequest\x1a .stackshift.v1.CancelRunResponse\x12K\n" +
-	"\bRetryRun\x12\x1e.stackshift.v1.RetryRunRequest\x1a\x1f.stackshift.v1.RetryRunResponseBHZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1b\x06proto3"
+	"\bRetryRun\x12\x1e.stackshift.v1.RetryRunRequest\x1a\x1f.stackshift.v1.RetryRunResponse\x12M\n" +
+	"\bWatchRun\x12\x1e.stackshift.v1.WatchRunRequest\x1a\x1f.stackshift.v1.WatchRunResponse0\x01BHZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1b\x06proto3"
 
 var (
 	file_stackshift_v1_jobs_proto_rawDescOnce sync.Once
@@ -1103,71 +1422,90 @@ func file_stackshift_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_stackshift_v1_jobs_proto_rawDescData
 }
 
-var file_stackshift_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_stackshift_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_stackshift_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_stackshift_v1_jobs_proto_goTypes = []any{
-	(*StartRunRequest)(nil),       // 0: stackshift.v1.StartRunRequest
-	(*StartRunResponse)(nil),      // 1: stackshift.v1.StartRunResponse
-	(*GetRunRequest)(nil),         // 2: stackshift.v1.GetRunRequest
-	(*GetRunResponse)(nil),        // 3: stackshift.v1.GetRunResponse
-	(*ListRunsRequest)(nil),       // 4: stackshift.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),      // 5: stackshift.v1.ListRunsResponse
-	(*CancelRunRequest)(nil),      // 6: stackshift.v1.CancelRunRequest
-	(*CancelRunResponse)(nil),     // 7: stackshift.v1.CancelRunResponse
-	(*RetryRunRequest)(nil),       // 8: stackshift.v1.RetryRunRequest
-	(*RetryRunResponse)(nil),      // 9: stackshift.v1.RetryRunResponse
-	(*Run)(nil),                   // 10: stackshift.v1.Run
-	(*Attempt)(nil),               // 11: stackshift.v1.Attempt
-	(*Step)(nil),                  // 12: stackshift.v1.Step
-	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
-	(*RetryPolicy)(nil),           // 14: stackshift.v1.RetryPolicy
-	(RunStatus)(0),                // 15: stackshift.v1.RunStatus
-	(*Failure)(nil),               // 16: stackshift.v1.Failure
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(JournalEntryKind)(0),         // 18: stackshift.v1.JournalEntryKind
+	(StepStatus)(0),               // 0: stackshift.v1.StepStatus
+	(*StartRunRequest)(nil),       // 1: stackshift.v1.StartRunRequest
+	(*StartRunResponse)(nil),      // 2: stackshift.v1.StartRunResponse
+	(*GetRunRequest)(nil),         // 3: stackshift.v1.GetRunRequest
+	(*GetRunResponse)(nil),        // 4: stackshift.v1.GetRunResponse
+	(*ListRunsRequest)(nil),       // 5: stackshift.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),      // 6: stackshift.v1.ListRunsResponse
+	(*CancelRunRequest)(nil),      // 7: stackshift.v1.CancelRunRequest
+	(*CancelRunResponse)(nil),     // 8: stackshift.v1.CancelRunResponse
+	(*RetryRunRequest)(nil),       // 9: stackshift.v1.RetryRunRequest
+	(*RetryRunResponse)(nil),      // 10: stackshift.v1.RetryRunResponse
+	(*Run)(nil),                   // 11: stackshift.v1.Run
+	(*Attempt)(nil),               // 12: stackshift.v1.Attempt
+	(*Step)(nil),                  // 13: stackshift.v1.Step
+	(*WatchRunRequest)(nil),       // 14: stackshift.v1.WatchRunRequest
+	(*WatchRunResponse)(nil),      // 15: stackshift.v1.WatchRunResponse
+	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
+	(*RetryPolicy)(nil),           // 17: stackshift.v1.RetryPolicy
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(RunStatus)(0),                // 19: stackshift.v1.RunStatus
+	(*Failure)(nil),               // 20: stackshift.v1.Failure
+	(*RunWait)(nil),               // 21: stackshift.v1.RunWait
+	(*TimelineEntry)(nil),         // 22: stackshift.v1.TimelineEntry
+	(*LogEntry)(nil),              // 23: stackshift.v1.LogEntry
+	(JournalEntryKind)(0),         // 24: stackshift.v1.JournalEntryKind
 }
 var file_stackshift_v1_jobs_proto_depIdxs = []int32{
-	13, // 0: stackshift.v1.StartRunRequest.idempotency_ttl:type_name -> google.protobuf.Duration
-	14, // 1: stackshift.v1.StartRunRequest.retry_policy:type_name -> stackshift.v1.RetryPolicy
-	13, // 2: stackshift.v1.StartRunRequest.lease_timeout:type_name -> google.protobuf.Duration
-	10, // 3: stackshift.v1.StartRunResponse.run:type_name -> stackshift.v1.Run
-	13, // 4: stackshift.v1.GetRunRequest.wait:type_name -> google.protobuf.Duration
-	10, // 5: stackshift.v1.GetRunResponse.run:type_name -> stackshift.v1.Run
-	15, // 6: stackshift.v1.ListRunsRequest.status:type_name -> stackshift.v1.RunStatus
-	10, // 7: stackshift.v1.ListRunsResponse.runs:type_name -> stackshift.v1.Run
-	10, // 8: stackshift.v1.CancelRunResponse.run:type_name -> stackshift.v1.Run
-	10, // 9: stackshift.v1.RetryRunResponse.run:type_name -> stackshift.v1.Run
-	15, // 10: stackshift.v1.Run.status:type_name -> stackshift.v1.RunStatus
-	16, // 11: stackshift.v1.Run.failure:type_name -> stackshift.v1.Failure
-	14, // 12: stackshift.v1.Run.retry_policy:type_name -> stackshift.v1.RetryPolicy
-	17, // 13: stackshift.v1.Run.created_at:type_name -> google.protobuf.Timestamp
-	17, // 14: stackshift.v1.Run.updated_at:type_name -> google.protobuf.Timestamp
-	17, // 15: stackshift.v1.Run.finished_at:type_name -> google.protobuf.Timestamp
-	17, // 16: stackshift.v1.Run.next_attempt_at:type_name -> google.protobuf.Timestamp
-	13, // 17: stackshift.v1.Run.lease_timeout:type_name -> google.protobuf.Duration
-	11, // 18: stackshift.v1.Run.attempts:type_name -> stackshift.v1.Attempt
-	12, // 19: stackshift.v1.Run.steps:type_name -> stackshift.v1.Step
-	17, // 20: stackshift.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	17, // 21: stackshift.v1.Attempt.ended_at:type_name -> google.protobuf.Timestamp
-	16, // 22: stackshift.v1.Attempt.failure:type_name -> stackshift.v1.Failure
-	18, // 23: stackshift.v1.Step.kind:type_name -> stackshift.v1.JournalEntryKind
-	17, // 24: stackshift.v1.Step.started_at:type_name -> google.protobuf.Timestamp
-	17, // 25: stackshift.v1.Step.completed_at:type_name -> google.protobuf.Timestamp
-	16, // 26: stackshift.v1.Step.failure:type_name -> stackshift.v1.Failure
-	0,  // 27: stackshift.v1.JobsService.StartRun:input_type -> stackshift.v1.StartRunRequest
-	2,  // 28: stackshift.v1.JobsService.GetRun:input_type -> stackshift.v1.GetRunRequest
-	4,  // 29: stackshift.v1.JobsService.ListRuns:input_type -> stackshift.v1.ListRunsRequest
-	6,  // 30: stackshift.v1.JobsService.CancelRun:input_type -> stackshift.v1.CancelRunRequest
-	8,  // 31: stackshift.v1.JobsService.RetryRun:input_type -> stackshift.v1.RetryRunRequest
-	1,  // 32: stackshift.v1.JobsService.StartRun:output_type -> stackshift.v1.StartRunResponse
-	3,  // 33: stackshift.v1.JobsService.GetRun:output_type -> stackshift.v1.GetRunResponse
-	5,  // 34: stackshift.v1.JobsService.ListRuns:output_type -> stackshift.v1.ListRunsResponse
-	7,  // 35: stackshift.v1.JobsService.CancelRun:output_type -> stackshift.v1.CancelRunResponse
-	9,  // 36: stackshift.v1.JobsService.RetryRun:output_type -> stackshift.v1.RetryRunResponse
-	32, // [32:37] is the sub-list for method output_type
-	27, // [27:32] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	16, // 0: stackshift.v1.StartRunRequest.idempotency_ttl:type_name -> google.protobuf.Duration
+	17, // 1: stackshift.v1.StartRunRequest.retry_policy:type_name -> stackshift.v1.RetryPolicy
+	16, // 2: stackshift.v1.StartRunRequest.lease_timeout:type_name -> google.protobuf.Duration
+	16, // 3: stackshift.v1.StartRunRequest.delay:type_name -> google.protobuf.Duration
+	18, // 4: stackshift.v1.StartRunRequest.run_at:type_name -> google.protobuf.Timestamp
+	11, // 5: stackshift.v1.StartRunResponse.run:type_name -> stackshift.v1.Run
+	16, // 6: stackshift.v1.GetRunRequest.wait:type_name -> google.protobuf.Duration
+	11, // 7: stackshift.v1.GetRunResponse.run:type_name -> stackshift.v1.Run
+	19, // 8: stackshift.v1.ListRunsRequest.status:type_name -> stackshift.v1.RunStatus
+	18, // 9: stackshift.v1.ListRunsRequest.created_after:type_name -> google.protobuf.Timestamp
+	18, // 10: stackshift.v1.ListRunsRequest.created_before:type_name -> google.protobuf.Timestamp
+	11, // 11: stackshift.v1.ListRunsResponse.runs:type_name -> stackshift.v1.Run
+	11, // 12: stackshift.v1.CancelRunResponse.run:type_name -> stackshift.v1.Run
+	11, // 13: stackshift.v1.RetryRunResponse.run:type_name -> stackshift.v1.Run
+	19, // 14: stackshift.v1.Run.status:type_name -> stackshift.v1.RunStatus
+	20, // 15: stackshift.v1.Run.failure:type_name -> stackshift.v1.Failure
+	17, // 16: stackshift.v1.Run.retry_policy:type_name -> stackshift.v1.RetryPolicy
+	18, // 17: stackshift.v1.Run.created_at:type_name -> google.protobuf.Timestamp
+	18, // 18: stackshift.v1.Run.updated_at:type_name -> google.protobuf.Timestamp
+	18, // 19: stackshift.v1.Run.finished_at:type_name -> google.protobuf.Timestamp
+	18, // 20: stackshift.v1.Run.next_attempt_at:type_name -> google.protobuf.Timestamp
+	16, // 21: stackshift.v1.Run.lease_timeout:type_name -> google.protobuf.Duration
+	12, // 22: stackshift.v1.Run.attempts:type_name -> stackshift.v1.Attempt
+	13, // 23: stackshift.v1.Run.steps:type_name -> stackshift.v1.Step
+	21, // 24: stackshift.v1.Run.wait:type_name -> stackshift.v1.RunWait
+	22, // 25: stackshift.v1.Run.timeline:type_name -> stackshift.v1.TimelineEntry
+	23, // 26: stackshift.v1.Run.logs:type_name -> stackshift.v1.LogEntry
+	18, // 27: stackshift.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	18, // 28: stackshift.v1.Attempt.ended_at:type_name -> google.protobuf.Timestamp
+	20, // 29: stackshift.v1.Attempt.failure:type_name -> stackshift.v1.Failure
+	24, // 30: stackshift.v1.Step.kind:type_name -> stackshift.v1.JournalEntryKind
+	18, // 31: stackshift.v1.Step.started_at:type_name -> google.protobuf.Timestamp
+	18, // 32: stackshift.v1.Step.completed_at:type_name -> google.protobuf.Timestamp
+	20, // 33: stackshift.v1.Step.failure:type_name -> stackshift.v1.Failure
+	0,  // 34: stackshift.v1.Step.status:type_name -> stackshift.v1.StepStatus
+	16, // 35: stackshift.v1.Step.duration:type_name -> google.protobuf.Duration
+	11, // 36: stackshift.v1.WatchRunResponse.run:type_name -> stackshift.v1.Run
+	1,  // 37: stackshift.v1.JobsService.StartRun:input_type -> stackshift.v1.StartRunRequest
+	3,  // 38: stackshift.v1.JobsService.GetRun:input_type -> stackshift.v1.GetRunRequest
+	5,  // 39: stackshift.v1.JobsService.ListRuns:input_type -> stackshift.v1.ListRunsRequest
+	7,  // 40: stackshift.v1.JobsService.CancelRun:input_type -> stackshift.v1.CancelRunRequest
+	9,  // 41: stackshift.v1.JobsService.RetryRun:input_type -> stackshift.v1.RetryRunRequest
+	14, // 42: stackshift.v1.JobsService.WatchRun:input_type -> stackshift.v1.WatchRunRequest
+	2,  // 43: stackshift.v1.JobsService.StartRun:output_type -> stackshift.v1.StartRunResponse
+	4,  // 44: stackshift.v1.JobsService.GetRun:output_type -> stackshift.v1.GetRunResponse
+	6,  // 45: stackshift.v1.JobsService.ListRuns:output_type -> stackshift.v1.ListRunsResponse
+	8,  // 46: stackshift.v1.JobsService.CancelRun:output_type -> stackshift.v1.CancelRunResponse
+	10, // 47: stackshift.v1.JobsService.RetryRun:output_type -> stackshift.v1.RetryRunResponse
+	15, // 48: stackshift.v1.JobsService.WatchRun:output_type -> stackshift.v1.WatchRunResponse
+	43, // [43:49] is the sub-list for method output_type
+	37, // [37:43] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_stackshift_v1_jobs_proto_init() }
@@ -1176,18 +1514,21 @@ func file_stackshift_v1_jobs_proto_init() {
 		return
 	}
 	file_stackshift_v1_common_proto_init()
+	file_stackshift_v1_events_proto_init()
+	file_stackshift_v1_observability_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stackshift_v1_jobs_proto_rawDesc), len(file_stackshift_v1_jobs_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   13,
+			NumEnums:      1,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_stackshift_v1_jobs_proto_goTypes,
 		DependencyIndexes: file_stackshift_v1_jobs_proto_depIdxs,
+		EnumInfos:         file_stackshift_v1_jobs_proto_enumTypes,
 		MessageInfos:      file_stackshift_v1_jobs_proto_msgTypes,
 	}.Build()
 	File_stackshift_v1_jobs_proto = out.File

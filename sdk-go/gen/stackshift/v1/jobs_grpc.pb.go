@@ -24,6 +24,7 @@ const (
 	JobsService_ListRuns_FullMethodName  = "/stackshift.v1.JobsService/ListRuns"
 	JobsService_CancelRun_FullMethodName = "/stackshift.v1.JobsService/CancelRun"
 	JobsService_RetryRun_FullMethodName  = "/stackshift.v1.JobsService/RetryRun"
+	JobsService_WatchRun_FullMethodName  = "/stackshift.v1.JobsService/WatchRun"
 )
 
 // JobsServiceClient is the client API for JobsService service.
@@ -44,6 +45,10 @@ type JobsServiceClient interface {
 	CancelRun(ctx context.Context, in *CancelRunRequest, opts ...grpc.CallOption) (*CancelRunResponse, error)
 	// RetryRun gives a failed or cancelled run new attempts; completed steps stay memoized.
 	RetryRun(ctx context.Context, in *RetryRunRequest, opts ...grpc.CallOption) (*RetryRunResponse, error)
+	// WatchRun follows a run live: the first message is the run in full (as `GetRun` returns
+	// it), then one message per change (new timeline entries, new log lines, a new status)
+	// until the run is completed, failed or cancelled, when the stream ends.
+	WatchRun(ctx context.Context, in *WatchRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRunResponse], error)
 }
 
 type jobsServiceClient struct {
@@ -104,6 +109,25 @@ func (c *jobsServiceClient) RetryRun(ctx context.Context, in *RetryRunRequest, o
 	return out, nil
 }
 
+func (c *jobsServiceClient) WatchRun(ctx context.Context, in *WatchRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRunResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &JobsService_ServiceDesc.Streams[0], JobsService_WatchRun_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRunRequest, WatchRunResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type JobsService_WatchRunClient = grpc.ServerStreamingClient[WatchRunResponse]
+
 // JobsServiceServer is the server API for JobsService service.
 // All implementations must embed UnimplementedJobsServiceServer
 // for forward compatibility.
@@ -122,6 +146,10 @@ type JobsServiceServer interface {
 	CancelRun(context.Context, *CancelRunRequest) (*CancelRunResponse, error)
 	// RetryRun gives a failed or cancelled run new attempts; completed steps stay memoized.
 	RetryRun(context.Context, *RetryRunRequest) (*RetryRunResponse, error)
+	// WatchRun follows a run live: the first message is the run in full (as `GetRun` returns
+	// it), then one message per change (new timeline entries, new log lines, a new status)
+	// until the run is completed, failed or cancelled, when the stream ends.
+	WatchRun(*WatchRunRequest, grpc.ServerStreamingServer[WatchRunResponse]) error
 	mustEmbedUnimplementedJobsServiceServer()
 }
 
@@ -146,6 +174,9 @@ func (UnimplementedJobsServiceServer) CancelRun(context.Context, *CancelRunReque
 }
 func (UnimplementedJobsServiceServer) RetryRun(context.Context, *RetryRunRequest) (*RetryRunResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RetryRun not implemented")
+}
+func (UnimplementedJobsServiceServer) WatchRun(*WatchRunRequest, grpc.ServerStreamingServer[WatchRunResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchRun not implemented")
 }
 func (UnimplementedJobsServiceServer) mustEmbedUnimplementedJobsServiceServer() {}
 func (UnimplementedJobsServiceServer) testEmbeddedByValue()                     {}
@@ -258,6 +289,17 @@ func _JobsService_RetryRun_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobsService_WatchRun_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRunRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(JobsServiceServer).WatchRun(m, &grpc.GenericServerStream[WatchRunRequest, WatchRunResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type JobsService_WatchRunServer = grpc.ServerStreamingServer[WatchRunResponse]
+
 // JobsService_ServiceDesc is the grpc.ServiceDesc for JobsService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -286,6 +328,12 @@ var JobsService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _JobsService_RetryRun_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchRun",
+			Handler:       _JobsService_WatchRun_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "stackshift/v1/jobs.proto",
 }

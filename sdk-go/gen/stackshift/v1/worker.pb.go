@@ -23,6 +23,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// SuspendOutcome says whether the worker continues or stops.
+type SuspendOutcome int32
+
+const (
+	// Not set. Never sent by the server.
+	SuspendOutcome_SUSPEND_OUTCOME_UNSPECIFIED SuspendOutcome = 0
+	// The wait resolved at once; `entry` holds its result and the lease is kept.
+	SuspendOutcome_SUSPEND_OUTCOME_SATISFIED SuspendOutcome = 1
+	// The run is waiting and holds no lease: stop the handler, report nothing.
+	SuspendOutcome_SUSPEND_OUTCOME_SUSPENDED SuspendOutcome = 2
+)
+
+// Enum value maps for SuspendOutcome.
+var (
+	SuspendOutcome_name = map[int32]string{
+		0: "SUSPEND_OUTCOME_UNSPECIFIED",
+		1: "SUSPEND_OUTCOME_SATISFIED",
+		2: "SUSPEND_OUTCOME_SUSPENDED",
+	}
+	SuspendOutcome_value = map[string]int32{
+		"SUSPEND_OUTCOME_UNSPECIFIED": 0,
+		"SUSPEND_OUTCOME_SATISFIED":   1,
+		"SUSPEND_OUTCOME_SUSPENDED":   2,
+	}
+)
+
+func (x SuspendOutcome) Enum() *SuspendOutcome {
+	p := new(SuspendOutcome)
+	*p = x
+	return p
+}
+
+func (x SuspendOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SuspendOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_stackshift_v1_worker_proto_enumTypes[0].Descriptor()
+}
+
+func (SuspendOutcome) Type() protoreflect.EnumType {
+	return &file_stackshift_v1_worker_proto_enumTypes[0]
+}
+
+func (x SuspendOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SuspendOutcome.Descriptor instead.
+func (SuspendOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{0}
+}
+
 // JobSpec declares a job that a worker can execute.
 type JobSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -230,7 +283,10 @@ type Task struct {
 	// Results already recorded for this run: replay returns them instead of executing.
 	Journal []*JournalEntry `protobuf:"bytes,10,rep,name=journal,proto3" json:"journal,omitempty"`
 	// When the run was created (the cut-off for event matching).
-	RunCreatedAt  *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=run_created_at,json=runCreatedAt,proto3" json:"run_created_at,omitempty"`
+	RunCreatedAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=run_created_at,json=runCreatedAt,proto3" json:"run_created_at,omitempty"`
+	// True when this delivery resumes an attempt after a sleep or an event wait: the attempt
+	// number did not change, and the journal holds the wait's result.
+	Resumed       bool `protobuf:"varint,12,opt,name=resumed,proto3" json:"resumed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -340,6 +396,13 @@ func (x *Task) GetRunCreatedAt() *timestamppb.Timestamp {
 		return x.RunCreatedAt
 	}
 	return nil
+}
+
+func (x *Task) GetResumed() bool {
+	if x != nil {
+		return x.Resumed
+	}
+	return false
 }
 
 // HeartbeatRequest extends a lease.
@@ -842,11 +905,431 @@ func (x *FailRunResponse) GetNextAttemptAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// SuspendRunRequest starts a durable sleep or an event wait under a lease.
+type SuspendRunRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run's id.
+	RunId string `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The attempt's lease token.
+	LeaseToken string `protobuf:"bytes,2,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	// The wait's id, with its occurrence suffix (1-256 characters, no control characters).
+	// Waits and steps share one id space per run.
+	StepId string `protobuf:"bytes,3,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	// What to wait for. Required.
+	//
+	// Types that are valid to be assigned to Wait:
+	//
+	//	*SuspendRunRequest_Sleep
+	//	*SuspendRunRequest_Event
+	Wait          isSuspendRunRequest_Wait `protobuf_oneof:"wait"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SuspendRunRequest) Reset() {
+	*x = SuspendRunRequest{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SuspendRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SuspendRunRequest) ProtoMessage() {}
+
+func (x *SuspendRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SuspendRunRequest.ProtoReflect.Descriptor instead.
+func (*SuspendRunRequest) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SuspendRunRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *SuspendRunRequest) GetLeaseToken() string {
+	if x != nil {
+		return x.LeaseToken
+	}
+	return ""
+}
+
+func (x *SuspendRunRequest) GetStepId() string {
+	if x != nil {
+		return x.StepId
+	}
+	return ""
+}
+
+func (x *SuspendRunRequest) GetWait() isSuspendRunRequest_Wait {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
+func (x *SuspendRunRequest) GetSleep() *SleepWait {
+	if x != nil {
+		if x, ok := x.Wait.(*SuspendRunRequest_Sleep); ok {
+			return x.Sleep
+		}
+	}
+	return nil
+}
+
+func (x *SuspendRunRequest) GetEvent() *EventWait {
+	if x != nil {
+		if x, ok := x.Wait.(*SuspendRunRequest_Event); ok {
+			return x.Event
+		}
+	}
+	return nil
+}
+
+type isSuspendRunRequest_Wait interface {
+	isSuspendRunRequest_Wait()
+}
+
+type SuspendRunRequest_Sleep struct {
+	// A durable sleep.
+	Sleep *SleepWait `protobuf:"bytes,4,opt,name=sleep,proto3,oneof"`
+}
+
+type SuspendRunRequest_Event struct {
+	// An event wait.
+	Event *EventWait `protobuf:"bytes,5,opt,name=event,proto3,oneof"`
+}
+
+func (*SuspendRunRequest_Sleep) isSuspendRunRequest_Wait() {}
+
+func (*SuspendRunRequest_Event) isSuspendRunRequest_Wait() {}
+
+// SleepWait suspends the run until a point in time. Set exactly one field.
+type SleepWait struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How long to sleep, counted from when the server receives the request (at most 365
+	// days).
+	Duration *durationpb.Duration `protobuf:"bytes,1,opt,name=duration,proto3" json:"duration,omitempty"`
+	// When to wake up (at most 365 days ahead). A time in the past resolves at once.
+	Until         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=until,proto3" json:"until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SleepWait) Reset() {
+	*x = SleepWait{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SleepWait) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SleepWait) ProtoMessage() {}
+
+func (x *SleepWait) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SleepWait.ProtoReflect.Descriptor instead.
+func (*SleepWait) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SleepWait) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *SleepWait) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+// EventWait suspends the run until a matching event is published or the timeout passes.
+type EventWait struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event name to wait for (same rules as event names).
+	EventName string `protobuf:"bytes,1,opt,name=event_name,json=eventName,proto3" json:"event_name,omitempty"`
+	// The correlation key to match exactly (at most 512 characters). Empty = only events
+	// published without a key.
+	CorrelationKey string `protobuf:"bytes,2,opt,name=correlation_key,json=correlationKey,proto3" json:"correlation_key,omitempty"`
+	// How long to wait, counted from when the server receives the request (0 to 365 days).
+	// Required. 0 takes a matching event from the inbox or times out at once.
+	Timeout       *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventWait) Reset() {
+	*x = EventWait{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventWait) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventWait) ProtoMessage() {}
+
+func (x *EventWait) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventWait.ProtoReflect.Descriptor instead.
+func (*EventWait) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *EventWait) GetEventName() string {
+	if x != nil {
+		return x.EventName
+	}
+	return ""
+}
+
+func (x *EventWait) GetCorrelationKey() string {
+	if x != nil {
+		return x.CorrelationKey
+	}
+	return ""
+}
+
+func (x *EventWait) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// SuspendRunResponse tells the worker how to go on.
+type SuspendRunResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SATISFIED or SUSPENDED.
+	Outcome SuspendOutcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=stackshift.v1.SuspendOutcome" json:"outcome,omitempty"`
+	// For SATISFIED: the wait's journal entry (kind SLEEP or EVENT).
+	Entry *JournalEntry `protobuf:"bytes,2,opt,name=entry,proto3" json:"entry,omitempty"`
+	// For SUSPENDED: when the sleep ends or the event wait times out.
+	WakeAt        *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=wake_at,json=wakeAt,proto3" json:"wake_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SuspendRunResponse) Reset() {
+	*x = SuspendRunResponse{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SuspendRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SuspendRunResponse) ProtoMessage() {}
+
+func (x *SuspendRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SuspendRunResponse.ProtoReflect.Descriptor instead.
+func (*SuspendRunResponse) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SuspendRunResponse) GetOutcome() SuspendOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return SuspendOutcome_SUSPEND_OUTCOME_UNSPECIFIED
+}
+
+func (x *SuspendRunResponse) GetEntry() *JournalEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *SuspendRunResponse) GetWakeAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WakeAt
+	}
+	return nil
+}
+
+// AppendLogsRequest carries a batch of a handler's log lines.
+type AppendLogsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run's id.
+	RunId string `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The attempt's lease token.
+	LeaseToken string `protobuf:"bytes,2,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	// The lines, oldest first (at most 1,000 per request).
+	Entries       []*LogEntry `protobuf:"bytes,3,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendLogsRequest) Reset() {
+	*x = AppendLogsRequest{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendLogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendLogsRequest) ProtoMessage() {}
+
+func (x *AppendLogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendLogsRequest.ProtoReflect.Descriptor instead.
+func (*AppendLogsRequest) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *AppendLogsRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *AppendLogsRequest) GetLeaseToken() string {
+	if x != nil {
+		return x.LeaseToken
+	}
+	return ""
+}
+
+func (x *AppendLogsRequest) GetEntries() []*LogEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// AppendLogsResponse tells how many lines were kept.
+type AppendLogsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Lines stored.
+	Accepted int32 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// Lines dropped because the run reached its log cap.
+	Dropped       int32 `protobuf:"varint,2,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendLogsResponse) Reset() {
+	*x = AppendLogsResponse{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendLogsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendLogsResponse) ProtoMessage() {}
+
+func (x *AppendLogsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendLogsResponse.ProtoReflect.Descriptor instead.
+func (*AppendLogsResponse) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AppendLogsResponse) GetAccepted() int32 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *AppendLogsResponse) GetDropped() int32 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
 var File_stackshift_v1_worker_proto protoreflect.FileDescriptor
 
 const file_stackshift_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x1astackshift/v1/worker.proto\x12\rstackshift.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1astackshift/v1/common.proto\"]\n" +
+	"\x1astackshift/v1/worker.proto\x12\rstackshift.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1astackshift/v1/common.proto\x1a!stackshift/v1/observability.proto\"]\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
 	"\rlease_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fleaseTimeout\"\xbe\x01\n" +
@@ -857,7 +1340,7 @@ const file_stackshift_v1_worker_proto_rawDesc = "" +
 	"\tmax_tasks\x18\x04 \x01(\x05R\bmaxTasks\x12-\n" +
 	"\x04wait\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"=\n" +
 	"\x10PollTaskResponse\x12)\n" +
-	"\x05tasks\x18\x01 \x03(\v2\x13.stackshift.v1.TaskR\x05tasks\"\xb9\x03\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x13.stackshift.v1.TaskR\x05tasks\"\xd3\x03\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x10\n" +
 	"\x03job\x18\x02 \x01(\tR\x03job\x12\x14\n" +
@@ -871,7 +1354,8 @@ const file_stackshift_v1_worker_proto_rawDesc = "" +
 	"\rlease_timeout\x18\t \x01(\v2\x19.google.protobuf.DurationR\fleaseTimeout\x125\n" +
 	"\ajournal\x18\n" +
 	" \x03(\v2\x1b.stackshift.v1.JournalEntryR\ajournal\x12@\n" +
-	"\x0erun_created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\frunCreatedAt\"J\n" +
+	"\x0erun_created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\frunCreatedAt\x12\x18\n" +
+	"\aresumed\x18\f \x01(\bR\aresumed\"J\n" +
 	"\x10HeartbeatRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\tR\n" +
@@ -904,13 +1388,49 @@ const file_stackshift_v1_worker_proto_rawDesc = "" +
 	"\afailure\x18\x03 \x01(\v2\x16.stackshift.v1.FailureR\afailure\"\x87\x01\n" +
 	"\x0fFailRunResponse\x120\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x18.stackshift.v1.RunStatusR\x06status\x12B\n" +
-	"\x0fnext_attempt_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt2\xa5\x03\n" +
+	"\x0fnext_attempt_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\"\xd0\x01\n" +
+	"\x11SuspendRunRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n" +
+	"\vlease_token\x18\x02 \x01(\tR\n" +
+	"leaseToken\x12\x17\n" +
+	"\astep_id\x18\x03 \x01(\tR\x06stepId\x120\n" +
+	"\x05sleep\x18\x04 \x01(\v2\x18.stackshift.v1.SleepWaitH\x00R\x05sleep\x120\n" +
+	"\x05event\x18\x05 \x01(\v2\x18.stackshift.v1.EventWaitH\x00R\x05eventB\x06\n" +
+	"\x04wait\"t\n" +
+	"\tSleepWait\x125\n" +
+	"\bduration\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\bduration\x120\n" +
+	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\x88\x01\n" +
+	"\tEventWait\x12\x1d\n" +
+	"\n" +
+	"event_name\x18\x01 \x01(\tR\teventName\x12'\n" +
+	"\x0fcorrelation_key\x18\x02 \x01(\tR\x0ecorrelationKey\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xb5\x01\n" +
+	"\x12SuspendRunResponse\x127\n" +
+	"\aoutcome\x18\x01 \x01(\x0e2\x1d.stackshift.v1.SuspendOutcomeR\aoutcome\x121\n" +
+	"\x05entry\x18\x02 \x01(\v2\x1b.stackshift.v1.JournalEntryR\x05entry\x123\n" +
+	"\awake_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06wakeAt\"~\n" +
+	"\x11AppendLogsRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n" +
+	"\vlease_token\x18\x02 \x01(\tR\n" +
+	"leaseToken\x121\n" +
+	"\aentries\x18\x03 \x03(\v2\x17.stackshift.v1.LogEntryR\aentries\"J\n" +
+	"\x12AppendLogsResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\x05R\baccepted\x12\x18\n" +
+	"\adropped\x18\x02 \x01(\x05R\adropped*o\n" +
+	"\x0eSuspendOutcome\x12\x1f\n" +
+	"\x1bSUSPEND_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19SUSPEND_OUTCOME_SATISFIED\x10\x01\x12\x1d\n" +
+	"\x19SUSPEND_OUTCOME_SUSPENDED\x10\x022\xcb\x04\n" +
 	"\rWorkerService\x12K\n" +
 	"\bPollTask\x12\x1e.stackshift.v1.PollTaskRequest\x1a\x1f.stackshift.v1.PollTaskResponse\x12N\n" +
 	"\tHeartbeat\x12\x1f.stackshift.v1.HeartbeatRequest\x1a .stackshift.v1.HeartbeatResponse\x12W\n" +
 	"\fCompleteStep\x12\".stackshift.v1.CompleteStepRequest\x1a#.stackshift.v1.CompleteStepResponse\x12T\n" +
 	"\vCompleteRun\x12!.stackshift.v1.CompleteRunRequest\x1a\".stackshift.v1.CompleteRunResponse\x12H\n" +
-	"\aFailRun\x12\x1d.stackshift.v1.FailRunRequest\x1a\x1e.stackshift.v1.FailRunResponseBHZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1b\x06proto3"
+	"\aFailRun\x12\x1d.stackshift.v1.FailRunRequest\x1a\x1e.stackshift.v1.FailRunResponse\x12Q\n" +
+	"\n" +
+	"SuspendRun\x12 .stackshift.v1.SuspendRunRequest\x1a!.stackshift.v1.SuspendRunResponse\x12Q\n" +
+	"\n" +
+	"AppendLogs\x12 .stackshift.v1.AppendLogsRequest\x1a!.stackshift.v1.AppendLogsResponseBHZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1b\x06proto3"
 
 var (
 	file_stackshift_v1_worker_proto_rawDescOnce sync.Once
@@ -924,56 +1444,78 @@ func file_stackshift_v1_worker_proto_rawDescGZIP() []byte {
 	return file_stackshift_v1_worker_proto_rawDescData
 }
 
-var file_stackshift_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_stackshift_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_stackshift_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_stackshift_v1_worker_proto_goTypes = []any{
-	(*JobSpec)(nil),               // 0: stackshift.v1.JobSpec
-	(*PollTaskRequest)(nil),       // 1: stackshift.v1.PollTaskRequest
-	(*PollTaskResponse)(nil),      // 2: stackshift.v1.PollTaskResponse
-	(*Task)(nil),                  // 3: stackshift.v1.Task
-	(*HeartbeatRequest)(nil),      // 4: stackshift.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 5: stackshift.v1.HeartbeatResponse
-	(*CompleteStepRequest)(nil),   // 6: stackshift.v1.CompleteStepRequest
-	(*CompleteStepResponse)(nil),  // 7: stackshift.v1.CompleteStepResponse
-	(*CompleteRunRequest)(nil),    // 8: stackshift.v1.CompleteRunRequest
-	(*CompleteRunResponse)(nil),   // 9: stackshift.v1.CompleteRunResponse
-	(*FailRunRequest)(nil),        // 10: stackshift.v1.FailRunRequest
-	(*FailRunResponse)(nil),       // 11: stackshift.v1.FailRunResponse
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*JournalEntry)(nil),          // 14: stackshift.v1.JournalEntry
-	(*Failure)(nil),               // 15: stackshift.v1.Failure
-	(RunStatus)(0),                // 16: stackshift.v1.RunStatus
+	(SuspendOutcome)(0),           // 0: stackshift.v1.SuspendOutcome
+	(*JobSpec)(nil),               // 1: stackshift.v1.JobSpec
+	(*PollTaskRequest)(nil),       // 2: stackshift.v1.PollTaskRequest
+	(*PollTaskResponse)(nil),      // 3: stackshift.v1.PollTaskResponse
+	(*Task)(nil),                  // 4: stackshift.v1.Task
+	(*HeartbeatRequest)(nil),      // 5: stackshift.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),     // 6: stackshift.v1.HeartbeatResponse
+	(*CompleteStepRequest)(nil),   // 7: stackshift.v1.CompleteStepRequest
+	(*CompleteStepResponse)(nil),  // 8: stackshift.v1.CompleteStepResponse
+	(*CompleteRunRequest)(nil),    // 9: stackshift.v1.CompleteRunRequest
+	(*CompleteRunResponse)(nil),   // 10: stackshift.v1.CompleteRunResponse
+	(*FailRunRequest)(nil),        // 11: stackshift.v1.FailRunRequest
+	(*FailRunResponse)(nil),       // 12: stackshift.v1.FailRunResponse
+	(*SuspendRunRequest)(nil),     // 13: stackshift.v1.SuspendRunRequest
+	(*SleepWait)(nil),             // 14: stackshift.v1.SleepWait
+	(*EventWait)(nil),             // 15: stackshift.v1.EventWait
+	(*SuspendRunResponse)(nil),    // 16: stackshift.v1.SuspendRunResponse
+	(*AppendLogsRequest)(nil),     // 17: stackshift.v1.AppendLogsRequest
+	(*AppendLogsResponse)(nil),    // 18: stackshift.v1.AppendLogsResponse
+	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*JournalEntry)(nil),          // 21: stackshift.v1.JournalEntry
+	(*Failure)(nil),               // 22: stackshift.v1.Failure
+	(RunStatus)(0),                // 23: stackshift.v1.RunStatus
+	(*LogEntry)(nil),              // 24: stackshift.v1.LogEntry
 }
 var file_stackshift_v1_worker_proto_depIdxs = []int32{
-	12, // 0: stackshift.v1.JobSpec.lease_timeout:type_name -> google.protobuf.Duration
-	0,  // 1: stackshift.v1.PollTaskRequest.jobs:type_name -> stackshift.v1.JobSpec
-	12, // 2: stackshift.v1.PollTaskRequest.wait:type_name -> google.protobuf.Duration
-	3,  // 3: stackshift.v1.PollTaskResponse.tasks:type_name -> stackshift.v1.Task
-	13, // 4: stackshift.v1.Task.lease_deadline:type_name -> google.protobuf.Timestamp
-	12, // 5: stackshift.v1.Task.lease_timeout:type_name -> google.protobuf.Duration
-	14, // 6: stackshift.v1.Task.journal:type_name -> stackshift.v1.JournalEntry
-	13, // 7: stackshift.v1.Task.run_created_at:type_name -> google.protobuf.Timestamp
-	13, // 8: stackshift.v1.HeartbeatResponse.lease_deadline:type_name -> google.protobuf.Timestamp
-	15, // 9: stackshift.v1.CompleteStepRequest.failure:type_name -> stackshift.v1.Failure
-	13, // 10: stackshift.v1.CompleteStepRequest.started_at:type_name -> google.protobuf.Timestamp
-	15, // 11: stackshift.v1.FailRunRequest.failure:type_name -> stackshift.v1.Failure
-	16, // 12: stackshift.v1.FailRunResponse.status:type_name -> stackshift.v1.RunStatus
-	13, // 13: stackshift.v1.FailRunResponse.next_attempt_at:type_name -> google.protobuf.Timestamp
-	1,  // 14: stackshift.v1.WorkerService.PollTask:input_type -> stackshift.v1.PollTaskRequest
-	4,  // 15: stackshift.v1.WorkerService.Heartbeat:input_type -> stackshift.v1.HeartbeatRequest
-	6,  // 16: stackshift.v1.WorkerService.CompleteStep:input_type -> stackshift.v1.CompleteStepRequest
-	8,  // 17: stackshift.v1.WorkerService.CompleteRun:input_type -> stackshift.v1.CompleteRunRequest
-	10, // 18: stackshift.v1.WorkerService.FailRun:input_type -> stackshift.v1.FailRunRequest
-	2,  // 19: stackshift.v1.WorkerService.PollTask:output_type -> stackshift.v1.PollTaskResponse
-	5,  // 20: stackshift.v1.WorkerService.Heartbeat:output_type -> stackshift.v1.HeartbeatResponse
-	7,  // 21: stackshift.v1.WorkerService.CompleteStep:output_type -> stackshift.v1.CompleteStepResponse
-	9,  // 22: stackshift.v1.WorkerService.CompleteRun:output_type -> stackshift.v1.CompleteRunResponse
-	11, // 23: stackshift.v1.WorkerService.FailRun:output_type -> stackshift.v1.FailRunResponse
-	19, // [19:24] is the sub-list for method output_type
-	14, // [14:19] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	19, // 0: stackshift.v1.JobSpec.lease_timeout:type_name -> google.protobuf.Duration
+	1,  // 1: stackshift.v1.PollTaskRequest.jobs:type_name -> stackshift.v1.JobSpec
+	19, // 2: stackshift.v1.PollTaskRequest.wait:type_name -> google.protobuf.Duration
+	4,  // 3: stackshift.v1.PollTaskResponse.tasks:type_name -> stackshift.v1.Task
+	20, // 4: stackshift.v1.Task.lease_deadline:type_name -> google.protobuf.Timestamp
+	19, // 5: stackshift.v1.Task.lease_timeout:type_name -> google.protobuf.Duration
+	21, // 6: stackshift.v1.Task.journal:type_name -> stackshift.v1.JournalEntry
+	20, // 7: stackshift.v1.Task.run_created_at:type_name -> google.protobuf.Timestamp
+	20, // 8: stackshift.v1.HeartbeatResponse.lease_deadline:type_name -> google.protobuf.Timestamp
+	22, // 9: stackshift.v1.CompleteStepRequest.failure:type_name -> stackshift.v1.Failure
+	20, // 10: stackshift.v1.CompleteStepRequest.started_at:type_name -> google.protobuf.Timestamp
+	22, // 11: stackshift.v1.FailRunRequest.failure:type_name -> stackshift.v1.Failure
+	23, // 12: stackshift.v1.FailRunResponse.status:type_name -> stackshift.v1.RunStatus
+	20, // 13: stackshift.v1.FailRunResponse.next_attempt_at:type_name -> google.protobuf.Timestamp
+	14, // 14: stackshift.v1.SuspendRunRequest.sleep:type_name -> stackshift.v1.SleepWait
+	15, // 15: stackshift.v1.SuspendRunRequest.event:type_name -> stackshift.v1.EventWait
+	19, // 16: stackshift.v1.SleepWait.duration:type_name -> google.protobuf.Duration
+	20, // 17: stackshift.v1.SleepWait.until:type_name -> google.protobuf.Timestamp
+	19, // 18: stackshift.v1.EventWait.timeout:type_name -> google.protobuf.Duration
+	0,  // 19: stackshift.v1.SuspendRunResponse.outcome:type_name -> stackshift.v1.SuspendOutcome
+	21, // 20: stackshift.v1.SuspendRunResponse.entry:type_name -> stackshift.v1.JournalEntry
+	20, // 21: stackshift.v1.SuspendRunResponse.wake_at:type_name -> google.protobuf.Timestamp
+	24, // 22: stackshift.v1.AppendLogsRequest.entries:type_name -> stackshift.v1.LogEntry
+	2,  // 23: stackshift.v1.WorkerService.PollTask:input_type -> stackshift.v1.PollTaskRequest
+	5,  // 24: stackshift.v1.WorkerService.Heartbeat:input_type -> stackshift.v1.HeartbeatRequest
+	7,  // 25: stackshift.v1.WorkerService.CompleteStep:input_type -> stackshift.v1.CompleteStepRequest
+	9,  // 26: stackshift.v1.WorkerService.CompleteRun:input_type -> stackshift.v1.CompleteRunRequest
+	11, // 27: stackshift.v1.WorkerService.FailRun:input_type -> stackshift.v1.FailRunRequest
+	13, // 28: stackshift.v1.WorkerService.SuspendRun:input_type -> stackshift.v1.SuspendRunRequest
+	17, // 29: stackshift.v1.WorkerService.AppendLogs:input_type -> stackshift.v1.AppendLogsRequest
+	3,  // 30: stackshift.v1.WorkerService.PollTask:output_type -> stackshift.v1.PollTaskResponse
+	6,  // 31: stackshift.v1.WorkerService.Heartbeat:output_type -> stackshift.v1.HeartbeatResponse
+	8,  // 32: stackshift.v1.WorkerService.CompleteStep:output_type -> stackshift.v1.CompleteStepResponse
+	10, // 33: stackshift.v1.WorkerService.CompleteRun:output_type -> stackshift.v1.CompleteRunResponse
+	12, // 34: stackshift.v1.WorkerService.FailRun:output_type -> stackshift.v1.FailRunResponse
+	16, // 35: stackshift.v1.WorkerService.SuspendRun:output_type -> stackshift.v1.SuspendRunResponse
+	18, // 36: stackshift.v1.WorkerService.AppendLogs:output_type -> stackshift.v1.AppendLogsResponse
+	30, // [30:37] is the sub-list for method output_type
+	23, // [23:30] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_stackshift_v1_worker_proto_init() }
@@ -982,22 +1524,28 @@ func file_stackshift_v1_worker_proto_init() {
 		return
 	}
 	file_stackshift_v1_common_proto_init()
+	file_stackshift_v1_observability_proto_init()
 	file_stackshift_v1_worker_proto_msgTypes[6].OneofWrappers = []any{
 		(*CompleteStepRequest_Output)(nil),
 		(*CompleteStepRequest_Failure)(nil),
+	}
+	file_stackshift_v1_worker_proto_msgTypes[12].OneofWrappers = []any{
+		(*SuspendRunRequest_Sleep)(nil),
+		(*SuspendRunRequest_Event)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stackshift_v1_worker_proto_rawDesc), len(file_stackshift_v1_worker_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   12,
+			NumEnums:      1,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_stackshift_v1_worker_proto_goTypes,
 		DependencyIndexes: file_stackshift_v1_worker_proto_depIdxs,
+		EnumInfos:         file_stackshift_v1_worker_proto_enumTypes,
 		MessageInfos:      file_stackshift_v1_worker_proto_msgTypes,
 	}.Build()
 	File_stackshift_v1_worker_proto = out.File

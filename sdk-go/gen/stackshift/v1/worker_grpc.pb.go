@@ -24,6 +24,8 @@ const (
 	WorkerService_CompleteStep_FullMethodName = "/stackshift.v1.WorkerService/CompleteStep"
 	WorkerService_CompleteRun_FullMethodName  = "/stackshift.v1.WorkerService/CompleteRun"
 	WorkerService_FailRun_FullMethodName      = "/stackshift.v1.WorkerService/FailRun"
+	WorkerService_SuspendRun_FullMethodName   = "/stackshift.v1.WorkerService/SuspendRun"
+	WorkerService_AppendLogs_FullMethodName   = "/stackshift.v1.WorkerService/AppendLogs"
 )
 
 // WorkerServiceClient is the client API for WorkerService service.
@@ -35,9 +37,10 @@ const (
 // token of the attempt; a write with a stale token answers FAILED_PRECONDITION and changes
 // nothing, and a write to a cancelled run answers ABORTED.
 //
-// Later additions fit without breaking this contract: suspension (durable sleep, waiting
-// for an event) is a new `SuspendRun` RPC and new journal entry kinds; state calls inside a
-// run name the same (run_id, lease_token) pair; logs are a batched `AppendLogs` RPC.
+// `SuspendRun` starts a durable sleep or an event wait (see docs/events.md): the run turns
+// `waiting` and holds no lease until the wait resolves. Later additions fit without breaking
+// this contract: state calls inside a run name the same (run_id, lease_token) pair; logs
+// are a batched `AppendLogs` RPC.
 type WorkerServiceClient interface {
 	// PollTask blocks until tasks are available for the worker's queues and jobs, or until
 	// `wait` passes (then it returns no tasks, not an error).
@@ -50,6 +53,16 @@ type WorkerServiceClient interface {
 	CompleteRun(ctx context.Context, in *CompleteRunRequest, opts ...grpc.CallOption) (*CompleteRunResponse, error)
 	// FailRun records a failed attempt; the run is retried or fails.
 	FailRun(ctx context.Context, in *FailRunRequest, opts ...grpc.CallOption) (*FailRunResponse, error)
+	// SuspendRun starts a durable sleep or an event wait. When it can be resolved at once
+	// (the sleep's time has passed, or a matching event is already in the run's inbox) the
+	// result is journaled and returned as SATISFIED: the worker continues under the same
+	// lease. Otherwise the wait is stored, the lease is released and the run turns `waiting`
+	// (SUSPENDED): the worker stops the handler without reporting anything, and the run is
+	// delivered again (same attempt number, new lease) once the wait resolves.
+	SuspendRun(ctx context.Context, in *SuspendRunRequest, opts ...grpc.CallOption) (*SuspendRunResponse, error)
+	// AppendLogs stores a batch of log lines of the attempt holding the lease. Lines beyond
+	// the run's log cap (see docs/limits.md) are dropped after one truncation marker.
+	AppendLogs(ctx context.Context, in *AppendLogsRequest, opts ...grpc.CallOption) (*AppendLogsResponse, error)
 }
 
 type workerServiceClient struct {
@@ -110,6 +123,26 @@ func (c *workerServiceClient) FailRun(ctx context.Context, in *FailRunRequest, o
 	return out, nil
 }
 
+func (c *workerServiceClient) SuspendRun(ctx context.Context, in *SuspendRunRequest, opts ...grpc.CallOption) (*SuspendRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SuspendRunResponse)
+	err := c.cc.Invoke(ctx, WorkerService_SuspendRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workerServiceClient) AppendLogs(ctx context.Context, in *AppendLogsRequest, opts ...grpc.CallOption) (*AppendLogsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AppendLogsResponse)
+	err := c.cc.Invoke(ctx, WorkerService_AppendLogs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkerServiceServer is the server API for WorkerService service.
 // All implementations must embed UnimplementedWorkerServiceServer
 // for forward compatibility.
@@ -119,9 +152,10 @@ func (c *workerServiceClient) FailRun(ctx context.Context, in *FailRunRequest, o
 // token of the attempt; a write with a stale token answers FAILED_PRECONDITION and changes
 // nothing, and a write to a cancelled run answers ABORTED.
 //
-// Later additions fit without breaking this contract: suspension (durable sleep, waiting
-// for an event) is a new `SuspendRun` RPC and new journal entry kinds; state calls inside a
-// run name the same (run_id, lease_token) pair; logs are a batched `AppendLogs` RPC.
+// `SuspendRun` starts a durable sleep or an event wait (see docs/events.md): the run turns
+// `waiting` and holds no lease until the wait resolves. Later additions fit without breaking
+// this contract: state calls inside a run name the same (run_id, lease_token) pair; logs
+// are a batched `AppendLogs` RPC.
 type WorkerServiceServer interface {
 	// PollTask blocks until tasks are available for the worker's queues and jobs, or until
 	// `wait` passes (then it returns no tasks, not an error).
@@ -134,6 +168,16 @@ type WorkerServiceServer interface {
 	CompleteRun(context.Context, *CompleteRunRequest) (*CompleteRunResponse, error)
 	// FailRun records a failed attempt; the run is retried or fails.
 	FailRun(context.Context, *FailRunRequest) (*FailRunResponse, error)
+	// SuspendRun starts a durable sleep or an event wait. When it can be resolved at once
+	// (the sleep's time has passed, or a matching event is already in the run's inbox) the
+	// result is journaled and returned as SATISFIED: the worker continues under the same
+	// lease. Otherwise the wait is stored, the lease is released and the run turns `waiting`
+	// (SUSPENDED): the worker stops the handler without reporting anything, and the run is
+	// delivered again (same attempt number, new lease) once the wait resolves.
+	SuspendRun(context.Context, *SuspendRunRequest) (*SuspendRunResponse, error)
+	// AppendLogs stores a batch of log lines of the attempt holding the lease. Lines beyond
+	// the run's log cap (see docs/limits.md) are dropped after one truncation marker.
+	AppendLogs(context.Context, *AppendLogsRequest) (*AppendLogsResponse, error)
 	mustEmbedUnimplementedWorkerServiceServer()
 }
 
@@ -158,6 +202,12 @@ func (UnimplementedWorkerServiceServer) CompleteRun(context.Context, *CompleteRu
 }
 func (UnimplementedWorkerServiceServer) FailRun(context.Context, *FailRunRequest) (*FailRunResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method FailRun not implemented")
+}
+func (UnimplementedWorkerServiceServer) SuspendRun(context.Context, *SuspendRunRequest) (*SuspendRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SuspendRun not implemented")
+}
+func (UnimplementedWorkerServiceServer) AppendLogs(context.Context, *AppendLogsRequest) (*AppendLogsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AppendLogs not implemented")
 }
 func (UnimplementedWorkerServiceServer) mustEmbedUnimplementedWorkerServiceServer() {}
 func (UnimplementedWorkerServiceServer) testEmbeddedByValue()                       {}
@@ -270,6 +320,42 @@ func _WorkerService_FailRun_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkerService_SuspendRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SuspendRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).SuspendRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_SuspendRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).SuspendRun(ctx, req.(*SuspendRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkerService_AppendLogs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AppendLogsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).AppendLogs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_AppendLogs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).AppendLogs(ctx, req.(*AppendLogsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WorkerService_ServiceDesc is the grpc.ServiceDesc for WorkerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -296,6 +382,14 @@ var WorkerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "FailRun",
 			Handler:    _WorkerService_FailRun_Handler,
+		},
+		{
+			MethodName: "SuspendRun",
+			Handler:    _WorkerService_SuspendRun_Handler,
+		},
+		{
+			MethodName: "AppendLogs",
+			Handler:    _WorkerService_AppendLogs_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -69,6 +69,17 @@ class _JournalEntryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Jour
     """Not set. Never sent by the server."""
     JOURNAL_ENTRY_KIND_STEP: _JournalEntryKind.ValueType  # 1
     """A `step.run` call: the entry holds the step's output or terminal failure."""
+    JOURNAL_ENTRY_KIND_SLEEP: _JournalEntryKind.ValueType  # 2
+    """A durable sleep (`step.sleep`) that has ended; the output is `null`."""
+    JOURNAL_ENTRY_KIND_EVENT: _JournalEntryKind.ValueType  # 3
+    """An event wait (`step.waitForEvent`) that has ended. The output is JSON:
+    `{"timedOut":false,"event":{"id":..,"name":..,"correlationKey":..,"payload":..,
+    "publishedAt":<epoch ms>}}` when an event matched, `{"timedOut":true}` on timeout.
+    """
+    JOURNAL_ENTRY_KIND_STATE: _JournalEntryKind.ValueType  # 4
+    """A `state.*` call made from inside a run (StateService with a `RunContext`): the entry
+    holds the call's recorded result, returned again when the call is replayed.
+    """
 
 class JournalEntryKind(_JournalEntryKind, metaclass=_JournalEntryKindEnumTypeWrapper):
     """JournalEntryKind says what produced a journal entry."""
@@ -77,6 +88,17 @@ JOURNAL_ENTRY_KIND_UNSPECIFIED: JournalEntryKind.ValueType  # 0
 """Not set. Never sent by the server."""
 JOURNAL_ENTRY_KIND_STEP: JournalEntryKind.ValueType  # 1
 """A `step.run` call: the entry holds the step's output or terminal failure."""
+JOURNAL_ENTRY_KIND_SLEEP: JournalEntryKind.ValueType  # 2
+"""A durable sleep (`step.sleep`) that has ended; the output is `null`."""
+JOURNAL_ENTRY_KIND_EVENT: JournalEntryKind.ValueType  # 3
+"""An event wait (`step.waitForEvent`) that has ended. The output is JSON:
+`{"timedOut":false,"event":{"id":..,"name":..,"correlationKey":..,"payload":..,
+"publishedAt":<epoch ms>}}` when an event matched, `{"timedOut":true}` on timeout.
+"""
+JOURNAL_ENTRY_KIND_STATE: JournalEntryKind.ValueType  # 4
+"""A `state.*` call made from inside a run (StateService with a `RunContext`): the entry
+holds the call's recorded result, returned again when the call is replayed.
+"""
 Global___JournalEntryKind: _TypeAlias = JournalEntryKind  # noqa: Y015
 
 @_typing.final

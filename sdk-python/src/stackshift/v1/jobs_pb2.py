@@ -25,9 +25,11 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from stackshift.v1 import common_pb2 as stackshift_dot_v1_dot_common__pb2
+from stackshift.v1 import events_pb2 as stackshift_dot_v1_dot_events__pb2
+from stackshift.v1 import observability_pb2 as stackshift_dot_v1_dot_observability__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18stackshift/v1/jobs.proto\x12\rstackshift.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1astackshift/v1/common.proto\"\xbf\x02\n\x0fStartRunRequest\x12\x10\n\x03job\x18\x01 \x01(\tR\x03job\x12\x18\n\x07payload\x18\x02 \x01(\x0cR\x07payload\x12\x14\n\x05queue\x18\x03 \x01(\tR\x05queue\x12\'\n\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x12\x42\n\x0fidempotency_ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0eidempotencyTtl\x12=\n\x0cretry_policy\x18\x06 \x01(\x0b\x32\x1a.stackshift.v1.RetryPolicyR\x0bretryPolicy\x12>\n\rlease_timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0cleaseTimeout\"V\n\x10StartRunResponse\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x12.stackshift.v1.RunR\x03run\x12\x1c\n\tduplicate\x18\x02 \x01(\x08R\tduplicate\"U\n\rGetRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12-\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x04wait\"6\n\x0eGetRunResponse\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x12.stackshift.v1.RunR\x03run\"\xa7\x01\n\x0fListRunsRequest\x12\x10\n\x03job\x18\x01 \x01(\tR\x03job\x12\x14\n\x05queue\x18\x02 \x01(\tR\x05queue\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32\x18.stackshift.v1.RunStatusR\x06status\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x05 \x01(\tR\tpageToken\"b\n\x10ListRunsResponse\x12&\n\x04runs\x18\x01 \x03(\x0b\x32\x12.stackshift.v1.RunR\x04runs\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"A\n\x10\x43\x61ncelRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"9\n\x11\x43\x61ncelRunResponse\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x12.stackshift.v1.RunR\x03run\"(\n\x0fRetryRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\"8\n\x10RetryRunResponse\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x12.stackshift.v1.RunR\x03run\"\x8e\x06\n\x03Run\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n\x03job\x18\x02 \x01(\tR\x03job\x12\x14\n\x05queue\x18\x03 \x01(\tR\x05queue\x12\x30\n\x06status\x18\x04 \x01(\x0e\x32\x18.stackshift.v1.RunStatusR\x06status\x12\x18\n\x07payload\x18\x05 \x01(\x0cR\x07payload\x12\x16\n\x06result\x18\x06 \x01(\x0cR\x06result\x12\x30\n\x07\x66\x61ilure\x18\x07 \x01(\x0b\x32\x16.stackshift.v1.FailureR\x07\x66\x61ilure\x12\x18\n\x07\x61ttempt\x18\x08 \x01(\x05R\x07\x61ttempt\x12!\n\x0cmax_attempts\x18\t \x01(\x05R\x0bmaxAttempts\x12=\n\x0cretry_policy\x18\n \x01(\x0b\x32\x1a.stackshift.v1.RetryPolicyR\x0bretryPolicy\x12\'\n\x0fidempotency_key\x18\x0b \x01(\tR\x0eidempotencyKey\x12\x39\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12;\n\x0b\x66inished_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nfinishedAt\x12\x42\n\x0fnext_attempt_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rnextAttemptAt\x12>\n\rlease_timeout\x18\x10 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0cleaseTimeout\x12\x32\n\x08\x61ttempts\x18\x11 \x03(\x0b\x32\x16.stackshift.v1.AttemptR\x08\x61ttempts\x12)\n\x05steps\x18\x12 \x03(\x0b\x32\x13.stackshift.v1.StepR\x05steps\"\xe2\x01\n\x07\x41ttempt\x12\x16\n\x06number\x18\x01 \x01(\x05R\x06number\x12\x1b\n\tworker_id\x18\x02 \x01(\tR\x08workerId\x12\x39\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartedAt\x12\x35\n\x08\x65nded_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndedAt\x12\x30\n\x07\x66\x61ilure\x18\x05 \x01(\x0b\x32\x16.stackshift.v1.FailureR\x07\x66\x61ilure\"\xca\x02\n\x04Step\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x33\n\x04kind\x18\x02 \x01(\x0e\x32\x1f.stackshift.v1.JournalEntryKindR\x04kind\x12\x18\n\x07\x61ttempt\x18\x03 \x01(\x05R\x07\x61ttempt\x12\x39\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartedAt\x12=\n\x0c\x63ompleted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63ompletedAt\x12\x1f\n\x0boutput_size\x18\x06 \x01(\x03R\noutputSize\x12\x30\n\x07\x66\x61ilure\x18\x07 \x01(\x0b\x32\x16.stackshift.v1.FailureR\x07\x66\x61ilure\x12\x16\n\x06output\x18\x08 \x01(\x0cR\x06output2\x8b\x03\n\x0bJobsService\x12K\n\x08StartRun\x12\x1e.stackshift.v1.StartRunRequest\x1a\x1f.stackshift.v1.StartRunResponse\x12\x45\n\x06GetRun\x12\x1c.stackshift.v1.GetRunRequest\x1a\x1d.stackshift.v1.GetRunResponse\x12K\n\x08ListRuns\x12\x1e.stackshift.v1.ListRunsRequest\x1a\x1f.stackshift.v1.ListRunsResponse\x12N\n\tCancelRun\x12\x1f.stackshift.v1.CancelRunRequest\x1a .stackshift.v1.CancelRunResponse\x12K\n\x08RetryRun\x12\x1e.stackshift.v1.RetryRunRequest\x1a\x1f.stackshift.v1.RetryRunResponseBHZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18stackshift/v1/jobs.proto\x12\rstackshift.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1astackshift/v1/common.proto\x1a\x1astackshift/v1/events.proto\x1a!stackshift/v1/observability.proto\"\xe8\x03\n\x0fStartRunRequest\x12\x10\n\x03job\x18\x01 \x01(\tR\x03job\x12\x18\n\x07payload\x18\x02 \x01(\x0cR\x07payload\x12\x14\n\x05queue\x18\x03 \x01(\tR\x05queue\x12\'\n\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x12\x42\n\x0fidempotency_ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0eidempotencyTtl\x12=\n\x0cretry_policy\x18\x06 \x01(\x0b\x32\x1a.stackshift.v1.RetryPolicyR\x0bretryPolicy\x12>\n\rlease_timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0cleaseTimeout\x12/\n\x05\x64\x65lay\x18\x08 \x01(\x0b\x32\x19.google.protobuf.DurationR\x05\x64\x65lay\x12\x31\n\x06run_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05runAt\x12\x1a\n\x08priority\x18\n \x01(\x05R\x08priority\x12\'\n\x0f\x63oncurrency_key\x18\x0b \x01(\tR\x0e\x63oncurrencyKey\"V\n\x10StartRunResponse\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x12.stackshift.v1.RunR\x03run\x12\x1c\n\tduplicate\x18\x02 \x01(\x08R\tduplicate\"U\n\rGetRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12-\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x04wait\"6\n\x0eGetRunResponse\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x12.stackshift.v1.RunR\x03run\"\xd4\x02\n\x0fListRunsRequest\x12\x10\n\x03job\x18\x01 \x01(\tR\x03job\x12\x14\n\x05queue\x18\x02 \x01(\tR\x05queue\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32\x18.stackshift.v1.RunStatusR\x06status\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x05 \x01(\tR\tpageToken\x12?\n\rcreated_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0c\x63reatedAfter\x12\x41\n\x0e\x63reated_before\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rcreatedBefore\x12\'\n\x0fidempotency_key\x18\x08 \x01(\tR\x0eidempotencyKey\"b\n\x10ListRunsResponse\x12&\n\x04runs\x18\x01 \x03(\x0b\x32\x12.stackshift.v1.RunR\x04runs\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"A\n\x10\x43\x61ncelRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"9\n\x11\x43\x61ncelRunResponse\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x12.stackshift.v1.RunR\x03run\"(\n\x0fRetryRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\"8\n\x10RetryRunResponse\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x12.stackshift.v1.RunR\x03run\"\xe6\x07\n\x03Run\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n\x03job\x18\x02 \x01(\tR\x03job\x12\x14\n\x05queue\x18\x03 \x01(\tR\x05queue\x12\x30\n\x06status\x18\x04 \x01(\x0e\x32\x18.stackshift.v1.RunStatusR\x06status\x12\x18\n\x07payload\x18\x05 \x01(\x0cR\x07payload\x12\x16\n\x06result\x18\x06 \x01(\x0cR\x06result\x12\x30\n\x07\x66\x61ilure\x18\x07 \x01(\x0b\x32\x16.stackshift.v1.FailureR\x07\x66\x61ilure\x12\x18\n\x07\x61ttempt\x18\x08 \x01(\x05R\x07\x61ttempt\x12!\n\x0cmax_attempts\x18\t \x01(\x05R\x0bmaxAttempts\x12=\n\x0cretry_policy\x18\n \x01(\x0b\x32\x1a.stackshift.v1.RetryPolicyR\x0bretryPolicy\x12\'\n\x0fidempotency_key\x18\x0b \x01(\tR\x0eidempotencyKey\x12\x39\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12;\n\x0b\x66inished_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nfinishedAt\x12\x42\n\x0fnext_attempt_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rnextAttemptAt\x12>\n\rlease_timeout\x18\x10 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0cleaseTimeout\x12\x32\n\x08\x61ttempts\x18\x11 \x03(\x0b\x32\x16.stackshift.v1.AttemptR\x08\x61ttempts\x12)\n\x05steps\x18\x12 \x03(\x0b\x32\x13.stackshift.v1.StepR\x05steps\x12\x1a\n\x08priority\x18\x13 \x01(\x05R\x08priority\x12\'\n\x0f\x63oncurrency_key\x18\x14 \x01(\tR\x0e\x63oncurrencyKey\x12*\n\x04wait\x18\x19 \x01(\x0b\x32\x16.stackshift.v1.RunWaitR\x04wait\x12\x38\n\x08timeline\x18\x1e \x03(\x0b\x32\x1c.stackshift.v1.TimelineEntryR\x08timeline\x12+\n\x04logs\x18\x1f \x03(\x0b\x32\x17.stackshift.v1.LogEntryR\x04logs\"\xe2\x01\n\x07\x41ttempt\x12\x16\n\x06number\x18\x01 \x01(\x05R\x06number\x12\x1b\n\tworker_id\x18\x02 \x01(\tR\x08workerId\x12\x39\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartedAt\x12\x35\n\x08\x65nded_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndedAt\x12\x30\n\x07\x66\x61ilure\x18\x05 \x01(\x0b\x32\x16.stackshift.v1.FailureR\x07\x66\x61ilure\"\xb4\x03\n\x04Step\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x33\n\x04kind\x18\x02 \x01(\x0e\x32\x1f.stackshift.v1.JournalEntryKindR\x04kind\x12\x18\n\x07\x61ttempt\x18\x03 \x01(\x05R\x07\x61ttempt\x12\x39\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartedAt\x12=\n\x0c\x63ompleted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63ompletedAt\x12\x1f\n\x0boutput_size\x18\x06 \x01(\x03R\noutputSize\x12\x30\n\x07\x66\x61ilure\x18\x07 \x01(\x0b\x32\x16.stackshift.v1.FailureR\x07\x66\x61ilure\x12\x16\n\x06output\x18\x08 \x01(\x0cR\x06output\x12\x31\n\x06status\x18\t \x01(\x0e\x32\x19.stackshift.v1.StepStatusR\x06status\x12\x35\n\x08\x64uration\x18\n \x01(\x0b\x32\x19.google.protobuf.DurationR\x08\x64uration\"(\n\x0fWatchRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\"N\n\x10WatchRunResponse\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x12.stackshift.v1.RunR\x03run\x12\x14\n\x05\x66inal\x18\x02 \x01(\x08R\x05\x66inal*\\\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15STEP_STATUS_COMPLETED\x10\x01\x12\x16\n\x12STEP_STATUS_FAILED\x10\x02\x32\xda\x03\n\x0bJobsService\x12K\n\x08StartRun\x12\x1e.stackshift.v1.StartRunRequest\x1a\x1f.stackshift.v1.StartRunResponse\x12\x45\n\x06GetRun\x12\x1c.stackshift.v1.GetRunRequest\x1a\x1d.stackshift.v1.GetRunResponse\x12K\n\x08ListRuns\x12\x1e.stackshift.v1.ListRunsRequest\x1a\x1f.stackshift.v1.ListRunsResponse\x12N\n\tCancelRun\x12\x1f.stackshift.v1.CancelRunRequest\x1a .stackshift.v1.CancelRunResponse\x12K\n\x08RetryRun\x12\x1e.stackshift.v1.RetryRunRequest\x1a\x1f.stackshift.v1.RetryRunResponse\x12M\n\x08WatchRun\x12\x1e.stackshift.v1.WatchRunRequest\x1a\x1f.stackshift.v1.WatchRunResponse0\x01\x42HZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,32 +37,38 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stackshift.v1.jobs_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1'
-  _globals['_STARTRUNREQUEST']._serialized_start=137
-  _globals['_STARTRUNREQUEST']._serialized_end=456
-  _globals['_STARTRUNRESPONSE']._serialized_start=458
-  _globals['_STARTRUNRESPONSE']._serialized_end=544
-  _globals['_GETRUNREQUEST']._serialized_start=546
-  _globals['_GETRUNREQUEST']._serialized_end=631
-  _globals['_GETRUNRESPONSE']._serialized_start=633
-  _globals['_GETRUNRESPONSE']._serialized_end=687
-  _globals['_LISTRUNSREQUEST']._serialized_start=690
-  _globals['_LISTRUNSREQUEST']._serialized_end=857
-  _globals['_LISTRUNSRESPONSE']._serialized_start=859
-  _globals['_LISTRUNSRESPONSE']._serialized_end=957
-  _globals['_CANCELRUNREQUEST']._serialized_start=959
-  _globals['_CANCELRUNREQUEST']._serialized_end=1024
-  _globals['_CANCELRUNRESPONSE']._serialized_start=1026
-  _globals['_CANCELRUNRESPONSE']._serialized_end=1083
-  _globals['_RETRYRUNREQUEST']._serialized_start=1085
-  _globals['_RETRYRUNREQUEST']._serialized_end=1125
-  _globals['_RETRYRUNRESPONSE']._serialized_start=1127
-  _globals['_RETRYRUNRESPONSE']._serialized_end=1183
-  _globals['_RUN']._serialized_start=1186
-  _globals['_RUN']._serialized_end=1968
-  _globals['_ATTEMPT']._serialized_start=1971
-  _globals['_ATTEMPT']._serialized_end=2197
-  _globals['_STEP']._serialized_start=2200
-  _globals['_STEP']._serialized_end=2530
-  _globals['_JOBSSERVICE']._serialized_start=2533
-  _globals['_JOBSSERVICE']._serialized_end=2928
+  _globals['_STEPSTATUS']._serialized_start=3381
+  _globals['_STEPSTATUS']._serialized_end=3473
+  _globals['_STARTRUNREQUEST']._serialized_start=200
+  _globals['_STARTRUNREQUEST']._serialized_end=688
+  _globals['_STARTRUNRESPONSE']._serialized_start=690
+  _globals['_STARTRUNRESPONSE']._serialized_end=776
+  _globals['_GETRUNREQUEST']._serialized_start=778
+  _globals['_GETRUNREQUEST']._serialized_end=863
+  _globals['_GETRUNRESPONSE']._serialized_start=865
+  _globals['_GETRUNRESPONSE']._serialized_end=919
+  _globals['_LISTRUNSREQUEST']._serialized_start=922
+  _globals['_LISTRUNSREQUEST']._serialized_end=1262
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1264
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1362
+  _globals['_CANCELRUNREQUEST']._serialized_start=1364
+  _globals['_CANCELRUNREQUEST']._serialized_end=1429
+  _globals['_CANCELRUNRESPONSE']._serialized_start=1431
+  _globals['_CANCELRUNRESPONSE']._serialized_end=1488
+  _globals['_RETRYRUNREQUEST']._serialized_start=1490
+  _globals['_RETRYRUNREQUEST']._serialized_end=1530
+  _globals['_RETRYRUNRESPONSE']._serialized_start=1532
+  _globals['_RETRYRUNRESPONSE']._serialized_end=1588
+  _globals['_RUN']._serialized_start=1591
+  _globals['_RUN']._serialized_end=2589
+  _globals['_ATTEMPT']._serialized_start=2592
+  _globals['_ATTEMPT']._serialized_end=2818
+  _globals['_STEP']._serialized_start=2821
+  _globals['_STEP']._serialized_end=3257
+  _globals['_WATCHRUNREQUEST']._serialized_start=3259
+  _globals['_WATCHRUNREQUEST']._serialized_end=3299
+  _globals['_WATCHRUNRESPONSE']._serialized_start=3301
+  _globals['_WATCHRUNRESPONSE']._serialized_end=3379
+  _globals['_JOBSSERVICE']._serialized_start=3476
+  _globals['_JOBSSERVICE']._serialized_end=3950
 # @@protoc_insertion_point(module_scope)

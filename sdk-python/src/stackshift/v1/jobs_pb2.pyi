@@ -9,7 +9,10 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from stackshift.v1 import common_pb2 as _common_pb2
+from stackshift.v1 import events_pb2 as _events_pb2
+from stackshift.v1 import observability_pb2 as _observability_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +23,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _StepStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StepStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STEP_STATUS_UNSPECIFIED: _StepStatus.ValueType  # 0
+    """Not set."""
+    STEP_STATUS_COMPLETED: _StepStatus.ValueType  # 1
+    """The step recorded an output."""
+    STEP_STATUS_FAILED: _StepStatus.ValueType  # 2
+    """The step failed non-retryably (see `failure`)."""
+
+class StepStatus(_StepStatus, metaclass=_StepStatusEnumTypeWrapper):
+    """StepStatus is the outcome of a recorded step."""
+
+STEP_STATUS_UNSPECIFIED: StepStatus.ValueType  # 0
+"""Not set."""
+STEP_STATUS_COMPLETED: StepStatus.ValueType  # 1
+"""The step recorded an output."""
+STEP_STATUS_FAILED: StepStatus.ValueType  # 2
+"""The step failed non-retryably (see `failure`)."""
+Global___StepStatus: _TypeAlias = StepStatus  # noqa: Y015
 
 @_typing.final
 class StartRunRequest(_message.Message):
@@ -34,6 +61,10 @@ class StartRunRequest(_message.Message):
     IDEMPOTENCY_TTL_FIELD_NUMBER: _builtins.int
     RETRY_POLICY_FIELD_NUMBER: _builtins.int
     LEASE_TIMEOUT_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
+    RUN_AT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     job: _builtins.str
     """The job's name: 1-128 characters of `A-Z a-z 0-9 _ - . : /`."""
     payload: _builtins.bytes
@@ -46,6 +77,15 @@ class StartRunRequest(_message.Message):
     """Optional idempotency key (1-512 characters, no control characters). A start with a key
     already used within its TTL returns the existing run with `duplicate` set.
     """
+    priority: _builtins.int
+    """Delivery priority within the queue, -1000 to 1000 (default 0). Higher is delivered
+    first; runs of equal priority are delivered in the order they became deliverable.
+    """
+    concurrency_key: _builtins.str
+    """Optional concurrency key (1-256 characters, no control characters), e.g. a customer id.
+    When the queue has a `key_concurrency_limit`, at most that many runs with the same key
+    hold a lease at once.
+    """
     @_builtins.property
     def idempotency_ttl(self) -> _duration_pb2.Duration:
         """How long the idempotency key is remembered. Unset = 24 h; at most 365 days."""
@@ -56,8 +96,21 @@ class StartRunRequest(_message.Message):
 
     @_builtins.property
     def lease_timeout(self) -> _duration_pb2.Duration:
-        """Lease timeout for this run's attempts (1 s to 1 h). Unset = the job's worker-declared
-        timeout, or 30 s.
+        """Lease timeout for this run's attempts (1 s to 1 h). Unset = the queue's default lease
+        timeout, else the job's worker-declared timeout, else 30 s.
+        """
+
+    @_builtins.property
+    def delay(self) -> _duration_pb2.Duration:
+        """Delays the first delivery by this long (at most 365 days). Mutually exclusive with
+        `run_at`. Unset or zero = deliverable at once.
+        """
+
+    @_builtins.property
+    def run_at(self) -> _timestamp_pb2.Timestamp:
+        """Delivers the run no earlier than this instant (at most 365 days ahead). An instant up to
+        24 h in the past means "now"; further in the past is rejected as a likely clock or
+        caller bug. Mutually exclusive with `delay`.
         """
 
     def __init__(
@@ -70,10 +123,14 @@ class StartRunRequest(_message.Message):
         idempotency_ttl: _duration_pb2.Duration | None = ...,
         retry_policy: _common_pb2.RetryPolicy | None = ...,
         lease_timeout: _duration_pb2.Duration | None = ...,
+        delay: _duration_pb2.Duration | None = ...,
+        run_at: _timestamp_pb2.Timestamp | None = ...,
+        priority: _builtins.int = ...,
+        concurrency_key: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["idempotency_ttl", b"idempotency_ttl", "lease_timeout", b"lease_timeout", "retry_policy", b"retry_policy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "idempotency_ttl", b"idempotency_ttl", "lease_timeout", b"lease_timeout", "retry_policy", b"retry_policy", "run_at", b"run_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "idempotency_ttl", b"idempotency_ttl", "job", b"job", "lease_timeout", b"lease_timeout", "payload", b"payload", "queue", b"queue", "retry_policy", b"retry_policy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "delay", b"delay", "idempotency_key", b"idempotency_key", "idempotency_ttl", b"idempotency_ttl", "job", b"job", "lease_timeout", b"lease_timeout", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry_policy", b"retry_policy", "run_at", b"run_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -172,6 +229,9 @@ class ListRunsRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     job: _builtins.str
     """Only runs of this job. Empty = all jobs."""
     queue: _builtins.str
@@ -182,6 +242,16 @@ class ListRunsRequest(_message.Message):
     """Maximum runs to return (1-1000). 0 = 50."""
     page_token: _builtins.str
     """The `next_page_token` of a previous response; empty for the first page."""
+    idempotency_key: _builtins.str
+    """Only runs started with this idempotency key."""
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Only runs created at or after this instant."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Only runs created before this instant."""
+
     def __init__(
         self,
         *,
@@ -190,10 +260,13 @@ class ListRunsRequest(_message.Message):
         status: _common_pb2.RunStatus.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "idempotency_key", b"idempotency_key", "job", b"job", "page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -347,6 +420,11 @@ class Run(_message.Message):
     LEASE_TIMEOUT_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    TIMELINE_FIELD_NUMBER: _builtins.int
+    LOGS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id (a UUIDv7 string, so ids sort by creation time)."""
     job: _builtins.str
@@ -365,6 +443,10 @@ class Run(_message.Message):
     """Attempts allowed before the run fails (grows when `RetryRun` is called)."""
     idempotency_key: _builtins.str
     """The idempotency key given at start, if any."""
+    priority: _builtins.int
+    """Delivery priority within the queue (higher first)."""
+    concurrency_key: _builtins.str
+    """The concurrency key given at start, if any."""
     @_builtins.property
     def failure(self) -> _common_pb2.Failure:
         """The failure that ended the run (failed), or the cancellation reason (cancelled)."""
@@ -387,7 +469,9 @@ class Run(_message.Message):
 
     @_builtins.property
     def next_attempt_at(self) -> _timestamp_pb2.Timestamp:
-        """For a queued run: when it becomes deliverable (e.g. after a retry delay)."""
+        """For a queued run: when it becomes deliverable (after a `delay`, at `run_at`, or after
+        a retry delay).
+        """
 
     @_builtins.property
     def lease_timeout(self) -> _duration_pb2.Duration:
@@ -400,6 +484,24 @@ class Run(_message.Message):
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___Step]:
         """Recorded steps in the order they completed. Filled by `GetRun` only."""
+
+    @_builtins.property
+    def wait(self) -> _events_pb2.RunWait:
+        """What the run is suspended on while it is `waiting` (a sleep or an event). Filled by
+        `GetRun` only.
+        """
+
+    @_builtins.property
+    def timeline(self) -> _containers.RepeatedCompositeFieldContainer[_observability_pb2.TimelineEntry]:
+        """Everything that happened to the run, oldest first, each entry timestamped. Filled by
+        `GetRun` and `WatchRun` only.
+        """
+
+    @_builtins.property
+    def logs(self) -> _containers.RepeatedCompositeFieldContainer[_observability_pb2.LogEntry]:
+        """The lines the handler logged (capped per run; see `LogEntry.truncated`), oldest first.
+        Filled by `GetRun` and `WatchRun` only.
+        """
 
     def __init__(
         self,
@@ -422,10 +524,15 @@ class Run(_message.Message):
         lease_timeout: _duration_pb2.Duration | None = ...,
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
         steps: _abc.Iterable[Global___Step] | None = ...,
+        priority: _builtins.int = ...,
+        concurrency_key: _builtins.str = ...,
+        wait: _events_pb2.RunWait | None = ...,
+        timeline: _abc.Iterable[_observability_pb2.TimelineEntry] | None = ...,
+        logs: _abc.Iterable[_observability_pb2.LogEntry] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "failure", b"failure", "finished_at", b"finished_at", "lease_timeout", b"lease_timeout", "next_attempt_at", b"next_attempt_at", "retry_policy", b"retry_policy", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "failure", b"failure", "finished_at", b"finished_at", "lease_timeout", b"lease_timeout", "next_attempt_at", b"next_attempt_at", "retry_policy", b"retry_policy", "updated_at", b"updated_at", "wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "created_at", b"created_at", "failure", b"failure", "finished_at", b"finished_at", "id", b"id", "idempotency_key", b"idempotency_key", "job", b"job", "lease_timeout", b"lease_timeout", "max_attempts", b"max_attempts", "next_attempt_at", b"next_attempt_at", "payload", b"payload", "queue", b"queue", "result", b"result", "retry_policy", b"retry_policy", "status", b"status", "steps", b"steps", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "concurrency_key", b"concurrency_key", "created_at", b"created_at", "failure", b"failure", "finished_at", b"finished_at", "id", b"id", "idempotency_key", b"idempotency_key", "job", b"job", "lease_timeout", b"lease_timeout", "logs", b"logs", "max_attempts", b"max_attempts", "next_attempt_at", b"next_attempt_at", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "retry_policy", b"retry_policy", "status", b"status", "steps", b"steps", "timeline", b"timeline", "updated_at", b"updated_at", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -489,6 +596,8 @@ class Step(_message.Message):
     OUTPUT_SIZE_FIELD_NUMBER: _builtins.int
     FAILURE_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The step id, with its occurrence suffix."""
     kind: _common_pb2.JournalEntryKind.ValueType
@@ -499,6 +608,8 @@ class Step(_message.Message):
     """Size of the recorded output in bytes."""
     output: _builtins.bytes
     """The step's output as JSON (UTF-8 bytes)."""
+    status: Global___StepStatus.ValueType
+    """Whether the step completed or failed."""
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp:
         """When the worker started executing the step body (as reported by the worker)."""
@@ -511,6 +622,10 @@ class Step(_message.Message):
     def failure(self) -> _common_pb2.Failure:
         """The terminal failure, for a step that failed non-retryably."""
 
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """`completed_at - started_at`; unset when the worker did not report a start."""
+
     def __init__(
         self,
         *,
@@ -522,11 +637,66 @@ class Step(_message.Message):
         output_size: _builtins.int = ...,
         failure: _common_pb2.Failure | None = ...,
         output: _builtins.bytes = ...,
+        status: Global___StepStatus.ValueType = ...,
+        duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "failure", b"failure", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "duration", b"duration", "failure", b"failure", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "completed_at", b"completed_at", "failure", b"failure", "id", b"id", "kind", b"kind", "output", b"output", "output_size", b"output_size", "started_at", b"started_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "completed_at", b"completed_at", "duration", b"duration", "failure", b"failure", "id", b"id", "kind", b"kind", "output", b"output", "output_size", b"output_size", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Step: _TypeAlias = Step  # noqa: Y015
+
+@_typing.final
+class WatchRunRequest(_message.Message):
+    """WatchRunRequest names the run to follow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run's id."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRunRequest: _TypeAlias = WatchRunRequest  # noqa: Y015
+
+@_typing.final
+class WatchRunResponse(_message.Message):
+    """WatchRunResponse is one change of a watched run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
+    final: _builtins.bool
+    """True when the run is completed, failed or cancelled: this is the last message."""
+    @_builtins.property
+    def run(self) -> Global___Run:
+        """The run as it now is. In the first message it is complete (attempts, steps, timeline,
+        logs); in later messages `timeline` and `logs` hold only the entries added since the
+        previous message, and attempts and steps are refreshed.
+        """
+
+    def __init__(
+        self,
+        *,
+        run: Global___Run | None = ...,
+        final: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["final", b"final", "run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRunResponse: _TypeAlias = WatchRunResponse  # noqa: Y015

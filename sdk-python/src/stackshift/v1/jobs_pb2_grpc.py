@@ -61,6 +61,11 @@ class JobsServiceStub(object):
                 request_serializer=stackshift_dot_v1_dot_jobs__pb2.RetryRunRequest.SerializeToString,
                 response_deserializer=stackshift_dot_v1_dot_jobs__pb2.RetryRunResponse.FromString,
                 _registered_method=True)
+        self.WatchRun = channel.unary_stream(
+                '/stackshift.v1.JobsService/WatchRun',
+                request_serializer=stackshift_dot_v1_dot_jobs__pb2.WatchRunRequest.SerializeToString,
+                response_deserializer=stackshift_dot_v1_dot_jobs__pb2.WatchRunResponse.FromString,
+                _registered_method=True)
 
 
 class JobsServiceServicer(object):
@@ -104,6 +109,15 @@ class JobsServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRun(self, request, context):
+        """WatchRun follows a run live: the first message is the run in full (as `GetRun` returns
+        it), then one message per change (new timeline entries, new log lines, a new status)
+        until the run is completed, failed or cancelled, when the stream ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -131,6 +145,11 @@ def add_JobsServiceServicer_to_server(servicer, server):
                     servicer.RetryRun,
                     request_deserializer=stackshift_dot_v1_dot_jobs__pb2.RetryRunRequest.FromString,
                     response_serializer=stackshift_dot_v1_dot_jobs__pb2.RetryRunResponse.SerializeToString,
+            ),
+            'WatchRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRun,
+                    request_deserializer=stackshift_dot_v1_dot_jobs__pb2.WatchRunRequest.FromString,
+                    response_serializer=stackshift_dot_v1_dot_jobs__pb2.WatchRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -270,6 +289,33 @@ class JobsService(object):
             '/stackshift.v1.JobsService/RetryRun',
             stackshift_dot_v1_dot_jobs__pb2.RetryRunRequest.SerializeToString,
             stackshift_dot_v1_dot_jobs__pb2.RetryRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/stackshift.v1.JobsService/WatchRun',
+            stackshift_dot_v1_dot_jobs__pb2.WatchRunRequest.SerializeToString,
+            stackshift_dot_v1_dot_jobs__pb2.WatchRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,11 @@ class JobsServiceStub:
     """CancelRun stops a queued, running or waiting run."""
     RetryRun: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.RetryRunRequest, _jobs_pb2.RetryRunResponse]
     """RetryRun gives a failed or cancelled run new attempts; completed steps stay memoized."""
+    WatchRun: _grpc.UnaryStreamMultiCallable[_jobs_pb2.WatchRunRequest, _jobs_pb2.WatchRunResponse]
+    """WatchRun follows a run live: the first message is the run in full (as `GetRun` returns
+    it), then one message per change (new timeline entries, new log lines, a new status)
+    until the run is completed, failed or cancelled, when the stream ends.
+    """
 
 @_typing.type_check_only
 class JobsServiceAsyncStub(JobsServiceStub):
@@ -67,6 +72,11 @@ class JobsServiceAsyncStub(JobsServiceStub):
     """CancelRun stops a queued, running or waiting run."""
     RetryRun: _aio.UnaryUnaryMultiCallable[_jobs_pb2.RetryRunRequest, _jobs_pb2.RetryRunResponse]  # type: ignore[assignment]
     """RetryRun gives a failed or cancelled run new attempts; completed steps stay memoized."""
+    WatchRun: _aio.UnaryStreamMultiCallable[_jobs_pb2.WatchRunRequest, _jobs_pb2.WatchRunResponse]  # type: ignore[assignment]
+    """WatchRun follows a run live: the first message is the run in full (as `GetRun` returns
+    it), then one message per change (new timeline entries, new log lines, a new status)
+    until the run is completed, failed or cancelled, when the stream ends.
+    """
 
 class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
     """JobsService starts, inspects and controls runs. Clients (API servers, scripts, the CLI)
@@ -114,5 +124,16 @@ class JobsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobs_pb2.RetryRunResponse, _abc.Awaitable[_jobs_pb2.RetryRunResponse]]:
         """RetryRun gives a failed or cancelled run new attempts; completed steps stay memoized."""
+
+    @_abc_1.abstractmethod
+    def WatchRun(
+        self,
+        request: _jobs_pb2.WatchRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jobs_pb2.WatchRunResponse], _abc.AsyncIterator[_jobs_pb2.WatchRunResponse]]:
+        """WatchRun follows a run live: the first message is the run in full (as `GetRun` returns
+        it), then one message per change (new timeline entries, new log lines, a new status)
+        until the run is completed, failed or cancelled, when the stream ends.
+        """
 
 def add_JobsServiceServicer_to_server(servicer: JobsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from stackshift.v1 import common_pb2 as stackshift_dot_v1_dot_common__pb2
+from stackshift.v1 import observability_pb2 as stackshift_dot_v1_dot_observability__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astackshift/v1/worker.proto\x12\rstackshift.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1astackshift/v1/common.proto\"]\n\x07JobSpec\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12>\n\rlease_timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0cleaseTimeout\"\xbe\x01\n\x0fPollTaskRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x16\n\x06queues\x18\x02 \x03(\tR\x06queues\x12*\n\x04jobs\x18\x03 \x03(\x0b\x32\x16.stackshift.v1.JobSpecR\x04jobs\x12\x1b\n\tmax_tasks\x18\x04 \x01(\x05R\x08maxTasks\x12-\n\x04wait\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x04wait\"=\n\x10PollTaskResponse\x12)\n\x05tasks\x18\x01 \x03(\x0b\x32\x13.stackshift.v1.TaskR\x05tasks\"\xb9\x03\n\x04Task\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x10\n\x03job\x18\x02 \x01(\tR\x03job\x12\x14\n\x05queue\x18\x03 \x01(\tR\x05queue\x12\x18\n\x07payload\x18\x04 \x01(\x0cR\x07payload\x12\x18\n\x07\x61ttempt\x18\x05 \x01(\x05R\x07\x61ttempt\x12!\n\x0cmax_attempts\x18\x06 \x01(\x05R\x0bmaxAttempts\x12\x1f\n\x0blease_token\x18\x07 \x01(\tR\nleaseToken\x12\x41\n\x0elease_deadline\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rleaseDeadline\x12>\n\rlease_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationR\x0cleaseTimeout\x12\x35\n\x07journal\x18\n \x03(\x0b\x32\x1b.stackshift.v1.JournalEntryR\x07journal\x12@\n\x0erun_created_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0crunCreatedAt\"J\n\x10HeartbeatRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n\x0blease_token\x18\x02 \x01(\tR\nleaseToken\"\x81\x01\n\x11HeartbeatResponse\x12\x41\n\x0elease_deadline\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rleaseDeadline\x12)\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08R\x0f\x63\x61ncelRequested\"\xfa\x01\n\x13\x43ompleteStepRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n\x0blease_token\x18\x02 \x01(\tR\nleaseToken\x12\x17\n\x07step_id\x18\x03 \x01(\tR\x06stepId\x12\x18\n\x06output\x18\x04 \x01(\x0cH\x00R\x06output\x12\x32\n\x07\x66\x61ilure\x18\x05 \x01(\x0b\x32\x16.stackshift.v1.FailureH\x00R\x07\x66\x61ilure\x12\x39\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartedAtB\t\n\x07outcome\"A\n\x14\x43ompleteStepResponse\x12)\n\x10\x61lready_recorded\x18\x01 \x01(\x08R\x0f\x61lreadyRecorded\"d\n\x12\x43ompleteRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n\x0blease_token\x18\x02 \x01(\tR\nleaseToken\x12\x16\n\x06result\x18\x03 \x01(\x0cR\x06result\"\x15\n\x13\x43ompleteRunResponse\"z\n\x0e\x46\x61ilRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n\x0blease_token\x18\x02 \x01(\tR\nleaseToken\x12\x30\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x16.stackshift.v1.FailureR\x07\x66\x61ilure\"\x87\x01\n\x0f\x46\x61ilRunResponse\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32\x18.stackshift.v1.RunStatusR\x06status\x12\x42\n\x0fnext_attempt_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rnextAttemptAt2\xa5\x03\n\rWorkerService\x12K\n\x08PollTask\x12\x1e.stackshift.v1.PollTaskRequest\x1a\x1f.stackshift.v1.PollTaskResponse\x12N\n\tHeartbeat\x12\x1f.stackshift.v1.HeartbeatRequest\x1a .stackshift.v1.HeartbeatResponse\x12W\n\x0c\x43ompleteStep\x12\".stackshift.v1.CompleteStepRequest\x1a#.stackshift.v1.CompleteStepResponse\x12T\n\x0b\x43ompleteRun\x12!.stackshift.v1.CompleteRunRequest\x1a\".stackshift.v1.CompleteRunResponse\x12H\n\x07\x46\x61ilRun\x12\x1d.stackshift.v1.FailRunRequest\x1a\x1e.stackshift.v1.FailRunResponseBHZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astackshift/v1/worker.proto\x12\rstackshift.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1astackshift/v1/common.proto\x1a!stackshift/v1/observability.proto\"]\n\x07JobSpec\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12>\n\rlease_timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0cleaseTimeout\"\xbe\x01\n\x0fPollTaskRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x16\n\x06queues\x18\x02 \x03(\tR\x06queues\x12*\n\x04jobs\x18\x03 \x03(\x0b\x32\x16.stackshift.v1.JobSpecR\x04jobs\x12\x1b\n\tmax_tasks\x18\x04 \x01(\x05R\x08maxTasks\x12-\n\x04wait\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x04wait\"=\n\x10PollTaskResponse\x12)\n\x05tasks\x18\x01 \x03(\x0b\x32\x13.stackshift.v1.TaskR\x05tasks\"\xd3\x03\n\x04Task\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x10\n\x03job\x18\x02 \x01(\tR\x03job\x12\x14\n\x05queue\x18\x03 \x01(\tR\x05queue\x12\x18\n\x07payload\x18\x04 \x01(\x0cR\x07payload\x12\x18\n\x07\x61ttempt\x18\x05 \x01(\x05R\x07\x61ttempt\x12!\n\x0cmax_attempts\x18\x06 \x01(\x05R\x0bmaxAttempts\x12\x1f\n\x0blease_token\x18\x07 \x01(\tR\nleaseToken\x12\x41\n\x0elease_deadline\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rleaseDeadline\x12>\n\rlease_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationR\x0cleaseTimeout\x12\x35\n\x07journal\x18\n \x03(\x0b\x32\x1b.stackshift.v1.JournalEntryR\x07journal\x12@\n\x0erun_created_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0crunCreatedAt\x12\x18\n\x07resumed\x18\x0c \x01(\x08R\x07resumed\"J\n\x10HeartbeatRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n\x0blease_token\x18\x02 \x01(\tR\nleaseToken\"\x81\x01\n\x11HeartbeatResponse\x12\x41\n\x0elease_deadline\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rleaseDeadline\x12)\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08R\x0f\x63\x61ncelRequested\"\xfa\x01\n\x13\x43ompleteStepRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n\x0blease_token\x18\x02 \x01(\tR\nleaseToken\x12\x17\n\x07step_id\x18\x03 \x01(\tR\x06stepId\x12\x18\n\x06output\x18\x04 \x01(\x0cH\x00R\x06output\x12\x32\n\x07\x66\x61ilure\x18\x05 \x01(\x0b\x32\x16.stackshift.v1.FailureH\x00R\x07\x66\x61ilure\x12\x39\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartedAtB\t\n\x07outcome\"A\n\x14\x43ompleteStepResponse\x12)\n\x10\x61lready_recorded\x18\x01 \x01(\x08R\x0f\x61lreadyRecorded\"d\n\x12\x43ompleteRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n\x0blease_token\x18\x02 \x01(\tR\nleaseToken\x12\x16\n\x06result\x18\x03 \x01(\x0cR\x06result\"\x15\n\x13\x43ompleteRunResponse\"z\n\x0e\x46\x61ilRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n\x0blease_token\x18\x02 \x01(\tR\nleaseToken\x12\x30\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x16.stackshift.v1.FailureR\x07\x66\x61ilure\"\x87\x01\n\x0f\x46\x61ilRunResponse\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32\x18.stackshift.v1.RunStatusR\x06status\x12\x42\n\x0fnext_attempt_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rnextAttemptAt\"\xd0\x01\n\x11SuspendRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n\x0blease_token\x18\x02 \x01(\tR\nleaseToken\x12\x17\n\x07step_id\x18\x03 \x01(\tR\x06stepId\x12\x30\n\x05sleep\x18\x04 \x01(\x0b\x32\x18.stackshift.v1.SleepWaitH\x00R\x05sleep\x12\x30\n\x05\x65vent\x18\x05 \x01(\x0b\x32\x18.stackshift.v1.EventWaitH\x00R\x05\x65ventB\x06\n\x04wait\"t\n\tSleepWait\x12\x35\n\x08\x64uration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08\x64uration\x12\x30\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05until\"\x88\x01\n\tEventWait\x12\x1d\n\nevent_name\x18\x01 \x01(\tR\teventName\x12\'\n\x0f\x63orrelation_key\x18\x02 \x01(\tR\x0e\x63orrelationKey\x12\x33\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\"\xb5\x01\n\x12SuspendRunResponse\x12\x37\n\x07outcome\x18\x01 \x01(\x0e\x32\x1d.stackshift.v1.SuspendOutcomeR\x07outcome\x12\x31\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x1b.stackshift.v1.JournalEntryR\x05\x65ntry\x12\x33\n\x07wake_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x06wakeAt\"~\n\x11\x41ppendLogsRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n\x0blease_token\x18\x02 \x01(\tR\nleaseToken\x12\x31\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x17.stackshift.v1.LogEntryR\x07\x65ntries\"J\n\x12\x41ppendLogsResponse\x12\x1a\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05R\x08\x61\x63\x63\x65pted\x12\x18\n\x07\x64ropped\x18\x02 \x01(\x05R\x07\x64ropped*o\n\x0eSuspendOutcome\x12\x1f\n\x1bSUSPEND_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19SUSPEND_OUTCOME_SATISFIED\x10\x01\x12\x1d\n\x19SUSPEND_OUTCOME_SUSPENDED\x10\x02\x32\xcb\x04\n\rWorkerService\x12K\n\x08PollTask\x12\x1e.stackshift.v1.PollTaskRequest\x1a\x1f.stackshift.v1.PollTaskResponse\x12N\n\tHeartbeat\x12\x1f.stackshift.v1.HeartbeatRequest\x1a .stackshift.v1.HeartbeatResponse\x12W\n\x0c\x43ompleteStep\x12\".stackshift.v1.CompleteStepRequest\x1a#.stackshift.v1.CompleteStepResponse\x12T\n\x0b\x43ompleteRun\x12!.stackshift.v1.CompleteRunRequest\x1a\".stackshift.v1.CompleteRunResponse\x12H\n\x07\x46\x61ilRun\x12\x1d.stackshift.v1.FailRunRequest\x1a\x1e.stackshift.v1.FailRunResponse\x12Q\n\nSuspendRun\x12 .stackshift.v1.SuspendRunRequest\x1a!.stackshift.v1.SuspendRunResponse\x12Q\n\nAppendLogs\x12 .stackshift.v1.AppendLogsRequest\x1a!.stackshift.v1.AppendLogsResponseBHZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,30 +36,44 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stackshift.v1.worker_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1'
-  _globals['_JOBSPEC']._serialized_start=138
-  _globals['_JOBSPEC']._serialized_end=231
-  _globals['_POLLTASKREQUEST']._serialized_start=234
-  _globals['_POLLTASKREQUEST']._serialized_end=424
-  _globals['_POLLTASKRESPONSE']._serialized_start=426
-  _globals['_POLLTASKRESPONSE']._serialized_end=487
-  _globals['_TASK']._serialized_start=490
-  _globals['_TASK']._serialized_end=931
-  _globals['_HEARTBEATREQUEST']._serialized_start=933
-  _globals['_HEARTBEATREQUEST']._serialized_end=1007
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1010
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1139
-  _globals['_COMPLETESTEPREQUEST']._serialized_start=1142
-  _globals['_COMPLETESTEPREQUEST']._serialized_end=1392
-  _globals['_COMPLETESTEPRESPONSE']._serialized_start=1394
-  _globals['_COMPLETESTEPRESPONSE']._serialized_end=1459
-  _globals['_COMPLETERUNREQUEST']._serialized_start=1461
-  _globals['_COMPLETERUNREQUEST']._serialized_end=1561
-  _globals['_COMPLETERUNRESPONSE']._serialized_start=1563
-  _globals['_COMPLETERUNRESPONSE']._serialized_end=1584
-  _globals['_FAILRUNREQUEST']._serialized_start=1586
-  _globals['_FAILRUNREQUEST']._serialized_end=1708
-  _globals['_FAILRUNRESPONSE']._serialized_start=1711
-  _globals['_FAILRUNRESPONSE']._serialized_end=1846
-  _globals['_WORKERSERVICE']._serialized_start=1849
-  _globals['_WORKERSERVICE']._serialized_end=2270
+  _globals['_SUSPENDOUTCOME']._serialized_start=2765
+  _globals['_SUSPENDOUTCOME']._serialized_end=2876
+  _globals['_JOBSPEC']._serialized_start=173
+  _globals['_JOBSPEC']._serialized_end=266
+  _globals['_POLLTASKREQUEST']._serialized_start=269
+  _globals['_POLLTASKREQUEST']._serialized_end=459
+  _globals['_POLLTASKRESPONSE']._serialized_start=461
+  _globals['_POLLTASKRESPONSE']._serialized_end=522
+  _globals['_TASK']._serialized_start=525
+  _globals['_TASK']._serialized_end=992
+  _globals['_HEARTBEATREQUEST']._serialized_start=994
+  _globals['_HEARTBEATREQUEST']._serialized_end=1068
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1071
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1200
+  _globals['_COMPLETESTEPREQUEST']._serialized_start=1203
+  _globals['_COMPLETESTEPREQUEST']._serialized_end=1453
+  _globals['_COMPLETESTEPRESPONSE']._serialized_start=1455
+  _globals['_COMPLETESTEPRESPONSE']._serialized_end=1520
+  _globals['_COMPLETERUNREQUEST']._serialized_start=1522
+  _globals['_COMPLETERUNREQUEST']._serialized_end=1622
+  _globals['_COMPLETERUNRESPONSE']._serialized_start=1624
+  _globals['_COMPLETERUNRESPONSE']._serialized_end=1645
+  _globals['_FAILRUNREQUEST']._serialized_start=1647
+  _globals['_FAILRUNREQUEST']._serialized_end=1769
+  _globals['_FAILRUNRESPONSE']._serialized_start=1772
+  _globals['_FAILRUNRESPONSE']._serialized_end=1907
+  _globals['_SUSPENDRUNREQUEST']._serialized_start=1910
+  _globals['_SUSPENDRUNREQUEST']._serialized_end=2118
+  _globals['_SLEEPWAIT']._serialized_start=2120
+  _globals['_SLEEPWAIT']._serialized_end=2236
+  _globals['_EVENTWAIT']._serialized_start=2239
+  _globals['_EVENTWAIT']._serialized_end=2375
+  _globals['_SUSPENDRUNRESPONSE']._serialized_start=2378
+  _globals['_SUSPENDRUNRESPONSE']._serialized_end=2559
+  _globals['_APPENDLOGSREQUEST']._serialized_start=2561
+  _globals['_APPENDLOGSREQUEST']._serialized_end=2687
+  _globals['_APPENDLOGSRESPONSE']._serialized_start=2689
+  _globals['_APPENDLOGSRESPONSE']._serialized_end=2763
+  _globals['_WORKERSERVICE']._serialized_start=2879
+  _globals['_WORKERSERVICE']._serialized_end=3466
 # @@protoc_insertion_point(module_scope)

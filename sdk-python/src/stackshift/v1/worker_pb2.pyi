@@ -9,7 +9,9 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from stackshift.v1 import common_pb2 as _common_pb2
+from stackshift.v1 import observability_pb2 as _observability_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +22,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _SuspendOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SuspendOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SuspendOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SUSPEND_OUTCOME_UNSPECIFIED: _SuspendOutcome.ValueType  # 0
+    """Not set. Never sent by the server."""
+    SUSPEND_OUTCOME_SATISFIED: _SuspendOutcome.ValueType  # 1
+    """The wait resolved at once; `entry` holds its result and the lease is kept."""
+    SUSPEND_OUTCOME_SUSPENDED: _SuspendOutcome.ValueType  # 2
+    """The run is waiting and holds no lease: stop the handler, report nothing."""
+
+class SuspendOutcome(_SuspendOutcome, metaclass=_SuspendOutcomeEnumTypeWrapper):
+    """SuspendOutcome says whether the worker continues or stops."""
+
+SUSPEND_OUTCOME_UNSPECIFIED: SuspendOutcome.ValueType  # 0
+"""Not set. Never sent by the server."""
+SUSPEND_OUTCOME_SATISFIED: SuspendOutcome.ValueType  # 1
+"""The wait resolved at once; `entry` holds its result and the lease is kept."""
+SUSPEND_OUTCOME_SUSPENDED: SuspendOutcome.ValueType  # 2
+"""The run is waiting and holds no lease: stop the handler, report nothing."""
+Global___SuspendOutcome: _TypeAlias = SuspendOutcome  # noqa: Y015
 
 @_typing.final
 class JobSpec(_message.Message):
@@ -134,6 +160,7 @@ class Task(_message.Message):
     LEASE_TIMEOUT_FIELD_NUMBER: _builtins.int
     JOURNAL_FIELD_NUMBER: _builtins.int
     RUN_CREATED_AT_FIELD_NUMBER: _builtins.int
+    RESUMED_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The run's id."""
     job: _builtins.str
@@ -148,6 +175,10 @@ class Task(_message.Message):
     """Attempts allowed in total; `attempt == max_attempts` means this is the last one."""
     lease_token: _builtins.str
     """Opaque token naming this attempt's lease; every worker write must carry it."""
+    resumed: _builtins.bool
+    """True when this delivery resumes an attempt after a sleep or an event wait: the attempt
+    number did not change, and the journal holds the wait's result.
+    """
     @_builtins.property
     def lease_deadline(self) -> _timestamp_pb2.Timestamp:
         """When the lease expires unless extended by `Heartbeat`."""
@@ -178,10 +209,11 @@ class Task(_message.Message):
         lease_timeout: _duration_pb2.Duration | None = ...,
         journal: _abc.Iterable[_common_pb2.JournalEntry] | None = ...,
         run_created_at: _timestamp_pb2.Timestamp | None = ...,
+        resumed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease_deadline", b"lease_deadline", "lease_timeout", b"lease_timeout", "run_created_at", b"run_created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job", b"job", "journal", b"journal", "lease_deadline", b"lease_deadline", "lease_timeout", b"lease_timeout", "lease_token", b"lease_token", "max_attempts", b"max_attempts", "payload", b"payload", "queue", b"queue", "run_created_at", b"run_created_at", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job", b"job", "journal", b"journal", "lease_deadline", b"lease_deadline", "lease_timeout", b"lease_timeout", "lease_token", b"lease_token", "max_attempts", b"max_attempts", "payload", b"payload", "queue", b"queue", "resumed", b"resumed", "run_created_at", b"run_created_at", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -419,3 +451,209 @@ class FailRunResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FailRunResponse: _TypeAlias = FailRunResponse  # noqa: Y015
+
+@_typing.final
+class SuspendRunRequest(_message.Message):
+    """SuspendRunRequest starts a durable sleep or an event wait under a lease."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    LEASE_TOKEN_FIELD_NUMBER: _builtins.int
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    SLEEP_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run's id."""
+    lease_token: _builtins.str
+    """The attempt's lease token."""
+    step_id: _builtins.str
+    """The wait's id, with its occurrence suffix (1-256 characters, no control characters).
+    Waits and steps share one id space per run.
+    """
+    @_builtins.property
+    def sleep(self) -> Global___SleepWait:
+        """A durable sleep."""
+
+    @_builtins.property
+    def event(self) -> Global___EventWait:
+        """An event wait."""
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        lease_token: _builtins.str = ...,
+        step_id: _builtins.str = ...,
+        sleep: Global___SleepWait | None = ...,
+        event: Global___EventWait | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "sleep", b"sleep", "wait", b"wait"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "lease_token", b"lease_token", "run_id", b"run_id", "sleep", b"sleep", "step_id", b"step_id", "wait", b"wait"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_wait: _TypeAlias = _typing.Literal["sleep", "event"]  # noqa: Y015
+    _WhichOneofArgType_wait: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_wait) -> _WhichOneofReturnType_wait | None: ...
+
+Global___SuspendRunRequest: _TypeAlias = SuspendRunRequest  # noqa: Y015
+
+@_typing.final
+class SleepWait(_message.Message):
+    """SleepWait suspends the run until a point in time. Set exactly one field."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DURATION_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """How long to sleep, counted from when the server receives the request (at most 365
+        days).
+        """
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """When to wake up (at most 365 days ahead). A time in the past resolves at once."""
+
+    def __init__(
+        self,
+        *,
+        duration: _duration_pb2.Duration | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SleepWait: _TypeAlias = SleepWait  # noqa: Y015
+
+@_typing.final
+class EventWait(_message.Message):
+    """EventWait suspends the run until a matching event is published or the timeout passes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_NAME_FIELD_NUMBER: _builtins.int
+    CORRELATION_KEY_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    event_name: _builtins.str
+    """The event name to wait for (same rules as event names)."""
+    correlation_key: _builtins.str
+    """The correlation key to match exactly (at most 512 characters). Empty = only events
+    published without a key.
+    """
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long to wait, counted from when the server receives the request (0 to 365 days).
+        Required. 0 takes a matching event from the inbox or times out at once.
+        """
+
+    def __init__(
+        self,
+        *,
+        event_name: _builtins.str = ...,
+        correlation_key: _builtins.str = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_key", b"correlation_key", "event_name", b"event_name", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventWait: _TypeAlias = EventWait  # noqa: Y015
+
+@_typing.final
+class SuspendRunResponse(_message.Message):
+    """SuspendRunResponse tells the worker how to go on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    WAKE_AT_FIELD_NUMBER: _builtins.int
+    outcome: Global___SuspendOutcome.ValueType
+    """SATISFIED or SUSPENDED."""
+    @_builtins.property
+    def entry(self) -> _common_pb2.JournalEntry:
+        """For SATISFIED: the wait's journal entry (kind SLEEP or EVENT)."""
+
+    @_builtins.property
+    def wake_at(self) -> _timestamp_pb2.Timestamp:
+        """For SUSPENDED: when the sleep ends or the event wait times out."""
+
+    def __init__(
+        self,
+        *,
+        outcome: Global___SuspendOutcome.ValueType = ...,
+        entry: _common_pb2.JournalEntry | None = ...,
+        wake_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "wake_at", b"wake_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "outcome", b"outcome", "wake_at", b"wake_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuspendRunResponse: _TypeAlias = SuspendRunResponse  # noqa: Y015
+
+@_typing.final
+class AppendLogsRequest(_message.Message):
+    """AppendLogsRequest carries a batch of a handler's log lines."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    LEASE_TOKEN_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run's id."""
+    lease_token: _builtins.str
+    """The attempt's lease token."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[_observability_pb2.LogEntry]:
+        """The lines, oldest first (at most 1,000 per request)."""
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        lease_token: _builtins.str = ...,
+        entries: _abc.Iterable[_observability_pb2.LogEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "lease_token", b"lease_token", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendLogsRequest: _TypeAlias = AppendLogsRequest  # noqa: Y015
+
+@_typing.final
+class AppendLogsResponse(_message.Message):
+    """AppendLogsResponse tells how many lines were kept."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.int
+    """Lines stored."""
+    dropped: _builtins.int
+    """Lines dropped because the run reached its log cap."""
+    def __init__(
+        self,
+        *,
+        accepted: _builtins.int = ...,
+        dropped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "dropped", b"dropped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendLogsResponse: _TypeAlias = AppendLogsResponse  # noqa: Y015

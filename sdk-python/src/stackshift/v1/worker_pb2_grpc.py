@@ -31,9 +31,10 @@ class WorkerServiceStub(object):
     token of the attempt; a write with a stale token answers FAILED_PRECONDITION and changes
     nothing, and a write to a cancelled run answers ABORTED.
 
-    Later additions fit without breaking this contract: suspension (durable sleep, waiting
-    for an event) is a new `SuspendRun` RPC and new journal entry kinds; state calls inside a
-    run name the same (run_id, lease_token) pair; logs are a batched `AppendLogs` RPC.
+    `SuspendRun` starts a durable sleep or an event wait (see docs/events.md): the run turns
+    `waiting` and holds no lease until the wait resolves. Later additions fit without breaking
+    this contract: state calls inside a run name the same (run_id, lease_token) pair; logs
+    are a batched `AppendLogs` RPC.
     """
 
     def __init__(self, channel):
@@ -67,6 +68,16 @@ class WorkerServiceStub(object):
                 request_serializer=stackshift_dot_v1_dot_worker__pb2.FailRunRequest.SerializeToString,
                 response_deserializer=stackshift_dot_v1_dot_worker__pb2.FailRunResponse.FromString,
                 _registered_method=True)
+        self.SuspendRun = channel.unary_unary(
+                '/stackshift.v1.WorkerService/SuspendRun',
+                request_serializer=stackshift_dot_v1_dot_worker__pb2.SuspendRunRequest.SerializeToString,
+                response_deserializer=stackshift_dot_v1_dot_worker__pb2.SuspendRunResponse.FromString,
+                _registered_method=True)
+        self.AppendLogs = channel.unary_unary(
+                '/stackshift.v1.WorkerService/AppendLogs',
+                request_serializer=stackshift_dot_v1_dot_worker__pb2.AppendLogsRequest.SerializeToString,
+                response_deserializer=stackshift_dot_v1_dot_worker__pb2.AppendLogsResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer(object):
@@ -75,9 +86,10 @@ class WorkerServiceServicer(object):
     token of the attempt; a write with a stale token answers FAILED_PRECONDITION and changes
     nothing, and a write to a cancelled run answers ABORTED.
 
-    Later additions fit without breaking this contract: suspension (durable sleep, waiting
-    for an event) is a new `SuspendRun` RPC and new journal entry kinds; state calls inside a
-    run name the same (run_id, lease_token) pair; logs are a batched `AppendLogs` RPC.
+    `SuspendRun` starts a durable sleep or an event wait (see docs/events.md): the run turns
+    `waiting` and holds no lease until the wait resolves. Later additions fit without breaking
+    this contract: state calls inside a run name the same (run_id, lease_token) pair; logs
+    are a batched `AppendLogs` RPC.
     """
 
     def PollTask(self, request, context):
@@ -116,6 +128,26 @@ class WorkerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SuspendRun(self, request, context):
+        """SuspendRun starts a durable sleep or an event wait. When it can be resolved at once
+        (the sleep's time has passed, or a matching event is already in the run's inbox) the
+        result is journaled and returned as SATISFIED: the worker continues under the same
+        lease. Otherwise the wait is stored, the lease is released and the run turns `waiting`
+        (SUSPENDED): the worker stops the handler without reporting anything, and the run is
+        delivered again (same attempt number, new lease) once the wait resolves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppendLogs(self, request, context):
+        """AppendLogs stores a batch of log lines of the attempt holding the lease. Lines beyond
+        the run's log cap (see docs/limits.md) are dropped after one truncation marker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +176,16 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     request_deserializer=stackshift_dot_v1_dot_worker__pb2.FailRunRequest.FromString,
                     response_serializer=stackshift_dot_v1_dot_worker__pb2.FailRunResponse.SerializeToString,
             ),
+            'SuspendRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuspendRun,
+                    request_deserializer=stackshift_dot_v1_dot_worker__pb2.SuspendRunRequest.FromString,
+                    response_serializer=stackshift_dot_v1_dot_worker__pb2.SuspendRunResponse.SerializeToString,
+            ),
+            'AppendLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendLogs,
+                    request_deserializer=stackshift_dot_v1_dot_worker__pb2.AppendLogsRequest.FromString,
+                    response_serializer=stackshift_dot_v1_dot_worker__pb2.AppendLogsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'stackshift.v1.WorkerService', rpc_method_handlers)
@@ -158,9 +200,10 @@ class WorkerService(object):
     token of the attempt; a write with a stale token answers FAILED_PRECONDITION and changes
     nothing, and a write to a cancelled run answers ABORTED.
 
-    Later additions fit without breaking this contract: suspension (durable sleep, waiting
-    for an event) is a new `SuspendRun` RPC and new journal entry kinds; state calls inside a
-    run name the same (run_id, lease_token) pair; logs are a batched `AppendLogs` RPC.
+    `SuspendRun` starts a durable sleep or an event wait (see docs/events.md): the run turns
+    `waiting` and holds no lease until the wait resolves. Later additions fit without breaking
+    this contract: state calls inside a run name the same (run_id, lease_token) pair; logs
+    are a batched `AppendLogs` RPC.
     """
 
     @staticmethod
@@ -288,6 +331,60 @@ class WorkerService(object):
             '/stackshift.v1.WorkerService/FailRun',
             stackshift_dot_v1_dot_worker__pb2.FailRunRequest.SerializeToString,
             stackshift_dot_v1_dot_worker__pb2.FailRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuspendRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stackshift.v1.WorkerService/SuspendRun',
+            stackshift_dot_v1_dot_worker__pb2.SuspendRunRequest.SerializeToString,
+            stackshift_dot_v1_dot_worker__pb2.SuspendRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stackshift.v1.WorkerService/AppendLogs',
+            stackshift_dot_v1_dot_worker__pb2.AppendLogsRequest.SerializeToString,
+            stackshift_dot_v1_dot_worker__pb2.AppendLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

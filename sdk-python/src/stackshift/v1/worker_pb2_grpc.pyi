@@ -32,9 +32,10 @@ class WorkerServiceStub:
     token of the attempt; a write with a stale token answers FAILED_PRECONDITION and changes
     nothing, and a write to a cancelled run answers ABORTED.
 
-    Later additions fit without breaking this contract: suspension (durable sleep, waiting
-    for an event) is a new `SuspendRun` RPC and new journal entry kinds; state calls inside a
-    run name the same (run_id, lease_token) pair; logs are a batched `AppendLogs` RPC.
+    `SuspendRun` starts a durable sleep or an event wait (see docs/events.md): the run turns
+    `waiting` and holds no lease until the wait resolves. Later additions fit without breaking
+    this contract: state calls inside a run name the same (run_id, lease_token) pair; logs
+    are a batched `AppendLogs` RPC.
     """
 
     @_typing.overload
@@ -53,6 +54,18 @@ class WorkerServiceStub:
     """CompleteRun records the run's result; the run is completed."""
     FailRun: _grpc.UnaryUnaryMultiCallable[_worker_pb2.FailRunRequest, _worker_pb2.FailRunResponse]
     """FailRun records a failed attempt; the run is retried or fails."""
+    SuspendRun: _grpc.UnaryUnaryMultiCallable[_worker_pb2.SuspendRunRequest, _worker_pb2.SuspendRunResponse]
+    """SuspendRun starts a durable sleep or an event wait. When it can be resolved at once
+    (the sleep's time has passed, or a matching event is already in the run's inbox) the
+    result is journaled and returned as SATISFIED: the worker continues under the same
+    lease. Otherwise the wait is stored, the lease is released and the run turns `waiting`
+    (SUSPENDED): the worker stops the handler without reporting anything, and the run is
+    delivered again (same attempt number, new lease) once the wait resolves.
+    """
+    AppendLogs: _grpc.UnaryUnaryMultiCallable[_worker_pb2.AppendLogsRequest, _worker_pb2.AppendLogsResponse]
+    """AppendLogs stores a batch of log lines of the attempt holding the lease. Lines beyond
+    the run's log cap (see docs/limits.md) are dropped after one truncation marker.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -61,9 +74,10 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     token of the attempt; a write with a stale token answers FAILED_PRECONDITION and changes
     nothing, and a write to a cancelled run answers ABORTED.
 
-    Later additions fit without breaking this contract: suspension (durable sleep, waiting
-    for an event) is a new `SuspendRun` RPC and new journal entry kinds; state calls inside a
-    run name the same (run_id, lease_token) pair; logs are a batched `AppendLogs` RPC.
+    `SuspendRun` starts a durable sleep or an event wait (see docs/events.md): the run turns
+    `waiting` and holds no lease until the wait resolves. Later additions fit without breaking
+    this contract: state calls inside a run name the same (run_id, lease_token) pair; logs
+    are a batched `AppendLogs` RPC.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -79,6 +93,18 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """CompleteRun records the run's result; the run is completed."""
     FailRun: _aio.UnaryUnaryMultiCallable[_worker_pb2.FailRunRequest, _worker_pb2.FailRunResponse]  # type: ignore[assignment]
     """FailRun records a failed attempt; the run is retried or fails."""
+    SuspendRun: _aio.UnaryUnaryMultiCallable[_worker_pb2.SuspendRunRequest, _worker_pb2.SuspendRunResponse]  # type: ignore[assignment]
+    """SuspendRun starts a durable sleep or an event wait. When it can be resolved at once
+    (the sleep's time has passed, or a matching event is already in the run's inbox) the
+    result is journaled and returned as SATISFIED: the worker continues under the same
+    lease. Otherwise the wait is stored, the lease is released and the run turns `waiting`
+    (SUSPENDED): the worker stops the handler without reporting anything, and the run is
+    delivered again (same attempt number, new lease) once the wait resolves.
+    """
+    AppendLogs: _aio.UnaryUnaryMultiCallable[_worker_pb2.AppendLogsRequest, _worker_pb2.AppendLogsResponse]  # type: ignore[assignment]
+    """AppendLogs stores a batch of log lines of the attempt holding the lease. Lines beyond
+    the run's log cap (see docs/limits.md) are dropped after one truncation marker.
+    """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """WorkerService is the protocol workers speak: long-poll for tasks, then report step
@@ -86,9 +112,10 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     token of the attempt; a write with a stale token answers FAILED_PRECONDITION and changes
     nothing, and a write to a cancelled run answers ABORTED.
 
-    Later additions fit without breaking this contract: suspension (durable sleep, waiting
-    for an event) is a new `SuspendRun` RPC and new journal entry kinds; state calls inside a
-    run name the same (run_id, lease_token) pair; logs are a batched `AppendLogs` RPC.
+    `SuspendRun` starts a durable sleep or an event wait (see docs/events.md): the run turns
+    `waiting` and holds no lease until the wait resolves. Later additions fit without breaking
+    this contract: state calls inside a run name the same (run_id, lease_token) pair; logs
+    are a batched `AppendLogs` RPC.
     """
 
     @_abc_1.abstractmethod
@@ -132,5 +159,29 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.FailRunResponse, _abc.Awaitable[_worker_pb2.FailRunResponse]]:
         """FailRun records a failed attempt; the run is retried or fails."""
+
+    @_abc_1.abstractmethod
+    def SuspendRun(
+        self,
+        request: _worker_pb2.SuspendRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.SuspendRunResponse, _abc.Awaitable[_worker_pb2.SuspendRunResponse]]:
+        """SuspendRun starts a durable sleep or an event wait. When it can be resolved at once
+        (the sleep's time has passed, or a matching event is already in the run's inbox) the
+        result is journaled and returned as SATISFIED: the worker continues under the same
+        lease. Otherwise the wait is stored, the lease is released and the run turns `waiting`
+        (SUSPENDED): the worker stops the handler without reporting anything, and the run is
+        delivered again (same attempt number, new lease) once the wait resolves.
+        """
+
+    @_abc_1.abstractmethod
+    def AppendLogs(
+        self,
+        request: _worker_pb2.AppendLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.AppendLogsResponse, _abc.Awaitable[_worker_pb2.AppendLogsResponse]]:
+        """AppendLogs stores a batch of log lines of the attempt holding the lease. Lines beyond
+        the run's log cap (see docs/limits.md) are dropped after one truncation marker.
+        """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

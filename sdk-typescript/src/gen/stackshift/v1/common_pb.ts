@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stackshift/v1/common.proto.
  */
 export const file_stackshift_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChpzdGFja3NoaWZ0L3YxL2NvbW1vbi5wcm90bxINc3RhY2tzaGlmdC52MSJlCgdGYWlsdXJlEg8KB21lc3NhZ2UYASABKAkSDAoEdHlwZRgCIAEoCRIVCg1ub25fcmV0cnlhYmxlGAMgASgIEg8KB2RldGFpbHMYBCABKAwSEwoLc3RhY2tfdHJhY2UYBSABKAkiqgEKC1JldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIzChBpbml0aWFsX2ludGVydmFsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhsKE2JhY2tvZmZfY29lZmZpY2llbnQYAyABKAESMwoQbWF4aW11bV9pbnRlcnZhbBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLUAQoMSm91cm5hbEVudHJ5EgoKAmlkGAEgASgJEi0KBGtpbmQYAiABKA4yHy5zdGFja3NoaWZ0LnYxLkpvdXJuYWxFbnRyeUtpbmQSEAoGb3V0cHV0GAMgASgMSAASKQoHZmFpbHVyZRgEIAEoCzIWLnN0YWNrc2hpZnQudjEuRmFpbHVyZUgAEg8KB2F0dGVtcHQYBSABKAUSMAoMY29tcGxldGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIJCgdvdXRjb21lKrkBCglSdW5TdGF0dXMSGgoWUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEhUKEVJVTl9TVEFUVVNfUVVFVUVEEAESFgoSUlVOX1NUQVRVU19SVU5OSU5HEAISFgoSUlVOX1NUQVRVU19XQUlUSU5HEAMSGAoUUlVOX1NUQVRVU19DT01QTEVURUQQBBIVChFSVU5fU1RBVFVTX0ZBSUxFRBAFEhgKFFJVTl9TVEFUVVNfQ0FOQ0VMTEVEEAYqUwoQSm91cm5hbEVudHJ5S2luZBIiCh5KT1VSTkFMX0VOVFJZX0tJTkRfVU5TUEVDSUZJRUQQABIbChdKT1VSTkFMX0VOVFJZX0tJTkRfU1RFUBABQkhaRmdpdGh1Yi5jb20vc3RhY2tzaGlmdC9zdGFja3NoaWZ0L3Nkay1nby9nZW4vc3RhY2tzaGlmdC92MTtzdGFja3NoaWZ0djFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChpzdGFja3NoaWZ0L3YxL2NvbW1vbi5wcm90bxINc3RhY2tzaGlmdC52MSJlCgdGYWlsdXJlEg8KB21lc3NhZ2UYASABKAkSDAoEdHlwZRgCIAEoCRIVCg1ub25fcmV0cnlhYmxlGAMgASgIEg8KB2RldGFpbHMYBCABKAwSEwoLc3RhY2tfdHJhY2UYBSABKAkiqgEKC1JldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIzChBpbml0aWFsX2ludGVydmFsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhsKE2JhY2tvZmZfY29lZmZpY2llbnQYAyABKAESMwoQbWF4aW11bV9pbnRlcnZhbBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLUAQoMSm91cm5hbEVudHJ5EgoKAmlkGAEgASgJEi0KBGtpbmQYAiABKA4yHy5zdGFja3NoaWZ0LnYxLkpvdXJuYWxFbnRyeUtpbmQSEAoGb3V0cHV0GAMgASgMSAASKQoHZmFpbHVyZRgEIAEoCzIWLnN0YWNrc2hpZnQudjEuRmFpbHVyZUgAEg8KB2F0dGVtcHQYBSABKAUSMAoMY29tcGxldGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIJCgdvdXRjb21lKrkBCglSdW5TdGF0dXMSGgoWUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEhUKEVJVTl9TVEFUVVNfUVVFVUVEEAESFgoSUlVOX1NUQVRVU19SVU5OSU5HEAISFgoSUlVOX1NUQVRVU19XQUlUSU5HEAMSGAoUUlVOX1NUQVRVU19DT01QTEVURUQQBBIVChFSVU5fU1RBVFVTX0ZBSUxFRBAFEhgKFFJVTl9TVEFUVVNfQ0FOQ0VMTEVEEAYqrQEKEEpvdXJuYWxFbnRyeUtpbmQSIgoeSk9VUk5BTF9FTlRSWV9LSU5EX1VOU1BFQ0lGSUVEEAASGwoXSk9VUk5BTF9FTlRSWV9LSU5EX1NURVAQARIcChhKT1VSTkFMX0VOVFJZX0tJTkRfU0xFRVAQAhIcChhKT1VSTkFMX0VOVFJZX0tJTkRfRVZFTlQQAxIcChhKT1VSTkFMX0VOVFJZX0tJTkRfU1RBVEUQBEJIWkZnaXRodWIuY29tL3N0YWNrc2hpZnQvc3RhY2tzaGlmdC9zZGstZ28vZ2VuL3N0YWNrc2hpZnQvdjE7c3RhY2tzaGlmdHYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Failure is a structured error, shared by failed steps, attempts and runs, so that every
@@ -254,6 +254,30 @@ export enum JournalEntryKind {
    * @generated from enum value: JOURNAL_ENTRY_KIND_STEP = 1;
    */
   STEP = 1,
+
+  /**
+   * A durable sleep (`step.sleep`) that has ended; the output is `null`.
+   *
+   * @generated from enum value: JOURNAL_ENTRY_KIND_SLEEP = 2;
+   */
+  SLEEP = 2,
+
+  /**
+   * An event wait (`step.waitForEvent`) that has ended. The output is JSON:
+   * `{"timedOut":false,"event":{"id":..,"name":..,"correlationKey":..,"payload":..,
+   * "publishedAt":<epoch ms>}}` when an event matched, `{"timedOut":true}` on timeout.
+   *
+   * @generated from enum value: JOURNAL_ENTRY_KIND_EVENT = 3;
+   */
+  EVENT = 3,
+
+  /**
+   * A `state.*` call made from inside a run (StateService with a `RunContext`): the entry
+   * holds the call's recorded result, returned again when the call is replayed.
+   *
+   * @generated from enum value: JOURNAL_ENTRY_KIND_STATE = 4;
+   */
+  STATE = 4,
 }
 
 /**

@@ -2,19 +2,23 @@
 // @generated from file stackshift/v1/jobs.proto (package stackshift.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Failure, JournalEntryKind, RetryPolicy, RunStatus } from "./common_pb.js";
 import { file_stackshift_v1_common } from "./common_pb.js";
+import type { RunWait } from "./events_pb.js";
+import { file_stackshift_v1_events } from "./events_pb.js";
+import type { LogEntry, TimelineEntry } from "./observability_pb.js";
+import { file_stackshift_v1_observability } from "./observability_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file stackshift/v1/jobs.proto.
  */
 export const file_stackshift_v1_jobs: GenFile = /*@__PURE__*/
-  fileDesc("ChhzdGFja3NoaWZ0L3YxL2pvYnMucHJvdG8SDXN0YWNrc2hpZnQudjEi7wEKD1N0YXJ0UnVuUmVxdWVzdBILCgNqb2IYASABKAkSDwoHcGF5bG9hZBgCIAEoDBINCgVxdWV1ZRgDIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkSMgoPaWRlbXBvdGVuY3lfdHRsGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDHJldHJ5X3BvbGljeRgGIAEoCzIaLnN0YWNrc2hpZnQudjEuUmV0cnlQb2xpY3kSMAoNbGVhc2VfdGltZW91dBgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJGChBTdGFydFJ1blJlc3BvbnNlEh8KA3J1bhgBIAEoCzISLnN0YWNrc2hpZnQudjEuUnVuEhEKCWR1cGxpY2F0ZRgCIAEoCCJICg1HZXRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRInCgR3YWl0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIjEKDkdldFJ1blJlc3BvbnNlEh8KA3J1bhgBIAEoCzISLnN0YWNrc2hpZnQudjEuUnVuIn4KD0xpc3RSdW5zUmVxdWVzdBILCgNqb2IYASABKAkSDQoFcXVldWUYAiABKAkSKAoGc3RhdHVzGAMgASgOMhguc3RhY2tzaGlmdC52MS5SdW5TdGF0dXMSEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiTQoQTGlzdFJ1bnNSZXNwb25zZRIgCgRydW5zGAEgAygLMhIuc3RhY2tzaGlmdC52MS5SdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSI0ChFDYW5jZWxSdW5SZXNwb25zZRIfCgNydW4YASABKAsyEi5zdGFja3NoaWZ0LnYxLlJ1biIhCg9SZXRyeVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjMKEFJldHJ5UnVuUmVzcG9uc2USHwoDcnVuGAEgASgLMhIuc3RhY2tzaGlmdC52MS5SdW4i2QQKA1J1bhIKCgJpZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFcXVldWUYAyABKAkSKAoGc3RhdHVzGAQgASgOMhguc3RhY2tzaGlmdC52MS5SdW5TdGF0dXMSDwoHcGF5bG9hZBgFIAEoDBIOCgZyZXN1bHQYBiABKAwSJwoHZmFpbHVyZRgHIAEoCzIWLnN0YWNrc2hpZnQudjEuRmFpbHVyZRIPCgdhdHRlbXB0GAggASgFEhQKDG1heF9hdHRlbXB0cxgJIAEoBRIwCgxyZXRyeV9wb2xpY3kYCiABKAsyGi5zdGFja3NoaWZ0LnYxLlJldHJ5UG9saWN5EhcKD2lkZW1wb3RlbmN5X2tleRgLIAEoCRIuCgpjcmVhdGVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPbmV4dF9hdHRlbXB0X2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCg1sZWFzZV90aW1lb3V0GBAgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEigKCGF0dGVtcHRzGBEgAygLMhYuc3RhY2tzaGlmdC52MS5BdHRlbXB0EiIKBXN0ZXBzGBIgAygLMhMuc3RhY2tzaGlmdC52MS5TdGVwIrMBCgdBdHRlbXB0Eg4KBm51bWJlchgBIAEoBRIRCgl3b3JrZXJfaWQYAiABKAkSLgoKc3RhcnRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKB2ZhaWx1cmUYBSABKAsyFi5zdGFja3NoaWZ0LnYxLkZhaWx1cmUiggIKBFN0ZXASCgoCaWQYASABKAkSLQoEa2luZBgCIAEoDjIfLnN0YWNrc2hpZnQudjEuSm91cm5hbEVudHJ5S2luZBIPCgdhdHRlbXB0GAMgASgFEi4KCnN0YXJ0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbXBsZXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLb3V0cHV0X3NpemUYBiABKAMSJwoHZmFpbHVyZRgHIAEoCzIWLnN0YWNrc2hpZnQudjEuRmFpbHVyZRIOCgZvdXRwdXQYCCABKAwyiwMKC0pvYnNTZXJ2aWNlEksKCFN0YXJ0UnVuEh4uc3RhY2tzaGlmdC52MS5TdGFydFJ1blJlcXVlc3QaHy5zdGFja3NoaWZ0LnYxLlN0YXJ0UnVuUmVzcG9uc2USRQoGR2V0UnVuEhwuc3RhY2tzaGlmdC52MS5HZXRSdW5SZXF1ZXN0Gh0uc3RhY2tzaGlmdC52MS5HZXRSdW5SZXNwb25zZRJLCghMaXN0UnVucxIeLnN0YWNrc2hpZnQudjEuTGlzdFJ1bnNSZXF1ZXN0Gh8uc3RhY2tzaGlmdC52MS5MaXN0UnVuc1Jlc3BvbnNlEk4KCUNhbmNlbFJ1bhIfLnN0YWNrc2hpZnQudjEuQ2FuY2VsUnVuUmVxdWVzdBogLnN0YWNrc2hpZnQudjEuQ2FuY2VsUnVuUmVzcG9uc2USSwoIUmV0cnlSdW4SHi5zdGFja3NoaWZ0LnYxLlJldHJ5UnVuUmVxdWVzdBofLnN0YWNrc2hpZnQudjEuUmV0cnlSdW5SZXNwb25zZUJIWkZnaXRodWIuY29tL3N0YWNrc2hpZnQvc3RhY2tzaGlmdC9zZGstZ28vZ2VuL3N0YWNrc2hpZnQvdjE7c3RhY2tzaGlmdHYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_stackshift_v1_common]);
+  fileDesc("ChhzdGFja3NoaWZ0L3YxL2pvYnMucHJvdG8SDXN0YWNrc2hpZnQudjEi8AIKD1N0YXJ0UnVuUmVxdWVzdBILCgNqb2IYASABKAkSDwoHcGF5bG9hZBgCIAEoDBINCgVxdWV1ZRgDIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkSMgoPaWRlbXBvdGVuY3lfdHRsGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDHJldHJ5X3BvbGljeRgGIAEoCzIaLnN0YWNrc2hpZnQudjEuUmV0cnlQb2xpY3kSMAoNbGVhc2VfdGltZW91dBgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIoCgVkZWxheRgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgZydW5fYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHByaW9yaXR5GAogASgFEhcKD2NvbmN1cnJlbmN5X2tleRgLIAEoCSJGChBTdGFydFJ1blJlc3BvbnNlEh8KA3J1bhgBIAEoCzISLnN0YWNrc2hpZnQudjEuUnVuEhEKCWR1cGxpY2F0ZRgCIAEoCCJICg1HZXRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRInCgR3YWl0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIjEKDkdldFJ1blJlc3BvbnNlEh8KA3J1bhgBIAEoCzISLnN0YWNrc2hpZnQudjEuUnVuIv4BCg9MaXN0UnVuc1JlcXVlc3QSCwoDam9iGAEgASgJEg0KBXF1ZXVlGAIgASgJEigKBnN0YXR1cxgDIAEoDjIYLnN0YWNrc2hpZnQudjEuUnVuU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJEjEKDWNyZWF0ZWRfYWZ0ZXIYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmNyZWF0ZWRfYmVmb3JlGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYCCABKAkiTQoQTGlzdFJ1bnNSZXNwb25zZRIgCgRydW5zGAEgAygLMhIuc3RhY2tzaGlmdC52MS5SdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSI0ChFDYW5jZWxSdW5SZXNwb25zZRIfCgNydW4YASABKAsyEi5zdGFja3NoaWZ0LnYxLlJ1biIhCg9SZXRyeVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjMKEFJldHJ5UnVuUmVzcG9uc2USHwoDcnVuGAEgASgLMhIuc3RhY2tzaGlmdC52MS5SdW4igQYKA1J1bhIKCgJpZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFcXVldWUYAyABKAkSKAoGc3RhdHVzGAQgASgOMhguc3RhY2tzaGlmdC52MS5SdW5TdGF0dXMSDwoHcGF5bG9hZBgFIAEoDBIOCgZyZXN1bHQYBiABKAwSJwoHZmFpbHVyZRgHIAEoCzIWLnN0YWNrc2hpZnQudjEuRmFpbHVyZRIPCgdhdHRlbXB0GAggASgFEhQKDG1heF9hdHRlbXB0cxgJIAEoBRIwCgxyZXRyeV9wb2xpY3kYCiABKAsyGi5zdGFja3NoaWZ0LnYxLlJldHJ5UG9saWN5EhcKD2lkZW1wb3RlbmN5X2tleRgLIAEoCRIuCgpjcmVhdGVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPbmV4dF9hdHRlbXB0X2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCg1sZWFzZV90aW1lb3V0GBAgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEigKCGF0dGVtcHRzGBEgAygLMhYuc3RhY2tzaGlmdC52MS5BdHRlbXB0EiIKBXN0ZXBzGBIgAygLMhMuc3RhY2tzaGlmdC52MS5TdGVwEhAKCHByaW9yaXR5GBMgASgFEhcKD2NvbmN1cnJlbmN5X2tleRgUIAEoCRIkCgR3YWl0GBkgASgLMhYuc3RhY2tzaGlmdC52MS5SdW5XYWl0Ei4KCHRpbWVsaW5lGB4gAygLMhwuc3RhY2tzaGlmdC52MS5UaW1lbGluZUVudHJ5EiUKBGxvZ3MYHyADKAsyFy5zdGFja3NoaWZ0LnYxLkxvZ0VudHJ5IrMBCgdBdHRlbXB0Eg4KBm51bWJlchgBIAEoBRIRCgl3b3JrZXJfaWQYAiABKAkSLgoKc3RhcnRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKB2ZhaWx1cmUYBSABKAsyFi5zdGFja3NoaWZ0LnYxLkZhaWx1cmUi2gIKBFN0ZXASCgoCaWQYASABKAkSLQoEa2luZBgCIAEoDjIfLnN0YWNrc2hpZnQudjEuSm91cm5hbEVudHJ5S2luZBIPCgdhdHRlbXB0GAMgASgFEi4KCnN0YXJ0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbXBsZXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLb3V0cHV0X3NpemUYBiABKAMSJwoHZmFpbHVyZRgHIAEoCzIWLnN0YWNrc2hpZnQudjEuRmFpbHVyZRIOCgZvdXRwdXQYCCABKAwSKQoGc3RhdHVzGAkgASgOMhkuc3RhY2tzaGlmdC52MS5TdGVwU3RhdHVzEisKCGR1cmF0aW9uGAogASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIiEKD1dhdGNoUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiQgoQV2F0Y2hSdW5SZXNwb25zZRIfCgNydW4YASABKAsyEi5zdGFja3NoaWZ0LnYxLlJ1bhINCgVmaW5hbBgCIAEoCCpcCgpTdGVwU3RhdHVzEhsKF1NURVBfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVU1RFUF9TVEFUVVNfQ09NUExFVEVEEAESFgoSU1RFUF9TVEFUVVNfRkFJTEVEEAIy2gMKC0pvYnNTZXJ2aWNlEksKCFN0YXJ0UnVuEh4uc3RhY2tzaGlmdC52MS5TdGFydFJ1blJlcXVlc3QaHy5zdGFja3NoaWZ0LnYxLlN0YXJ0UnVuUmVzcG9uc2USRQoGR2V0UnVuEhwuc3RhY2tzaGlmdC52MS5HZXRSdW5SZXF1ZXN0Gh0uc3RhY2tzaGlmdC52MS5HZXRSdW5SZXNwb25zZRJLCghMaXN0UnVucxIeLnN0YWNrc2hpZnQudjEuTGlzdFJ1bnNSZXF1ZXN0Gh8uc3RhY2tzaGlmdC52MS5MaXN0UnVuc1Jlc3BvbnNlEk4KCUNhbmNlbFJ1bhIfLnN0YWNrc2hpZnQudjEuQ2FuY2VsUnVuUmVxdWVzdBogLnN0YWNrc2hpZnQudjEuQ2FuY2VsUnVuUmVzcG9uc2USSwoIUmV0cnlSdW4SHi5zdGFja3NoaWZ0LnYxLlJldHJ5UnVuUmVxdWVzdBofLnN0YWNrc2hpZnQudjEuUmV0cnlSdW5SZXNwb25zZRJNCghXYXRjaFJ1bhIeLnN0YWNrc2hpZnQudjEuV2F0Y2hSdW5SZXF1ZXN0Gh8uc3RhY2tzaGlmdC52MS5XYXRjaFJ1blJlc3BvbnNlMAFCSFpGZ2l0aHViLmNvbS9zdGFja3NoaWZ0L3N0YWNrc2hpZnQvc2RrLWdvL2dlbi9zdGFja3NoaWZ0L3YxO3N0YWNrc2hpZnR2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_stackshift_v1_common, file_stackshift_v1_events, file_stackshift_v1_observability]);
 
 /**
  * StartRunRequest asks for a new run of a job.
@@ -67,12 +71,46 @@ export type StartRunRequest = Message<"stackshift.v1.StartRunRequest"> & {
   retryPolicy?: RetryPolicy | undefined;
 
   /**
-   * Lease timeout for this run's attempts (1 s to 1 h). Unset = the job's worker-declared
-   * timeout, or 30 s.
+   * Lease timeout for this run's attempts (1 s to 1 h). Unset = the queue's default lease
+   * timeout, else the job's worker-declared timeout, else 30 s.
    *
    * @generated from field: google.protobuf.Duration lease_timeout = 7;
    */
   leaseTimeout?: Duration | undefined;
+
+  /**
+   * Delays the first delivery by this long (at most 365 days). Mutually exclusive with
+   * `run_at`. Unset or zero = deliverable at once.
+   *
+   * @generated from field: google.protobuf.Duration delay = 8;
+   */
+  delay?: Duration | undefined;
+
+  /**
+   * Delivers the run no earlier than this instant (at most 365 days ahead). An instant up to
+   * 24 h in the past means "now"; further in the past is rejected as a likely clock or
+   * caller bug. Mutually exclusive with `delay`.
+   *
+   * @generated from field: google.protobuf.Timestamp run_at = 9;
+   */
+  runAt?: Timestamp | undefined;
+
+  /**
+   * Delivery priority within the queue, -1000 to 1000 (default 0). Higher is delivered
+   * first; runs of equal priority are delivered in the order they became deliverable.
+   *
+   * @generated from field: int32 priority = 10;
+   */
+  priority: number;
+
+  /**
+   * Optional concurrency key (1-256 characters, no control characters), e.g. a customer id.
+   * When the queue has a `key_concurrency_limit`, at most that many runs with the same key
+   * hold a lease at once.
+   *
+   * @generated from field: string concurrency_key = 11;
+   */
+  concurrencyKey: string;
 };
 
 /**
@@ -200,6 +238,27 @@ export type ListRunsRequest = Message<"stackshift.v1.ListRunsRequest"> & {
    * @generated from field: string page_token = 5;
    */
   pageToken: string;
+
+  /**
+   * Only runs created at or after this instant.
+   *
+   * @generated from field: google.protobuf.Timestamp created_after = 6;
+   */
+  createdAfter?: Timestamp | undefined;
+
+  /**
+   * Only runs created before this instant.
+   *
+   * @generated from field: google.protobuf.Timestamp created_before = 7;
+   */
+  createdBefore?: Timestamp | undefined;
+
+  /**
+   * Only runs started with this idempotency key.
+   *
+   * @generated from field: string idempotency_key = 8;
+   */
+  idempotencyKey: string;
 };
 
 /**
@@ -433,7 +492,8 @@ export type Run = Message<"stackshift.v1.Run"> & {
   finishedAt?: Timestamp | undefined;
 
   /**
-   * For a queued run: when it becomes deliverable (e.g. after a retry delay).
+   * For a queued run: when it becomes deliverable (after a `delay`, at `run_at`, or after
+   * a retry delay).
    *
    * @generated from field: google.protobuf.Timestamp next_attempt_at = 15;
    */
@@ -459,6 +519,44 @@ export type Run = Message<"stackshift.v1.Run"> & {
    * @generated from field: repeated stackshift.v1.Step steps = 18;
    */
   steps: Step[];
+
+  /**
+   * Delivery priority within the queue (higher first).
+   *
+   * @generated from field: int32 priority = 19;
+   */
+  priority: number;
+
+  /**
+   * The concurrency key given at start, if any.
+   *
+   * @generated from field: string concurrency_key = 20;
+   */
+  concurrencyKey: string;
+
+  /**
+   * What the run is suspended on while it is `waiting` (a sleep or an event). Filled by
+   * `GetRun` only.
+   *
+   * @generated from field: stackshift.v1.RunWait wait = 25;
+   */
+  wait?: RunWait | undefined;
+
+  /**
+   * Everything that happened to the run, oldest first, each entry timestamped. Filled by
+   * `GetRun` and `WatchRun` only.
+   *
+   * @generated from field: repeated stackshift.v1.TimelineEntry timeline = 30;
+   */
+  timeline: TimelineEntry[];
+
+  /**
+   * The lines the handler logged (capped per run; see `LogEntry.truncated`), oldest first.
+   * Filled by `GetRun` and `WatchRun` only.
+   *
+   * @generated from field: repeated stackshift.v1.LogEntry logs = 31;
+   */
+  logs: LogEntry[];
 };
 
 /**
@@ -578,6 +676,20 @@ export type Step = Message<"stackshift.v1.Step"> & {
    * @generated from field: bytes output = 8;
    */
   output: Uint8Array;
+
+  /**
+   * Whether the step completed or failed.
+   *
+   * @generated from field: stackshift.v1.StepStatus status = 9;
+   */
+  status: StepStatus;
+
+  /**
+   * `completed_at - started_at`; unset when the worker did not report a start.
+   *
+   * @generated from field: google.protobuf.Duration duration = 10;
+   */
+  duration?: Duration | undefined;
 };
 
 /**
@@ -586,6 +698,91 @@ export type Step = Message<"stackshift.v1.Step"> & {
  */
 export const StepSchema: GenMessage<Step> = /*@__PURE__*/
   messageDesc(file_stackshift_v1_jobs, 12);
+
+/**
+ * WatchRunRequest names the run to follow.
+ *
+ * @generated from message stackshift.v1.WatchRunRequest
+ */
+export type WatchRunRequest = Message<"stackshift.v1.WatchRunRequest"> & {
+  /**
+   * The run's id.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+};
+
+/**
+ * Describes the message stackshift.v1.WatchRunRequest.
+ * Use `create(WatchRunRequestSchema)` to create a new message.
+ */
+export const WatchRunRequestSchema: GenMessage<WatchRunRequest> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_jobs, 13);
+
+/**
+ * WatchRunResponse is one change of a watched run.
+ *
+ * @generated from message stackshift.v1.WatchRunResponse
+ */
+export type WatchRunResponse = Message<"stackshift.v1.WatchRunResponse"> & {
+  /**
+   * The run as it now is. In the first message it is complete (attempts, steps, timeline,
+   * logs); in later messages `timeline` and `logs` hold only the entries added since the
+   * previous message, and attempts and steps are refreshed.
+   *
+   * @generated from field: stackshift.v1.Run run = 1;
+   */
+  run?: Run | undefined;
+
+  /**
+   * True when the run is completed, failed or cancelled: this is the last message.
+   *
+   * @generated from field: bool final = 2;
+   */
+  final: boolean;
+};
+
+/**
+ * Describes the message stackshift.v1.WatchRunResponse.
+ * Use `create(WatchRunResponseSchema)` to create a new message.
+ */
+export const WatchRunResponseSchema: GenMessage<WatchRunResponse> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_jobs, 14);
+
+/**
+ * StepStatus is the outcome of a recorded step.
+ *
+ * @generated from enum stackshift.v1.StepStatus
+ */
+export enum StepStatus {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: STEP_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The step recorded an output.
+   *
+   * @generated from enum value: STEP_STATUS_COMPLETED = 1;
+   */
+  COMPLETED = 1,
+
+  /**
+   * The step failed non-retryably (see `failure`).
+   *
+   * @generated from enum value: STEP_STATUS_FAILED = 2;
+   */
+  FAILED = 2,
+}
+
+/**
+ * Describes the enum stackshift.v1.StepStatus.
+ */
+export const StepStatusSchema: GenEnum<StepStatus> = /*@__PURE__*/
+  enumDesc(file_stackshift_v1_jobs, 0);
 
 /**
  * JobsService starts, inspects and controls runs. Clients (API servers, scripts, the CLI)
@@ -644,6 +841,18 @@ export const JobsService: GenService<{
     methodKind: "unary";
     input: typeof RetryRunRequestSchema;
     output: typeof RetryRunResponseSchema;
+  },
+  /**
+   * WatchRun follows a run live: the first message is the run in full (as `GetRun` returns
+   * it), then one message per change (new timeline entries, new log lines, a new status)
+   * until the run is completed, failed or cancelled, when the stream ends.
+   *
+   * @generated from rpc stackshift.v1.JobsService.WatchRun
+   */
+  watchRun: {
+    methodKind: "server_streaming";
+    input: typeof WatchRunRequestSchema;
+    output: typeof WatchRunResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_stackshift_v1_jobs, 0);

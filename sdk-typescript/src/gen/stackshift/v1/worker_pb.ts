@@ -2,19 +2,21 @@
 // @generated from file stackshift/v1/worker.proto (package stackshift.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Failure, JournalEntry, RunStatus } from "./common_pb.js";
 import { file_stackshift_v1_common } from "./common_pb.js";
+import type { LogEntry } from "./observability_pb.js";
+import { file_stackshift_v1_observability } from "./observability_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file stackshift/v1/worker.proto.
  */
 export const file_stackshift_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChpzdGFja3NoaWZ0L3YxL3dvcmtlci5wcm90bxINc3RhY2tzaGlmdC52MSJJCgdKb2JTcGVjEgwKBG5hbWUYASABKAkSMAoNbGVhc2VfdGltZW91dBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKWAQoPUG9sbFRhc2tSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRIOCgZxdWV1ZXMYAiADKAkSJAoEam9icxgDIAMoCzIWLnN0YWNrc2hpZnQudjEuSm9iU3BlYxIRCgltYXhfdGFza3MYBCABKAUSJwoEd2FpdBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI2ChBQb2xsVGFza1Jlc3BvbnNlEiIKBXRhc2tzGAEgAygLMhMuc3RhY2tzaGlmdC52MS5UYXNrIscCCgRUYXNrEg4KBnJ1bl9pZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFcXVldWUYAyABKAkSDwoHcGF5bG9hZBgEIAEoDBIPCgdhdHRlbXB0GAUgASgFEhQKDG1heF9hdHRlbXB0cxgGIAEoBRITCgtsZWFzZV90b2tlbhgHIAEoCRIyCg5sZWFzZV9kZWFkbGluZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoNbGVhc2VfdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgdqb3VybmFsGAogAygLMhsuc3RhY2tzaGlmdC52MS5Kb3VybmFsRW50cnkSMgoOcnVuX2NyZWF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjcKEEhlYXJ0YmVhdFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJImEKEUhlYXJ0YmVhdFJlc3BvbnNlEjIKDmxlYXNlX2RlYWRsaW5lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjYW5jZWxfcmVxdWVzdGVkGAIgASgIIsMBChNDb21wbGV0ZVN0ZXBSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRITCgtsZWFzZV90b2tlbhgCIAEoCRIPCgdzdGVwX2lkGAMgASgJEhAKBm91dHB1dBgEIAEoDEgAEikKB2ZhaWx1cmUYBSABKAsyFi5zdGFja3NoaWZ0LnYxLkZhaWx1cmVIABIuCgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIJCgdvdXRjb21lIjAKFENvbXBsZXRlU3RlcFJlc3BvbnNlEhgKEGFscmVhZHlfcmVjb3JkZWQYASABKAgiSQoSQ29tcGxldGVSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRITCgtsZWFzZV90b2tlbhgCIAEoCRIOCgZyZXN1bHQYAyABKAwiFQoTQ29tcGxldGVSdW5SZXNwb25zZSJeCg5GYWlsUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSEwoLbGVhc2VfdG9rZW4YAiABKAkSJwoHZmFpbHVyZRgDIAEoCzIWLnN0YWNrc2hpZnQudjEuRmFpbHVyZSJwCg9GYWlsUnVuUmVzcG9uc2USKAoGc3RhdHVzGAEgASgOMhguc3RhY2tzaGlmdC52MS5SdW5TdGF0dXMSMwoPbmV4dF9hdHRlbXB0X2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDKlAwoNV29ya2VyU2VydmljZRJLCghQb2xsVGFzaxIeLnN0YWNrc2hpZnQudjEuUG9sbFRhc2tSZXF1ZXN0Gh8uc3RhY2tzaGlmdC52MS5Qb2xsVGFza1Jlc3BvbnNlEk4KCUhlYXJ0YmVhdBIfLnN0YWNrc2hpZnQudjEuSGVhcnRiZWF0UmVxdWVzdBogLnN0YWNrc2hpZnQudjEuSGVhcnRiZWF0UmVzcG9uc2USVwoMQ29tcGxldGVTdGVwEiIuc3RhY2tzaGlmdC52MS5Db21wbGV0ZVN0ZXBSZXF1ZXN0GiMuc3RhY2tzaGlmdC52MS5Db21wbGV0ZVN0ZXBSZXNwb25zZRJUCgtDb21wbGV0ZVJ1bhIhLnN0YWNrc2hpZnQudjEuQ29tcGxldGVSdW5SZXF1ZXN0GiIuc3RhY2tzaGlmdC52MS5Db21wbGV0ZVJ1blJlc3BvbnNlEkgKB0ZhaWxSdW4SHS5zdGFja3NoaWZ0LnYxLkZhaWxSdW5SZXF1ZXN0Gh4uc3RhY2tzaGlmdC52MS5GYWlsUnVuUmVzcG9uc2VCSFpGZ2l0aHViLmNvbS9zdGFja3NoaWZ0L3N0YWNrc2hpZnQvc2RrLWdvL2dlbi9zdGFja3NoaWZ0L3YxO3N0YWNrc2hpZnR2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_stackshift_v1_common]);
+  fileDesc("ChpzdGFja3NoaWZ0L3YxL3dvcmtlci5wcm90bxINc3RhY2tzaGlmdC52MSJJCgdKb2JTcGVjEgwKBG5hbWUYASABKAkSMAoNbGVhc2VfdGltZW91dBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKWAQoPUG9sbFRhc2tSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRIOCgZxdWV1ZXMYAiADKAkSJAoEam9icxgDIAMoCzIWLnN0YWNrc2hpZnQudjEuSm9iU3BlYxIRCgltYXhfdGFza3MYBCABKAUSJwoEd2FpdBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI2ChBQb2xsVGFza1Jlc3BvbnNlEiIKBXRhc2tzGAEgAygLMhMuc3RhY2tzaGlmdC52MS5UYXNrItgCCgRUYXNrEg4KBnJ1bl9pZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFcXVldWUYAyABKAkSDwoHcGF5bG9hZBgEIAEoDBIPCgdhdHRlbXB0GAUgASgFEhQKDG1heF9hdHRlbXB0cxgGIAEoBRITCgtsZWFzZV90b2tlbhgHIAEoCRIyCg5sZWFzZV9kZWFkbGluZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoNbGVhc2VfdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgdqb3VybmFsGAogAygLMhsuc3RhY2tzaGlmdC52MS5Kb3VybmFsRW50cnkSMgoOcnVuX2NyZWF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Jlc3VtZWQYDCABKAgiNwoQSGVhcnRiZWF0UmVxdWVzdBIOCgZydW5faWQYASABKAkSEwoLbGVhc2VfdG9rZW4YAiABKAkiYQoRSGVhcnRiZWF0UmVzcG9uc2USMgoObGVhc2VfZGVhZGxpbmUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYAiABKAgiwwEKE0NvbXBsZXRlU3RlcFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJEg8KB3N0ZXBfaWQYAyABKAkSEAoGb3V0cHV0GAQgASgMSAASKQoHZmFpbHVyZRgFIAEoCzIWLnN0YWNrc2hpZnQudjEuRmFpbHVyZUgAEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgkKB291dGNvbWUiMAoUQ29tcGxldGVTdGVwUmVzcG9uc2USGAoQYWxyZWFkeV9yZWNvcmRlZBgBIAEoCCJJChJDb21wbGV0ZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJEg4KBnJlc3VsdBgDIAEoDCIVChNDb21wbGV0ZVJ1blJlc3BvbnNlIl4KDkZhaWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRITCgtsZWFzZV90b2tlbhgCIAEoCRInCgdmYWlsdXJlGAMgASgLMhYuc3RhY2tzaGlmdC52MS5GYWlsdXJlInAKD0ZhaWxSdW5SZXNwb25zZRIoCgZzdGF0dXMYASABKA4yGC5zdGFja3NoaWZ0LnYxLlJ1blN0YXR1cxIzCg9uZXh0X2F0dGVtcHRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqcBChFTdXNwZW5kUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSEwoLbGVhc2VfdG9rZW4YAiABKAkSDwoHc3RlcF9pZBgDIAEoCRIpCgVzbGVlcBgEIAEoCzIYLnN0YWNrc2hpZnQudjEuU2xlZXBXYWl0SAASKQoFZXZlbnQYBSABKAsyGC5zdGFja3NoaWZ0LnYxLkV2ZW50V2FpdEgAQgYKBHdhaXQiYwoJU2xlZXBXYWl0EisKCGR1cmF0aW9uGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEikKBXVudGlsGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJkCglFdmVudFdhaXQSEgoKZXZlbnRfbmFtZRgBIAEoCRIXCg9jb3JyZWxhdGlvbl9rZXkYAiABKAkSKgoHdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKdAQoSU3VzcGVuZFJ1blJlc3BvbnNlEi4KB291dGNvbWUYASABKA4yHS5zdGFja3NoaWZ0LnYxLlN1c3BlbmRPdXRjb21lEioKBWVudHJ5GAIgASgLMhsuc3RhY2tzaGlmdC52MS5Kb3VybmFsRW50cnkSKwoHd2FrZV9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYgoRQXBwZW5kTG9nc1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJEigKB2VudHJpZXMYAyADKAsyFy5zdGFja3NoaWZ0LnYxLkxvZ0VudHJ5IjcKEkFwcGVuZExvZ3NSZXNwb25zZRIQCghhY2NlcHRlZBgBIAEoBRIPCgdkcm9wcGVkGAIgASgFKm8KDlN1c3BlbmRPdXRjb21lEh8KG1NVU1BFTkRfT1VUQ09NRV9VTlNQRUNJRklFRBAAEh0KGVNVU1BFTkRfT1VUQ09NRV9TQVRJU0ZJRUQQARIdChlTVVNQRU5EX09VVENPTUVfU1VTUEVOREVEEAIyywQKDVdvcmtlclNlcnZpY2USSwoIUG9sbFRhc2sSHi5zdGFja3NoaWZ0LnYxLlBvbGxUYXNrUmVxdWVzdBofLnN0YWNrc2hpZnQudjEuUG9sbFRhc2tSZXNwb25zZRJOCglIZWFydGJlYXQSHy5zdGFja3NoaWZ0LnYxLkhlYXJ0YmVhdFJlcXVlc3QaIC5zdGFja3NoaWZ0LnYxLkhlYXJ0YmVhdFJlc3BvbnNlElcKDENvbXBsZXRlU3RlcBIiLnN0YWNrc2hpZnQudjEuQ29tcGxldGVTdGVwUmVxdWVzdBojLnN0YWNrc2hpZnQudjEuQ29tcGxldGVTdGVwUmVzcG9uc2USVAoLQ29tcGxldGVSdW4SIS5zdGFja3NoaWZ0LnYxLkNvbXBsZXRlUnVuUmVxdWVzdBoiLnN0YWNrc2hpZnQudjEuQ29tcGxldGVSdW5SZXNwb25zZRJICgdGYWlsUnVuEh0uc3RhY2tzaGlmdC52MS5GYWlsUnVuUmVxdWVzdBoeLnN0YWNrc2hpZnQudjEuRmFpbFJ1blJlc3BvbnNlElEKClN1c3BlbmRSdW4SIC5zdGFja3NoaWZ0LnYxLlN1c3BlbmRSdW5SZXF1ZXN0GiEuc3RhY2tzaGlmdC52MS5TdXNwZW5kUnVuUmVzcG9uc2USUQoKQXBwZW5kTG9ncxIgLnN0YWNrc2hpZnQudjEuQXBwZW5kTG9nc1JlcXVlc3QaIS5zdGFja3NoaWZ0LnYxLkFwcGVuZExvZ3NSZXNwb25zZUJIWkZnaXRodWIuY29tL3N0YWNrc2hpZnQvc3RhY2tzaGlmdC9zZGstZ28vZ2VuL3N0YWNrc2hpZnQvdjE7c3RhY2tzaGlmdHYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_stackshift_v1_common, file_stackshift_v1_observability]);
 
 /**
  * JobSpec declares a job that a worker can execute.
@@ -196,6 +198,14 @@ export type Task = Message<"stackshift.v1.Task"> & {
    * @generated from field: google.protobuf.Timestamp run_created_at = 11;
    */
   runCreatedAt?: Timestamp | undefined;
+
+  /**
+   * True when this delivery resumes an attempt after a sleep or an event wait: the attempt
+   * number did not change, and the journal holds the wait's result.
+   *
+   * @generated from field: bool resumed = 12;
+   */
+  resumed: boolean;
 };
 
 /**
@@ -462,14 +472,272 @@ export const FailRunResponseSchema: GenMessage<FailRunResponse> = /*@__PURE__*/
   messageDesc(file_stackshift_v1_worker, 11);
 
 /**
+ * SuspendRunRequest starts a durable sleep or an event wait under a lease.
+ *
+ * @generated from message stackshift.v1.SuspendRunRequest
+ */
+export type SuspendRunRequest = Message<"stackshift.v1.SuspendRunRequest"> & {
+  /**
+   * The run's id.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * The attempt's lease token.
+   *
+   * @generated from field: string lease_token = 2;
+   */
+  leaseToken: string;
+
+  /**
+   * The wait's id, with its occurrence suffix (1-256 characters, no control characters).
+   * Waits and steps share one id space per run.
+   *
+   * @generated from field: string step_id = 3;
+   */
+  stepId: string;
+
+  /**
+   * What to wait for. Required.
+   *
+   * @generated from oneof stackshift.v1.SuspendRunRequest.wait
+   */
+  wait: {
+    /**
+     * A durable sleep.
+     *
+     * @generated from field: stackshift.v1.SleepWait sleep = 4;
+     */
+    value: SleepWait;
+    case: "sleep";
+  } | {
+    /**
+     * An event wait.
+     *
+     * @generated from field: stackshift.v1.EventWait event = 5;
+     */
+    value: EventWait;
+    case: "event";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message stackshift.v1.SuspendRunRequest.
+ * Use `create(SuspendRunRequestSchema)` to create a new message.
+ */
+export const SuspendRunRequestSchema: GenMessage<SuspendRunRequest> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 12);
+
+/**
+ * SleepWait suspends the run until a point in time. Set exactly one field.
+ *
+ * @generated from message stackshift.v1.SleepWait
+ */
+export type SleepWait = Message<"stackshift.v1.SleepWait"> & {
+  /**
+   * How long to sleep, counted from when the server receives the request (at most 365
+   * days).
+   *
+   * @generated from field: google.protobuf.Duration duration = 1;
+   */
+  duration?: Duration | undefined;
+
+  /**
+   * When to wake up (at most 365 days ahead). A time in the past resolves at once.
+   *
+   * @generated from field: google.protobuf.Timestamp until = 2;
+   */
+  until?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message stackshift.v1.SleepWait.
+ * Use `create(SleepWaitSchema)` to create a new message.
+ */
+export const SleepWaitSchema: GenMessage<SleepWait> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 13);
+
+/**
+ * EventWait suspends the run until a matching event is published or the timeout passes.
+ *
+ * @generated from message stackshift.v1.EventWait
+ */
+export type EventWait = Message<"stackshift.v1.EventWait"> & {
+  /**
+   * The event name to wait for (same rules as event names).
+   *
+   * @generated from field: string event_name = 1;
+   */
+  eventName: string;
+
+  /**
+   * The correlation key to match exactly (at most 512 characters). Empty = only events
+   * published without a key.
+   *
+   * @generated from field: string correlation_key = 2;
+   */
+  correlationKey: string;
+
+  /**
+   * How long to wait, counted from when the server receives the request (0 to 365 days).
+   * Required. 0 takes a matching event from the inbox or times out at once.
+   *
+   * @generated from field: google.protobuf.Duration timeout = 3;
+   */
+  timeout?: Duration | undefined;
+};
+
+/**
+ * Describes the message stackshift.v1.EventWait.
+ * Use `create(EventWaitSchema)` to create a new message.
+ */
+export const EventWaitSchema: GenMessage<EventWait> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 14);
+
+/**
+ * SuspendRunResponse tells the worker how to go on.
+ *
+ * @generated from message stackshift.v1.SuspendRunResponse
+ */
+export type SuspendRunResponse = Message<"stackshift.v1.SuspendRunResponse"> & {
+  /**
+   * SATISFIED or SUSPENDED.
+   *
+   * @generated from field: stackshift.v1.SuspendOutcome outcome = 1;
+   */
+  outcome: SuspendOutcome;
+
+  /**
+   * For SATISFIED: the wait's journal entry (kind SLEEP or EVENT).
+   *
+   * @generated from field: stackshift.v1.JournalEntry entry = 2;
+   */
+  entry?: JournalEntry | undefined;
+
+  /**
+   * For SUSPENDED: when the sleep ends or the event wait times out.
+   *
+   * @generated from field: google.protobuf.Timestamp wake_at = 3;
+   */
+  wakeAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message stackshift.v1.SuspendRunResponse.
+ * Use `create(SuspendRunResponseSchema)` to create a new message.
+ */
+export const SuspendRunResponseSchema: GenMessage<SuspendRunResponse> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 15);
+
+/**
+ * AppendLogsRequest carries a batch of a handler's log lines.
+ *
+ * @generated from message stackshift.v1.AppendLogsRequest
+ */
+export type AppendLogsRequest = Message<"stackshift.v1.AppendLogsRequest"> & {
+  /**
+   * The run's id.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * The attempt's lease token.
+   *
+   * @generated from field: string lease_token = 2;
+   */
+  leaseToken: string;
+
+  /**
+   * The lines, oldest first (at most 1,000 per request).
+   *
+   * @generated from field: repeated stackshift.v1.LogEntry entries = 3;
+   */
+  entries: LogEntry[];
+};
+
+/**
+ * Describes the message stackshift.v1.AppendLogsRequest.
+ * Use `create(AppendLogsRequestSchema)` to create a new message.
+ */
+export const AppendLogsRequestSchema: GenMessage<AppendLogsRequest> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 16);
+
+/**
+ * AppendLogsResponse tells how many lines were kept.
+ *
+ * @generated from message stackshift.v1.AppendLogsResponse
+ */
+export type AppendLogsResponse = Message<"stackshift.v1.AppendLogsResponse"> & {
+  /**
+   * Lines stored.
+   *
+   * @generated from field: int32 accepted = 1;
+   */
+  accepted: number;
+
+  /**
+   * Lines dropped because the run reached its log cap.
+   *
+   * @generated from field: int32 dropped = 2;
+   */
+  dropped: number;
+};
+
+/**
+ * Describes the message stackshift.v1.AppendLogsResponse.
+ * Use `create(AppendLogsResponseSchema)` to create a new message.
+ */
+export const AppendLogsResponseSchema: GenMessage<AppendLogsResponse> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 17);
+
+/**
+ * SuspendOutcome says whether the worker continues or stops.
+ *
+ * @generated from enum stackshift.v1.SuspendOutcome
+ */
+export enum SuspendOutcome {
+  /**
+   * Not set. Never sent by the server.
+   *
+   * @generated from enum value: SUSPEND_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The wait resolved at once; `entry` holds its result and the lease is kept.
+   *
+   * @generated from enum value: SUSPEND_OUTCOME_SATISFIED = 1;
+   */
+  SATISFIED = 1,
+
+  /**
+   * The run is waiting and holds no lease: stop the handler, report nothing.
+   *
+   * @generated from enum value: SUSPEND_OUTCOME_SUSPENDED = 2;
+   */
+  SUSPENDED = 2,
+}
+
+/**
+ * Describes the enum stackshift.v1.SuspendOutcome.
+ */
+export const SuspendOutcomeSchema: GenEnum<SuspendOutcome> = /*@__PURE__*/
+  enumDesc(file_stackshift_v1_worker, 0);
+
+/**
  * WorkerService is the protocol workers speak: long-poll for tasks, then report step
  * results and the run's outcome under a lease. Every write names the run and the lease
  * token of the attempt; a write with a stale token answers FAILED_PRECONDITION and changes
  * nothing, and a write to a cancelled run answers ABORTED.
  *
- * Later additions fit without breaking this contract: suspension (durable sleep, waiting
- * for an event) is a new `SuspendRun` RPC and new journal entry kinds; state calls inside a
- * run name the same (run_id, lease_token) pair; logs are a batched `AppendLogs` RPC.
+ * `SuspendRun` starts a durable sleep or an event wait (see docs/events.md): the run turns
+ * `waiting` and holds no lease until the wait resolves. Later additions fit without breaking
+ * this contract: state calls inside a run name the same (run_id, lease_token) pair; logs
+ * are a batched `AppendLogs` RPC.
  *
  * @generated from service stackshift.v1.WorkerService
  */
@@ -524,6 +792,32 @@ export const WorkerService: GenService<{
     methodKind: "unary";
     input: typeof FailRunRequestSchema;
     output: typeof FailRunResponseSchema;
+  },
+  /**
+   * SuspendRun starts a durable sleep or an event wait. When it can be resolved at once
+   * (the sleep's time has passed, or a matching event is already in the run's inbox) the
+   * result is journaled and returned as SATISFIED: the worker continues under the same
+   * lease. Otherwise the wait is stored, the lease is released and the run turns `waiting`
+   * (SUSPENDED): the worker stops the handler without reporting anything, and the run is
+   * delivered again (same attempt number, new lease) once the wait resolves.
+   *
+   * @generated from rpc stackshift.v1.WorkerService.SuspendRun
+   */
+  suspendRun: {
+    methodKind: "unary";
+    input: typeof SuspendRunRequestSchema;
+    output: typeof SuspendRunResponseSchema;
+  },
+  /**
+   * AppendLogs stores a batch of log lines of the attempt holding the lease. Lines beyond
+   * the run's log cap (see docs/limits.md) are dropped after one truncation marker.
+   *
+   * @generated from rpc stackshift.v1.WorkerService.AppendLogs
+   */
+  appendLogs: {
+    methodKind: "unary";
+    input: typeof AppendLogsRequestSchema;
+    output: typeof AppendLogsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_stackshift_v1_worker, 0);
