@@ -115,21 +115,7 @@ impl SqlStore {
             + 'static,
         W: Fn(&T) -> Vec<Wakeup> + Send + 'static,
     {
-        if self.backend != Backend::Postgres {
-            return self.writer.run(f).await;
-        }
-        let origin = self.origin.clone();
-        self.writer
-            .run(move |c| {
-                Box::pin(async move {
-                    let out = f(c).await?;
-                    for w in wakeups(&out) {
-                        notify::publish(c, &origin, &w).await?;
-                    }
-                    Ok(out)
-                })
-            })
-            .await
+        self.write_released(f, wakeups, |_: &T| Vec::new()).await
     }
 
     /// The backend in use.
