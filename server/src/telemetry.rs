@@ -27,7 +27,13 @@ impl Drop for Telemetry {
 pub fn init(otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: logs redirected to a file or collected by a supervisor stay
+    // plain text (NO_COLOR also turns them off).
+    use std::io::IsTerminal as _;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let Some(endpoint) = otlp_endpoint else {
         tracing_subscriber::registry().with(filter).with(fmt).init();
         return Ok(Telemetry(None));
