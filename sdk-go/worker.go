@@ -133,7 +133,7 @@ func (w *Worker) Start() {
 		}
 		specs = append(specs, spec)
 	}
-	env := &taskEnv{client: w.client.worker, jobs: jobs, abandon: w.abandon, log: w.log}
+	env := &taskEnv{client: w.client.worker, state: w.client.state, jobs: jobs, abandon: w.abandon, log: w.log}
 	go w.pollLoop(env, specs)
 }
 
