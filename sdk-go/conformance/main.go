@@ -187,7 +187,9 @@ func (s *script) run(ctx context.Context, jc *stackshift.JobContext, ops []any) 
 			if level == "" {
 				level = stackshift.LevelInfo
 			}
-			logAt(jc.Log, level, message, fieldArgs(fields))
+			if !logAt(jc.Log, level, message, fieldArgs(fields)) {
+				return stackshift.NonRetryablef("unknown log level %q", level)
+			}
 		default:
 			b, _ := json.Marshal(op)
 			return stackshift.NonRetryablef("unknown script op %s", b)
@@ -196,18 +198,21 @@ func (s *script) run(ctx context.Context, jc *stackshift.JobContext, ops []any) 
 	return nil
 }
 
-// logAt calls the logger method of level (Debug, Info, Warn or Error).
-func logAt(log *stackshift.Logger, level stackshift.LogLevel, message string, args []any) {
+// logAt calls the logger method of level (Debug, Info, Warn or Error); false for another level.
+func logAt(log *stackshift.Logger, level stackshift.LogLevel, message string, args []any) bool {
 	switch level {
 	case stackshift.LevelDebug:
 		log.Debug(message, args...)
+	case stackshift.LevelInfo:
+		log.Info(message, args...)
 	case stackshift.LevelWarn:
 		log.Warn(message, args...)
 	case stackshift.LevelError:
 		log.Error(message, args...)
 	default:
-		log.Info(message, args...)
+		return false
 	}
+	return true
 }
 
 // fieldArgs turns a JSON object into slog-style key/value arguments, keys sorted.
