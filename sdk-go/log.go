@@ -65,9 +65,12 @@ type logSink struct {
 	sending sync.Mutex // keeps batches in order
 }
 
-// Logger logs lines into the run (see the package documentation of log.go above). Fields are
-// given like log/slog: alternating keys and values ("rows", 42, "file", id), or slog.Attr.
-// A Logger is safe for concurrent use.
+// Logger logs lines into the run (JobContext.Log); Run.Logs shows them. Lines carry a level,
+// a message and structured fields, and are tied to the run, the attempt and the step executing
+// when they were logged. They are sent in batches: at 100 lines, one second after the first
+// buffered line, and always before the attempt reports its outcome or suspends. Logging never
+// fails the handler: lines that cannot be sent are dropped. Fields are given like log/slog:
+// alternating keys and values ("rows", 42, "file", id), or slog.Attr. Safe for concurrent use.
 type Logger struct {
 	sink   *logSink
 	fields map[string]any
