@@ -428,3 +428,32 @@ func TestQueueManagementAndStartOptions(t *testing.T) {
 		t.Fatalf("ListQueues lacks %s: %v", name, names)
 	}
 }
+
+func TestStateCallOfACancelledRunInterruptsTheAttempt(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t)
+	queue := unique("state-cancel")
+	entered, cancelled := make(chan struct{}), make(chan struct{})
+	result := make(chan error, 1)
+	w := c.NewWorker(stackshift.WorkerOptions{Queues: []string{queue}})
+	w.Job("cancel", func(ctx context.Context, jc *stackshift.JobContext) (any, error) {
+		close(entered)
+		<-cancelled // the heartbeat (every 10 s) has not noticed yet: the server answers ABORTED
+		_, err := jc.State.Increment(ctx, unique("never"))
+		result <- err
+		return nil, err
+	})
+	w.Start()
+	defer w.Shutdown(ctx)
+	started, _ := c.Start(ctx, "cancel", nil, &stackshift.StartOptions{QueueName: queue, LeaseTimeout: 30 * time.Second})
+	<-entered
+	if _, err := c.CancelRun(ctx, started.ID, "stop"); err != nil {
+		t.Fatal(err)
+	}
+	close(cancelled)
+	err := <-result
+	var conflict *stackshift.ConflictError
+	if !stackshift.IsInterrupted(err) || errors.As(err, &conflict) {
+		t.Fatalf("a state call of a cancelled run: %v", err)
+	}
+}
