@@ -129,6 +129,12 @@ examples() {
         "$SCRATCH/go-examples/$ex" || fail "Go example $ex failed"
         PASSED=$((PASSED + 1))
     done
+    # Go examples beyond the three seed flows.
+    for ex in payment_confirmation state_store; do
+        echo "--- Go example $ex"
+        "$SCRATCH/go-examples/$ex" || fail "Go example $ex failed"
+        PASSED=$((PASSED + 1))
+    done
 }
 
 conformance() {

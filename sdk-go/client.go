@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/stackshift/stackshift/sdk-go/gen/stackshift/v1"
 )
@@ -50,6 +51,9 @@ type Client struct {
 	conn     *grpc.ClientConn
 	jobs     pb.JobsServiceClient
 	worker   pb.WorkerServiceClient
+	state    pb.StateServiceClient
+	events   pb.EventsServiceClient
+	queues   pb.QueuesServiceClient
 	endpoint string
 }
 
@@ -96,7 +100,11 @@ func New(opts Options) (*Client, error) {
 	if err != nil {
 		return nil, invalidArgument("cannot create a client for %q: %v", endpoint, err)
 	}
-	return &Client{conn: conn, jobs: pb.NewJobsServiceClient(conn), worker: pb.NewWorkerServiceClient(conn), endpoint: endpoint}, nil
+	return &Client{
+		conn: conn, jobs: pb.NewJobsServiceClient(conn), worker: pb.NewWorkerServiceClient(conn),
+		state: pb.NewStateServiceClient(conn), events: pb.NewEventsServiceClient(conn), queues: pb.NewQueuesServiceClient(conn),
+		endpoint: endpoint,
+	}, nil
 }
 
 // Close closes the connection (shut workers down first).
@@ -111,6 +119,10 @@ func (c *Client) JobsService() pb.JobsServiceClient { return c.jobs }
 // WorkerService is the generated WorkerService client (raw access; authenticated).
 func (c *Client) WorkerService() pb.WorkerServiceClient { return c.worker }
 
+// State is the state store outside runs: every call applies directly and is not journaled
+// (inside a handler use JobContext.State).
+func (c *Client) State() *State { return &State{client: c.state} }
+
 // StartOptions are the options of Start and Queue.Enqueue.
 type StartOptions struct {
 	// QueueName is the queue to run on (default "default"; ignored by Queue.Enqueue).
@@ -123,6 +135,14 @@ type StartOptions struct {
 	RetryPolicy *RetryPolicy
 	// LeaseTimeout is the lease of this run's attempts (1 s to 1 h).
 	LeaseTimeout time.Duration
+	// Delay delays the first delivery (at most 365 days). Set at most one of Delay and RunAt.
+	Delay time.Duration
+	// RunAt delivers the run no earlier than this instant (at most 365 days ahead).
+	RunAt time.Time
+	// Priority orders delivery within the queue, -1000 to 1000 (default 0; higher first).
+	Priority int32
+	// ConcurrencyKey (e.g. a customer id) is what the queue's KeyConcurrencyLimit counts.
+	ConcurrencyKey string
 }
 
 // StartedRun is what Start and Enqueue return.
@@ -146,7 +166,16 @@ func (c *Client) Start(ctx context.Context, job string, payload any, opts *Start
 	if err != nil {
 		return nil, err
 	}
-	req := &pb.StartRunRequest{Job: job, Payload: body, Queue: opts.QueueName, IdempotencyKey: opts.IdempotencyKey}
+	req := &pb.StartRunRequest{Job: job, Payload: body, Queue: opts.QueueName, IdempotencyKey: opts.IdempotencyKey, Priority: opts.Priority, ConcurrencyKey: opts.ConcurrencyKey}
+	if opts.Delay != 0 && !opts.RunAt.IsZero() {
+		return nil, invalidArgument("set at most one of Delay and RunAt")
+	}
+	if opts.Delay != 0 {
+		req.Delay = durationpb.New(opts.Delay)
+	}
+	if !opts.RunAt.IsZero() {
+		req.RunAt = timestamppb.New(opts.RunAt)
+	}
 	if opts.IdempotencyTTL != 0 {
 		req.IdempotencyTtl = durationpb.New(opts.IdempotencyTTL)
 	}
@@ -154,13 +183,7 @@ func (c *Client) Start(ctx context.Context, job string, payload any, opts *Start
 		req.LeaseTimeout = durationpb.New(opts.LeaseTimeout)
 	}
 	if p := opts.RetryPolicy; p != nil {
-		req.RetryPolicy = &pb.RetryPolicy{MaxAttempts: p.MaxAttempts, BackoffCoefficient: p.BackoffCoefficient}
-		if p.InitialInterval != 0 {
-			req.RetryPolicy.InitialInterval = durationpb.New(p.InitialInterval)
-		}
-		if p.MaximumInterval != 0 {
-			req.RetryPolicy.MaximumInterval = durationpb.New(p.MaximumInterval)
-		}
+		req.RetryPolicy = p.toPB()
 	}
 	cctx, cancel := withTimeout(ctx, callTimeout)
 	defer cancel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,8 +18,15 @@ import (
 type JobContext struct {
 	// Payload is the run's payload as JSON; decode it with Decode.
 	Payload json.RawMessage
-	// Step runs memoized steps.
+	// Step runs memoized steps, durable sleeps and event waits.
 	Step *Step
+	// State is the state store, journaled in this run: each call is recorded like a step
+	// (ids state:1, state:2, ... by call order), so a retried attempt gets the recorded
+	// results back and an increment is applied once (see State).
+	State *State
+	// Log is the run's logger: lines are tied to the run, this attempt and the executing
+	// step, and shown in the run's detail (Run.Logs).
+	Log *Logger
 	// RunID is the run's id.
 	RunID string
 	// Attempt is this attempt's number, from 1.
@@ -71,8 +79,10 @@ func (o *occurrences) next(id string) (string, error) {
 	return effective, nil
 }
 
-// recorded is a journaled step outcome: output bytes or a terminal failure.
+// recorded is a journaled outcome: output bytes or a terminal failure, of a step or (kind
+// SLEEP or EVENT) of a wait that ended.
 type recorded struct {
+	kind    pb.JournalEntryKind
 	output  []byte
 	failure *Failure
 }
@@ -96,6 +106,7 @@ type Step struct {
 	lease       *lease
 	journal     map[string]recorded
 	occurrences *occurrences
+	logs        *logSink
 }
 
 // Output is a step's JSON output.
@@ -109,6 +120,9 @@ func (s *Step) Run(ctx context.Context, id string, fn func(ctx context.Context) 
 	if id == "" {
 		return nil, NonRetryablef("step id must not be empty")
 	}
+	if strings.HasPrefix(id, "state:") {
+		return nil, NonRetryablef("step id %q is reserved: ids starting with state: name state calls", id)
+	}
 	s.mu.Lock()
 	stepID, err := s.occurrences.next(id)
 	s.mu.Unlock()
@@ -116,6 +130,9 @@ func (s *Step) Run(ctx context.Context, id string, fn func(ctx context.Context) 
 		return nil, err
 	}
 	if rec, ok := s.journal[stepID]; ok {
+		if rec.kind != pb.JournalEntryKind_JOURNAL_ENTRY_KIND_STEP {
+			return nil, kindMismatch(stepID, rec.kind, pb.JournalEntryKind_JOURNAL_ENTRY_KIND_STEP)
+		}
 		if rec.failure != nil {
 			return nil, &StepFailedError{StepID: stepID, Failure: *rec.failure}
 		}
@@ -125,7 +142,7 @@ func (s *Step) Run(ctx context.Context, id string, fn func(ctx context.Context) 
 		return nil, s.lease.err()
 	}
 	started := time.Now()
-	value, fnErr := fn(ctx)
+	value, fnErr := s.call(ctx, stepID, fn)
 	if fnErr != nil {
 		if IsNonRetryable(fnErr) && !IsInterrupted(fnErr) {
 			f := failureFromError(fnErr)
@@ -144,6 +161,15 @@ func (s *Step) Run(ctx context.Context, id string, fn func(ctx context.Context) 
 		return nil, err
 	}
 	return Output(out), nil
+}
+
+// call runs a step body with the logger's current step set to stepID.
+func (s *Step) call(ctx context.Context, stepID string, fn func(ctx context.Context) (any, error)) (any, error) {
+	if s.logs != nil {
+		prev := s.logs.setStep(stepID)
+		defer s.logs.setStep(prev)
+	}
+	return fn(ctx)
 }
 
 // RunStep is the typed form of Step.Run: fn returns a T, and so does the replay.

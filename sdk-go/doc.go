@@ -29,6 +29,12 @@
 //		QueueName: "payments", IdempotencyKey: "provision:pay_1", IdempotencyTTL: 30 * 24 * time.Hour,
 //	})
 //
+// Handlers also get jc.Step.Sleep / SleepUntil (durable sleeps), jc.Step.WaitForEvent (an
+// event, or nil on timeout), jc.State (the state store, journaled in the run) and jc.Log (the
+// run's logger). The client adds Events (publish, list), State (outside runs), queue
+// management (Queue(name).Configure/Get/Pause/Resume, ListQueues) and the run's Timeline and
+// Logs on GetRun.
+//
 // # Guarantees
 //
 // Code inside a step that has not completed runs at least once; each step's recorded result,

@@ -21,12 +21,13 @@ type lease struct {
 	token   string
 	timeout time.Duration
 
-	log      *slog.Logger
-	mu       sync.Mutex
-	deadline time.Time
-	reason   string
-	done     chan struct{}
-	cancel   context.CancelFunc
+	log       *slog.Logger
+	mu        sync.Mutex
+	deadline  time.Time
+	reason    string
+	suspended bool
+	done      chan struct{}
+	cancel    context.CancelFunc
 }
 
 func newLease(runID, token string, timeout time.Duration, cancel context.CancelFunc, log *slog.Logger) *lease {
@@ -60,6 +61,24 @@ func (l *lease) interrupt(reason string) {
 	if l.cancel != nil {
 		l.cancel()
 	}
+}
+
+// suspend stops the attempt because the run suspended (a sleep or an event wait): the server
+// holds the wait and delivers the run again, so nothing is reported.
+func (l *lease) suspend(reason string) {
+	l.mu.Lock()
+	if l.reason == "" {
+		l.suspended = true
+	}
+	l.mu.Unlock()
+	l.interrupt(reason)
+}
+
+// isSuspended reports whether suspend stopped the attempt.
+func (l *lease) isSuspended() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.suspended
 }
 
 func (l *lease) isInterrupted() bool {
@@ -137,13 +156,18 @@ func (b *backoff) reset() { b.failures = 0 }
 // lease-lost codes interrupt the lease. It uses its own context (not the handler's), so that a
 // cancelled handler context does not abort the write of an outcome.
 func write[T any](l *lease, what string, call func(ctx context.Context) (T, error)) (T, *writeError) {
+	return writeWithTimeout(l, what, writeTimeout, call)
+}
+
+// writeWithTimeout is write with a per-call deadline other than writeTimeout (a lock wait).
+func writeWithTimeout[T any](l *lease, what string, timeout time.Duration, call func(ctx context.Context) (T, error)) (T, *writeError) {
 	var zero T
 	var b backoff
 	for {
 		if l.isInterrupted() {
 			return zero, &writeError{kind: writeInterrupted, interrupted: l.err()}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		v, err := call(ctx)
 		cancel()
 		if err == nil {

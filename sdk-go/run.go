@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	pb "github.com/stackshift/stackshift/sdk-go/gen/stackshift/v1"
 )
 
@@ -84,7 +86,9 @@ type AttemptInfo struct {
 // StepInfo is a recorded step result.
 type StepInfo struct {
 	// ID is the step id with its occurrence suffix.
-	ID          string
+	ID string
+	// Kind is what recorded it: a step, a sleep, an event wait or a state call.
+	Kind        StepKind
 	Attempt     int32
 	StartedAt   *time.Time
 	CompletedAt *time.Time
@@ -101,6 +105,24 @@ type RetryPolicy struct {
 	InitialInterval    time.Duration
 	BackoffCoefficient float64
 	MaximumInterval    time.Duration
+}
+
+func (p *RetryPolicy) toPB() *pb.RetryPolicy {
+	out := &pb.RetryPolicy{MaxAttempts: p.MaxAttempts, BackoffCoefficient: p.BackoffCoefficient}
+	if p.InitialInterval != 0 {
+		out.InitialInterval = durationpb.New(p.InitialInterval)
+	}
+	if p.MaximumInterval != 0 {
+		out.MaximumInterval = durationpb.New(p.MaximumInterval)
+	}
+	return out
+}
+
+func retryPolicyFromPB(p *pb.RetryPolicy) *RetryPolicy {
+	if p == nil {
+		return nil
+	}
+	return &RetryPolicy{MaxAttempts: p.GetMaxAttempts(), InitialInterval: p.GetInitialInterval().AsDuration(), BackoffCoefficient: p.GetBackoffCoefficient(), MaximumInterval: p.GetMaximumInterval().AsDuration()}
 }
 
 // Run is one execution of a job with a payload. JSON values are raw; decode them with
@@ -121,8 +143,17 @@ type Run struct {
 	UpdatedAt      time.Time
 	FinishedAt     *time.Time
 	NextAttemptAt  *time.Time
+	Priority       int32
+	ConcurrencyKey string
 	Attempts       []AttemptInfo // filled by GetRun / WaitForRun
 	Steps          []StepInfo    // filled by GetRun / WaitForRun
+	// Wait is what a waiting run is suspended on (filled by GetRun / WaitForRun).
+	Wait *RunWait
+	// Timeline is everything that happened to the run, oldest first (GetRun / WaitForRun).
+	Timeline []TimelineEntry
+	// Logs are the lines the handler logged through JobContext.Log, oldest first (GetRun /
+	// WaitForRun; capped per run, see LogEntry.Truncated).
+	Logs []LogEntry
 }
 
 // DecodeResult unmarshals the run's result into v.
@@ -170,8 +201,8 @@ func runFromPB(r *pb.Run) (*Run, error) {
 		ID: r.GetId(), Job: r.GetJob(), Queue: r.GetQueue(), Status: status,
 		Payload: rawJSON(r.GetPayload()), Failure: failureFromPB(r.GetFailure()),
 		Attempt: r.GetAttempt(), MaxAttempts: r.GetMaxAttempts(), IdempotencyKey: r.GetIdempotencyKey(),
-		LeaseTimeout: r.GetLeaseTimeout().AsDuration(),
-		CreatedAt:    r.GetCreatedAt().AsTime(), UpdatedAt: r.GetUpdatedAt().AsTime(),
+		LeaseTimeout: r.GetLeaseTimeout().AsDuration(), Priority: r.GetPriority(), ConcurrencyKey: r.GetConcurrencyKey(),
+		CreatedAt: r.GetCreatedAt().AsTime(), UpdatedAt: r.GetUpdatedAt().AsTime(),
 		FinishedAt:    optTime(r.GetFinishedAt(), r.GetFinishedAt() != nil),
 		NextAttemptAt: optTime(r.GetNextAttemptAt(), r.GetNextAttemptAt() != nil),
 	}
@@ -186,7 +217,7 @@ func runFromPB(r *pb.Run) (*Run, error) {
 	}
 	for _, s := range r.GetSteps() {
 		info := StepInfo{
-			ID: s.GetId(), Attempt: s.GetAttempt(), OutputSize: s.GetOutputSize(),
+			ID: s.GetId(), Kind: stepKindFromPB(s.GetKind()), Attempt: s.GetAttempt(), OutputSize: s.GetOutputSize(),
 			StartedAt:   optTime(s.GetStartedAt(), s.GetStartedAt() != nil),
 			CompletedAt: optTime(s.GetCompletedAt(), s.GetCompletedAt() != nil),
 			Failure:     failureFromPB(s.GetFailure()),
@@ -196,5 +227,8 @@ func runFromPB(r *pb.Run) (*Run, error) {
 		}
 		run.Steps = append(run.Steps, info)
 	}
+	run.Wait = runWaitFromPB(r.GetWait())
+	run.Timeline = timelineFromPB(r.GetTimeline())
+	run.Logs = logsFromPB(r.GetLogs())
 	return run, nil
 }

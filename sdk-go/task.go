@@ -25,6 +25,7 @@ type registeredJob struct {
 // taskEnv is what the worker shares with every task it executes.
 type taskEnv struct {
 	client  pb.WorkerServiceClient
+	state   pb.StateServiceClient
 	jobs    map[string]registeredJob
 	abandon <-chan struct{} // closed when the shutdown grace period is over
 	log     *slog.Logger
@@ -56,9 +57,12 @@ func execute(env *taskEnv, task *pb.Task) {
 		failRun(env, l, Failure{Message: "this worker has no handler for job " + task.GetJob()})
 		return
 	}
+	logger := newLogger(env.client, l, log)
 	jc := &JobContext{
 		Payload: rawJSON(task.GetPayload()),
-		Step:    &Step{client: env.client, lease: l, journal: journalOf(task), occurrences: newOccurrences()},
+		Step:    &Step{client: env.client, lease: l, journal: journalOf(task), occurrences: newOccurrences(), logs: logger.sink},
+		State:   &State{client: env.state, run: &runBinding{lease: l}},
+		Log:     logger,
 		RunID:   task.GetRunId(), Attempt: task.GetAttempt(), MaxAttempts: task.GetMaxAttempts(),
 		Job: task.GetJob(), Queue: task.GetQueue(),
 	}
@@ -81,16 +85,20 @@ func execute(env *taskEnv, task *pb.Task) {
 	select {
 	case res = <-results:
 	case <-l.done:
-		log.Info("attempt interrupted; not reporting", "reason", l.err())
+		logStopped(log, l)
 		return
 	case <-env.abandon:
 		l.interrupt("the worker shut down before the handler finished; the run is redelivered when its lease expires")
 		log.Warn("handler abandoned at shutdown")
 		return
 	}
+	// Lines still buffered go out before the outcome (a no-op once the lease is gone).
+	if !l.isInterrupted() {
+		logger.sink.flush()
+	}
 	switch {
 	case l.isInterrupted() || IsInterrupted(res.err):
-		log.Info("attempt interrupted; not reporting", "reason", l.err())
+		logStopped(log, l)
 	case res.err != nil:
 		f := failureFromError(res.err)
 		var pe *panicError
@@ -109,21 +117,36 @@ func execute(env *taskEnv, task *pb.Task) {
 	}
 }
 
+// logStopped logs why an attempt ended without reporting: suspended (not a failure: the
+// server holds the wait and delivers the run again) or interrupted.
+func logStopped(log *slog.Logger, l *lease) {
+	if l.isSuspended() {
+		log.Debug("run suspended; slot freed", "reason", l.err())
+		return
+	}
+	log.Info("attempt interrupted; not reporting", "reason", l.err())
+}
+
 type panicError struct{ value any }
 
 func (p *panicError) Error() string { return fmt.Sprintf("handler panicked: %v", p.value) }
 
-// journalOf returns the journal's step entries by id.
+// journalOf returns the journal's step and wait entries by id. State calls are replayed by the
+// server (it answers a journaled call id with the recorded result), so they are skipped.
 func journalOf(task *pb.Task) map[string]recorded {
 	journal := map[string]recorded{}
 	for _, e := range task.GetJournal() {
-		if e.GetKind() != pb.JournalEntryKind_JOURNAL_ENTRY_KIND_STEP {
-			continue // kinds of later protocol versions
-		}
-		if f := e.GetFailure(); f != nil {
-			journal[e.GetId()] = recorded{failure: failureFromPB(f)}
-		} else {
-			journal[e.GetId()] = recorded{output: e.GetOutput()}
+		switch e.GetKind() {
+		case pb.JournalEntryKind_JOURNAL_ENTRY_KIND_STEP:
+			if f := e.GetFailure(); f != nil {
+				journal[e.GetId()] = recorded{kind: e.GetKind(), failure: failureFromPB(f)}
+			} else {
+				journal[e.GetId()] = recorded{kind: e.GetKind(), output: e.GetOutput()}
+			}
+		case pb.JournalEntryKind_JOURNAL_ENTRY_KIND_SLEEP, pb.JournalEntryKind_JOURNAL_ENTRY_KIND_EVENT:
+			journal[e.GetId()] = recorded{kind: e.GetKind(), output: e.GetOutput()}
+		default:
+			continue // state calls, and kinds of later protocol versions
 		}
 	}
 	return journal

@@ -3,6 +3,7 @@ package stackshift
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -70,5 +71,39 @@ func TestErrorsAreTyped(t *testing.T) {
 	}
 	if !IsNonRetryable(&StepFailedError{Failure: Failure{NonRetryable: true}}) {
 		t.Fatal("a replayed non-retryable failure stays non-retryable")
+	}
+}
+
+func TestEventFromJournal(t *testing.T) {
+	ev, err := eventFromJournal([]byte(`{"timedOut":true}`))
+	if err != nil || ev != nil {
+		t.Fatalf("timed out: %v %v", ev, err)
+	}
+	ev, err = eventFromJournal([]byte(`{"timedOut":false,"event":{"id":"e1","name":"n","correlationKey":"k","payload":{"a":1},"publishedAt":1700000000123}}`))
+	if err != nil || ev.ID != "e1" || ev.CorrelationKey != "k" || string(ev.Payload) != `{"a":1}` || ev.PublishedAt.UnixMilli() != 1700000000123 {
+		t.Fatalf("received: %+v %v", ev, err)
+	}
+	if _, err := eventFromJournal([]byte(`{"timedOut":false}`)); err == nil {
+		t.Fatal("an entry with neither outcome was accepted")
+	}
+}
+
+func TestLogFieldsFollowSlogConventions(t *testing.T) {
+	fields := map[string]any{}
+	addFields(fields, []any{"a", 1, slog.String("b", "x"), "dangling"})
+	if fmt.Sprint(fields) != "map[!BADKEY:dangling a:1 b:x]" {
+		t.Fatalf("fields %v", fields)
+	}
+}
+
+func TestConflictErrorMatchesFailedPrecondition(t *testing.T) {
+	var err error = fmt.Errorf("wrapped: %w", &ConflictError{Reason: ReasonLockNotHeld, Message: "m"})
+	var c *ConflictError
+	if !errors.Is(err, ErrFailedPrecondition) || errors.Is(err, ErrNotFound) || !errors.As(err, &c) || c.Reason != ReasonLockNotHeld {
+		t.Fatalf("conflict %v", err)
+	}
+	// Without the reason trailer, FAILED_PRECONDITION is not a conflict (a stale lease).
+	if asConflict(status.Error(codes.FailedPrecondition, "stale lease"), nil) != nil {
+		t.Fatal("a FAILED_PRECONDITION without reason became a conflict")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -68,6 +69,7 @@ type Worker struct {
 	stopped chan struct{}
 	abandon chan struct{}
 	slots   chan struct{}
+	running atomic.Int32
 }
 
 // NewWorker creates a worker that talks to the server through c.
@@ -133,7 +135,7 @@ func (w *Worker) Start() {
 		}
 		specs = append(specs, spec)
 	}
-	env := &taskEnv{client: w.client.worker, jobs: jobs, abandon: w.abandon, log: w.log}
+	env := &taskEnv{client: w.client.worker, state: w.client.state, jobs: jobs, abandon: w.abandon, log: w.log}
 	go w.pollLoop(env, specs)
 }
 
@@ -166,8 +168,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	return w.Shutdown(context.Background())
 }
 
-// ActiveTasks is the number of handlers currently running.
-func (w *Worker) ActiveTasks() int { return len(w.slots) }
+// ActiveTasks is the number of tasks currently executing (a suspended run holds none).
+func (w *Worker) ActiveTasks() int { return int(w.running.Load()) }
 
 func (w *Worker) pollLoop(env *taskEnv, specs []*pb.JobSpec) {
 	defer close(w.stopped)
@@ -217,8 +219,10 @@ func (w *Worker) pollLoop(env *taskEnv, specs []*pb.JobSpec) {
 				tasks = tasks[:taken]
 			}
 			for _, task := range tasks {
+				w.running.Add(1)
 				go func(task *pb.Task) {
 					defer func() { <-w.slots }()
+					defer w.running.Add(-1)
 					execute(env, task)
 				}(task)
 			}

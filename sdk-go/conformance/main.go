@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -152,9 +153,137 @@ func (s *script) run(ctx context.Context, jc *stackshift.JobContext, ops []any) 
 			if err := sleepCtx(ctx, ms); err != nil {
 				return err
 			}
+		case op["sleep"] != nil:
+			id, _ := op["sleep"].(string)
+			ms, _ := intOf(op["ms"])
+			if err := jc.Step.Sleep(ctx, id, time.Duration(ms)*time.Millisecond); err != nil {
+				return err
+			}
+		case op["wait_event"] != nil:
+			id, _ := op["wait_event"].(string)
+			ms, _ := intOf(op["timeout_ms"])
+			ev, err := jc.Step.WaitForEvent(ctx, id, stackshift.WaitOptions{Event: str(op, "event"), Key: str(op, "key"), Timeout: time.Duration(ms) * time.Millisecond})
+			if err != nil {
+				return err
+			}
+			if ev == nil {
+				s.outputs = append(s.outputs, obj{"received": false})
+			} else {
+				s.outputs = append(s.outputs, obj{"received": true, "payload": ev.Payload})
+			}
+		case op["state_set"] != nil, op["state_get"] != nil, op["state_incr"] != nil, op["state_delete"] != nil, op["lock"] != nil:
+			if err := s.stateOp(ctx, jc, op); err != nil {
+				var conflict *stackshift.ConflictError
+				if op["catch"] != true || !errors.As(err, &conflict) {
+					return err
+				}
+				key := str(op, "state_set") + str(op, "state_get") + str(op, "state_incr") + str(op, "state_delete") + str(op, "lock")
+				s.caught = append(s.caught, obj{"step": key, "kind": "conflict", "reason": conflict.Reason})
+			}
+		case op["log"] != nil:
+			message, _ := op["log"].(string)
+			fields, _ := op["fields"].(obj)
+			level := stackshift.LogLevel(str(op, "level"))
+			if level == "" {
+				level = stackshift.LevelInfo
+			}
+			if !logAt(jc.Log, level, message, fieldArgs(fields)) {
+				return stackshift.NonRetryablef("unknown log level %q", level)
+			}
 		default:
 			b, _ := json.Marshal(op)
 			return stackshift.NonRetryablef("unknown script op %s", b)
+		}
+	}
+	return nil
+}
+
+// logAt calls the logger method of level (Debug, Info, Warn or Error); false for another level.
+func logAt(log *stackshift.Logger, level stackshift.LogLevel, message string, args []any) bool {
+	switch level {
+	case stackshift.LevelDebug:
+		log.Debug(message, args...)
+	case stackshift.LevelInfo:
+		log.Info(message, args...)
+	case stackshift.LevelWarn:
+		log.Warn(message, args...)
+	case stackshift.LevelError:
+		log.Error(message, args...)
+	default:
+		return false
+	}
+	return true
+}
+
+// fieldArgs turns a JSON object into slog-style key/value arguments, keys sorted.
+func fieldArgs(fields obj) []any {
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	args := make([]any, 0, 2*len(keys))
+	for _, k := range keys {
+		args = append(args, k, fields[k])
+	}
+	return args
+}
+
+func millis(v any) time.Duration {
+	n, _ := intOf(v)
+	return time.Duration(n) * time.Millisecond
+}
+
+// stateOp runs one state_* or lock script op through the handler's journaled state.
+func (s *script) stateOp(ctx context.Context, jc *stackshift.JobContext, op obj) error {
+	st := jc.State
+	switch {
+	case op["state_set"] != nil:
+		_, err := st.Set(ctx, str(op, "state_set"), op["value"], &stackshift.SetOptions{TTL: millis(op["ttl_ms"])})
+		return err
+	case op["state_get"] != nil:
+		e, err := st.GetEntry(ctx, str(op, "state_get"))
+		if err != nil {
+			return err
+		}
+		if e == nil {
+			s.outputs = append(s.outputs, nil)
+		} else {
+			s.outputs = append(s.outputs, e.Value)
+		}
+	case op["state_incr"] != nil:
+		var v int64
+		var err error
+		if by, ok := intOf(op["by"]); ok {
+			v, err = st.IncrementBy(ctx, str(op, "state_incr"), by)
+		} else {
+			v, err = st.Increment(ctx, str(op, "state_incr"))
+		}
+		if err != nil {
+			return err
+		}
+		s.outputs = append(s.outputs, v)
+	case op["state_delete"] != nil:
+		deleted, err := st.Delete(ctx, str(op, "state_delete"))
+		if err != nil {
+			return err
+		}
+		s.outputs = append(s.outputs, deleted)
+	case op["lock"] != nil:
+		lock, err := st.Lock(ctx, str(op, "lock"), stackshift.LockOptions{TTL: millis(op["ttl_ms"]), Wait: millis(op["wait_ms"])})
+		if err != nil {
+			return err
+		}
+		if lock == nil {
+			s.outputs = append(s.outputs, obj{"granted": false})
+			return nil
+		}
+		s.outputs = append(s.outputs, obj{"granted": true, "token": lock.Token})
+		if err := sleepCtx(ctx, int64(millis(op["hold_ms"])/time.Millisecond)); err != nil {
+			return err
+		}
+		if op["release"] != false {
+			return lock.Release(ctx)
 		}
 	}
 	return nil
@@ -168,7 +297,28 @@ func runJSON(run *stackshift.Run) obj {
 	if run.Failure != nil {
 		out["failure"] = obj{"message": run.Failure.Message, "non_retryable": run.Failure.NonRetryable}
 	}
+	timeline := []any{}
+	for _, e := range run.Timeline {
+		timeline = append(timeline, obj{"kind": string(e.Kind), "attempt": e.Attempt, "step_id": e.StepID})
+	}
+	logs := []any{}
+	for _, l := range run.Logs {
+		var fields any = obj{}
+		if l.Fields != nil {
+			fields = l.Fields
+		}
+		logs = append(logs, obj{"level": string(l.Level), "message": l.Message, "fields": fields, "step_id": l.StepID, "attempt": l.Attempt})
+	}
+	out["timeline"], out["logs"] = timeline, logs
 	return out
+}
+
+// optInt is n, or nil (JSON null) for 0 (no limit).
+func optInt(n int32) any {
+	if n == 0 {
+		return nil
+	}
+	return n
 }
 
 func str(c obj, k string) string {
@@ -213,6 +363,16 @@ func clientOp(ctx context.Context, def *stackshift.Client, op string, c obj) (an
 				return nil, err
 			}
 		}
+		opts.Delay = millis(c["delay_ms"])
+		if at := str(c, "run_at"); at != "" {
+			if opts.RunAt, err = time.Parse(time.RFC3339Nano, at); err != nil {
+				return nil, err
+			}
+		}
+		if p, ok := intOf(c["priority"]); ok {
+			opts.Priority = int32(p)
+		}
+		opts.ConcurrencyKey = str(c, "concurrency_key")
 		payload := c["payload"]
 		if n, ok := intOf(c["payload_bytes"]); ok {
 			payload = strings.Repeat("x", int(n))
@@ -265,6 +425,67 @@ func clientOp(ctx context.Context, def *stackshift.Client, op string, c obj) (an
 			ids = append(ids, r.ID)
 		}
 		return obj{"run_ids": ids}, nil
+	case "publish_event":
+		res, err := client.Events().Publish(ctx, str(c, "name"), c["payload"], &stackshift.PublishOptions{ID: str(c, "event_id"), Key: str(c, "key")})
+		if err != nil {
+			return nil, err
+		}
+		return obj{"event_id": res.Event.ID, "duplicate": res.Duplicate, "matched": res.ResumedRunCount}, nil
+	case "state_get":
+		e, err := client.State().GetEntry(ctx, str(c, "key"))
+		if err != nil || e == nil {
+			return nil, err
+		}
+		return e.Value, nil
+	case "state_set":
+		opts := &stackshift.SetOptions{TTL: millis(c["ttl_ms"])}
+		if v, ok := intOf(c["expected_version"]); ok {
+			opts.ExpectedVersion = stackshift.ExpectVersion(v)
+		}
+		version, err := client.State().Set(ctx, str(c, "key"), c["value"], opts)
+		if err != nil {
+			return nil, err
+		}
+		return obj{"version": version}, nil
+	case "state_incr":
+		if by, ok := intOf(c["by"]); ok {
+			return client.State().IncrementBy(ctx, str(c, "key"), by)
+		}
+		return client.State().Increment(ctx, str(c, "key"))
+	case "state_delete":
+		return client.State().Delete(ctx, str(c, "key"))
+	case "lock":
+		lock, err := client.State().Lock(ctx, str(c, "key"), stackshift.LockOptions{TTL: millis(c["ttl_ms"]), Wait: millis(c["wait_ms"])})
+		if err != nil {
+			return nil, err
+		}
+		if lock == nil {
+			return obj{"granted": false}, nil
+		}
+		return obj{"granted": true, "token": lock.Token}, nil
+	case "release_lock":
+		token, _ := intOf(c["token"])
+		return nil, client.State().ReleaseLock(ctx, str(c, "key"), token)
+	case "configure_queue", "pause_queue", "resume_queue", "get_queue":
+		q := client.Queue(str(c, "queue"))
+		var info *stackshift.QueueInfo
+		var err error
+		switch op {
+		case "configure_queue":
+			limit, _ := intOf(c["concurrency_limit"])
+			keyLimit, _ := intOf(c["key_concurrency_limit"])
+			info, err = q.Configure(ctx, stackshift.QueueConfig{ConcurrencyLimit: int32(limit), KeyConcurrencyLimit: int32(keyLimit)})
+		case "pause_queue":
+			info, err = q.Pause(ctx)
+		case "resume_queue":
+			info, err = q.Resume(ctx)
+		default:
+			info, err = q.Get(ctx)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return obj{"name": info.Name, "paused": info.Paused, "concurrency_limit": optInt(info.Config.ConcurrencyLimit), "key_concurrency_limit": optInt(info.Config.KeyConcurrencyLimit)}, nil
 	}
 	return nil, fmt.Errorf("unknown op %s", op)
 }
@@ -327,7 +548,10 @@ func main() {
 		result, err := clientOp(context.Background(), client, op, command)
 		if err != nil {
 			var typed *stackshift.Error
-			if errors.As(err, &typed) {
+			var conflict *stackshift.ConflictError
+			if errors.As(err, &conflict) {
+				_ = out.Encode(obj{"id": command["id"], "error": obj{"code": "FAILED_PRECONDITION", "reason": conflict.Reason, "type": "*stackshift.ConflictError", "message": conflict.Message}})
+			} else if errors.As(err, &typed) {
 				_ = out.Encode(obj{"id": command["id"], "error": obj{"code": typed.Name(), "type": "*stackshift.Error", "message": typed.Message}})
 			} else {
 				_ = out.Encode(obj{"id": command["id"], "error": obj{"code": "UNKNOWN", "type": "", "message": err.Error()}})

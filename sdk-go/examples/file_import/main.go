@@ -1,14 +1,18 @@
 // Seed "File processing pipeline": processUpload downloads a file, parses it into batches,
-// imports each batch, and marks the file complete, returning {"rows": N}.
+// imports each batch and counts its rows with state.IncrementBy("files:<fileId>:rows",
+// len(batch)), and marks the file complete, returning {"rows": N}.
 //
 // Each batch import is a step with the same id, import-batch, so the SDK assigns occurrence
-// suffixes: import-batch, import-batch#2, import-batch#3. The database connection drops during
-// the third batch on the first attempt; the retry replays the download, the parse and the two
-// imported batches from the journal and continues with the third.
+// suffixes: import-batch, import-batch#2, import-batch#3. The row counter is incremented through
+// the handler's jc.State, so each increment is journaled like a step (state:1, state:2,
+// state:3). The database connection drops during the third batch on the first attempt; the
+// retry replays the download, the parse, the two imported batches and their two increments
+// from the journal (the increments are not applied again) and continues with the third.
 //
-// STATE STORE PENDING: the seed also counts rows with
-// state.increment(`files:${fileId}:rows`, batch.length); the state store joins JobContext when
-// the state-store branch lands. Until then each batch import is its own step (exactly-once).
+// Checks: the run completed on attempt 2 with the right row count, every batch was imported
+// exactly once, the file was downloaded once, the step ids carry the occurrence suffixes, and
+// the durable row counter equals the real row count (10, not the 18 a re-applied increment
+// would give).
 //
 //	cd sdk-go && go run ./examples/file_import
 package main
@@ -112,7 +116,9 @@ func processUpload(ctx context.Context, jc *stackshift.JobContext) (any, error) 
 		if _, err := stackshift.RunStep(ctx, jc.Step, "import-batch", func(ctx context.Context) (int, error) { return importRows(index, batch) }); err != nil {
 			return nil, err
 		}
-		// STATE STORE PENDING: state.Increment(ctx, "files:"+p.FileID+":rows", len(batch))
+		if _, err := jc.State.IncrementBy(ctx, "files:"+p.FileID+":rows", int64(len(batch))); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := jc.Step.Run(ctx, "mark-complete", func(ctx context.Context) (any, error) {
 		mu.Lock()
@@ -136,7 +142,8 @@ func main() {
 	worker.Job("processUpload", processUpload)
 	worker.Start()
 
-	started, err := client.Start(ctx, "processUpload", map[string]string{"fileId": "file_" + check.UniqueSuffix()}, &stackshift.StartOptions{
+	fileID := "file_" + check.UniqueSuffix()
+	started, err := client.Start(ctx, "processUpload", map[string]string{"fileId": fileID}, &stackshift.StartOptions{
 		RetryPolicy: &stackshift.RetryPolicy{MaxAttempts: 3, InitialInterval: 200 * time.Millisecond},
 	})
 	if err != nil {
@@ -147,8 +154,16 @@ func main() {
 	if err != nil {
 		check.Fatal(err)
 	}
-	var ids []string
+	var counted int64
+	if _, err := client.State().Get(ctx, "files:"+fileID+":rows", &counted); err != nil {
+		check.Fatal(err)
+	}
+	var ids, stateCalls []string
 	for _, s := range run.Steps {
+		if s.Kind == stackshift.StepKindState {
+			stateCalls = append(stateCalls, fmt.Sprintf("%s@%d", s.ID, s.Attempt))
+			continue
+		}
 		ids = append(ids, s.ID)
 	}
 	fmt.Printf("run %s is %s after %d attempt(s); result %s\n  steps: %s\n", run.ID, run.Status, run.Attempt, run.Result, strings.Join(ids, ", "))
@@ -162,5 +177,9 @@ func main() {
 	check.That(completed == 1, "the file was marked complete once")
 	check.That(slices.Equal(ids, []string{"download-file", "parse-file", "import-batch", "import-batch#2", "import-batch#3", "mark-complete"}),
 		"step ids carry occurrence suffixes (import-batch, import-batch#2, import-batch#3)")
+	fmt.Printf("  state: files:%s:rows = %d; journaled state calls %v\n", fileID, counted, stateCalls)
+	check.That(counted == rows, fmt.Sprintf("the durable row counter is %d (each increment applied once)", rows))
+	check.That(slices.Equal(stateCalls, []string{"state:1@1", "state:2@1", "state:3@2"}),
+		"the increments are journaled as state:1, state:2 (attempt 1) and state:3 (attempt 2)")
 	check.Finish("file_import")
 }
