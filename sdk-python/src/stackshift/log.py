@@ -148,7 +148,11 @@ class Logger:
             at=at,
         )
         if merged:
-            entry.fields = json.dumps(merged, ensure_ascii=False, default=str).encode("utf-8")
+            try:
+                encoded = json.dumps(merged, ensure_ascii=False, allow_nan=False, default=str)
+            except ValueError as e:  # NaN/Infinity, or a circular value: log the line anyway
+                encoded = json.dumps({"fields_error": str(e)})
+            entry.fields = encoded.encode("utf-8")
         try:
             self._sink.add(entry)
         except RuntimeError:  # no running event loop: nothing can send it
