@@ -294,3 +294,40 @@ def test_wait_arguments_are_validated(endpoint: str) -> None:
 def test_non_retryable_is_exported() -> None:
     assert issubclass(ConflictError, FailedPreconditionError)
     assert NonRetryableError("x").non_retryable
+
+
+def test_locks_in_a_run_are_released_with_the_run(endpoint: str) -> None:
+    queue = unique("runlock")
+    key = unique("lock")
+
+    async def scenario() -> None:
+        async with StackShift(endpoint=endpoint) as ss:
+
+            @ss.job("holder")
+            async def holder(ctx: JobContext[str]) -> dict[str, Any]:
+                lock = await ctx.state.lock(ctx.payload, "1h")
+                assert lock is not None
+                busy = await ctx.state.lock(ctx.payload, "1h", wait="50ms")
+                stale = await ctx.state.lock(f"{ctx.payload}:short", "100ms")
+                assert stale is not None
+                await asyncio.sleep(0.3)
+                other = await ctx.state.lock(f"{ctx.payload}:short", "1h")  # the short one expired
+                try:
+                    await stale.release()
+                    reason = None
+                except ConflictError as e:
+                    reason = e.reason
+                return {"token": lock.token, "busy": busy is None, "reason": reason, "other": other is not None}
+
+            async with ss.worker(queues=[queue]):
+                started = await ss.start("holder", key, queue_name=queue)
+                run = await ss.wait_for_run(started.id, timeout="20s")
+            assert run.status == "completed", run.failure
+            assert run.result is not None and run.result["busy"] and run.result["other"]
+            assert run.result["reason"] == "LOCK_NOT_HELD"
+            # Released when the run completed (release_with_run is the default inside a run).
+            after = await ss.state.lock(key, "10s")
+            assert after is not None and after.token > run.result["token"]
+            await after.release()
+
+    asyncio.run(scenario())

@@ -29,7 +29,7 @@ import grpc.aio
 
 from . import _json
 from ._duration import DurationLike, to_proto, to_timedelta
-from ._stub import AuthStub
+from ._stub import AuthStub, call
 from ._worker.task import RegisteredJob
 from .context import Handler
 from .errors import InvalidArgumentError, from_rpc_error
@@ -213,8 +213,6 @@ class StackShift:
 
     async def list_queues(self, *, page_size: Optional[int] = None, page_token: Optional[str] = None) -> QueuePage:
         """One page of the namespace's queues with their configuration and stats."""
-        from ._stub import call
-
         request = queues_pb2.ListQueuesRequest(page_size=page_size or 0, page_token=page_token or "")
         response = await call(self._queues(), "ListQueues", request)
         return QueuePage(queues=[queue_from_proto(q) for q in response.queues], next_page_token=response.next_page_token or None)
