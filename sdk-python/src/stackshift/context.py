@@ -14,8 +14,6 @@ from google.protobuf import timestamp_pb2
 
 from . import _json
 from ._duration import DurationLike, to_proto, to_timedelta
-from .events import Event, event_from_wait_output
-from .log import Logger, current_step
 from .errors import (
     NonRetryableError,
     StepFailedError,
@@ -24,6 +22,8 @@ from .errors import (
     is_interrupted,
     is_non_retryable,
 )
+from .events import Event, event_from_wait_output
+from .log import Logger, current_step
 from .run import Failure
 from .state import State
 from .v1 import common_pb2, worker_pb2
