@@ -40,15 +40,18 @@ def test_sleep_suspends_and_resumes_the_run(endpoint: str) -> None:
             async def sleeper(ctx: JobContext[None]) -> str:
                 executions.append(ctx.attempt)
                 await ctx.step.run("before", lambda: "b")
-                await ctx.step.sleep("nap", "1s")
+                await ctx.step.sleep("nap", "2s")
                 await ctx.step.sleep("nap", timedelta(milliseconds=10))  # nap#2
                 await ctx.step.sleep_until("past", datetime.now(timezone.utc) - timedelta(days=1))
                 return "rested"
 
             async with ss.worker(queues=[queue]):
                 started = await ss.start("sleeper", None, queue_name=queue)
-                await asyncio.sleep(0.5)
-                waiting = await ss.get_run(started.id)
+                for _ in range(200):
+                    waiting = await ss.get_run(started.id)
+                    if waiting.status != "queued" and waiting.status != "running":
+                        break
+                    await asyncio.sleep(0.02)
                 run = await ss.wait_for_run(started.id, timeout="20s")
             assert waiting.status == "waiting"
             assert waiting.wait is not None and waiting.wait.step_id == "nap" and waiting.wait.kind == "sleep"
