@@ -334,3 +334,34 @@ def test_locks_in_a_run_are_released_with_the_run(endpoint: str) -> None:
             await after.release()
 
     asyncio.run(scenario())
+
+
+def test_logs_are_batched_while_the_handler_runs(endpoint: str) -> None:
+    queue = unique("batch")
+
+    async def scenario() -> None:
+        async with StackShift(endpoint=endpoint) as ss:
+            release = asyncio.Event()
+
+            @ss.job("chatty")
+            async def chatty(ctx: JobContext[None]) -> None:
+                for i in range(150):
+                    ctx.log.debug("line", i=i)
+                ctx.log.info("then waiting")
+                await release.wait()
+
+            async with ss.worker(queues=[queue]):
+                started = await ss.start("chatty", None, queue_name=queue)
+                seen: list[str] = []
+                for _ in range(100):  # the 100-line batch at once, the rest within about a second
+                    seen = [e.message for e in (await ss.get_run(started.id)).logs]
+                    if len(seen) == 151:
+                        break
+                    await asyncio.sleep(0.05)
+                release.set()
+                run = await ss.wait_for_run(started.id, timeout="20s")
+            assert len(seen) == 151 and seen[-1] == "then waiting"
+            assert run.status == "completed" and len(run.logs) == 151
+            assert [e.fields["i"] for e in run.logs[:150]] == list(range(150))
+
+    asyncio.run(scenario())
