@@ -22,6 +22,11 @@ Example::
                                              idempotency_ttl="30d")
             run = await stackshift.wait_for_run(started.id)
 
+Handlers also get ``ctx.step.sleep`` / ``ctx.step.wait_for_event`` (durable waits),
+``ctx.state`` (the state store, journaled in the run) and ``ctx.log`` (run-scoped logs); the
+client has ``stackshift.state``, ``stackshift.events`` and ``stackshift.queue(name)``
+management.
+
 Guarantees: code inside a step that has not completed runs at least once; each step's recorded
 result and the run's result are recorded exactly once. ``step.run`` returns only once the server
 stored the step's result.
