@@ -135,6 +135,10 @@ examples() {
         "$SCRATCH/go-examples/$ex" || fail "Go example $ex failed"
         PASSED=$((PASSED + 1))
     done
+    echo "--- Python example payment_confirmation"
+    "$ROOT/sdk-python/.venv/bin/python" "$ROOT/sdk-python/examples/payment_confirmation.py" ||
+        fail "Python example payment_confirmation failed"
+    PASSED=$((PASSED + 1))
 }
 
 conformance() {

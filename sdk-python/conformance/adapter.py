@@ -11,13 +11,16 @@ import json
 import os
 import sys
 import time
+from datetime import datetime, timedelta
 from typing import Any, Optional
 
 from stackshift import (
     AttemptInterruptedError,
+    ConflictError,
     JobContext,
     NonRetryableError,
     RetryPolicy,
+    QueueInfo,
     Run,
     StackShift,
     StackShiftError,
@@ -60,9 +63,61 @@ def error_kind(error: Exception) -> tuple[str, str]:
     return "error", str(error)
 
 
+def ms(value: Any) -> timedelta:
+    """A millisecond count as a timedelta."""
+    return timedelta(milliseconds=int(value))
+
+
+STATE_OPS = ("state_set", "state_get", "state_incr", "state_delete", "lock")
+
+
+async def state_op(ctx: JobContext[Any], op: dict[str, Any], outputs: list[Any]) -> None:
+    """One ``state_*`` or ``lock`` script op through ``ctx.state``."""
+    if "state_set" in op:
+        ttl = ms(op["ttl_ms"]) if isinstance(op.get("ttl_ms"), int) else None
+        await ctx.state.set(op["state_set"], op.get("value"), ttl=ttl)
+    elif "state_get" in op:
+        outputs.append(await ctx.state.get(op["state_get"]))
+    elif "state_incr" in op:
+        if isinstance(op.get("by"), int):
+            outputs.append(await ctx.state.increment(op["state_incr"], op["by"]))
+        else:
+            outputs.append(await ctx.state.increment(op["state_incr"]))
+    elif "state_delete" in op:
+        outputs.append(await ctx.state.delete(op["state_delete"]))
+    else:
+        wait = ms(op["wait_ms"]) if isinstance(op.get("wait_ms"), int) else None
+        lock = await ctx.state.lock(op["lock"], ms(op["ttl_ms"]), wait=wait)
+        if lock is None:
+            outputs.append({"granted": False})
+            return
+        outputs.append({"granted": True, "token": lock.token})
+        if isinstance(op.get("hold_ms"), int):
+            await asyncio.sleep(op["hold_ms"] / 1000)
+        if op.get("release") is not False:
+            await lock.release()
+
+
 async def run_ops(ctx: JobContext[Any], ops: list[Any], outputs: list[Any], caught: list[Any]) -> None:
     for op in ops:
-        if isinstance(op.get("step"), str):
+        state_key = next((op[name] for name in STATE_OPS if name in op), None)
+        if isinstance(state_key, str):
+            try:
+                await state_op(ctx, op, outputs)
+            except ConflictError as e:
+                if op.get("catch") is not True:
+                    raise
+                caught.append({"step": state_key, "kind": "conflict", "reason": e.reason})
+        elif isinstance(op.get("sleep"), str):
+            await ctx.step.sleep(op["sleep"], ms(op.get("ms", 0)))
+        elif isinstance(op.get("wait_event"), str):
+            key = op.get("key") or None
+            event = await ctx.step.wait_for_event(op["wait_event"], op["event"], key=key, timeout=ms(op["timeout_ms"]))
+            outputs.append({"received": False} if event is None else {"received": True, "payload": event.payload})
+        elif isinstance(op.get("log"), str):
+            fields = op.get("fields") if isinstance(op.get("fields"), dict) else {}
+            getattr(ctx.log, str(op.get("level", "info")))(op["log"], **fields)
+        elif isinstance(op.get("step"), str):
             step_id: str = op["step"]
             try:
                 outputs.append(await ctx.step.run(step_id, lambda: step_body(ctx, step_id, op)))
@@ -108,8 +163,8 @@ def echo(ctx: JobContext[Any]) -> Any:
     return ctx.payload
 
 
-def run_json(run: Run) -> dict[str, Any]:
-    return {
+def run_json(run: Run, detail: bool = False) -> dict[str, Any]:
+    answer: dict[str, Any] = {
         "run_id": run.id,
         "status": run.status,
         "attempt": run.attempt,
@@ -117,6 +172,26 @@ def run_json(run: Run) -> dict[str, Any]:
         "result": run.result,
         "failure": {"message": run.failure.message, "non_retryable": run.failure.non_retryable} if run.failure else None,
     }
+    if detail:
+        answer["timeline"] = [{"kind": t.kind, "attempt": t.attempt, "step_id": t.step_id} for t in run.timeline]
+        answer["logs"] = [
+            {"level": entry.level, "message": entry.message, "fields": entry.fields, "step_id": entry.step_id, "attempt": entry.attempt}
+            for entry in run.logs
+        ]
+    return answer
+
+
+def queue_json(queue: QueueInfo) -> dict[str, Any]:
+    return {
+        "name": queue.name,
+        "paused": queue.paused,
+        "concurrency_limit": queue.config.concurrency_limit,
+        "key_concurrency_limit": queue.config.key_concurrency_limit,
+    }
+
+
+def rfc3339(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 async def client_op(op: str, c: dict[str, Any]) -> Any:
@@ -134,6 +209,10 @@ async def client_op(op: str, c: dict[str, Any]) -> Any:
             "idempotency_ttl": c.get("idempotency_ttl"),
             "retry_policy": policy,
             "lease_timeout": c.get("lease_timeout"),
+            "delay": ms(c["delay_ms"]) if isinstance(c.get("delay_ms"), int) else None,
+            "run_at": rfc3339(c["run_at"]) if isinstance(c.get("run_at"), str) else None,
+            "priority": c.get("priority"),
+            "concurrency_key": c.get("concurrency_key"),
         }
         if c.get("via_queue") is True:
             started = await ss.queue(queue).enqueue(c.get("job", ""), payload, **options)
@@ -141,9 +220,9 @@ async def client_op(op: str, c: dict[str, Any]) -> Any:
             started = await ss.start(c.get("job", ""), payload, queue_name=queue, **options)
         return {"run_id": started.id, "duplicate": started.duplicate, "status": started.run.status}
     if op == "get_run":
-        return run_json(await ss.get_run(run_id))
+        return run_json(await ss.get_run(run_id), detail=True)
     if op == "wait_run":
-        return run_json(await ss.wait_for_run(run_id, timeout=c.get("timeout", "20s")))
+        return run_json(await ss.wait_for_run(run_id, timeout=c.get("timeout", "20s")), detail=True)
     if op == "cancel_run":
         return run_json(await ss.cancel_run(run_id, c.get("reason", "")))
     if op == "retry_run":
@@ -151,6 +230,41 @@ async def client_op(op: str, c: dict[str, Any]) -> Any:
     if op == "list_runs":
         page = await ss.list_runs(queue=c.get("queue"), job=c.get("job"), status=c.get("status"))
         return {"run_ids": [r.id for r in page.runs]}
+    if op == "publish_event":
+        published = await ss.events.publish(c["name"], c.get("payload"), key=c.get("key"), id=c.get("event_id"))
+        return {"event_id": published.event.id, "duplicate": published.duplicate, "matched": published.resumed_run_count}
+    if op == "state_get":
+        return await ss.state.get(c["key"])
+    if op == "state_set":
+        ttl = ms(c["ttl_ms"]) if isinstance(c.get("ttl_ms"), int) else None
+        version = await ss.state.set(c["key"], c.get("value"), ttl=ttl, expected_version=c.get("expected_version"))
+        return {"version": version}
+    if op == "state_incr":
+        if isinstance(c.get("by"), int):
+            return await ss.state.increment(c["key"], c["by"])
+        return await ss.state.increment(c["key"])
+    if op == "state_delete":
+        return await ss.state.delete(c["key"])
+    if op == "lock":
+        wait = ms(c["wait_ms"]) if isinstance(c.get("wait_ms"), int) else None
+        lock = await ss.state.lock(c["key"], ms(c["ttl_ms"]), wait=wait)
+        return {"granted": False} if lock is None else {"granted": True, "token": lock.token}
+    if op == "release_lock":
+        await ss.state.release_lock(c["key"], int(c["token"]))
+        return None
+    if op == "configure_queue":
+        queue = ss.queue(c["queue"])
+        return queue_json(
+            await queue.configure(
+                concurrency_limit=c.get("concurrency_limit"), key_concurrency_limit=c.get("key_concurrency_limit")
+            )
+        )
+    if op == "pause_queue":
+        return queue_json(await ss.queue(c["queue"]).pause())
+    if op == "resume_queue":
+        return queue_json(await ss.queue(c["queue"]).resume())
+    if op == "get_queue":
+        return queue_json(await ss.queue(c["queue"]).get())
     raise ValueError(f"unknown op {op}")
 
 
@@ -181,7 +295,10 @@ async def main() -> None:
             try:
                 send({"id": command.get("id"), "ok": await client_op(op, command)})
             except StackShiftError as e:
-                send({"id": command.get("id"), "error": {"code": e.code, "type": type(e).__name__, "message": e.message}})
+                error: dict[str, Any] = {"code": e.code, "type": type(e).__name__, "message": e.message}
+                if isinstance(e, ConflictError):
+                    error["reason"] = e.reason
+                send({"id": command.get("id"), "error": error})
             except Exception as e:  # not a typed SDK error: reported as such
                 send({"id": command.get("id"), "error": {"code": "UNKNOWN", "type": "", "message": str(e)}})
     await client.close()

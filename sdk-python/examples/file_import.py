@@ -1,15 +1,13 @@
 """Seed "File processing pipeline": ``processUpload`` downloads a file, parses it into batches,
-imports each batch, and marks the file complete, returning ``{"rows": N}``.
+imports each batch and counts its rows with ``state.increment(f"files:{file_id}:rows",
+len(batch))``, and marks the file complete, returning ``{"rows": N}``.
 
 Each batch import is a step with the same id, ``import-batch``, so the SDK assigns occurrence
-suffixes: ``import-batch``, ``import-batch#2``, ``import-batch#3``. The database connection drops
-during the third batch on the first attempt; the retry replays the download, the parse and the
-two imported batches and continues with the third.
-
-STATE STORE PENDING: the seed also counts rows with
-``await state.increment(f"files:{file_id}:rows", len(batch))``; ``ctx.state`` joins the handler
-context when the state-store branch lands. Until then each batch import is its own step, which
-keeps it exactly-once.
+suffixes: ``import-batch``, ``import-batch#2``, ``import-batch#3``. The counter is incremented
+through the handler's ``ctx.state``, so each increment is journaled like a step (``state:1``,
+``state:2``, ``state:3``). The database connection drops during the third batch on the first
+attempt; the retry replays the download, the parse, the two imported batches and their two
+increments (not applied again) and continues with the third.
 
     python sdk-python/examples/file_import.py
 """
@@ -61,12 +59,13 @@ stackshift = StackShift()
 @stackshift.job("processUpload")
 async def process_upload(ctx: JobContext[dict[str, str]]) -> dict[str, int]:
     file_id = ctx.payload["fileId"]
+    state = ctx.state
     file = await ctx.step.run("download-file", lambda: download_file(file_id))
     parsed = await ctx.step.run("parse-file", lambda: parse_csv(file))
 
     for index, batch in enumerate(parsed["batches"]):
         await ctx.step.run("import-batch", functools.partial(import_rows, index, batch))
-        # STATE STORE PENDING: await ctx.state.increment(f"files:{file_id}:rows", len(batch))
+        await state.increment(f"files:{file_id}:rows", len(batch))
 
     await ctx.step.run("mark-complete", lambda: mark_file_complete(file_id))
 
@@ -75,13 +74,16 @@ async def process_upload(ctx: JobContext[dict[str, str]]) -> dict[str, int]:
 
 async def main() -> None:
     async with stackshift, stackshift.worker(concurrency=4, shutdown_grace="5s"):
+        file_id = f"file_{unique_suffix()}"
         started = await stackshift.start(
             "processUpload",
-            {"fileId": f"file_{unique_suffix()}"},
+            {"fileId": file_id},
             retry_policy=RetryPolicy(max_attempts=3, initial_interval="200ms"),
         )
         run = await stackshift.wait_for_run(started.id, timeout="20s")
-    step_ids = [s.id for s in run.steps]
+        counted = await stackshift.state.get(f"files:{file_id}:rows")
+    state_calls = sorted((s.id, s.attempt) for s in run.steps if s.kind == "state")
+    step_ids = [s.id for s in run.steps if s.kind != "state"]
     print(f"run {run.id} is {run.status} after {run.attempt} attempt(s); result {run.result}")
     print(f"  steps: {', '.join(step_ids)}")
     check(run.status == "completed", "the run completed")
@@ -93,6 +95,11 @@ async def main() -> None:
     check(
         step_ids == ["download-file", "parse-file", "import-batch", "import-batch#2", "import-batch#3", "mark-complete"],
         "step ids carry occurrence suffixes (import-batch, import-batch#2, import-batch#3)",
+    )
+    check(counted == ROWS, f"the row counter in the state store is {ROWS} (each increment applied once)")
+    check(
+        state_calls == [("state:1", 1), ("state:2", 1), ("state:3", 2)],
+        "the increments are journaled once each (state:1-2 by attempt 1, state:3 by attempt 2)",
     )
     finish("file_import")
 

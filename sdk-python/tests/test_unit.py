@@ -72,3 +72,30 @@ def test_json_round_trip() -> None:
         _json.encode({"bad": object()})
     with pytest.raises(InvalidArgumentError):
         _json.encode(float("nan"))
+
+
+def test_event_wait_output_decodes() -> None:
+    from stackshift.events import event_from_wait_output
+
+    event = event_from_wait_output(
+        b'{"timedOut":false,"event":{"id":"e1","name":"payment.confirmed","correlationKey":"pay_1",'
+        b'"payload":{"amount":5},"publishedAt":1700000000123}}'
+    )
+    assert event is not None
+    assert (event.id, event.name, event.key, event.payload) == ("e1", "payment.confirmed", "pay_1", {"amount": 5})
+    assert event.published_at is not None and int(event.published_at.timestamp() * 1000) == 1_700_000_000_123
+    assert event_from_wait_output(b'{"timedOut":true}') is None
+    no_key = event_from_wait_output(b'{"timedOut":false,"event":{"id":"e2","name":"n","payload":null,"publishedAt":1}}')
+    assert no_key is not None and no_key.key is None and no_key.payload is None
+
+
+def test_reserved_and_suffixed_ids_share_one_counter() -> None:
+    import pytest
+
+    from stackshift import NonRetryableError
+    from stackshift.context import Step
+
+    step = Step(None, None, {})  # type: ignore[arg-type]
+    assert [step._effective_id(i) for i in ("nap", "work", "nap")] == ["nap", "work", "nap#2"]
+    with pytest.raises(NonRetryableError, match="reserved"):
+        step._effective_id("state:1")

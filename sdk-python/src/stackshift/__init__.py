@@ -22,19 +22,25 @@ Example::
                                              idempotency_ttl="30d")
             run = await stackshift.wait_for_run(started.id)
 
+Handlers also get ``ctx.step.sleep`` / ``ctx.step.wait_for_event`` (durable waits),
+``ctx.state`` (the state store, journaled in the run) and ``ctx.log`` (run-scoped logs); the
+client has ``stackshift.state``, ``stackshift.events`` and ``stackshift.queue(name)``
+management.
+
 Guarantees: code inside a step that has not completed runs at least once; each step's recorded
 result and the run's result are recorded exactly once. ``step.run`` returns only once the server
 stored the step's result.
 """
 
 from ._duration import DurationLike, parse_duration
-from .client import DEFAULT_ENDPOINT, SDK_VERSION, Queue, StackShift
+from .client import DEFAULT_ENDPOINT, SDK_VERSION, StackShift
 from .context import Handler, JobContext, Occurrences, Step
 from .errors import (
     AbortedError,
     AlreadyExistsError,
     AttemptInterruptedError,
     CancelledError,
+    ConflictError,
     DeadlineExceededError,
     FailedPreconditionError,
     InvalidArgumentError,
@@ -48,7 +54,26 @@ from .errors import (
     UnavailableError,
     is_non_retryable,
 )
-from .run import FINAL_STATUSES, AttemptInfo, Failure, RetryPolicy, Run, RunPage, RunStatus, StartedRun, StepInfo
+from .events import Event, EventPage, Events, PublishedEvent
+from .log import Logger
+from .queues import Queue, QueueConfig, QueueInfo, QueuePage, QueueStats, RateLimit
+from .run import (
+    FINAL_STATUSES,
+    AttemptInfo,
+    Failure,
+    LogEntry,
+    LogLevel,
+    RetryPolicy,
+    Run,
+    RunPage,
+    RunStatus,
+    StartedRun,
+    StepInfo,
+    StepKind,
+    TimelineEntry,
+    WaitInfo,
+)
+from .state import KeyPage, Lock, State, StateEntry, StateKey
 from .worker import DEFAULT_CONCURRENCY, Worker
 
 __all__ = [
@@ -61,18 +86,33 @@ __all__ = [
     "AttemptInfo",
     "AttemptInterruptedError",
     "CancelledError",
+    "ConflictError",
     "DeadlineExceededError",
     "DurationLike",
+    "Event",
+    "EventPage",
+    "Events",
     "FailedPreconditionError",
     "Failure",
     "Handler",
     "InvalidArgumentError",
     "JobContext",
+    "KeyPage",
+    "Lock",
+    "LogEntry",
+    "LogLevel",
+    "Logger",
     "NonRetryableError",
     "NotFoundError",
     "Occurrences",
     "PermissionDeniedError",
+    "PublishedEvent",
     "Queue",
+    "QueueConfig",
+    "QueueInfo",
+    "QueuePage",
+    "QueueStats",
+    "RateLimit",
     "ResourceExhaustedError",
     "RetryPolicy",
     "Run",
@@ -81,11 +121,17 @@ __all__ = [
     "StackShift",
     "StackShiftError",
     "StartedRun",
+    "State",
+    "StateEntry",
+    "StateKey",
     "Step",
     "StepFailedError",
     "StepInfo",
+    "StepKind",
+    "TimelineEntry",
     "UnauthenticatedError",
     "UnavailableError",
+    "WaitInfo",
     "Worker",
     "is_non_retryable",
     "parse_duration",

@@ -1,5 +1,6 @@
 """The client: :class:`StackShift` starts, inspects, waits for, lists, cancels and retries runs,
-registers job handlers and creates workers; :class:`Queue` enqueues onto a named queue.
+registers job handlers and creates workers; ``queue(name)`` enqueues onto and manages a named
+queue, ``events`` publishes and lists events, and ``state`` reads and writes the state store.
 
 Example::
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Awaitable, Callable, Optional, TypeVar, overload
 from urllib.parse import urlparse
@@ -27,11 +29,24 @@ import grpc.aio
 
 from . import _json
 from ._duration import DurationLike, to_proto, to_timedelta
+from ._stub import AuthStub, call
 from ._worker.task import RegisteredJob
 from .context import Handler
 from .errors import InvalidArgumentError, from_rpc_error
+from .events import Events
+from .queues import Queue, QueuePage, queue_from_proto
 from .run import RetryPolicy, Run, RunPage, StartedRun, status_to_proto
-from .v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, worker_pb2_grpc
+from .state import State
+from .v1 import (
+    common_pb2,
+    events_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    queues_pb2,
+    queues_pb2_grpc,
+    state_pb2_grpc,
+    worker_pb2_grpc,
+)
 from .worker import DEFAULT_CONCURRENCY, Worker
 
 #: The endpoint used when none is configured.
@@ -73,7 +88,14 @@ class StackShift:
         self._channel: Optional[grpc.aio.Channel] = None
         self._jobs_stub: Any = None
         self._worker_stub: Any = None
+        self._state_stub: Any = None
+        self._events_stub: Any = None
+        self._queues_stub: Any = None
         self._registry: dict[str, RegisteredJob] = {}
+        #: The state store, outside runs (calls apply directly, not journaled).
+        self.state = State(self._state)
+        #: Publishes and lists events.
+        self.events = Events(self._events)
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -91,7 +113,22 @@ class StackShift:
         else:
             self._channel = grpc.aio.insecure_channel(self._target, options=options)
         self._jobs_stub = jobs_pb2_grpc.JobsServiceStub(self._channel)
-        self._worker_stub = _AuthStub(worker_pb2_grpc.WorkerServiceStub(self._channel), self._metadata)
+        self._worker_stub = AuthStub(worker_pb2_grpc.WorkerServiceStub(self._channel), self._metadata)
+        self._state_stub = AuthStub(state_pb2_grpc.StateServiceStub(self._channel), self._metadata)
+        self._events_stub = AuthStub(events_pb2_grpc.EventsServiceStub(self._channel), self._metadata)
+        self._queues_stub = AuthStub(queues_pb2_grpc.QueuesServiceStub(self._channel), self._metadata)
+
+    def _state(self) -> Any:
+        self._connect()
+        return self._state_stub
+
+    def _events(self) -> Any:
+        self._connect()
+        return self._events_stub
+
+    def _queues(self) -> Any:
+        self._connect()
+        return self._queues_stub
 
     @property
     def jobs(self) -> Any:
@@ -132,37 +169,53 @@ class StackShift:
         idempotency_ttl: Optional[DurationLike] = None,
         retry_policy: Optional[RetryPolicy] = None,
         lease_timeout: Optional[DurationLike] = None,
+        delay: Optional[DurationLike] = None,
+        run_at: Optional[datetime] = None,
+        priority: Optional[int] = None,
+        concurrency_key: Optional[str] = None,
     ) -> StartedRun:
         """Starts a run of ``job`` with ``payload`` (any JSON value). With an
         ``idempotency_key`` already used within its TTL (default 24 h; ``"30d"``-style), returns
-        the existing run with ``duplicate=True`` instead."""
+        the existing run with ``duplicate=True`` instead.
+
+        ``delay`` (``"10m"``, a timedelta or seconds) or ``run_at`` (an aware datetime) make the
+        run due later; ``priority`` (higher first, default 0) orders due runs of a queue;
+        ``concurrency_key`` groups runs for the queue's ``key_concurrency_limit``.
+        """
         request = jobs_pb2.StartRunRequest(
             job=job,
             payload=_json.encode(payload, "payload"),
             queue=queue_name or "",
             idempotency_key=idempotency_key or "",
+            priority=priority or 0,
+            concurrency_key=concurrency_key or "",
         )
         if idempotency_ttl is not None:
             request.idempotency_ttl.CopyFrom(to_proto(to_timedelta(idempotency_ttl, "idempotency_ttl")))
         if lease_timeout is not None:
             request.lease_timeout.CopyFrom(to_proto(to_timedelta(lease_timeout, "lease_timeout")))
         if retry_policy is not None:
-            policy = common_pb2.RetryPolicy(
-                max_attempts=retry_policy.max_attempts or 0,
-                backoff_coefficient=retry_policy.backoff_coefficient or 0.0,
-            )
-            if retry_policy.initial_interval is not None:
-                policy.initial_interval.CopyFrom(to_proto(to_timedelta(retry_policy.initial_interval, "initial_interval")))
-            if retry_policy.maximum_interval is not None:
-                policy.maximum_interval.CopyFrom(to_proto(to_timedelta(retry_policy.maximum_interval, "maximum_interval")))
-            request.retry_policy.CopyFrom(policy)
+            request.retry_policy.CopyFrom(retry_policy.to_proto())
+        if delay is not None and run_at is not None:
+            raise InvalidArgumentError("pass delay or run_at, not both")
+        if delay is not None:
+            request.delay.CopyFrom(to_proto(to_timedelta(delay, "delay")))
+        if run_at is not None:
+            request.run_at.FromDatetime(run_at)
         response = await self._call("StartRun", request)
         run = Run.from_proto(response.run)
         return StartedRun(id=run.id, run=run, duplicate=response.duplicate)
 
-    def queue(self, name: str) -> "Queue":
-        """A handle on a named queue: ``await stackshift.queue("emails").enqueue(job, payload)``."""
+    def queue(self, name: str) -> Queue:
+        """A handle on a named queue: ``await stackshift.queue("emails").enqueue(job, payload)``,
+        ``configure``, ``get``, ``pause``, ``resume``."""
         return Queue(self, name)
+
+    async def list_queues(self, *, page_size: Optional[int] = None, page_token: Optional[str] = None) -> QueuePage:
+        """One page of the namespace's queues with their configuration and stats."""
+        request = queues_pb2.ListQueuesRequest(page_size=page_size or 0, page_token=page_token or "")
+        response = await call(self._queues(), "ListQueues", request)
+        return QueuePage(queues=[queue_from_proto(q) for q in response.queues], next_page_token=response.next_page_token or None)
 
     async def get_run(self, run_id: str) -> Run:
         """A run with its attempts and steps. Raises :class:`NotFoundError` for an unknown id."""
@@ -263,51 +316,5 @@ class StackShift:
             worker_id=worker_id,
             shutdown_grace=shutdown_grace,
             poll_wait=poll_wait,
+            state_stub=self._state_stub,
         )
-
-
-class Queue:
-    """A named queue. ``queue(name).enqueue(job, payload, ...)`` is
-    ``start(job, payload, queue_name=name, ...)``."""
-
-    def __init__(self, client: StackShift, name: str) -> None:
-        self._client = client
-        #: The queue's name.
-        self.name = name
-
-    async def enqueue(
-        self,
-        job: str,
-        payload: Any = None,
-        *,
-        idempotency_key: Optional[str] = None,
-        idempotency_ttl: Optional[DurationLike] = None,
-        retry_policy: Optional[RetryPolicy] = None,
-        lease_timeout: Optional[DurationLike] = None,
-    ) -> StartedRun:
-        """Starts a run of ``job`` on this queue."""
-        return await self._client.start(
-            job,
-            payload,
-            queue_name=self.name,
-            idempotency_key=idempotency_key,
-            idempotency_ttl=idempotency_ttl,
-            retry_policy=retry_policy,
-            lease_timeout=lease_timeout,
-        )
-
-
-class _AuthStub:
-    """Wraps the generated worker stub so every call carries the API key."""
-
-    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:
-        self._stub = stub
-        self._metadata = metadata
-
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        method = getattr(self._stub, name)
-
-        def call(request: Any, *, timeout: Optional[float] = None, metadata: Any = None) -> Awaitable[Any]:
-            return method(request, timeout=timeout, metadata=self._metadata)  # type: ignore[no-any-return]
-
-        return call

@@ -1,16 +1,19 @@
-"""What a handler receives: :class:`JobContext` (the payload, the run's identity) and
-:class:`Step`, which runs memoized steps."""
+"""What a handler receives: :class:`JobContext` (the payload, the run's identity, the
+journaled state store and the run's logger) and :class:`Step`, which runs memoized steps,
+durable sleeps and event waits."""
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Optional, TypeVar, Union, overload
 
+import grpc
 from google.protobuf import timestamp_pb2
 
 from . import _json
+from ._duration import DurationLike, to_proto, to_timedelta
 from .errors import (
     NonRetryableError,
     StepFailedError,
@@ -19,8 +22,11 @@ from .errors import (
     is_interrupted,
     is_non_retryable,
 )
+from .events import Event, event_from_wait_output
+from .log import Logger, current_step
 from .run import Failure
-from .v1 import worker_pb2
+from .state import State
+from .v1 import common_pb2, worker_pb2
 
 if TYPE_CHECKING:
     from ._worker.lease import Lease
@@ -29,8 +35,29 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 P = TypeVar("P")
 
-#: A recorded step outcome: the output bytes, or the terminal failure.
-Recorded = Union[bytes, Failure]
+
+@dataclass
+class Waited:
+    """A sleep or event wait that ended, from the journal."""
+
+    #: ``JOURNAL_ENTRY_KIND_SLEEP`` or ``JOURNAL_ENTRY_KIND_EVENT``.
+    kind: int
+    #: The journaled output (JSON bytes).
+    output: bytes
+
+
+#: A recorded journal outcome: a step's output bytes or terminal failure, or an ended wait.
+Recorded = Union[bytes, Failure, Waited]
+
+_KIND_NAMES: dict[int, str] = {
+    common_pb2.JOURNAL_ENTRY_KIND_STEP: "step",
+    common_pb2.JOURNAL_ENTRY_KIND_SLEEP: "sleep",
+    common_pb2.JOURNAL_ENTRY_KIND_EVENT: "event wait",
+}
+
+
+def _kind_name(kind: int) -> str:
+    return _KIND_NAMES.get(kind, "journal entry of an unknown kind")
 
 
 class Occurrences:
@@ -76,13 +103,18 @@ class Step:
 
     Once the run is cancelled or the lease is lost, the handler is cancelled (``fn`` included),
     and ``step.run`` raises :class:`AttemptInterruptedError`.
+
+    ``step.sleep``, ``step.sleep_until`` and ``step.wait_for_event`` take their effective ids
+    from the same counter and share the id space. Ids starting with ``state:`` are reserved
+    for state calls.
     """
 
-    def __init__(self, stub: "WorkerStub", lease: "Lease", journal: dict[str, Recorded]) -> None:
+    def __init__(self, stub: "WorkerStub", lease: "Lease", journal: dict[str, Recorded], log: Optional[Logger] = None) -> None:
         self._stub = stub
         self._lease = lease
         self._journal = journal
         self._occurrences = Occurrences()
+        self._log = log
 
     @overload
     async def run(self, step_id: str, fn: Callable[[], Awaitable[T]]) -> T: ...
@@ -97,17 +129,21 @@ class Step:
 
             payment = await step.run("verify-payment", lambda: verify_payment(payload["paymentId"]))
         """
-        if not isinstance(step_id, str) or not step_id:
-            raise NonRetryableError("step id must be a non-empty string")
-        effective = self._occurrences.next(step_id)
+        effective = self._effective_id(step_id)
         recorded = self._journal.get(effective)
         if isinstance(recorded, Failure):
             raise StepFailedError(effective, recorded)
+        if isinstance(recorded, Waited):
+            raise NonRetryableError(
+                f"step id {effective} is recorded as a {_kind_name(recorded.kind)} in this run's journal, not as a "
+                "step: the handler no longer calls its steps in the recorded order"
+            )
         if recorded is not None:
             return _json.decode(recorded, f"the recorded output of step {effective}")
         if self._lease.interrupted:
             raise self._lease.error()
         started_at = datetime.now(timezone.utc)
+        token = current_step.set(effective)
         try:
             value = fn()
             if inspect.isawaitable(value):
@@ -118,12 +154,146 @@ class Step:
                 failure.non_retryable = True
                 await self._record(effective, failure, started_at)
             raise
+        finally:
+            current_step.reset(token)
         try:
             output = _json.encode(value, f"the output of step {effective}")
         except Exception as e:
             raise NonRetryableError(str(e)) from e
         await self._record(effective, output, started_at)
         return _json.decode(output)
+
+    def _effective_id(self, step_id: str) -> str:
+        if not isinstance(step_id, str) or not step_id:
+            raise NonRetryableError("step id must be a non-empty string")
+        if step_id.startswith("state:"):
+            raise NonRetryableError(f"step id {step_id!r} is reserved: ids starting with 'state:' name state calls")
+        return self._occurrences.next(step_id)
+
+    async def sleep(self, step_id: str, duration: DurationLike) -> None:
+        """Sleeps durably for ``duration`` (``"1h30m"``, a timedelta or seconds; at most 365
+        days), counted from when the server receives the call.
+
+        The run turns ``waiting`` and holds no worker slot while it sleeps; it survives worker
+        and server restarts and is delivered again when the sleep ends (the same attempt, so
+        sleeping never uses up retries). In that execution, and in every later replay, this
+        call returns at once. When the run suspends, this raises
+        :class:`AttemptInterruptedError`: let it propagate.
+
+        Example::
+
+            await ctx.step.sleep("cool-down", "10m")
+        """
+        try:
+            wait = worker_pb2.SleepWait(duration=to_proto(to_timedelta(duration, "duration")))
+        except Exception as e:
+            raise NonRetryableError(f"step.sleep({step_id!r}): {e}") from e
+        await self._suspend(step_id, common_pb2.JOURNAL_ENTRY_KIND_SLEEP, "sleeping", sleep=wait)
+
+    async def sleep_until(self, step_id: str, until: datetime) -> None:
+        """Sleeps durably until ``until`` (an aware datetime; naive means UTC; at most 365 days
+        ahead; a time in the past returns at once). Otherwise like :meth:`sleep`."""
+        wait = worker_pb2.SleepWait()
+        wait.until.FromDatetime(until)
+        await self._suspend(step_id, common_pb2.JOURNAL_ENTRY_KIND_SLEEP, "sleeping", sleep=wait)
+
+    async def wait_for_event(
+        self, step_id: str, event: str, *, timeout: DurationLike, key: Optional[str] = None
+    ) -> Optional[Event]:
+        """Waits for the event named ``event`` with exactly the correlation ``key`` (``None``:
+        only events published without a key), for at most ``timeout`` (``"24h"``, a timedelta
+        or seconds; 0 to 365 days). Returns the :class:`Event`, or ``None`` once the timeout
+        passed.
+
+        The run's inbox decides: the first matching event published **after the run was
+        created** that this run has not received yet matches, even when it was published
+        before the handler reached this call. Two waits for the same name receive two
+        successive events. While no event is there, the run turns ``waiting`` and holds no
+        worker slot. Ids, replay and interruption behave as for :meth:`sleep`.
+
+        Example::
+
+            confirmed = await ctx.step.wait_for_event(
+                "wait-for-payment", "payment.confirmed", key=payment_id, timeout="1h"
+            )
+            if confirmed is None:
+                raise NonRetryableError("payment not confirmed within an hour")
+        """
+        try:
+            wait = worker_pb2.EventWait(
+                event_name=event, correlation_key=key or "", timeout=to_proto(to_timedelta(timeout, "timeout"))
+            )
+        except Exception as e:
+            raise NonRetryableError(f"step.wait_for_event({step_id!r}): {e}") from e
+        output = await self._suspend(step_id, common_pb2.JOURNAL_ENTRY_KIND_EVENT, f"waiting for event {event}", event=wait)
+        try:
+            return event_from_wait_output(output)
+        except ValueError as e:
+            raise NonRetryableError(f"the recorded result of wait {step_id}: {e}") from e
+
+    async def _suspend(
+        self,
+        step_id: str,
+        kind: int,
+        what: str,
+        *,
+        sleep: Optional[worker_pb2.SleepWait] = None,
+        event: Optional[worker_pb2.EventWait] = None,
+    ) -> bytes:
+        """Assigns the effective id, replays a journaled result, or sends ``SuspendRun``.
+        Returns the wait's journaled output; when the run suspends, interrupts the attempt (as
+        suspended) and raises :class:`AttemptInterruptedError`."""
+        from ._worker.lease import GaveUp, Interrupted, Rejected, write
+
+        effective = self._effective_id(step_id)
+
+        def mismatch(found: int) -> NonRetryableError:
+            return NonRetryableError(
+                f"step id {effective} is recorded as a {_kind_name(found)} in this run's journal, not as a "
+                f"{_kind_name(kind)}: the handler no longer calls its steps in the recorded order"
+            )
+
+        recorded = self._journal.get(effective)
+        if isinstance(recorded, Waited):
+            if recorded.kind != kind:
+                raise mismatch(recorded.kind)
+            return recorded.output
+        if recorded is not None:
+            raise mismatch(common_pb2.JOURNAL_ENTRY_KIND_STEP)
+        lease = self._lease
+        if lease.interrupted:
+            raise lease.error()
+        if self._log is not None:
+            await self._log.flush()
+        request = worker_pb2.SuspendRunRequest(run_id=lease.run_id, lease_token=lease.token, step_id=effective)
+        if sleep is not None:
+            request.sleep.CopyFrom(sleep)
+        if event is not None:
+            request.event.CopyFrom(event)
+        result = await write(lease, "SuspendRun", lambda timeout: self._stub.SuspendRun(request, timeout=timeout))
+        if isinstance(result, Interrupted):
+            raise result.error
+        if isinstance(result, GaveUp):
+            lease.interrupt(f"the server stayed unreachable until the lease expired ({result.error.details()})")
+            raise lease.error()
+        if isinstance(result, Rejected):
+            message = f"could not start {what} ({effective}): {result.error.details()}"
+            if result.error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE):
+                raise NonRetryableError(message)
+            raise RuntimeError(message)
+        response = result.value
+        if response.outcome == worker_pb2.SUSPEND_OUTCOME_SATISFIED:
+            entry = response.entry
+            if entry.kind != kind:
+                raise mismatch(entry.kind)
+            return entry.output if entry.WhichOneof("outcome") == "output" and entry.output else b"null"
+        if response.outcome == worker_pb2.SUSPEND_OUTCOME_SUSPENDED:
+            until = ""
+            if response.HasField("wake_at"):
+                until = " until " + response.wake_at.ToDatetime(tzinfo=timezone.utc).isoformat()
+            lease.suspend(f"the run is {what} ({effective}){until}")
+            raise lease.error()
+        raise RuntimeError(f"SuspendRun answered an unknown outcome {response.outcome}")
 
     async def _record(self, step_id: str, outcome: Recorded, started_at: datetime) -> None:
         from ._worker.lease import Interrupted, Rejected, write
@@ -136,7 +306,7 @@ class Step:
         )
         if isinstance(outcome, Failure):
             request.failure.CopyFrom(outcome.to_proto())
-        else:
+        elif isinstance(outcome, bytes):
             request.output = outcome
         result = await write(lease, "CompleteStep", lambda timeout: self._stub.CompleteStep(request, timeout=timeout))
         if isinstance(result, Interrupted):
@@ -166,6 +336,13 @@ class JobContext(Generic[P]):
     job: str
     #: The queue the run came from.
     queue: str
+    #: The state store, journaled in this run: each call is recorded like a step (ids
+    #: ``state:1``, ``state:2``, ... by call order), so a retried attempt gets the recorded
+    #: results back and an increment is applied once. See :class:`~stackshift.State`.
+    state: State
+    #: The run's logger: lines are tied to the run, this attempt and the executing step, and
+    #: shown in the run's detail. See :class:`~stackshift.Logger`.
+    log: Logger
 
     @property
     def is_last_attempt(self) -> bool:

@@ -62,6 +62,20 @@ class FailedPreconditionError(StackShiftError):
     code = "FAILED_PRECONDITION"
 
 
+class ConflictError(FailedPreconditionError):
+    """``FAILED_PRECONDITION`` with a ``reason``: the state store refused the call because of
+    the stored state. ``reason`` is one of ``VERSION_MISMATCH`` (compare-and-set lost),
+    ``NOT_AN_INTEGER`` (increment of a non-integer value), ``COUNTER_OVERFLOW`` and
+    ``LOCK_NOT_HELD`` (the fencing token no longer holds the lock). Inside a run these refusals
+    are journaled and replayed like a step result.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        #: Why the call was refused, e.g. ``"VERSION_MISMATCH"``.
+        self.reason = reason
+
+
 class UnauthenticatedError(StackShiftError):
     """``UNAUTHENTICATED``: the API key is missing, unknown or revoked."""
 
@@ -119,10 +133,33 @@ _BY_CODE: dict[grpc.StatusCode, type[StackShiftError]] = {
 }
 
 
+#: The trailing metadata that names the reason of a state conflict.
+REASON_METADATA = "stackshift-error-reason"
+
+
+def conflict_reason(error: grpc.aio.AioRpcError) -> Optional[str]:
+    """The ``stackshift-error-reason`` of a ``FAILED_PRECONDITION`` answer, if it has one (the
+    server sets it on state refusals only, never on a lost lease)."""
+    if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+        return None
+    try:
+        metadata = error.trailing_metadata() or ()
+    except Exception:  # a locally generated error has no metadata
+        return None
+    for item in metadata:
+        key, value = item[0], item[1]
+        if key == REASON_METADATA:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return None
+
+
 def from_rpc_error(error: grpc.aio.AioRpcError) -> StackShiftError:
     """The typed error for a failed gRPC call."""
     code = error.code()
     message = error.details() or ""
+    reason = conflict_reason(error)
+    if reason is not None:
+        return ConflictError(message, reason)
     cls = _BY_CODE.get(code)
     if cls is UnavailableError and not message:
         message = "the server did not answer"

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 from google.protobuf import timestamp_pb2
 
 from . import _json
-from ._duration import DurationLike
-from .v1 import common_pb2, jobs_pb2
+from ._duration import DurationLike, to_proto, to_timedelta
+from .v1 import common_pb2, events_pb2, jobs_pb2, observability_pb2
 
 #: A run's lifecycle state.
 RunStatus = Literal["queued", "running", "waiting", "completed", "failed", "cancelled"]
@@ -94,6 +94,25 @@ class RetryPolicy:
     backoff_coefficient: Optional[float] = None
     maximum_interval: Optional[DurationLike] = None
 
+    def to_proto(self) -> common_pb2.RetryPolicy:
+        policy = common_pb2.RetryPolicy(
+            max_attempts=self.max_attempts or 0, backoff_coefficient=self.backoff_coefficient or 0.0
+        )
+        if self.initial_interval is not None:
+            policy.initial_interval.CopyFrom(to_proto(to_timedelta(self.initial_interval, "initial_interval")))
+        if self.maximum_interval is not None:
+            policy.maximum_interval.CopyFrom(to_proto(to_timedelta(self.maximum_interval, "maximum_interval")))
+        return policy
+
+    @classmethod
+    def from_proto(cls, p: common_pb2.RetryPolicy) -> "RetryPolicy":
+        return cls(
+            max_attempts=p.max_attempts or None,
+            initial_interval=p.initial_interval.ToTimedelta() if p.HasField("initial_interval") else None,
+            backoff_coefficient=p.backoff_coefficient or None,
+            maximum_interval=p.maximum_interval.ToTimedelta() if p.HasField("maximum_interval") else None,
+        )
+
 
 @dataclass
 class AttemptInfo:
@@ -106,9 +125,31 @@ class AttemptInfo:
     failure: Optional[Failure] = None
 
 
+#: What a journal entry records: a step, a state call, a sleep or an event wait.
+StepKind = Literal["step", "state", "sleep", "event"]
+
+_KIND_FROM_PB: dict[int, StepKind] = {
+    common_pb2.JOURNAL_ENTRY_KIND_STEP: "step",
+    common_pb2.JOURNAL_ENTRY_KIND_STATE: "state",
+    common_pb2.JOURNAL_ENTRY_KIND_SLEEP: "sleep",
+    common_pb2.JOURNAL_ENTRY_KIND_EVENT: "event",
+}
+
+#: A log line's level.
+LogLevel = Literal["debug", "info", "warn", "error"]
+
+_LEVEL_FROM_PB: dict[int, LogLevel] = {
+    observability_pb2.LOG_LEVEL_DEBUG: "debug",
+    observability_pb2.LOG_LEVEL_INFO: "info",
+    observability_pb2.LOG_LEVEL_WARN: "warn",
+    observability_pb2.LOG_LEVEL_ERROR: "error",
+}
+
+
 @dataclass
 class StepInfo:
-    """A recorded step result."""
+    """A recorded journal entry: a step result, a state call, or an ended sleep or event
+    wait."""
 
     id: str
     attempt: int
@@ -117,6 +158,78 @@ class StepInfo:
     completed_at: Optional[datetime] = None
     output: Any = None
     failure: Optional[Failure] = None
+    kind: StepKind = "step"
+
+
+@dataclass
+class TimelineEntry:
+    """One transition of a run (see docs/observability.md for the kinds)."""
+
+    #: Orders the entries (a database sequence).
+    id: int
+    #: The kind, e.g. ``"ATTEMPT_STARTED"``, ``"WAITING"``, ``"COMPLETED"``.
+    kind: str
+    #: When it happened (server clock).
+    at: Optional[datetime]
+    #: The attempt it belongs to (0 when none).
+    attempt: int = 0
+    #: The step, sleep or wait it concerns (``""`` when none).
+    step_id: str = ""
+    #: When something is scheduled: a retry, a wake-up, a wait's timeout.
+    scheduled_at: Optional[datetime] = None
+    #: Facts about the transition (a JSON object; never payloads or outputs).
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LogEntry:
+    """One line the handler logged with ``ctx.log``."""
+
+    id: int
+    level: LogLevel
+    message: str
+    #: Structured fields (``{}`` when none).
+    fields: dict[str, Any]
+    #: The step whose body logged it (``""`` outside steps).
+    step_id: str
+    #: When it was logged (worker clock).
+    at: Optional[datetime]
+    attempt: int
+    #: True for the marker that replaces the lines over the run's log cap.
+    truncated: bool = False
+
+
+@dataclass
+class WaitInfo:
+    """What a ``waiting`` run waits for."""
+
+    step_id: str
+    #: ``"sleep"`` or ``"event"``.
+    kind: StepKind
+    #: The event name (event waits).
+    event_name: str = ""
+    #: The correlation key (event waits).
+    key: str = ""
+    #: When the sleep ends or the wait times out.
+    wake_at: Optional[datetime] = None
+    #: When the wait began.
+    since: Optional[datetime] = None
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    try:
+        value = _json.decode(data)
+    except Exception:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _timeline_kind(value: int) -> str:
+    try:
+        name = observability_pb2.TimelineEntryKind.Name(value)  # type: ignore[arg-type]
+    except ValueError:
+        return "UNSPECIFIED"
+    return name.removeprefix("TIMELINE_ENTRY_KIND_")
 
 
 @dataclass
@@ -140,6 +253,15 @@ class Run:
     next_attempt_at: Optional[datetime] = None
     attempts: list[AttemptInfo] = field(default_factory=list)
     steps: list[StepInfo] = field(default_factory=list)
+    #: Higher runs first among the due runs of a queue (default 0).
+    priority: int = 0
+    concurrency_key: Optional[str] = None
+    #: What the run waits for while ``waiting``.
+    wait: Optional[WaitInfo] = None
+    #: Every transition, oldest first (filled by ``get_run``/``wait_for_run`` only).
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    #: The handler's log lines, oldest first (filled by ``get_run``/``wait_for_run`` only).
+    logs: list[LogEntry] = field(default_factory=list)
 
     @property
     def is_final(self) -> bool:
@@ -187,8 +309,37 @@ class Run:
                     completed_at=_time(s, "completed_at"),
                     output=None if s.HasField("failure") else _json.decode(s.output, "step output"),
                     failure=Failure.from_proto(s.failure) if s.HasField("failure") else None,
+                    kind=_KIND_FROM_PB.get(s.kind, "step"),
                 )
                 for s in r.steps
+            ],
+            priority=r.priority,
+            concurrency_key=r.concurrency_key or None,
+            wait=_wait_from_proto(r.wait) if r.HasField("wait") else None,
+            timeline=[
+                TimelineEntry(
+                    id=t.id,
+                    kind=_timeline_kind(t.kind),
+                    at=_time(t, "at"),
+                    attempt=t.attempt,
+                    step_id=t.step_id,
+                    scheduled_at=_time(t, "scheduled_at"),
+                    detail=_json_object(t.detail),
+                )
+                for t in r.timeline
+            ],
+            logs=[
+                LogEntry(
+                    id=entry.id,
+                    level=_LEVEL_FROM_PB.get(entry.level, "info"),
+                    message=entry.message,
+                    fields=_json_object(entry.fields),
+                    step_id=entry.step_id,
+                    at=_time(entry, "at"),
+                    attempt=entry.attempt,
+                    truncated=entry.truncated,
+                )
+                for entry in r.logs
             ],
         )
 
@@ -211,8 +362,19 @@ class RunPage:
     next_page_token: Optional[str] = None
 
 
-def _time(message: Union[jobs_pb2.Run, jobs_pb2.Attempt, jobs_pb2.Step], name: str) -> Optional[datetime]:
-    if not message.HasField(name):  # type: ignore[arg-type]
+def _wait_from_proto(w: events_pb2.RunWait) -> WaitInfo:
+    return WaitInfo(
+        step_id=w.step_id,
+        kind=_KIND_FROM_PB.get(w.kind, "sleep"),
+        event_name=w.event_name,
+        key=w.correlation_key,
+        wake_at=_time(w, "wake_at"),
+        since=_time(w, "since"),
+    )
+
+
+def _time(message: Any, name: str) -> Optional[datetime]:
+    if not message.HasField(name):
         return None
     ts: timestamp_pb2.Timestamp = getattr(message, name)
     return ts.ToDatetime(tzinfo=timezone.utc)

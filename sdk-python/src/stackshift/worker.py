@@ -20,7 +20,7 @@ import secrets
 import signal
 import socket
 from types import TracebackType
-from typing import Awaitable, Optional, Union
+from typing import Any, Awaitable, Optional, Union
 
 import grpc
 import grpc.aio
@@ -55,8 +55,10 @@ class Worker:
         worker_id: Optional[str] = None,
         shutdown_grace: DurationLike = "30s",
         poll_wait: DurationLike = "30s",
+        state_stub: Any = None,
     ) -> None:
         self._stub = stub
+        self._state_stub = state_stub
         self._jobs = dict(jobs)
         self.queues = list(queues) if queues else ["default"]
         self.concurrency = max(1, int(concurrency))
@@ -125,7 +127,7 @@ class Worker:
         if not jobs:
             log.error("worker has no jobs registered; it will not poll")
             return
-        env = TaskEnv(stub=self._stub, jobs=self._jobs, abandon=self._abandon)
+        env = TaskEnv(stub=self._stub, jobs=self._jobs, abandon=self._abandon, state_stub=self._state_stub)
         log.info("worker %s started: queues %s, jobs %s, concurrency %d", self.worker_id, self.queues, list(self._jobs), self.concurrency)
         loop = asyncio.get_running_loop()
         backoff = Backoff()

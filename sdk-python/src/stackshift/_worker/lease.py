@@ -60,6 +60,7 @@ class Lease:
         self.deadline = asyncio.get_running_loop().time() + timeout
         self._event = asyncio.Event()
         self._reason: Optional[str] = None
+        self._suspended = False
 
     def extended(self, sent_at: float) -> None:
         """Records a successful heartbeat sent at ``sent_at``."""
@@ -70,6 +71,17 @@ class Lease:
         if self._reason is None:
             self._reason = reason
         self._event.set()
+
+    def suspend(self, reason: str) -> None:
+        """Stops the attempt because the run suspended (a sleep or an event wait): the server
+        released the lease and delivers the run again when the wait ends."""
+        self._suspended = True
+        self.interrupt(reason)
+
+    @property
+    def suspended(self) -> bool:
+        """True once :meth:`suspend` was called."""
+        return self._suspended
 
     @property
     def interrupted(self) -> bool:

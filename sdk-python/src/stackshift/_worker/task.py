@@ -1,7 +1,8 @@
-"""Executing one task: build the lease and the step journal, heartbeat every third of the lease
-timeout, run the handler as an asyncio task (cancelled as soon as the run is cancelled, the
-lease is lost or the worker abandons its work at shutdown), then report the outcome with
-``CompleteRun`` or ``FailRun``, unless the attempt was interrupted."""
+"""Executing one task: build the lease, the journal (steps, sleeps, event waits), the journaled
+state and the run's logger, heartbeat every third of the lease timeout, run the handler as an
+asyncio task (cancelled as soon as the run is cancelled or suspends, the lease is lost or the
+worker abandons its work at shutdown), flush the handler's log lines, then report the outcome
+with ``CompleteRun`` or ``FailRun``, unless the attempt was interrupted or suspended."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import grpc
 import grpc.aio
 
 from .. import _json
-from ..context import Handler, JobContext, Recorded, Step
+from ..context import Handler, JobContext, Recorded, Step, Waited
 from ..errors import failure_from_error, is_interrupted
+from ..log import run_logger
 from ..run import Failure, status_from_proto
+from ..state import State
 from ..v1 import common_pb2, worker_pb2
 from .lease import LEASE_LOST, GaveUp, Interrupted, Lease, Ok, Rejected, WriteResult, lost_reason, sleep_unless, write
 
@@ -36,6 +39,8 @@ class WorkerStub(Protocol):
     def CompleteStep(self, request: worker_pb2.CompleteStepRequest, *, timeout: Optional[float] = ..., metadata: Any = ...) -> Any: ...
     def CompleteRun(self, request: worker_pb2.CompleteRunRequest, *, timeout: Optional[float] = ..., metadata: Any = ...) -> Any: ...
     def FailRun(self, request: worker_pb2.FailRunRequest, *, timeout: Optional[float] = ..., metadata: Any = ...) -> Any: ...
+    def SuspendRun(self, request: worker_pb2.SuspendRunRequest, *, timeout: Optional[float] = ..., metadata: Any = ...) -> Any: ...
+    def AppendLogs(self, request: worker_pb2.AppendLogsRequest, *, timeout: Optional[float] = ..., metadata: Any = ...) -> Any: ...
 
 
 @dataclass
@@ -55,6 +60,8 @@ class TaskEnv:
     jobs: dict[str, RegisteredJob]
     #: Set when the shutdown grace period is over: running handlers are abandoned.
     abandon: asyncio.Event
+    #: The authenticated ``StateServiceStub`` (for ``ctx.state``).
+    state_stub: Any = None
 
 
 async def _call(handler: Handler, ctx: JobContext[Any]) -> Any:
@@ -84,14 +91,18 @@ async def execute(env: TaskEnv, task: worker_pb2.Task) -> None:
         await _fail_run(env, lease, Failure(message=str(e), type="PayloadMismatch", non_retryable=True))
         return
 
+    logger = run_logger(env.stub, lease)
+    state_stub = env.state_stub
     ctx: JobContext[Any] = JobContext(
         payload=payload,
-        step=Step(env.stub, lease, _journal_of(task)),
+        step=Step(env.stub, lease, _journal_of(task), logger),
         run_id=task.run_id,
         attempt=task.attempt,
         max_attempts=task.max_attempts,
         job=task.job,
         queue=task.queue,
+        state=State(lambda: state_stub, lease),
+        log=logger,
     )
     handler_task = asyncio.ensure_future(_call(job.handler, ctx))
     heartbeat = asyncio.ensure_future(_heartbeat_loop(env, lease))
@@ -104,12 +115,15 @@ async def execute(env: TaskEnv, task: worker_pb2.Task) -> None:
                 lease.interrupt("the worker shut down before the handler finished; the run is redelivered when its lease expires")
             handler_task.cancel()
             await asyncio.gather(handler_task, return_exceptions=True)
-            log.info("%s: attempt interrupted (%s); not reporting", fields, lease.error().reason)
+            _log_interrupted(fields, lease)
             return
         heartbeat.cancel()
         error = handler_task.exception() if not handler_task.cancelled() else asyncio.CancelledError()
+        if not lease.interrupted:
+            # Lines still buffered go out before the outcome.
+            await logger.flush()
         if lease.interrupted or (error is not None and is_interrupted(error)):
-            log.info("%s: attempt interrupted (%s); not reporting", fields, lease.error().reason)
+            _log_interrupted(fields, lease)
         elif error is None:
             try:
                 result = _json.encode(handler_task.result(), "the run's result")
@@ -129,10 +143,23 @@ async def execute(env: TaskEnv, task: worker_pb2.Task) -> None:
         del loop
 
 
+def _log_interrupted(fields: str, lease: Lease) -> None:
+    if lease.suspended:
+        # Not a failure: the server holds the wait and delivers the run again.
+        log.debug("%s: run suspended (%s); slot freed", fields, lease.error().reason)
+    else:
+        log.info("%s: attempt interrupted (%s); not reporting", fields, lease.error().reason)
+
+
 def _journal_of(task: worker_pb2.Task) -> dict[str, Recorded]:
-    """The journal's step entries by id (entries of other kinds are left to later versions)."""
+    """The journal's step, sleep and event-wait entries by id. State calls are left out: the
+    server answers a journaled call id with its recorded result."""
     journal: dict[str, Recorded] = {}
     for entry in task.journal:
+        if entry.kind in (common_pb2.JOURNAL_ENTRY_KIND_SLEEP, common_pb2.JOURNAL_ENTRY_KIND_EVENT):
+            output = entry.output if entry.WhichOneof("outcome") == "output" and entry.output else b"null"
+            journal[entry.id] = Waited(kind=entry.kind, output=output)
+            continue
         if entry.kind != common_pb2.JOURNAL_ENTRY_KIND_STEP:
             continue
         if entry.WhichOneof("outcome") == "failure":
