@@ -189,7 +189,19 @@ impl Server {
     /// sum), read from its `/metrics`.
     pub fn commit_stats(&self) -> anyhow::Result<CommitStats> {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.metrics)?;
+        // The metrics listener may come up just after the gRPC one the harness waited for.
+        let mut tries = 0;
+        let mut s = loop {
+            match std::net::TcpStream::connect(&self.metrics) {
+                Ok(s) => break s,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e).context("connecting to the server's /metrics"),
+            }
+        };
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         write!(
             s,
