@@ -109,6 +109,34 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
+    /// `127.0.0.1:PORT` of its Prometheus `/metrics` listener.
+    metrics: String,
+}
+
+/// Group-commit counters scraped from a server's `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommitStats {
+    /// Commits performed.
+    pub commits: f64,
+    /// Writes committed.
+    pub writes: f64,
+}
+
+impl CommitStats {
+    /// The difference `self - before`.
+    pub fn since(self, before: CommitStats) -> CommitStats {
+        CommitStats {
+            commits: self.commits - before.commits,
+            writes: self.writes - before.writes,
+        }
+    }
+}
+
+/// A free loopback port (bound, then released, so the server can take it).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl Server {
@@ -116,8 +144,10 @@ impl Server {
     pub fn start(bin: &PathBuf, db_url: &str, log_dir: &std::path::Path) -> anyhow::Result<Self> {
         let n = std::fs::read_dir(log_dir)?.count();
         let log = std::fs::File::create(log_dir.join(format!("server-{n}.log")))?;
+        let metrics = format!("127.0.0.1:{}", free_port()?);
         let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0", "--database-url", db_url])
+            .args(["--metrics-listen", &metrics])
             .env(
                 "RUST_LOG",
                 std::env::var("STACKSHIFT_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
@@ -151,6 +181,44 @@ impl Server {
         Ok(Self {
             endpoint: format!("http://{addr}"),
             child,
+            metrics,
+        })
+    }
+
+    /// The server's group-commit counters so far (`stackshift_commit_batch_size` count and
+    /// sum), read from its `/metrics`.
+    pub fn commit_stats(&self) -> anyhow::Result<CommitStats> {
+        use std::io::{Read, Write};
+        // The metrics listener may come up just after the gRPC one the harness waited for.
+        let mut tries = 0;
+        let mut s = loop {
+            match std::net::TcpStream::connect(&self.metrics) {
+                Ok(s) => break s,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e).context("connecting to the server's /metrics"),
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET /metrics HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.metrics
+        )?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        let value = |name: &str| -> anyhow::Result<f64> {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+                .and_then(|v| v.trim().parse().ok())
+                .with_context(|| format!("no {name} in the server's /metrics"))
+        };
+        Ok(CommitStats {
+            commits: value("stackshift_commit_batch_size_count")?,
+            writes: value("stackshift_commit_batch_size_sum")?,
         })
     }
 

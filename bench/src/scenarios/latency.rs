@@ -8,7 +8,7 @@ use anyhow::Context;
 use stackshift::{JobContext, StackShift, StartOptions, WorkerHandle};
 use tokio::sync::mpsc;
 
-use super::{context, one_server, start_workers};
+use super::{commit_figures, commit_stats, context, one_server, start_workers};
 use crate::harness::{Server, percentile};
 use crate::{Opts, Report};
 
@@ -70,10 +70,12 @@ pub async fn latency(opts: &Opts, bin: &PathBuf) -> anyhow::Result<Report> {
     let samples = opts.runs_or(2_000, 50);
     let (_db, server) = one_server(opts, bin).await?;
     let mut probe = Probe::start(&server, opts)?;
+    let before = commit_stats(&[&server])?;
     let mut ms = probe.measure(samples).await?;
     probe.stop().await;
-    server.stop();
     let mut report = Report::new("latency", opts);
+    commit_figures(&mut report, &[&server], before);
+    server.stop();
     context(&mut report, opts, samples, 1);
     report.figure(
         "p50_ms",

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use stackshift::{QueueStats, StackShift, StartOptions, Worker, WorkerBuilder, WorkerHandle};
 
-use crate::harness::{Db, Server, server_binary};
+use crate::harness::{CommitStats, Db, Server, server_binary};
 use crate::{Opts, Report, Scenario};
 
 /// Runs one scenario and returns its report.
@@ -113,6 +113,35 @@ pub async fn wait_queue(
             bail!("queue `bench` did not reach the expected counts in {limit:?}: {stats:?}");
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+/// The servers' group-commit counters summed.
+pub fn commit_stats(servers: &[&Server]) -> anyhow::Result<CommitStats> {
+    let mut sum = CommitStats::default();
+    for s in servers {
+        let c = s.commit_stats()?;
+        sum.commits += c.commits;
+        sum.writes += c.writes;
+    }
+    Ok(sum)
+}
+
+/// Adds the group-commit figures since `before`: commits, writes and writes per commit.
+pub fn commit_figures(report: &mut Report, servers: &[&Server], before: CommitStats) {
+    match commit_stats(servers) {
+        Ok(now) => {
+            let d = now.since(before);
+            report.figure("commits", "group commits", d.commits, "");
+            report.figure("writes", "writes committed", d.writes, "");
+            report.figure(
+                "writes_per_commit",
+                "writes per commit (mean)",
+                d.writes / d.commits.max(1.0),
+                "",
+            );
+        }
+        Err(e) => eprintln!("cannot read the servers' commit counters: {e:#}"),
     }
 }
 

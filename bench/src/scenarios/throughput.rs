@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use stackshift::{JobContext, StackShift, WorkerBuilder};
 
-use super::{context, one_server, start_runs, start_workers, stop_workers, wait_queue};
+use super::{
+    commit_figures, commit_stats, context, one_server, start_runs, start_workers, stop_workers,
+    wait_queue,
+};
 use crate::harness::{Backend, Db, Server};
 use crate::{Opts, Report};
 
@@ -79,6 +82,7 @@ async fn three_step_runs(
     let clients: Vec<StackShift> = (0..4)
         .map(|i| servers[i % servers.len()].client())
         .collect::<anyhow::Result<_>>()?;
+    let before = commit_stats(servers)?;
     let t = Instant::now();
     let started = start_runs(&clients, "bench3", runs, 64).await?;
     let stats = wait_queue(
@@ -120,6 +124,7 @@ async fn three_step_runs(
         execs.duplicates() as f64,
         "",
     );
+    commit_figures(&mut report, servers, before);
     Ok(report)
 }
 
@@ -153,7 +158,9 @@ pub async fn burndown(opts: &Opts, bin: &PathBuf) -> anyhow::Result<Report> {
     let clients: Vec<StackShift> = (0..4)
         .map(|_| server.client())
         .collect::<anyhow::Result<_>>()?;
+    let before = commit_stats(&[&server])?;
     let enqueue = start_runs(&clients, "bench0", runs, 64).await?;
+    let enqueued = commit_stats(&[&server])?;
     let t = Instant::now();
     let handles = start_workers(&[&server], workers, opts.concurrency, |b| {
         b.job(
@@ -170,11 +177,19 @@ pub async fn burndown(opts: &Opts, bin: &PathBuf) -> anyhow::Result<Report> {
     .await?;
     let elapsed = t.elapsed();
     stop_workers(handles).await;
+    let mut report = Report::new("burndown", opts);
+    let enqueue_writes = enqueued.since(before);
+    report.figure(
+        "enqueue_writes_per_commit",
+        "writes per commit while enqueueing",
+        enqueue_writes.writes / enqueue_writes.commits.max(1.0),
+        "",
+    );
+    commit_figures(&mut report, &[&server], enqueued);
     server.stop();
     if stats.failed > 0 {
         bail!("{} runs failed", stats.failed);
     }
-    let mut report = Report::new("burndown", opts);
     context(&mut report, opts, runs, workers);
     report.figure(
         "enqueue_per_sec",

@@ -63,27 +63,60 @@ impl Engine {
             }
             None => None,
         };
-        let outcome = self
-            .store
-            .start_run(NewRun {
-                id: uuid::Uuid::now_v7().to_string(),
-                namespace: namespace.to_owned(),
-                job: input.job,
-                queue,
-                payload,
-                retry,
-                lease_timeout_ms: input.lease_timeout_ms,
-                idempotency,
-                now,
-                available_at: schedule.available_at,
-                priority: schedule.priority,
-                concurrency_key: schedule.concurrency_key,
-            })
-            .await?;
+        let new = NewRun {
+            id: uuid::Uuid::now_v7().to_string(),
+            namespace: namespace.to_owned(),
+            job: input.job,
+            queue,
+            payload,
+            retry,
+            lease_timeout_ms: input.lease_timeout_ms,
+            idempotency,
+            now,
+            available_at: schedule.available_at,
+            priority: schedule.priority,
+            concurrency_key: schedule.concurrency_key,
+        };
+        // A poll parked on this queue and job claims in the start's own transaction: the
+        // run reaches a handler after one commit instead of two.
+        let handoff = (new.available_at <= now)
+            .then(|| self.dispatcher.reserve(namespace, &new.queue, &new.job))
+            .flatten();
+        let (outcome, handed) = match handoff {
+            None => (self.store.start_run(new).await?, None),
+            Some(h) => {
+                let mut req = h.req;
+                req.now = now;
+                match self.store.start_and_claim(new, req).await {
+                    Ok((outcome, claim)) => (outcome, Some((h.tx, claim.tasks))),
+                    Err(e) => {
+                        let _ = h.tx.send(Vec::new()); // the poll claims by itself
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let mut taken = false;
+        if let Some((tx, tasks)) = handed {
+            let run_id = match &outcome {
+                StartOutcome::Created(run) => Some(run.id.as_str()),
+                StartOutcome::Duplicate(_) => None,
+            };
+            taken = tasks.iter().any(|t| Some(t.run.id.as_str()) == run_id);
+            if let Err(tasks) = tx.send(tasks)
+                && !tasks.is_empty()
+            {
+                // The poll's request was dropped: the leases expire and the runs are
+                // delivered again (at least once).
+                tracing::debug!(tasks = tasks.len(), "a handed-off poll went away");
+            }
+        }
         if let StartOutcome::Created(run) = &outcome {
             self.metrics
                 .runs(namespace, &run.job, &run.queue, |c| c.started += 1);
-            self.run_ready(namespace, &run.queue, &run.job, run.available_at);
+            if !taken {
+                self.run_ready(namespace, &run.queue, &run.job, run.available_at);
+            }
         }
         Ok(outcome)
     }

@@ -7,6 +7,14 @@
 //! unused signal (it returned other tasks, or timed out) passes it to the next matching
 //! waiter, so no wakeup is lost.
 //!
+//! A start can also hand its new run straight to a parked poll ([`Dispatcher::reserve`]):
+//! the start claims for that poll in its own transaction (one commit instead of two before
+//! a handler runs) and passes the claimed tasks through a channel. Only a *parked* waiter
+//! (asleep, between two claims) is reserved, and the poll takes the handoff whenever it
+//! wakes or leaves ([`WaiterGuard::consume`], [`WaiterGuard::close`]), so a handoff is
+//! lost only when the poll's request itself is dropped (the client went away); its leases
+//! then expire and the runs are delivered again, as for any undelivered claim.
+//!
 //! Queue limits add a second kind of wakeup. A poll whose claim left runs behind because a
 //! queue was paused or at its concurrency limit parks as *blocked* on that queue
 //! ([`WaiterGuard::block_on`]). [`Dispatcher::released`] (a lease ended, the queue was
@@ -19,7 +27,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
+
+use super::model::{ClaimRequest, ClaimedTask};
+
+/// Tasks a start claimed for a parked poll, sent once its transaction committed.
+pub type HandoffRx = oneshot::Receiver<Vec<ClaimedTask>>;
+
+/// A parked poll reserved by a start: claim for `req` in the start's transaction, then send
+/// the tasks (possibly none) on `tx`.
+pub struct Handoff {
+    /// The poll's claim request (`now` is the caller's to set).
+    pub req: ClaimRequest,
+    /// Where the claimed tasks go.
+    pub tx: oneshot::Sender<Vec<ClaimedTask>>,
+}
 
 /// A wakeup a waiter holds and has not acted on yet.
 enum Pending {
@@ -28,6 +50,8 @@ enum Pending {
     /// Capacity opened on a queue the waiter was blocked on; not forwarded (every blocked
     /// waiter of the queue got one).
     Capacity,
+    /// A start is claiming for this waiter; the tasks arrive on the receiver.
+    Handoff(HandoffRx),
 }
 
 struct Waiter {
@@ -38,6 +62,10 @@ struct Waiter {
     pending: Option<Pending>,
     /// Queues this waiter's last claim found paused or full.
     blocked: Vec<String>,
+    /// The poll's claim request, when it accepts handoffs.
+    req: Option<ClaimRequest>,
+    /// Asleep between two claims (only a parked waiter may be reserved).
+    parked: bool,
 }
 
 impl Waiter {
@@ -97,13 +125,48 @@ impl Dispatcher {
                 notify: notify.clone(),
                 pending: None,
                 blocked: Vec::new(),
+                req: None,
+                parked: false,
             });
         WaiterGuard {
             dispatcher: self.clone(),
             namespace: namespace.to_owned(),
             id,
             notify,
+            handoff: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Registers a waiter that accepts handoffs of new runs ([`Dispatcher::reserve`]) for
+    /// claims like `req`.
+    pub fn register_claim(self: &Arc<Self>, req: &ClaimRequest) -> WaiterGuard {
+        let guard = self.register(
+            &req.namespace,
+            req.queues.clone(),
+            req.jobs.iter().map(|j| j.name.clone()).collect(),
+        );
+        if let Some(w) = guard.find(&mut self.lock()) {
+            w.req = Some(req.clone());
+        }
+        guard
+    }
+
+    /// Reserves the oldest parked waiter that serves `job` on `queue` and holds no signal,
+    /// for a start that will claim for it in its own transaction. `None` when there is no
+    /// such waiter (the start then signals as usual).
+    pub fn reserve(&self, namespace: &str, queue: &str, job: &str) -> Option<Handoff> {
+        let mut inner = self.lock();
+        let w = inner
+            .by_namespace
+            .get_mut(namespace)?
+            .iter_mut()
+            .find(|w| w.parked && w.pending.is_none() && w.req.is_some() && w.serves(queue, job))?;
+        let req = w.req.clone()?;
+        let (tx, rx) = oneshot::channel();
+        w.pending = Some(Pending::Handoff(rx));
+        w.parked = false;
+        w.notify.notify_one();
+        Some(Handoff { req, tx })
     }
 
     /// Signals that a run of `job` on `queue` became deliverable: wakes one matching waiter.
@@ -182,24 +245,79 @@ pub struct WaiterGuard {
     namespace: String,
     id: u64,
     notify: Arc<Notify>,
+    /// A handoff taken by [`WaiterGuard::consume`] or [`WaiterGuard::close`].
+    handoff: std::sync::Mutex<Option<HandoffRx>>,
 }
 
 impl WaiterGuard {
-    /// Clears this waiter's signal before it looks for work, so that new work arriving
-    /// while it looks wakes it again. Returns the release sequence number to pass to
-    /// [`WaiterGuard::block_on`] after the claim.
-    pub fn consume(&self) -> u64 {
-        let mut inner = self.dispatcher.lock();
-        let seq = inner.release_seq;
-        if let Some(w) = inner
+    fn find<'a>(&self, inner: &'a mut Inner) -> Option<&'a mut Waiter> {
+        inner
             .by_namespace
             .get_mut(&self.namespace)
             .and_then(|ws| ws.iter_mut().find(|w| w.id == self.id))
-        {
-            w.pending = None;
-            w.blocked.clear();
+    }
+
+    fn keep_handoff(&self, pending: Option<Pending>) {
+        if let Some(Pending::Handoff(rx)) = pending {
+            *self.handoff.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
         }
+    }
+
+    /// Clears this waiter's signal before it looks for work, so that new work arriving
+    /// while it looks wakes it again. Returns the release sequence number to pass to
+    /// [`WaiterGuard::block_on`] after the claim. A handoff it held is kept for
+    /// [`WaiterGuard::take_handoff`].
+    pub fn consume(&self) -> u64 {
+        let mut inner = self.dispatcher.lock();
+        let seq = inner.release_seq;
+        let pending = self.find(&mut inner).and_then(|w| {
+            w.blocked.clear();
+            w.parked = false;
+            w.pending.take()
+        });
+        drop(inner);
+        self.keep_handoff(pending);
         seq
+    }
+
+    /// Marks this waiter asleep until its next [`WaiterGuard::consume`]: from now on a
+    /// start may reserve it.
+    pub fn park(&self) {
+        if let Some(w) = self.find(&mut self.dispatcher.lock()) {
+            w.parked = true;
+        }
+    }
+
+    /// Unregisters this waiter before the poll answers, keeping a handoff it held for
+    /// [`WaiterGuard::take_handoff`] (no start can reserve it afterwards).
+    pub fn close(&self) {
+        let mut inner = self.dispatcher.lock();
+        let mut pending = None;
+        if let Some(ws) = inner.by_namespace.get_mut(&self.namespace) {
+            if let Some(pos) = ws.iter().position(|w| w.id == self.id) {
+                pending = ws.remove(pos).pending;
+            }
+            if ws.is_empty() {
+                inner.by_namespace.remove(&self.namespace);
+            }
+        }
+        match pending {
+            Some(Pending::Run(queue, job)) => {
+                Dispatcher::signal_locked(&mut inner, &self.namespace, &queue, &job, Some(self.id));
+            }
+            other => {
+                drop(inner);
+                self.keep_handoff(other);
+            }
+        }
+    }
+
+    /// The handoff taken by the last [`WaiterGuard::consume`] or [`WaiterGuard::close`].
+    pub fn take_handoff(&self) -> Option<HandoffRx> {
+        self.handoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Parks this waiter as blocked on `queues` (paused or full at the claim that began at
@@ -310,6 +428,58 @@ mod tests {
         );
         // Woken waiters are no longer blocked: a second release wakes nobody.
         assert_eq!(d.released("ns", "limited"), 0);
+    }
+
+    fn claim_request() -> ClaimRequest {
+        ClaimRequest {
+            namespace: "ns".into(),
+            worker_id: "w".into(),
+            queues: s(&["q"]),
+            jobs: vec![crate::engine::model::JobSpec {
+                name: "job".into(),
+                lease_timeout_ms: None,
+            }],
+            max_tasks: 1,
+            default_lease_ms: 30_000,
+            now: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_start_reserves_only_a_parked_waiter_and_hands_tasks_over() {
+        let d = Dispatcher::new();
+        let plain = d.register("ns", s(&["q"]), s(&["job"]));
+        plain.park();
+        assert!(
+            d.reserve("ns", "q", "job").is_none(),
+            "a waiter without a claim request is never reserved"
+        );
+        let w = d.register_claim(&claim_request());
+        assert!(d.reserve("ns", "q", "job").is_none(), "not parked yet");
+        w.park();
+        assert!(d.reserve("ns", "other", "job").is_none());
+        assert!(d.reserve("ns", "q", "other-job").is_none());
+        let h = d.reserve("ns", "q", "job").expect("parked waiter reserved");
+        assert_eq!(h.req.worker_id, "w");
+        assert!(d.reserve("ns", "q", "job").is_none(), "reserved once");
+        tokio::time::timeout(std::time::Duration::from_secs(1), w.notified())
+            .await
+            .expect("reserved waiter woken");
+        w.consume();
+        assert!(h.tx.send(Vec::new()).is_ok());
+        let rx = w.take_handoff().expect("the handoff is kept by consume");
+        assert_eq!(rx.await.expect("tasks sent"), Vec::new());
+        // A waiter that is claiming (not parked) cannot be reserved.
+        assert!(d.reserve("ns", "q", "job").is_none());
+        // A handoff that reaches a waiter while it leaves is kept by close, and nothing
+        // can reserve it afterwards.
+        w.park();
+        let h = d.reserve("ns", "q", "job").expect("parked again");
+        w.close();
+        assert!(d.reserve("ns", "q", "job").is_none());
+        drop(h.tx);
+        assert!(w.take_handoff().expect("kept by close").await.is_err());
+        assert_eq!(d.waiting(), 1, "only the plain waiter is left");
     }
 
     #[tokio::test]

@@ -170,6 +170,19 @@ pub trait QueueStore: Send + Sync + 'static {
     /// priority first, FIFO within a priority, queues taken in rotation so none starves
     /// another, skipping paused queues and honouring concurrency and rate limits.
     async fn claim_queued(&self, req: ClaimRequest) -> EngineResult<ClaimOutcome>;
+    /// True when a queued run of the request's queues and jobs is deliverable at
+    /// `req.now` (a read, outside the writer). When false, `claim_queued` would claim
+    /// nothing and report no limit: a poll may sleep without a write transaction.
+    async fn has_claimable(&self, req: &ClaimRequest) -> EngineResult<bool>;
+    /// Starts a run exactly as [`RunStore::start_run`] does and, when that created a run
+    /// deliverable now, claims for `req` (a parked poll) in the same transaction exactly as
+    /// [`QueueStore::claim_queued`] would: one commit covers both. The claim is empty
+    /// otherwise.
+    async fn start_and_claim(
+        &self,
+        new: NewRun,
+        req: ClaimRequest,
+    ) -> EngineResult<(StartOutcome, ClaimOutcome)>;
 }
 
 /// Durable storage of the state store (keys, counters, locks).

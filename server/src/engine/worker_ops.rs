@@ -58,10 +58,6 @@ impl Engine {
         let wait = input.wait_ms.unwrap_or(self.config.default_poll_wait_ms);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait as u64);
 
-        let job_names = input.jobs.iter().map(|j| j.name.clone()).collect();
-        let waiter = self
-            .dispatcher
-            .register(namespace, queues.clone(), job_names);
         let mut req = ClaimRequest {
             namespace: namespace.to_owned(),
             worker_id: input.worker_id,
@@ -71,24 +67,26 @@ impl Engine {
             default_lease_ms: self.config.default_lease_ms,
             now: 0,
         };
+        let waiter = self.dispatcher.register_claim(&req);
         loop {
             if self.shutdown.is_cancelled() {
-                return Ok(Vec::new());
+                return Ok(self.leave(namespace, &waiter).await);
             }
             let since = waiter.consume();
+            if let Some(tasks) = self.handed_off(namespace, &waiter).await {
+                return Ok(tasks);
+            }
             req.now = now_ms();
-            let out = self.store.claim_queued(req.clone()).await?;
+            // Nothing deliverable: sleep without taking a turn in the writer (a start
+            // committed after this read signals this poll, which consumed its signal
+            // before the read).
+            let out = if self.store.has_claimable(&req).await? {
+                self.store.claim_queued(req.clone()).await?
+            } else {
+                Default::default()
+            };
             if !out.tasks.is_empty() {
-                for t in &out.tasks {
-                    if !t.resumed {
-                        self.metrics
-                            .runs(namespace, &t.run.job, &t.run.queue, |c| c.attempts += 1);
-                    }
-                    self.run_changed(&t.run.id);
-                }
-                if let Some(first) = out.tasks.iter().map(|t| t.lease_deadline).min() {
-                    self.timer.schedule(first);
-                }
+                self.delivered(namespace, &out.tasks);
                 return Ok(out.tasks);
             }
             // Nothing claimed. Queues held back by a pause or a concurrency limit wake this
@@ -106,19 +104,60 @@ impl Engine {
                 let jitter = Duration::from_millis(rand::random_range(5..=CONTENDED_RETRY_MS));
                 wake = wake.min(tokio::time::Instant::now() + jitter);
             }
+            waiter.park();
             tokio::select! {
                 _ = waiter.notified() => {}
                 _ = tokio::time::sleep_until(wake) => {
                     if wake >= deadline {
-                        return Ok(Vec::new());
+                        return Ok(self.leave(namespace, &waiter).await);
                     }
                 }
                 _ = self.shutdown.cancelled() => {
-                    tracing::debug!("poll answered empty: shutting down");
-                    return Ok(Vec::new());
+                    tracing::debug!("poll answered: shutting down");
+                    return Ok(self.leave(namespace, &waiter).await);
                 }
             }
         }
+    }
+
+    /// Counts and announces tasks a poll is about to return.
+    fn delivered(&self, namespace: &str, tasks: &[ClaimedTask]) {
+        for t in tasks {
+            if !t.resumed {
+                self.metrics
+                    .runs(namespace, &t.run.job, &t.run.queue, |c| c.attempts += 1);
+            }
+            self.run_changed(&t.run.id);
+        }
+        if let Some(first) = tasks.iter().map(|t| t.lease_deadline).min() {
+            self.timer.schedule(first);
+        }
+    }
+
+    /// The tasks a start claimed for this poll, when it was reserved and they are not
+    /// empty (waits for the start's commit).
+    async fn handed_off(
+        &self,
+        namespace: &str,
+        waiter: &super::dispatcher::WaiterGuard,
+    ) -> Option<Vec<ClaimedTask>> {
+        let tasks = waiter.take_handoff()?.await.ok()?;
+        if tasks.is_empty() {
+            return None;
+        }
+        self.delivered(namespace, &tasks);
+        Some(tasks)
+    }
+
+    /// Unregisters a poll that answers without claiming; returns the tasks of a handoff
+    /// that reached it meanwhile (usually none).
+    async fn leave(
+        &self,
+        namespace: &str,
+        waiter: &super::dispatcher::WaiterGuard,
+    ) -> Vec<ClaimedTask> {
+        waiter.close();
+        self.handed_off(namespace, waiter).await.unwrap_or_default()
     }
 
     fn lease(namespace: &str, run_id: &str, token: &str) -> EngineResult<LeaseRef> {

@@ -36,11 +36,31 @@ use crate::engine::queue_model::{ClaimOutcome, QueueConfig};
 
 use super::entities::{queue_starts, queues, runs};
 use super::queue_ops::config_from_model;
-use super::run_ops;
+use super::run_ops::{self, AttemptRows};
 
 /// Selection rounds per queue when per-key limits made a batch skip runs. Each round
 /// claims at least one run, so this only bounds the work of one claim.
 const MAX_KEY_ROUNDS: usize = 8;
+
+/// True when a queued run of the request's queues and jobs is deliverable at `req.now`
+/// (one seek of the partial index `idx_runs_ready`). With none, a claim would take
+/// nothing and report no paused or full queue (those are only reported for queues holding
+/// queued runs), so the poll can sleep without a write transaction.
+pub async fn has_claimable<C: ConnectionTrait>(c: &C, req: &ClaimRequest) -> EngineResult<bool> {
+    let found = runs::Entity::find()
+        .select_only()
+        .column(runs::Column::Id)
+        .filter(runs::Column::Namespace.eq(req.namespace.as_str()))
+        .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
+        .filter(runs::Column::Queue.is_in(req.queues.iter().map(String::as_str)))
+        .filter(runs::Column::Job.is_in(req.jobs.iter().map(|j| j.name.as_str())))
+        .filter(runs::Column::AvailableAt.lte(req.now))
+        .limit(1)
+        .into_tuple::<String>()
+        .one(c)
+        .await?;
+    Ok(found.is_some())
+}
 
 /// Claims up to `req.max_tasks` runs from `req.queues`, starting the rotation at
 /// `rotation`.
@@ -77,6 +97,7 @@ pub async fn claim_queued<C: ConnectionTrait>(
     // First pass: an equal share each. Second pass: what is left, to the queues that
     // filled their share (they may have more).
     let share = req.max_tasks.div_ceil(order.len());
+    let mut pending = AttemptRows::default();
     let mut filled = Vec::new();
     for q in &order {
         let remaining = req.max_tasks - out.tasks.len();
@@ -84,7 +105,7 @@ pub async fn claim_queued<C: ConnectionTrait>(
             break;
         }
         let want = share.min(remaining);
-        if claim_from(c, &req, q, configs.get(*q), want, &mut out).await? == want {
+        if claim_from(c, &req, q, configs.get(*q), want, &mut out, &mut pending).await? == want {
             filled.push(*q);
         }
     }
@@ -93,8 +114,18 @@ pub async fn claim_queued<C: ConnectionTrait>(
         if remaining == 0 {
             break;
         }
-        claim_from(c, &req, q, configs.get(q), remaining, &mut out).await?;
+        claim_from(
+            c,
+            &req,
+            q,
+            configs.get(q),
+            remaining,
+            &mut out,
+            &mut pending,
+        )
+        .await?;
     }
+    pending.insert(c).await?;
     run_ops::load_journals(c, &mut out.tasks).await?;
     Ok(out)
 }
@@ -107,6 +138,7 @@ async fn claim_from<C: ConnectionTrait>(
     row: Option<&queues::Model>,
     want: usize,
     out: &mut ClaimOutcome,
+    pending: &mut AttemptRows,
 ) -> EngineResult<usize> {
     let ns = req.namespace.as_str();
     let mut config = row.map(config_from_model).unwrap_or_default();
@@ -158,7 +190,7 @@ async fn claim_from<C: ConnectionTrait>(
             rate = Some(r);
         }
     }
-    let tasks = select_and_start(c, req, queue, &config, cap as usize).await?;
+    let tasks = select_and_start(c, req, queue, &config, cap as usize, pending).await?;
     let got = tasks.len();
     if rate.is_some() && got > 0 {
         queue_starts::Entity::insert_many(tasks.iter().map(|t| queue_starts::ActiveModel {
@@ -277,12 +309,13 @@ async fn select_and_start<C: ConnectionTrait>(
     queue: &str,
     config: &QueueConfig,
     cap: usize,
+    pending: &mut AttemptRows,
 ) -> EngineResult<Vec<ClaimedTask>> {
     let ns = req.namespace.as_str();
     let mut tasks = Vec::new();
     let mut level = next_level(c, ns, queue, None).await?;
     while let Some(priority) = level {
-        start_level(c, req, queue, config, priority, cap, &mut tasks).await?;
+        start_level(c, req, queue, config, priority, cap, &mut tasks, pending).await?;
         if tasks.len() >= cap {
             break;
         }
@@ -292,6 +325,7 @@ async fn select_and_start<C: ConnectionTrait>(
 }
 
 /// Claims deliverable runs of one priority level, oldest first, until `tasks` holds `cap`.
+#[allow(clippy::too_many_arguments)]
 async fn start_level<C: ConnectionTrait>(
     c: &C,
     req: &ClaimRequest,
@@ -300,6 +334,7 @@ async fn start_level<C: ConnectionTrait>(
     priority: i32,
     cap: usize,
     tasks: &mut Vec<ClaimedTask>,
+    pending: &mut AttemptRows,
 ) -> EngineResult<()> {
     let ns = req.namespace.as_str();
     let job_names: Vec<&str> = req.jobs.iter().map(|j| j.name.as_str()).collect();
@@ -365,7 +400,8 @@ async fn start_level<C: ConnectionTrait>(
                 }
                 *n += 1;
             }
-            if let Some(task) = run_ops::start_attempt(c, req, row, config.lease_timeout_ms).await?
+            if let Some(task) =
+                run_ops::start_attempt(c, req, row, config.lease_timeout_ms, pending).await?
             {
                 tasks.push(task);
             }

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use sea_orm::DatabaseTransaction;
 
 use crate::engine::EngineResult;
-use crate::engine::model::ClaimRequest;
+use crate::engine::model::{ClaimRequest, NewRun, StartOutcome};
 use crate::engine::queue_model::{ClaimOutcome, QueueConfig, QueueRecord, QueueStats};
 use crate::engine::store::{QueueStore, Wakeup};
 
@@ -147,6 +147,19 @@ impl QueueStore for SqlStore {
 
     async fn queue_stats(&self, queue: &QueueRecord, now: i64) -> EngineResult<QueueStats> {
         queue_ops::stats(&self.db, queue, now).await
+    }
+
+    async fn start_and_claim(
+        &self,
+        new: NewRun,
+        req: ClaimRequest,
+    ) -> EngineResult<(StartOutcome, ClaimOutcome)> {
+        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
+        self.start_with(new, Some((req, rotation))).await
+    }
+
+    async fn has_claimable(&self, req: &ClaimRequest) -> EngineResult<bool> {
+        claim_ops::has_claimable(&self.db, req).await
     }
 
     async fn claim_queued(&self, req: ClaimRequest) -> EngineResult<ClaimOutcome> {

@@ -1,7 +1,8 @@
 //! Connecting, migrating and reading: [`SqlStore`] and its `RunStore`/`KeyStore` impls.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,7 +10,7 @@ use futures::future::BoxFuture;
 use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
     ColumnTrait, ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use stackshift_migrations::{Migrator, MigratorTrait};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -19,13 +20,14 @@ use crate::engine::model::{
     ApiKeyRecord, ClaimRequest, ClaimedTask, ExpiredLeases, FailOutcome, Failure, HeartbeatOutcome,
     LeaseRef, NewRun, NewStep, RunDetail, RunFilter, RunRecord, RunStatus, StartOutcome,
 };
+use crate::engine::queue_model::ClaimOutcome;
 use crate::engine::store::{KeyStore, QueueStore, RunStore, Wakeup};
 
 use super::convert::{attempt_from_model, run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps};
 use super::error::StorageError;
 use super::writer::Writer;
-use super::{key_ops, notify, queue_ops, run_ops, wait_ops};
+use super::{claim_ops, key_ops, notify, queue_ops, run_ops, wait_ops};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,9 @@ pub struct SqlStore {
     pub(super) origin: Arc<str>,
     /// Where the next claim starts in its list of queues (round-robin fairness).
     pub(super) rotation: Arc<AtomicUsize>,
+    /// `(namespace, queue)` rows known to exist (queues are never deleted), so a start on a
+    /// known queue skips the read that creates a missing one. Filled only after a commit.
+    pub(super) known_queues: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
 /// Normalizes a database URL: a bare path means a SQLite file.
@@ -102,6 +107,7 @@ impl SqlStore {
             backend,
             origin,
             rotation: Arc::new(AtomicUsize::new(0)),
+            known_queues: Arc::default(),
         })
     }
 
@@ -116,6 +122,73 @@ impl SqlStore {
         W: Fn(&T) -> Vec<Wakeup> + Send + 'static,
     {
         self.write_released(f, wakeups, |_: &T| Vec::new()).await
+    }
+
+    /// Starts a run and, with `claim`, claims for it in the same transaction (see
+    /// `QueueStore::start_and_claim`; the `usize` is the claim's queue rotation).
+    pub(super) async fn start_with(
+        &self,
+        new: NewRun,
+        claim: Option<(ClaimRequest, usize)>,
+    ) -> EngineResult<(StartOutcome, ClaimOutcome)> {
+        let key = (new.namespace.clone(), new.queue.clone());
+        let known = self
+            .known_queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key);
+        let out = self
+            .write_notify(
+                move |c| {
+                    Box::pin(async move {
+                        let (ns, queue, now) = (new.namespace.clone(), new.queue.clone(), new.now);
+                        let out = run_ops::start_run(c, new).await?;
+                        if !known && let StartOutcome::Created(_) = &out {
+                            // A queue named for the first time is created with the defaults.
+                            queue_ops::ensure(c, &ns, &queue, now).await?;
+                        }
+                        let claim = match (&out, claim) {
+                            (StartOutcome::Created(r), Some((req, rotation)))
+                                if r.available_at <= req.now =>
+                            {
+                                // In its own savepoint: a failing claim leaves the start
+                                // intact (the poll then claims by itself).
+                                let sp = c.begin().await?;
+                                match claim_ops::claim_queued(&sp, req, rotation).await {
+                                    Ok(claim) => {
+                                        sp.commit().await?;
+                                        claim
+                                    }
+                                    Err(e) => {
+                                        sp.rollback().await?;
+                                        tracing::warn!(error = %e, "claim at start failed");
+                                        ClaimOutcome::default()
+                                    }
+                                }
+                            }
+                            _ => ClaimOutcome::default(),
+                        };
+                        Ok((out, claim))
+                    })
+                },
+                |(out, _): &(StartOutcome, ClaimOutcome)| match out {
+                    // A delayed run: other replicas' timers must wake when it falls due.
+                    StartOutcome::Created(r) if r.available_at > r.created_at => {
+                        vec![Wakeup::TimerAt(r.available_at)]
+                    }
+                    StartOutcome::Created(r) => vec![ready(r)],
+                    StartOutcome::Duplicate(_) => vec![],
+                },
+            )
+            .await?;
+        if !known && let StartOutcome::Created(_) = &out.0 {
+            // Committed: the queue row exists from now on.
+            self.known_queues
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key);
+        }
+        Ok(out)
     }
 
     /// The backend in use.
@@ -155,28 +228,7 @@ impl RunStore for SqlStore {
     }
 
     async fn start_run(&self, new: NewRun) -> EngineResult<StartOutcome> {
-        self.write_notify(
-            move |c| {
-                Box::pin(async move {
-                    let (ns, queue, now) = (new.namespace.clone(), new.queue.clone(), new.now);
-                    let out = run_ops::start_run(c, new).await?;
-                    if let StartOutcome::Created(_) = &out {
-                        // A queue named for the first time is created with the defaults.
-                        queue_ops::ensure(c, &ns, &queue, now).await?;
-                    }
-                    Ok(out)
-                })
-            },
-            |out: &StartOutcome| match out {
-                // A delayed run: other replicas' timers must wake when it falls due.
-                StartOutcome::Created(r) if r.available_at > r.created_at => {
-                    vec![Wakeup::TimerAt(r.available_at)]
-                }
-                StartOutcome::Created(r) => vec![ready(r)],
-                StartOutcome::Duplicate(_) => vec![],
-            },
-        )
-        .await
+        Ok(self.start_with(new, None).await?.0)
     }
 
     async fn get_run(&self, namespace: &str, run_id: &str) -> EngineResult<Option<RunRecord>> {

@@ -26,6 +26,7 @@ pub async fn run_tests(store: Arc<dyn Store>) {
     runs::cancel_and_retry(&store).await;
     runs::namespace_isolation(&store).await;
     worker::claim_order_and_filters(&store).await;
+    worker::start_and_claim(&store).await;
     worker::lease_rules(&store).await;
     worker::steps_recorded_once(&store).await;
     worker::failure_and_backoff(&store).await;

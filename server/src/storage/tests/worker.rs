@@ -400,3 +400,63 @@ pub async fn timers(store: &Arc<dyn Store>) {
     let due = store.due_runs(base, at, 10).await.unwrap();
     assert_eq!(due, vec![(ns.clone(), "q".to_owned(), "job".to_owned())]);
 }
+
+/// A start that claims for a parked poll in its own transaction: the claim sees the new
+/// run (and any older one, first), a delayed or duplicate start claims nothing, and the
+/// claimed attempt is recorded as by an ordinary claim.
+pub async fn start_and_claim(store: &Arc<dyn Store>) {
+    use crate::engine::model::StartOutcome;
+    let ns = ns("handoff");
+    let (out, claim) = store
+        .start_and_claim(
+            new_run(&ns, "a", "q", 1_000),
+            claim_req(&ns, &["q"], &["a"], 5, 1_000),
+        )
+        .await
+        .unwrap();
+    let StartOutcome::Created(run) = out else {
+        panic!("created expected")
+    };
+    assert_eq!(claim.tasks.len(), 1);
+    assert_eq!(claim.tasks[0].run.id, run.id);
+    assert_eq!(claim.tasks[0].run.status, RunStatus::Running);
+    assert_eq!(claim.tasks[0].lease_deadline, 1_000 + 30_000);
+    let detail = store.get_run_detail(&ns, &run.id).await.unwrap().unwrap();
+    assert_eq!(detail.run.status, RunStatus::Running);
+    assert_eq!(detail.attempts.len(), 1);
+    assert_eq!(detail.attempts[0].worker_id, "w1");
+
+    // An older queued run goes first (the claim is an ordinary claim).
+    let older = start(store, new_run(&ns, "a", "q", 2_000)).await;
+    let (out, claim) = store
+        .start_and_claim(
+            new_run(&ns, "a", "q", 2_001),
+            claim_req(&ns, &["q"], &["a"], 1, 2_001),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(out, StartOutcome::Created(_)));
+    assert_eq!(claim.tasks.len(), 1);
+    assert_eq!(claim.tasks[0].run.id, older.id);
+
+    // A delayed run is not claimed, nor is anything else.
+    let mut delayed = new_run(&ns, "a", "q2", 3_000);
+    delayed.available_at = 60_000;
+    let (_, claim) = store
+        .start_and_claim(delayed, claim_req(&ns, &["q2"], &["a"], 5, 3_000))
+        .await
+        .unwrap();
+    assert!(claim.tasks.is_empty());
+
+    // A duplicate start claims nothing.
+    let mut keyed = new_run(&ns, "b", "q3", 4_000);
+    keyed.idempotency = Some(("k".into(), 100_000));
+    let first = start(store, keyed.clone()).await;
+    keyed.id = uuid::Uuid::now_v7().to_string();
+    let (out, claim) = store
+        .start_and_claim(keyed, claim_req(&ns, &["q3"], &["b"], 5, 4_001))
+        .await
+        .unwrap();
+    assert!(matches!(out, StartOutcome::Duplicate(r) if r.id == first.id));
+    assert!(claim.tasks.is_empty());
+}
