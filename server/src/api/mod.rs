@@ -8,6 +8,7 @@ mod jobs;
 mod keys;
 pub mod obs_convert;
 mod queues;
+mod schedules;
 mod state;
 pub mod status;
 mod worker;
@@ -23,6 +24,7 @@ pub use events::EventsApi;
 pub use jobs::JobsApi;
 pub use keys::KeysApi;
 pub use queues::QueuesApi;
+pub use schedules::SchedulesApi;
 pub use state::StateApi;
 pub use worker::WorkerApi;
 

@@ -15,6 +15,7 @@ use super::model::{
     LeaseRef, NewRun, NewStep, RunDetail, RunFilter, RunRecord, StartOutcome,
 };
 use super::queue_model::{ClaimOutcome, QueueConfig, QueueRecord, QueueStats};
+use super::schedule_model::{NewSchedule, ScheduleFiring, ScheduleRecord};
 use super::state::{StateCall, StateEntry, StateOutcome, StateResult};
 
 /// A hint from another server replica sharing the database (PostgreSQL LISTEN/NOTIFY).
@@ -255,6 +256,52 @@ pub trait ObsStore: Send + Sync + 'static {
     fn commit_stats(&self) -> super::obs_model::CommitStats;
 }
 
+/// Durable storage of schedules (see `docs/schedules.md`).
+#[async_trait]
+pub trait ScheduleStore: Send + Sync + 'static {
+    /// Inserts a schedule, or returns the stored one with this id (and `false`).
+    async fn insert_schedule(&self, new: NewSchedule) -> EngineResult<(ScheduleRecord, bool)>;
+    /// Reads a schedule.
+    async fn get_schedule(&self, namespace: &str, id: &str)
+    -> EngineResult<Option<ScheduleRecord>>;
+    /// Lists schedules in id order after `cursor` (an id), at most `limit`.
+    async fn list_schedules(
+        &self,
+        namespace: &str,
+        cursor: Option<&str>,
+        limit: u64,
+    ) -> EngineResult<Vec<ScheduleRecord>>;
+    /// Sets the pause switch (and, when given, the next fire time) of a schedule; `None`
+    /// when it does not exist.
+    async fn set_schedule_paused(
+        &self,
+        namespace: &str,
+        id: &str,
+        paused: bool,
+        next_fire_at: Option<i64>,
+        now: i64,
+    ) -> EngineResult<Option<ScheduleRecord>>;
+    /// Deletes a schedule; false when it did not exist.
+    async fn delete_schedule(&self, namespace: &str, id: &str) -> EngineResult<bool>;
+    /// Active schedules due at `now` (`next_fire_at <= now`), earliest first, at most `limit`.
+    async fn due_schedules(&self, now: i64, limit: u64) -> EngineResult<Vec<ScheduleRecord>>;
+    /// Applies a firing atomically: only if the schedule is active and its `next_fire_at`
+    /// is still the expected one (else `None`: another replica fired it, or it was paused or
+    /// deleted), advances it and starts the runs (idempotently) in the same transaction.
+    async fn fire_schedule(
+        &self,
+        firing: ScheduleFiring,
+    ) -> EngineResult<Option<Vec<StartOutcome>>>;
+    /// The earliest `next_fire_at` of an active schedule.
+    async fn next_schedule_fire(&self) -> EngineResult<Option<i64>>;
+}
+
 /// Everything the engine needs from storage.
-pub trait Store: RunStore + KeyStore + QueueStore + StateStore + EventStore + ObsStore {}
-impl<T: RunStore + KeyStore + QueueStore + StateStore + EventStore + ObsStore> Store for T {}
+pub trait Store:
+    RunStore + KeyStore + QueueStore + StateStore + EventStore + ObsStore + ScheduleStore
+{
+}
+impl<T: RunStore + KeyStore + QueueStore + StateStore + EventStore + ObsStore + ScheduleStore> Store
+    for T
+{
+}

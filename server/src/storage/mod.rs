@@ -14,6 +14,8 @@ mod obs_store;
 mod queue_ops;
 mod queue_store;
 mod run_ops;
+mod schedule_ops;
+mod schedule_store;
 mod sql;
 mod state_ops;
 mod state_store;

@@ -11,6 +11,7 @@ pub mod queues;
 pub mod run_logs;
 pub mod run_timeline;
 pub mod runs;
+pub mod schedules;
 pub mod state_entries;
 pub mod state_lock_floors;
 pub mod state_locks;
