@@ -24,6 +24,7 @@ use crate::events::{Events, EventsClient};
 use crate::options::{ClientOptions, ListRunsOptions, StartOptions};
 use crate::queues::QueuesClient;
 use crate::run::{Run, RunPage, StartedRun};
+use crate::schedules::{Schedules, SchedulesClient};
 use crate::state::{State, StateClient};
 
 /// The generated `JobsService` client, authenticated by the client's API key.
@@ -70,6 +71,7 @@ pub struct StackShift {
     queues: QueuesClient,
     state: StateClient,
     events: EventsClient,
+    schedules: SchedulesClient,
     endpoint: Arc<str>,
 }
 
@@ -124,6 +126,12 @@ impl StackShift {
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
         let worker = WorkerServiceClient::with_interceptor(channel.clone(), auth.clone())
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+        let schedules =
+            stackshift_proto::v1::schedule_service_client::ScheduleServiceClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            )
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
         let events = EventsServiceClient::with_interceptor(channel, auth)
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
         Ok(Self {
@@ -132,6 +140,7 @@ impl StackShift {
             queues,
             state,
             events,
+            schedules,
             endpoint: endpoint_url.into(),
         })
     }
@@ -144,6 +153,11 @@ impl StackShift {
     /// Publishes and lists events (see [`Events`]).
     pub fn events(&self) -> Events {
         Events::new(self.events.clone())
+    }
+
+    /// Creates, lists, pauses, resumes and deletes schedules (see [`Schedules`]).
+    pub fn schedules(&self) -> Schedules {
+        Schedules::new(self.schedules.clone())
     }
 
     /// A handle for enqueueing onto `name`.

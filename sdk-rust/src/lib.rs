@@ -78,6 +78,7 @@ mod log;
 mod options;
 mod queues;
 mod run;
+mod schedules;
 mod state;
 mod worker;
 
@@ -97,6 +98,10 @@ pub use options::{
 pub use queues::{QueueConfig, QueueInfo, QueuePage, QueueStats, QueuesClient, RateLimit};
 pub use run::{
     AttemptInfo, Failure, Run, RunPage, RunStatus, StartedRun, StepInfo, StepKind, WaitInfo,
+};
+pub use schedules::{
+    CatchUp, CreatedSchedule, NewSchedule, Schedule, SchedulePage, ScheduleSpec, Schedules,
+    SchedulesClient,
 };
 pub use state::{
     Counter, KeyPage, ListKeysOptions, LockAttempt, LockGuard, LockOptions, SetOptions, State,

@@ -36,7 +36,7 @@ pub fn compile(spec: &ScheduleSpec) -> EngineResult<Compiled> {
         ScheduleSpec::Interval { interval_ms } => {
             if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(interval_ms) {
                 return Err(EngineError::invalid(format!(
-                    "interval must be between 1s and 366 days (got {}ms)",
+                    "spec.interval must be at least 1s and at most 366 days (got {}ms)",
                     interval_ms
                 )));
             }
