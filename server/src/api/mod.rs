@@ -11,6 +11,7 @@ mod queues;
 mod schedules;
 mod state;
 pub mod status;
+mod triggers;
 mod worker;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use keys::KeysApi;
 pub use queues::QueuesApi;
 pub use schedules::SchedulesApi;
 pub use state::StateApi;
+pub use triggers::TriggersApi;
 pub use worker::WorkerApi;
 
 /// State shared by all handlers.

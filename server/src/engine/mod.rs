@@ -21,6 +21,7 @@ pub mod schedule_spec;
 pub mod state;
 pub mod store;
 pub mod timer;
+pub mod trigger_model;
 pub mod validate;
 pub mod watch;
 
@@ -30,6 +31,7 @@ mod schedule_ops;
 mod state_ops;
 mod state_sweeper;
 mod timer_loop;
+mod trigger_ops;
 mod wait_ops;
 mod worker_ops;
 

@@ -17,6 +17,7 @@ use super::model::{
 use super::queue_model::{ClaimOutcome, QueueConfig, QueueRecord, QueueStats};
 use super::schedule_model::{NewSchedule, ScheduleFiring, ScheduleRecord};
 use super::state::{StateCall, StateEntry, StateOutcome, StateResult};
+use super::trigger_model::{TriggerDefinition, TriggerFilter, TriggerRecord};
 
 /// A hint from another server replica sharing the database (PostgreSQL LISTEN/NOTIFY).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,12 +297,51 @@ pub trait ScheduleStore: Send + Sync + 'static {
     async fn next_schedule_fire(&self) -> EngineResult<Option<i64>>;
 }
 
+/// Durable storage of event triggers (see `docs/schedules.md`). The runs they start are
+/// inserted by [`EventStore::publish_event`].
+#[async_trait]
+pub trait TriggerStore: Send + Sync + 'static {
+    /// Inserts a trigger, or returns the stored one for the same (event name, correlation
+    /// key, job) and `false`.
+    async fn insert_trigger(
+        &self,
+        namespace: &str,
+        id: &str,
+        definition: TriggerDefinition,
+        now: i64,
+    ) -> EngineResult<(TriggerRecord, bool)>;
+    /// Lists triggers in id order after `cursor` (an id), at most `limit`.
+    async fn list_triggers(
+        &self,
+        namespace: &str,
+        filter: &TriggerFilter,
+        cursor: Option<&str>,
+        limit: u64,
+    ) -> EngineResult<Vec<TriggerRecord>>;
+    /// Deletes a trigger; false when it did not exist.
+    async fn delete_trigger(&self, namespace: &str, id: &str) -> EngineResult<bool>;
+    /// The triggers an event matches: same name, and no key or exactly its key.
+    async fn matching_triggers(
+        &self,
+        namespace: &str,
+        name: &str,
+        correlation_key: &str,
+    ) -> EngineResult<Vec<TriggerRecord>>;
+}
+
 /// Everything the engine needs from storage.
 pub trait Store:
-    RunStore + KeyStore + QueueStore + StateStore + EventStore + ObsStore + ScheduleStore
+    RunStore + KeyStore + QueueStore + StateStore + EventStore + ObsStore + ScheduleStore + TriggerStore
 {
 }
-impl<T: RunStore + KeyStore + QueueStore + StateStore + EventStore + ObsStore + ScheduleStore> Store
-    for T
+impl<T> Store for T where
+    T: RunStore
+        + KeyStore
+        + QueueStore
+        + StateStore
+        + EventStore
+        + ObsStore
+        + ScheduleStore
+        + TriggerStore
 {
 }

@@ -23,6 +23,8 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 mod timeline_ops;
+mod trigger_ops;
+mod trigger_store;
 mod wait_ops;
 pub mod writer;
 

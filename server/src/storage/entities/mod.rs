@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod attempts;
 pub mod event_consumptions;
+pub mod event_triggers;
 pub mod events;
 pub mod idempotency_keys;
 pub mod queue_starts;

@@ -9,6 +9,7 @@ mod queues;
 mod runs;
 mod schedules;
 mod state;
+mod triggers;
 mod worker;
 
 use std::sync::Arc;
@@ -64,6 +65,8 @@ pub async fn run_tests(store: Arc<dyn Store>) {
     schedules::lifecycle(&store).await;
     schedules::firing_is_conditional_and_idempotent(&store).await;
     schedules::concurrent_firings_apply_once(&store).await;
+    triggers::lifecycle_and_matching(&store).await;
+    triggers::publish_starts_triggered_runs_once(&store).await;
 }
 
 pub(super) fn new_run(ns: &str, job: &str, queue: &str, now: i64) -> NewRun {
