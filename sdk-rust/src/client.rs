@@ -26,6 +26,7 @@ use crate::queues::QueuesClient;
 use crate::run::{Run, RunPage, StartedRun};
 use crate::schedules::{Schedules, SchedulesClient};
 use crate::state::{State, StateClient};
+use crate::triggers::{Triggers, TriggersClient};
 
 /// The generated `JobsService` client, authenticated by the client's API key.
 pub type JobsClient = JobsServiceClient<InterceptedService<Channel, AuthInterceptor>>;
@@ -72,6 +73,7 @@ pub struct StackShift {
     state: StateClient,
     events: EventsClient,
     schedules: SchedulesClient,
+    triggers: TriggersClient,
     endpoint: Arc<str>,
 }
 
@@ -132,6 +134,11 @@ impl StackShift {
                 auth.clone(),
             )
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+        let triggers =
+            stackshift_proto::v1::trigger_service_client::TriggerServiceClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            );
         let events = EventsServiceClient::with_interceptor(channel, auth)
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
         Ok(Self {
@@ -141,6 +148,7 @@ impl StackShift {
             state,
             events,
             schedules,
+            triggers,
             endpoint: endpoint_url.into(),
         })
     }
@@ -158,6 +166,11 @@ impl StackShift {
     /// Creates, lists, pauses, resumes and deletes schedules (see [`Schedules`]).
     pub fn schedules(&self) -> Schedules {
         Schedules::new(self.schedules.clone())
+    }
+
+    /// Subscribes jobs to events (see [`Triggers`]).
+    pub fn triggers(&self) -> Triggers {
+        Triggers::new(self.triggers.clone())
     }
 
     /// A handle for enqueueing onto `name`.

@@ -80,6 +80,7 @@ mod queues;
 mod run;
 mod schedules;
 mod state;
+mod triggers;
 mod worker;
 
 pub use auth::AuthInterceptor;
@@ -106,6 +107,9 @@ pub use schedules::{
 pub use state::{
     Counter, KeyPage, ListKeysOptions, LockAttempt, LockGuard, LockOptions, SetOptions, State,
     StateClient, StateEntry, StateKey,
+};
+pub use triggers::{
+    EventTrigger, EventTriggerPage, NewEventTrigger, TriggeredEvent, Triggers, TriggersClient,
 };
 pub use worker::{
     DEFAULT_CONCURRENCY, DEFAULT_POLL_WAIT, DEFAULT_SHUTDOWN_GRACE, Worker, WorkerBuilder,
