@@ -10,6 +10,7 @@ mod keys;
 mod render;
 mod schedules;
 mod table;
+mod triggers;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -77,6 +78,12 @@ pub enum Command {
         /// The subcommand.
         #[command(subcommand)]
         command: schedules::SchedulesCommand,
+    },
+    /// Event triggers: subscribe jobs to events (create, list, delete).
+    Triggers {
+        /// The subcommand.
+        #[command(subcommand)]
+        command: triggers::TriggersCommand,
     },
     /// API keys: create, list, revoke (needs an admin key, or a server in open mode).
     Keys {

@@ -558,3 +558,51 @@ fn cli_schedules_lifecycle() {
         Some(2)
     );
 }
+
+#[test]
+fn cli_triggers_lifecycle() {
+    let server = start_server();
+    let ep = server.endpoint.as_str();
+    let t = cli_json(
+        ep,
+        &[
+            "triggers",
+            "create",
+            "--event",
+            "order.paid",
+            "--job",
+            "ship",
+        ],
+    );
+    assert_eq!(t["created"], true);
+    let id = t["id"].as_str().unwrap().to_owned();
+    cli_json(
+        ep,
+        &[
+            "triggers",
+            "create",
+            "--event",
+            "order.paid",
+            "--job",
+            "vip",
+            "--correlation-key",
+            "gold",
+        ],
+    );
+    let list = cli_json(ep, &["triggers", "list", "--event", "order.paid"]);
+    assert_eq!(list["triggers"].as_array().unwrap().len(), 2);
+    // Publishing through the CLI starts the subscribed job.
+    let published = cli_json(ep, &["events", "publish", "order.paid", "--id", "evt-1"]);
+    assert_eq!(published["started_run_ids"].as_array().unwrap().len(), 1);
+    let runs = cli_json(ep, &["runs", "list", "--job", "ship"]);
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1);
+    let runs = cli_json(ep, &["runs", "list", "--job", "vip"]);
+    assert!(runs["runs"].as_array().unwrap().is_empty(), "keyed trigger");
+    assert_eq!(
+        cli_json(ep, &["triggers", "delete", &id])["deleted"],
+        id.as_str()
+    );
+    let out = cli(ep, &["triggers", "delete", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
