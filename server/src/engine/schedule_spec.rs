@@ -209,3 +209,43 @@ mod tests {
         assert_eq!(*capped.last().unwrap(), 1_000_000);
     }
 }
+
+#[cfg(test)]
+mod dst_tests {
+    use super::*;
+
+    fn at(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+    }
+
+    #[test]
+    fn daylight_saving_gaps_and_repeats() {
+        let c = compile(&ScheduleSpec::Cron {
+            expression: "30 2 * * *".into(),
+            time_zone: "America/New_York".into(),
+        })
+        .unwrap();
+        // 2026-03-08 02:30 does not exist in New York (clocks jump 02:00 -> 03:00).
+        // It fires when the gap ends: 03:00 EDT.
+        let next = c.next_after(at("2026-03-07T12:00:00Z")).unwrap();
+        assert_eq!(format_time(next), "2026-03-08T07:00:00.000Z");
+        let c = compile(&ScheduleSpec::Cron {
+            expression: "30 1 * * *".into(),
+            time_zone: "America/New_York".into(),
+        })
+        .unwrap();
+        // 2026-11-01 01:30 happens twice (EDT, then EST).
+        let first = c.next_after(at("2026-10-31T12:00:00Z")).unwrap();
+        let second = c.next_after(first).unwrap();
+        assert_eq!(
+            format_time(first),
+            "2026-11-01T05:30:00.000Z",
+            "the first 01:30 (EDT)"
+        );
+        assert_eq!(
+            format_time(second),
+            "2026-11-02T06:30:00.000Z",
+            "not again at 01:30 EST: a repeated local time fires once"
+        );
+    }
+}

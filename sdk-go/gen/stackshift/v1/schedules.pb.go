@@ -89,8 +89,9 @@ type CronSpec struct {
 	// nicknames such as `@hourly` are accepted. E.g. `0 9 * * MON-FRI`.
 	Expression string `protobuf:"bytes,1,opt,name=expression,proto3" json:"expression,omitempty"`
 	// IANA time zone the expression is evaluated in (e.g. `Europe/Paris`). Empty = `UTC`.
-	// Daylight-saving gaps and repeats follow the zone's rules (a skipped local time does
-	// not fire; a repeated one fires once).
+	// Daylight-saving changes follow the zone's rules: a local time skipped by a gap fires
+	// when the gap ends (02:30 fires at 03:00); a repeated local time fires once, at its
+	// first occurrence.
 	TimeZone      string `protobuf:"bytes,2,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

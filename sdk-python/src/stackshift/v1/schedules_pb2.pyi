@@ -67,8 +67,9 @@ class CronSpec(_message.Message):
     """
     time_zone: _builtins.str
     """IANA time zone the expression is evaluated in (e.g. `Europe/Paris`). Empty = `UTC`.
-    Daylight-saving gaps and repeats follow the zone's rules (a skipped local time does
-    not fire; a repeated one fires once).
+    Daylight-saving changes follow the zone's rules: a local time skipped by a gap fires
+    when the gap ends (02:30 fires at 03:00); a repeated local time fires once, at its
+    first occurrence.
     """
     def __init__(
         self,

@@ -33,8 +33,9 @@ export type CronSpec = Message<"stackshift.v1.CronSpec"> & {
 
   /**
    * IANA time zone the expression is evaluated in (e.g. `Europe/Paris`). Empty = `UTC`.
-   * Daylight-saving gaps and repeats follow the zone's rules (a skipped local time does
-   * not fire; a repeated one fires once).
+   * Daylight-saving changes follow the zone's rules: a local time skipped by a gap fires
+   * when the gap ends (02:30 fires at 03:00); a repeated local time fires once, at its
+   * first occurrence.
    *
    * @generated from field: string time_zone = 2;
    */
