@@ -176,25 +176,34 @@ impl Engine {
         loop {
             let due = self.store.due_schedules(now, FIRE_BATCH).await?;
             let n = due.len() as u64;
+            let mut fired = 0;
             for schedule in due {
-                if let Err(e) = self.fire_schedule(&schedule, now).await {
-                    tracing::warn!(
-                        namespace = %schedule.namespace,
-                        schedule = %schedule.id,
-                        error = %e,
-                        "schedule firing failed; retrying at the next tick"
-                    );
-                    // Do not spin on it within this tick.
-                    return Ok(());
+                match self.fire_schedule(&schedule, now).await {
+                    Ok(true) => fired += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(
+                            namespace = %schedule.namespace,
+                            schedule = %schedule.id,
+                            error = %e,
+                            "schedule firing failed; retrying at the next tick"
+                        );
+                        // Do not spin on it within this tick.
+                        return Ok(());
+                    }
                 }
             }
-            if n < FIRE_BATCH {
+            // A full batch that another replica is firing: leave it to that replica (and
+            // to the next tick) rather than reading the same rows again.
+            if n < FIRE_BATCH || fired == 0 {
                 return Ok(());
             }
         }
     }
 
-    async fn fire_schedule(&self, s: &ScheduleRecord, now: i64) -> EngineResult<()> {
+    /// Fires one due schedule; false when another replica fired it first (or it was paused
+    /// or deleted meanwhile).
+    async fn fire_schedule(&self, s: &ScheduleRecord, now: i64) -> EngineResult<bool> {
         let d = &s.definition;
         let compiled: Compiled = schedule_spec::compile(&d.spec)?;
         let times = compiled.due_times(s.next_fire_at, now, d.catch_up);
@@ -241,7 +250,7 @@ impl Engine {
             })
             .await?;
         let Some(outcomes) = outcome else {
-            return Ok(()); // another replica fired it, or it was paused or deleted
+            return Ok(false); // another replica fired it, or it was paused or deleted
         };
         if skipped {
             tracing::info!(schedule = %s.id, "missed schedule times skipped (catch-up SKIP)");
@@ -254,7 +263,7 @@ impl Engine {
             }
         }
         self.timer.schedule(next_fire_at);
-        Ok(())
+        Ok(true)
     }
 }
 
