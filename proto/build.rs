@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "stackshift/v1/worker.proto",
         "stackshift/v1/state.proto",
         "stackshift/v1/admin.proto",
+        "stackshift/v1/schedules.proto",
+        "stackshift/v1/triggers.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -165,6 +165,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Events { command } => events(&client, &out, command).await,
         Command::State { command } => state(&client, &out, command).await,
         Command::Queues { command } => queues(&client, &out, command).await,
+        Command::Schedules { command } => {
+            let show = |v: &Value, text: &dyn Fn() -> String| out.show(v, text);
+            crate::schedules::run(&client, &show, command).await
+        }
+        Command::Triggers { command } => {
+            let show = |v: &Value, text: &dyn Fn() -> String| out.show(v, text);
+            crate::triggers::run(&client, &show, command).await
+        }
         Command::Keys { command } => {
             let key = cli.api_key.as_deref().filter(|k| !k.is_empty());
             crate::keys::run(&cli.endpoint, key, out.json, command).await
@@ -318,6 +326,7 @@ async fn events(client: &StackShift, out: &Out, command: EventsCommand) -> Resul
                 "duplicate": r.duplicate,
                 "resumed_run_count": r.resumed_run_count,
                 "resumed_run_ids": r.resumed_run_ids,
+                "started_run_ids": r.started_run_ids,
             });
             out.show(&value, || {
                 format!(

@@ -1,5 +1,5 @@
-//! `stackshift`: the StackShift command-line tool. Runs, events, state and queues over the
-//! gRPC API, as tables for people or JSON (`--json`) for scripts.
+//! `stackshift`: the StackShift command-line tool. Runs, events, state, queues and schedules
+//! over the gRPC API, as tables for people or JSON (`--json`) for scripts.
 //!
 //! Exit codes: 0 success, 1 error (server unreachable, bad key, not found, ...), 2 usage
 //! error (bad flags or arguments). See `docs/cli.md`.
@@ -8,7 +8,9 @@ mod commands;
 mod error;
 mod keys;
 mod render;
+mod schedules;
 mod table;
+mod triggers;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -70,6 +72,18 @@ pub enum Command {
         /// The subcommand.
         #[command(subcommand)]
         command: commands::QueuesCommand,
+    },
+    /// Schedules: create, list, get, pause, resume, delete.
+    Schedules {
+        /// The subcommand.
+        #[command(subcommand)]
+        command: schedules::SchedulesCommand,
+    },
+    /// Event triggers: subscribe jobs to events (create, list, delete).
+    Triggers {
+        /// The subcommand.
+        #[command(subcommand)]
+        command: triggers::TriggersCommand,
     },
     /// API keys: create, list, revoke (needs an admin key, or a server in open mode).
     Keys {

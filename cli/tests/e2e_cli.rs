@@ -441,3 +441,168 @@ fn cli_keys_bootstrap_admin_and_dashboard_auth() {
     let out = cli_with_key(ep, Some(&admin_secret), &["keys", "revoke", &worker_id]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn cli_schedules_lifecycle() {
+    let server = start_server();
+    let ep = server.endpoint.as_str();
+    let created = cli_json(
+        ep,
+        &[
+            "schedules",
+            "create",
+            "tick",
+            "--job",
+            "tick-job",
+            "--every",
+            "1s",
+            "--payload",
+            r#"{"n":1}"#,
+            "--catch-up",
+            "all",
+        ],
+    );
+    assert_eq!(created["created"], true);
+    assert_eq!(created["spec"]["interval_ms"], 1000);
+    assert_eq!(created["catch_up"], "all");
+    let cron = cli_json(
+        ep,
+        &[
+            "schedules",
+            "create",
+            "daily",
+            "--job",
+            "report",
+            "--cron",
+            "0 9 * * MON-FRI",
+            "--time-zone",
+            "Europe/Paris",
+            "--paused",
+        ],
+    );
+    assert_eq!(cron["spec"]["time_zone"], "Europe/Paris");
+    assert_eq!(cron["paused"], true);
+
+    // The interval fires: runs of the job appear.
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    loop {
+        let runs = cli_json(ep, &["runs", "list", "--job", "tick-job"]);
+        if runs["runs"].as_array().unwrap().len() >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no runs: {runs}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = cli_json(ep, &["schedules", "get", "tick"]);
+    assert!(!got["recent_run_ids"].as_array().unwrap().is_empty());
+    let list = cli_json(ep, &["schedules", "list"]);
+    let ids: Vec<&str> = list["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["daily", "tick"]);
+    let text = String::from_utf8(cli(ep, &["schedules", "list"]).stdout).unwrap();
+    assert!(text.starts_with("ID "), "{text}");
+    assert_eq!(
+        cli_json(ep, &["schedules", "pause", "tick"])["paused"],
+        true
+    );
+    assert_eq!(
+        cli_json(ep, &["schedules", "resume", "tick"])["paused"],
+        false
+    );
+    assert_eq!(
+        cli_json(ep, &["schedules", "delete", "tick"])["deleted"],
+        "tick"
+    );
+
+    // Errors: a deleted schedule, a bad cron, another definition under an existing id.
+    let out = cli(ep, &["schedules", "get", "tick"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    let out = cli(
+        ep,
+        &[
+            "schedules",
+            "create",
+            "bad",
+            "--job",
+            "j",
+            "--cron",
+            "99 * * * *",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cron_expression"));
+    let out = cli(
+        ep,
+        &[
+            "schedules",
+            "create",
+            "daily",
+            "--job",
+            "other",
+            "--cron",
+            "0 9 * * *",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    // Neither --cron nor --every is a usage error.
+    assert_eq!(
+        cli(ep, &["schedules", "create", "x", "--job", "j"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn cli_triggers_lifecycle() {
+    let server = start_server();
+    let ep = server.endpoint.as_str();
+    let t = cli_json(
+        ep,
+        &[
+            "triggers",
+            "create",
+            "--event",
+            "order.paid",
+            "--job",
+            "ship",
+        ],
+    );
+    assert_eq!(t["created"], true);
+    let id = t["id"].as_str().unwrap().to_owned();
+    cli_json(
+        ep,
+        &[
+            "triggers",
+            "create",
+            "--event",
+            "order.paid",
+            "--job",
+            "vip",
+            "--correlation-key",
+            "gold",
+        ],
+    );
+    let list = cli_json(ep, &["triggers", "list", "--event", "order.paid"]);
+    assert_eq!(list["triggers"].as_array().unwrap().len(), 2);
+    // Publishing through the CLI starts the subscribed job.
+    let published = cli_json(ep, &["events", "publish", "order.paid", "--id", "evt-1"]);
+    assert_eq!(published["started_run_ids"].as_array().unwrap().len(), 1);
+    let runs = cli_json(ep, &["runs", "list", "--job", "ship"]);
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1);
+    let runs = cli_json(ep, &["runs", "list", "--job", "vip"]);
+    assert!(runs["runs"].as_array().unwrap().is_empty(), "keyed trigger");
+    assert_eq!(
+        cli_json(ep, &["triggers", "delete", &id])["deleted"],
+        id.as_str()
+    );
+    let out = cli(ep, &["triggers", "delete", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}

@@ -23,6 +23,8 @@ mod m20261121_000032_create_event_consumptions;
 mod m20261121_000040_create_run_timeline;
 mod m20261121_000041_add_runs_list_indexes;
 mod m20261121_000050_alter_api_keys_admin;
+mod m20261121_000060_create_schedules;
+mod m20261121_000061_create_event_triggers;
 
 /// Applies every StackShift migration in order.
 pub struct Migrator;
@@ -47,6 +49,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000040_create_run_timeline::Migration),
             Box::new(m20261121_000041_add_runs_list_indexes::Migration),
             Box::new(m20261121_000050_alter_api_keys_admin::Migration),
+            Box::new(m20261121_000060_create_schedules::Migration),
+            Box::new(m20261121_000061_create_event_triggers::Migration),
         ]
     }
 }

@@ -24,7 +24,9 @@ use crate::events::{Events, EventsClient};
 use crate::options::{ClientOptions, ListRunsOptions, StartOptions};
 use crate::queues::QueuesClient;
 use crate::run::{Run, RunPage, StartedRun};
+use crate::schedules::{Schedules, SchedulesClient};
 use crate::state::{State, StateClient};
+use crate::triggers::{Triggers, TriggersClient};
 
 /// The generated `JobsService` client, authenticated by the client's API key.
 pub type JobsClient = JobsServiceClient<InterceptedService<Channel, AuthInterceptor>>;
@@ -70,6 +72,8 @@ pub struct StackShift {
     queues: QueuesClient,
     state: StateClient,
     events: EventsClient,
+    schedules: SchedulesClient,
+    triggers: TriggersClient,
     endpoint: Arc<str>,
 }
 
@@ -124,6 +128,17 @@ impl StackShift {
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
         let worker = WorkerServiceClient::with_interceptor(channel.clone(), auth.clone())
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+        let schedules =
+            stackshift_proto::v1::schedule_service_client::ScheduleServiceClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            )
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+        let triggers =
+            stackshift_proto::v1::trigger_service_client::TriggerServiceClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            );
         let events = EventsServiceClient::with_interceptor(channel, auth)
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
         Ok(Self {
@@ -132,6 +147,8 @@ impl StackShift {
             queues,
             state,
             events,
+            schedules,
+            triggers,
             endpoint: endpoint_url.into(),
         })
     }
@@ -144,6 +161,16 @@ impl StackShift {
     /// Publishes and lists events (see [`Events`]).
     pub fn events(&self) -> Events {
         Events::new(self.events.clone())
+    }
+
+    /// Creates, lists, pauses, resumes and deletes schedules (see [`Schedules`]).
+    pub fn schedules(&self) -> Schedules {
+        Schedules::new(self.schedules.clone())
+    }
+
+    /// Subscribes jobs to events (see [`Triggers`]).
+    pub fn triggers(&self) -> Triggers {
+        Triggers::new(self.triggers.clone())
     }
 
     /// A handle for enqueueing onto `name`.

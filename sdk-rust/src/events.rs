@@ -141,6 +141,8 @@ pub struct PublishResult {
     pub resumed_run_count: u64,
     /// The resumed runs' ids, at most 100 (oldest wait first).
     pub resumed_run_ids: Vec<String>,
+    /// The runs the event started through event triggers (one per subscribed job).
+    pub started_run_ids: Vec<String>,
 }
 
 /// Filters and paging for [`Events::list`]. `None` means "any".
@@ -207,6 +209,7 @@ impl Events {
             duplicate: response.duplicate,
             resumed_run_count: u64::try_from(response.resumed_run_count).unwrap_or(0),
             resumed_run_ids: response.resumed_run_ids,
+            started_run_ids: response.started_run_ids,
         })
     }
 

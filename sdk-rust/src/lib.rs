@@ -78,7 +78,9 @@ mod log;
 mod options;
 mod queues;
 mod run;
+mod schedules;
 mod state;
+mod triggers;
 mod worker;
 
 pub use auth::AuthInterceptor;
@@ -99,9 +101,16 @@ pub use run::{
     AttemptInfo, Failure, LogLevel, LogLine, Run, RunPage, RunStatus, StartedRun, StepInfo,
     StepKind, TimelineEntry, TimelineKind, WaitInfo,
 };
+pub use schedules::{
+    CatchUp, CreatedSchedule, NewSchedule, Schedule, SchedulePage, ScheduleSpec, Schedules,
+    SchedulesClient,
+};
 pub use state::{
     Counter, KeyPage, ListKeysOptions, LockAttempt, LockGuard, LockOptions, SetOptions, State,
     StateClient, StateEntry, StateKey,
+};
+pub use triggers::{
+    EventTrigger, EventTriggerPage, NewEventTrigger, TriggeredEvent, Triggers, TriggersClient,
 };
 pub use worker::{
     DEFAULT_CONCURRENCY, DEFAULT_POLL_WAIT, DEFAULT_SHUTDOWN_GRACE, Worker, WorkerBuilder,

@@ -8,11 +8,16 @@ use stackshift_proto::v1::events_service_server::EventsServiceServer;
 use stackshift_proto::v1::jobs_service_server::JobsServiceServer;
 use stackshift_proto::v1::keys_service_server::KeysServiceServer;
 use stackshift_proto::v1::queues_service_server::QueuesServiceServer;
+use stackshift_proto::v1::schedule_service_server::ScheduleServiceServer;
 use stackshift_proto::v1::state_service_server::StateServiceServer;
+use stackshift_proto::v1::trigger_service_server::TriggerServiceServer;
 use stackshift_proto::v1::worker_service_server::WorkerServiceServer;
 use tonic::transport::server::TcpIncoming;
 
-use crate::api::{ApiState, EventsApi, JobsApi, KeysApi, QueuesApi, StateApi, WorkerApi};
+use crate::api::{
+    ApiState, EventsApi, JobsApi, KeysApi, QueuesApi, SchedulesApi, StateApi, TriggersApi,
+    WorkerApi,
+};
 use crate::engine::auth::Authenticator;
 use crate::engine::store::KeyStore;
 use crate::engine::{Engine, EngineConfig};
@@ -93,6 +98,12 @@ pub async fn serve(
     health_reporter
         .set_serving::<KeysServiceServer<KeysApi>>()
         .await;
+    health_reporter
+        .set_serving::<ScheduleServiceServer<SchedulesApi>>()
+        .await;
+    health_reporter
+        .set_serving::<TriggerServiceServer<TriggersApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(stackshift_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -155,6 +166,11 @@ pub async fn serve(
                 .max_decoding_message_size(max_message),
         )
         .add_service(KeysServiceServer::new(KeysApi(state.clone())))
+        .add_service(
+            ScheduleServiceServer::new(SchedulesApi(state.clone()))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(TriggerServiceServer::new(TriggersApi(state.clone())))
         .add_service(
             StateServiceServer::new(StateApi(state)).max_decoding_message_size(max_message),
         )

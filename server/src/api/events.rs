@@ -39,6 +39,7 @@ impl EventsService for EventsApi {
                 .take(MAX_RESUMED_IDS)
                 .map(|r| r.run_id)
                 .collect(),
+            started_run_ids: out.started.into_iter().map(|r| r.id).collect(),
         }))
     }
 

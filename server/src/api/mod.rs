@@ -8,8 +8,10 @@ mod jobs;
 mod keys;
 pub mod obs_convert;
 mod queues;
+mod schedules;
 mod state;
 pub mod status;
+mod triggers;
 mod worker;
 
 use std::sync::Arc;
@@ -23,7 +25,9 @@ pub use events::EventsApi;
 pub use jobs::JobsApi;
 pub use keys::KeysApi;
 pub use queues::QueuesApi;
+pub use schedules::SchedulesApi;
 pub use state::StateApi;
+pub use triggers::TriggersApi;
 pub use worker::WorkerApi;
 
 /// State shared by all handlers.

@@ -39,7 +39,7 @@ fn config_from_pb(c: Option<pb::QueueConfig>) -> Result<QueueConfig, Status> {
     })
 }
 
-fn retry_input_to_pb(r: &RetryPolicyInput) -> Option<pb::RetryPolicy> {
+pub(super) fn retry_input_to_pb(r: &RetryPolicyInput) -> Option<pb::RetryPolicy> {
     if *r == RetryPolicyInput::default() {
         return None;
     }

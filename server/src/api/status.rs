@@ -12,6 +12,7 @@ impl From<EngineError> for Status {
         let code = match &e {
             EngineError::InvalidArgument(_) => Code::InvalidArgument,
             EngineError::NotFound(_) => Code::NotFound,
+            EngineError::AlreadyExists(_) => Code::AlreadyExists,
             EngineError::ResourceExhausted(_) => Code::ResourceExhausted,
             EngineError::FailedPrecondition(_) | EngineError::StateConflict(_) => {
                 Code::FailedPrecondition

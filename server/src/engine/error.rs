@@ -10,6 +10,9 @@ pub enum EngineError {
     /// The named entity does not exist in the caller's namespace.
     #[error("{0}")]
     NotFound(String),
+    /// An entity with this id exists with a different definition.
+    #[error("{0}")]
+    AlreadyExists(String),
     /// A size or count limit was exceeded.
     #[error("{0}")]
     ResourceExhausted(String),

@@ -38,6 +38,9 @@ pub struct NewEvent {
     pub payload: String,
     /// Publication time.
     pub now: i64,
+    /// Runs of the jobs whose event triggers match, started in the same transaction unless
+    /// the event id is a duplicate (each with the key `event:<event id>:<job>`).
+    pub triggered: Vec<super::model::NewRun>,
 }
 
 /// A run that a wait resolution queued again.
@@ -62,6 +65,8 @@ pub struct PublishOutcome {
     pub duplicate: bool,
     /// Runs the event resumed, oldest wait first.
     pub resumed: Vec<ResumedRun>,
+    /// Runs the event started through event triggers.
+    pub started: Vec<super::model::RunRecord>,
 }
 
 /// Filter for listing events.

@@ -49,6 +49,10 @@ impl Engine {
         };
         let key = input.correlation_key.unwrap_or_default();
         correlation_key("correlation_key", &key)?;
+        let now = now_ms();
+        let triggered = self
+            .triggered_runs(namespace, &id, &input.name, &key, &payload, now)
+            .await?;
         let outcome = self
             .store
             .publish_event(NewEvent {
@@ -57,9 +61,15 @@ impl Engine {
                 name: input.name,
                 correlation_key: key,
                 payload,
-                now: now_ms(),
+                now,
+                triggered,
             })
             .await?;
+        for run in &outcome.started {
+            self.metrics
+                .runs(namespace, &run.job, &run.queue, |c| c.started += 1);
+            self.run_ready(namespace, &run.queue, &run.job, run.available_at);
+        }
         if !outcome.resumed.is_empty() {
             tracing::debug!(
                 event = %outcome.event.name,

@@ -16,17 +16,22 @@ pub mod queue_model;
 pub mod queue_ops;
 pub mod requests;
 pub mod retry;
+pub mod schedule_model;
+pub mod schedule_spec;
 pub mod state;
 pub mod store;
 pub mod timer;
+pub mod trigger_model;
 pub mod validate;
 pub mod watch;
 
 mod client_ops;
 mod key_admin;
+mod schedule_ops;
 mod state_ops;
 mod state_sweeper;
 mod timer_loop;
+mod trigger_ops;
 mod wait_ops;
 mod worker_ops;
 

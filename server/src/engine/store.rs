@@ -15,7 +15,9 @@ use super::model::{
     LeaseRef, NewRun, NewStep, RunDetail, RunFilter, RunRecord, StartOutcome,
 };
 use super::queue_model::{ClaimOutcome, QueueConfig, QueueRecord, QueueStats};
+use super::schedule_model::{NewSchedule, ScheduleFiring, ScheduleRecord};
 use super::state::{StateCall, StateEntry, StateOutcome, StateResult};
+use super::trigger_model::{TriggerDefinition, TriggerFilter, TriggerRecord};
 
 /// A hint from another server replica sharing the database (PostgreSQL LISTEN/NOTIFY).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,6 +270,91 @@ pub trait ObsStore: Send + Sync + 'static {
     fn commit_stats(&self) -> super::obs_model::CommitStats;
 }
 
+/// Durable storage of schedules (see `docs/schedules.md`).
+#[async_trait]
+pub trait ScheduleStore: Send + Sync + 'static {
+    /// Inserts a schedule, or returns the stored one with this id (and `false`).
+    async fn insert_schedule(&self, new: NewSchedule) -> EngineResult<(ScheduleRecord, bool)>;
+    /// Reads a schedule.
+    async fn get_schedule(&self, namespace: &str, id: &str)
+    -> EngineResult<Option<ScheduleRecord>>;
+    /// Lists schedules in id order after `cursor` (an id), at most `limit`.
+    async fn list_schedules(
+        &self,
+        namespace: &str,
+        cursor: Option<&str>,
+        limit: u64,
+    ) -> EngineResult<Vec<ScheduleRecord>>;
+    /// Sets the pause switch (and, when given, the next fire time) of a schedule; `None`
+    /// when it does not exist.
+    async fn set_schedule_paused(
+        &self,
+        namespace: &str,
+        id: &str,
+        paused: bool,
+        next_fire_at: Option<i64>,
+        now: i64,
+    ) -> EngineResult<Option<ScheduleRecord>>;
+    /// Deletes a schedule; false when it did not exist.
+    async fn delete_schedule(&self, namespace: &str, id: &str) -> EngineResult<bool>;
+    /// Active schedules due at `now` (`next_fire_at <= now`), earliest first, at most `limit`.
+    async fn due_schedules(&self, now: i64, limit: u64) -> EngineResult<Vec<ScheduleRecord>>;
+    /// Applies a firing atomically: only if the schedule is active and its `next_fire_at`
+    /// is still the expected one (else `None`: another replica fired it, or it was paused or
+    /// deleted), advances it and starts the runs (idempotently) in the same transaction.
+    async fn fire_schedule(
+        &self,
+        firing: ScheduleFiring,
+    ) -> EngineResult<Option<Vec<StartOutcome>>>;
+    /// The earliest `next_fire_at` of an active schedule.
+    async fn next_schedule_fire(&self) -> EngineResult<Option<i64>>;
+}
+
+/// Durable storage of event triggers (see `docs/schedules.md`). The runs they start are
+/// inserted by [`EventStore::publish_event`].
+#[async_trait]
+pub trait TriggerStore: Send + Sync + 'static {
+    /// Inserts a trigger, or returns the stored one for the same (event name, correlation
+    /// key, job) and `false`.
+    async fn insert_trigger(
+        &self,
+        namespace: &str,
+        id: &str,
+        definition: TriggerDefinition,
+        now: i64,
+    ) -> EngineResult<(TriggerRecord, bool)>;
+    /// Lists triggers in id order after `cursor` (an id), at most `limit`.
+    async fn list_triggers(
+        &self,
+        namespace: &str,
+        filter: &TriggerFilter,
+        cursor: Option<&str>,
+        limit: u64,
+    ) -> EngineResult<Vec<TriggerRecord>>;
+    /// Deletes a trigger; false when it did not exist.
+    async fn delete_trigger(&self, namespace: &str, id: &str) -> EngineResult<bool>;
+    /// The triggers an event matches: same name, and no key or exactly its key.
+    async fn matching_triggers(
+        &self,
+        namespace: &str,
+        name: &str,
+        correlation_key: &str,
+    ) -> EngineResult<Vec<TriggerRecord>>;
+}
+
 /// Everything the engine needs from storage.
-pub trait Store: RunStore + KeyStore + QueueStore + StateStore + EventStore + ObsStore {}
-impl<T: RunStore + KeyStore + QueueStore + StateStore + EventStore + ObsStore> Store for T {}
+pub trait Store:
+    RunStore + KeyStore + QueueStore + StateStore + EventStore + ObsStore + ScheduleStore + TriggerStore
+{
+}
+impl<T> Store for T where
+    T: RunStore
+        + KeyStore
+        + QueueStore
+        + StateStore
+        + EventStore
+        + ObsStore
+        + ScheduleStore
+        + TriggerStore
+{
+}

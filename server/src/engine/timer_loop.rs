@@ -1,7 +1,7 @@
 //! The background loop behind durable timers: it sleeps until the earliest due instant
 //! known to the store (a retry becoming deliverable, a lease expiring, a sleep ending, an
-//! event wait timing out), acts, and sleeps again. On start it first catches up on
-//! everything that fell due while the server was down. A periodic re-read ([`RESYNC_MS`])
+//! event wait timing out, a schedule's next time), acts, and sleeps again. On start it
+//! first catches up on everything that fell due while the server was down. A periodic re-read ([`RESYNC_MS`])
 //! only guards against instants scheduled by another server replica sharing the database.
 
 use std::sync::Arc;
@@ -119,6 +119,16 @@ impl Engine {
         // Sleeps that ended and event waits that timed out (also those that fell due while
         // the server was down).
         self.resolve_due_waits(now).await?;
-        Ok(self.store.next_due(now).await?.unwrap_or(i64::MAX))
+        // Schedules whose next time came (also those that fell due while the server was
+        // down; each one's catch-up policy decides what to start).
+        self.fire_due_schedules(now).await?;
+        let next_run = self.store.next_due(now).await?.unwrap_or(i64::MAX);
+        // A schedule still due failed to fire: try again in a second, not in a hot loop.
+        let next_schedule = match self.store.next_schedule_fire().await? {
+            Some(at) if at <= now => now + 1_000,
+            Some(at) => at,
+            None => i64::MAX,
+        };
+        Ok(next_run.min(next_schedule))
     }
 }

@@ -30,6 +30,7 @@ impl From<EngineError> for HttpError {
         let (status, code) = match &e {
             EngineError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
             EngineError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            EngineError::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
             EngineError::ResourceExhausted(_) => {
                 (StatusCode::TOO_MANY_REQUESTS, "resource_exhausted")
             }

@@ -20,7 +20,8 @@ use crate::engine::event_model::{
 use crate::engine::{EngineError, EngineResult};
 
 use super::entities::{event_consumptions, events};
-use super::wait_ops;
+use super::{queue_ops, run_ops, wait_ops};
+use crate::engine::model::StartOutcome;
 
 /// Decodes an `events` row.
 pub fn event_from_model(m: events::Model) -> EventRecord {
@@ -152,7 +153,8 @@ async fn find_by_id<C: ConnectionTrait>(
         .map(event_from_model))
 }
 
-/// Stores an event (a repeated id stores nothing) and resolves every wait it matches.
+/// Stores an event (a repeated id stores nothing), resolves every wait it matches and
+/// starts the runs of its event triggers.
 pub async fn publish<C: ConnectionTrait>(c: &C, new: NewEvent) -> EngineResult<PublishOutcome> {
     lock_match_key(c, &new.namespace, &new.name, &new.correlation_key).await?;
     let inserted = events::Entity::insert(events::ActiveModel {
@@ -183,14 +185,25 @@ pub async fn publish<C: ConnectionTrait>(c: &C, new: NewEvent) -> EngineResult<P
             event,
             duplicate: true,
             resumed: Vec::new(),
+            started: Vec::new(),
         });
     }
     let output = event_output(&event);
     let resumed = wait_ops::resolve_event_waits(c, &event, &output, new.now).await?;
+    // Event triggers: one run per subscribed job, in this transaction.
+    let mut started = Vec::with_capacity(new.triggered.len());
+    for run in new.triggered {
+        let (ns, queue, now) = (run.namespace.clone(), run.queue.clone(), run.now);
+        if let StartOutcome::Created(r) = run_ops::start_run(c, run).await? {
+            queue_ops::ensure(c, &ns, &queue, now).await?;
+            started.push(r);
+        }
+    }
     Ok(PublishOutcome {
         event,
         duplicate: false,
         resumed,
+        started,
     })
 }
 

@@ -64,7 +64,20 @@ impl EventStore for SqlStore {
             let new = new.clone();
             self.write_notify(
                 move |c| Box::pin(event_ops::publish(c, new)),
-                |out: &PublishOutcome| ready(&out.resumed),
+                |out: &PublishOutcome| {
+                    let mut w = ready(&out.resumed);
+                    for r in &out.started {
+                        let wake = Wakeup::Ready {
+                            namespace: r.namespace.clone(),
+                            queue: r.queue.clone(),
+                            job: r.job.clone(),
+                        };
+                        if !w.contains(&wake) {
+                            w.push(wake);
+                        }
+                    }
+                    w
+                },
             )
         })
         .await

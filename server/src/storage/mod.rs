@@ -14,6 +14,8 @@ mod obs_store;
 mod queue_ops;
 mod queue_store;
 mod run_ops;
+mod schedule_ops;
+mod schedule_store;
 mod sql;
 mod state_ops;
 mod state_store;
@@ -21,6 +23,8 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 mod timeline_ops;
+mod trigger_ops;
+mod trigger_store;
 mod wait_ops;
 pub mod writer;
 

@@ -111,6 +111,9 @@ type PublishEventResponse struct {
 	ResumedRunCount int64 `protobuf:"varint,3,opt,name=resumed_run_count,json=resumedRunCount,proto3" json:"resumed_run_count,omitempty"`
 	// The ids of the resumed runs, at most 100 (oldest wait first).
 	ResumedRunIds []string `protobuf:"bytes,4,rep,name=resumed_run_ids,json=resumedRunIds,proto3" json:"resumed_run_ids,omitempty"`
+	// The ids of the runs this event started through event triggers (TriggerService), one
+	// per subscribed job; empty for a duplicate.
+	StartedRunIds []string `protobuf:"bytes,5,rep,name=started_run_ids,json=startedRunIds,proto3" json:"started_run_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,6 +172,13 @@ func (x *PublishEventResponse) GetResumedRunCount() int64 {
 func (x *PublishEventResponse) GetResumedRunIds() []string {
 	if x != nil {
 		return x.ResumedRunIds
+	}
+	return nil
+}
+
+func (x *PublishEventResponse) GetStartedRunIds() []string {
+	if x != nil {
+		return x.StartedRunIds
 	}
 	return nil
 }
@@ -502,12 +512,13 @@ const file_stackshift_v1_events_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12\x0e\n" +
 	"\x02id\x18\x03 \x01(\tR\x02id\x12'\n" +
-	"\x0fcorrelation_key\x18\x04 \x01(\tR\x0ecorrelationKey\"\xb4\x01\n" +
+	"\x0fcorrelation_key\x18\x04 \x01(\tR\x0ecorrelationKey\"\xdc\x01\n" +
 	"\x14PublishEventResponse\x12*\n" +
 	"\x05event\x18\x01 \x01(\v2\x14.stackshift.v1.EventR\x05event\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12*\n" +
 	"\x11resumed_run_count\x18\x03 \x01(\x03R\x0fresumedRunCount\x12&\n" +
-	"\x0fresumed_run_ids\x18\x04 \x03(\tR\rresumedRunIds\"\x98\x02\n" +
+	"\x0fresumed_run_ids\x18\x04 \x03(\tR\rresumedRunIds\x12&\n" +
+	"\x0fstarted_run_ids\x18\x05 \x03(\tR\rstartedRunIds\"\x98\x02\n" +
 	"\x11ListEventsRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x0fcorrelation_key\x18\x02 \x01(\tR\x0ecorrelationKey\x12C\n" +

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from stackshift.v1 import common_pb2 as stackshift_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astackshift/v1/events.proto\x12\rstackshift.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1astackshift/v1/common.proto\"|\n\x13PublishEventRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07payload\x18\x02 \x01(\x0cR\x07payload\x12\x0e\n\x02id\x18\x03 \x01(\tR\x02id\x12\'\n\x0f\x63orrelation_key\x18\x04 \x01(\tR\x0e\x63orrelationKey\"\xb4\x01\n\x14PublishEventResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.stackshift.v1.EventR\x05\x65vent\x12\x1c\n\tduplicate\x18\x02 \x01(\x08R\tduplicate\x12*\n\x11resumed_run_count\x18\x03 \x01(\x03R\x0fresumedRunCount\x12&\n\x0fresumed_run_ids\x18\x04 \x03(\tR\rresumedRunIds\"\x98\x02\n\x11ListEventsRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\'\n\x0f\x63orrelation_key\x18\x02 \x01(\tR\x0e\x63orrelationKey\x12\x43\n\x0fpublished_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0epublishedAfter\x12\x45\n\x10published_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0fpublishedBefore\x12\x1b\n\tpage_size\x18\x05 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x06 \x01(\tR\tpageToken\"j\n\x12ListEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.stackshift.v1.EventR\x06\x65vents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xad\x01\n\x05\x45vent\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\'\n\x0f\x63orrelation_key\x18\x03 \x01(\tR\x0e\x63orrelationKey\x12\x18\n\x07payload\x18\x04 \x01(\x0cR\x07payload\x12=\n\x0cpublished_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bpublishedAt\"\x86\x02\n\x07RunWait\x12\x17\n\x07step_id\x18\x01 \x01(\tR\x06stepId\x12\x33\n\x04kind\x18\x02 \x01(\x0e\x32\x1f.stackshift.v1.JournalEntryKindR\x04kind\x12\x1d\n\nevent_name\x18\x03 \x01(\tR\teventName\x12\'\n\x0f\x63orrelation_key\x18\x04 \x01(\tR\x0e\x63orrelationKey\x12\x33\n\x07wake_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x06wakeAt\x12\x30\n\x05since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05since2\xbb\x01\n\rEventsService\x12W\n\x0cPublishEvent\x12\".stackshift.v1.PublishEventRequest\x1a#.stackshift.v1.PublishEventResponse\x12Q\n\nListEvents\x12 .stackshift.v1.ListEventsRequest\x1a!.stackshift.v1.ListEventsResponseBHZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astackshift/v1/events.proto\x12\rstackshift.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1astackshift/v1/common.proto\"|\n\x13PublishEventRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07payload\x18\x02 \x01(\x0cR\x07payload\x12\x0e\n\x02id\x18\x03 \x01(\tR\x02id\x12\'\n\x0f\x63orrelation_key\x18\x04 \x01(\tR\x0e\x63orrelationKey\"\xdc\x01\n\x14PublishEventResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.stackshift.v1.EventR\x05\x65vent\x12\x1c\n\tduplicate\x18\x02 \x01(\x08R\tduplicate\x12*\n\x11resumed_run_count\x18\x03 \x01(\x03R\x0fresumedRunCount\x12&\n\x0fresumed_run_ids\x18\x04 \x03(\tR\rresumedRunIds\x12&\n\x0fstarted_run_ids\x18\x05 \x03(\tR\rstartedRunIds\"\x98\x02\n\x11ListEventsRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\'\n\x0f\x63orrelation_key\x18\x02 \x01(\tR\x0e\x63orrelationKey\x12\x43\n\x0fpublished_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0epublishedAfter\x12\x45\n\x10published_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0fpublishedBefore\x12\x1b\n\tpage_size\x18\x05 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x06 \x01(\tR\tpageToken\"j\n\x12ListEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.stackshift.v1.EventR\x06\x65vents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xad\x01\n\x05\x45vent\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\'\n\x0f\x63orrelation_key\x18\x03 \x01(\tR\x0e\x63orrelationKey\x12\x18\n\x07payload\x18\x04 \x01(\x0cR\x07payload\x12=\n\x0cpublished_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bpublishedAt\"\x86\x02\n\x07RunWait\x12\x17\n\x07step_id\x18\x01 \x01(\tR\x06stepId\x12\x33\n\x04kind\x18\x02 \x01(\x0e\x32\x1f.stackshift.v1.JournalEntryKindR\x04kind\x12\x1d\n\nevent_name\x18\x03 \x01(\tR\teventName\x12\'\n\x0f\x63orrelation_key\x18\x04 \x01(\tR\x0e\x63orrelationKey\x12\x33\n\x07wake_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x06wakeAt\x12\x30\n\x05since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05since2\xbb\x01\n\rEventsService\x12W\n\x0cPublishEvent\x12\".stackshift.v1.PublishEventRequest\x1a#.stackshift.v1.PublishEventResponse\x12Q\n\nListEvents\x12 .stackshift.v1.ListEventsRequest\x1a!.stackshift.v1.ListEventsResponseBHZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,15 +37,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISHEVENTREQUEST']._serialized_start=106
   _globals['_PUBLISHEVENTREQUEST']._serialized_end=230
   _globals['_PUBLISHEVENTRESPONSE']._serialized_start=233
-  _globals['_PUBLISHEVENTRESPONSE']._serialized_end=413
-  _globals['_LISTEVENTSREQUEST']._serialized_start=416
-  _globals['_LISTEVENTSREQUEST']._serialized_end=696
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=698
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=804
-  _globals['_EVENT']._serialized_start=807
-  _globals['_EVENT']._serialized_end=980
-  _globals['_RUNWAIT']._serialized_start=983
-  _globals['_RUNWAIT']._serialized_end=1245
-  _globals['_EVENTSSERVICE']._serialized_start=1248
-  _globals['_EVENTSSERVICE']._serialized_end=1435
+  _globals['_PUBLISHEVENTRESPONSE']._serialized_end=453
+  _globals['_LISTEVENTSREQUEST']._serialized_start=456
+  _globals['_LISTEVENTSREQUEST']._serialized_end=736
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=738
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=844
+  _globals['_EVENT']._serialized_start=847
+  _globals['_EVENT']._serialized_end=1020
+  _globals['_RUNWAIT']._serialized_start=1023
+  _globals['_RUNWAIT']._serialized_end=1285
+  _globals['_EVENTSSERVICE']._serialized_start=1288
+  _globals['_EVENTSSERVICE']._serialized_end=1475
 # @@protoc_insertion_point(module_scope)

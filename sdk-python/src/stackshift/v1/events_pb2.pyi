@@ -71,6 +71,7 @@ class PublishEventResponse(_message.Message):
     DUPLICATE_FIELD_NUMBER: _builtins.int
     RESUMED_RUN_COUNT_FIELD_NUMBER: _builtins.int
     RESUMED_RUN_IDS_FIELD_NUMBER: _builtins.int
+    STARTED_RUN_IDS_FIELD_NUMBER: _builtins.int
     duplicate: _builtins.bool
     """True when the id was already stored: nothing was stored and no run was resumed."""
     resumed_run_count: _builtins.int
@@ -85,6 +86,12 @@ class PublishEventResponse(_message.Message):
     def resumed_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The ids of the resumed runs, at most 100 (oldest wait first)."""
 
+    @_builtins.property
+    def started_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The ids of the runs this event started through event triggers (TriggerService), one
+        per subscribed job; empty for a duplicate.
+        """
+
     def __init__(
         self,
         *,
@@ -92,10 +99,11 @@ class PublishEventResponse(_message.Message):
         duplicate: _builtins.bool = ...,
         resumed_run_count: _builtins.int = ...,
         resumed_run_ids: _abc.Iterable[_builtins.str] | None = ...,
+        started_run_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "event", b"event", "resumed_run_count", b"resumed_run_count", "resumed_run_ids", b"resumed_run_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "event", b"event", "resumed_run_count", b"resumed_run_count", "resumed_run_ids", b"resumed_run_ids", "started_run_ids", b"started_run_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod attempts;
 pub mod event_consumptions;
+pub mod event_triggers;
 pub mod events;
 pub mod idempotency_keys;
 pub mod queue_starts;
@@ -11,6 +12,7 @@ pub mod queues;
 pub mod run_logs;
 pub mod run_timeline;
 pub mod runs;
+pub mod schedules;
 pub mod state_entries;
 pub mod state_lock_floors;
 pub mod state_locks;

@@ -32,6 +32,7 @@ fn event(ns: &str, id: &str, name: &str, key: &str, payload: &str, now: i64) -> 
         correlation_key: key.to_owned(),
         payload: payload.to_owned(),
         now,
+        triggered: Vec::new(),
     }
 }
 

@@ -7,7 +7,9 @@ mod keys;
 mod obs;
 mod queues;
 mod runs;
+mod schedules;
 mod state;
+mod triggers;
 mod worker;
 
 use std::sync::Arc;
@@ -61,6 +63,11 @@ pub async fn run_tests(store: Arc<dyn Store>) {
     obs::timeline_follows_transitions(&store).await;
     obs::log_cap_and_marker(&store).await;
     obs::list_filters(&store).await;
+    schedules::lifecycle(&store).await;
+    schedules::firing_is_conditional_and_idempotent(&store).await;
+    schedules::concurrent_firings_apply_once(&store).await;
+    triggers::lifecycle_and_matching(&store).await;
+    triggers::publish_starts_triggered_runs_once(&store).await;
 }
 
 pub(super) fn new_run(ns: &str, job: &str, queue: &str, now: i64) -> NewRun {
