@@ -13,7 +13,14 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, type Client } from "@connectrpc/connect";
 import { JournalEntryKind } from "../gen/stackshift/v1/common_pb.js";
-import { SuspendOutcome, SuspendRunRequestSchema, type SuspendRunRequest, type WorkerService } from "../gen/stackshift/v1/worker_pb.js";
+import {
+  EventWaitSchema,
+  SleepWaitSchema,
+  SuspendOutcome,
+  SuspendRunRequestSchema,
+  type SuspendRunRequest,
+  type WorkerService,
+} from "../gen/stackshift/v1/worker_pb.js";
 import { durationFromMillis, type DurationInput } from "../duration.js";
 import { fromConnectError, NonRetryableError } from "../errors.js";
 import type { Recorded } from "../context.js";
@@ -85,13 +92,13 @@ export async function suspend(env: WaitEnv, stepId: string, kind: JournalEntryKi
   if (spec.case === "sleep") {
     request.wait = {
       case: "sleep",
-      value: "ms" in spec.value ? { duration: durationFromMillis(spec.value.ms) } : { until: timestampFromDate(spec.value.until) },
-    } as SuspendRunRequest["wait"];
+      value: create(SleepWaitSchema, "ms" in spec.value ? { duration: durationFromMillis(spec.value.ms) } : { until: timestampFromDate(spec.value.until) }),
+    };
   } else {
     request.wait = {
       case: "event",
-      value: { eventName: spec.value.name, correlationKey: spec.value.key, timeout: durationFromMillis(spec.value.timeoutMs) },
-    } as SuspendRunRequest["wait"];
+      value: create(EventWaitSchema, { eventName: spec.value.name, correlationKey: spec.value.key, timeout: durationFromMillis(spec.value.timeoutMs) }),
+    };
   }
   const result = await write(lease, "SuspendRun", (opts) => env.client.suspendRun(request, opts));
   if (!result.ok) {
