@@ -129,6 +129,12 @@ examples() {
         "$SCRATCH/go-examples/$ex" || fail "Go example $ex failed"
         PASSED=$((PASSED + 1))
     done
+    # TypeScript-only examples (the other SDKs add theirs in their own loops).
+    for ex in payment_confirmation; do
+        echo "--- TypeScript example $ex"
+        node "$ROOT/sdk-typescript/build/examples/$ex.js" || fail "TypeScript example $ex failed"
+        PASSED=$((PASSED + 1))
+    done
 }
 
 conformance() {
