@@ -69,6 +69,14 @@ pub enum Action {
     RawCall(RawCall),
     /// Check how many executions of a step overlapped in time.
     ExpectMaxConcurrency(MaxConcurrency),
+    /// `PublishEvent` through the raw API.
+    Publish(PublishAction),
+    /// Check that values picked from saved answers and run results strictly increase.
+    ExpectIncreasing(Vec<ValueRef>),
+    /// Check the time between two moments of a run (creation, ledger lines).
+    ExpectElapsed(ExpectElapsed),
+    /// Check the order in which runs first started a step (ledger).
+    ExpectOrder(ExpectOrder),
 }
 
 /// `start`: create runs with `StartRun`.
@@ -93,6 +101,12 @@ pub struct StartAction {
     pub initial_interval: Option<String>,
     pub backoff_coefficient: Option<f64>,
     pub lease_timeout: Option<String>,
+    /// Delay before the first delivery (`1s`).
+    pub delay: Option<String>,
+    /// `run_at` = now + this duration (`1s`).
+    pub run_at_in: Option<String>,
+    pub priority: Option<i32>,
+    pub concurrency_key: Option<String>,
 }
 
 fn default_job() -> String {
@@ -117,6 +131,86 @@ pub struct ClientAction {
     pub expect: Option<serde_json::Map<String, Value>>,
     /// The gRPC status name the SDK's typed error must carry.
     pub expect_error: Option<String>,
+    /// With `expect_error`: the conflict reason the typed error must carry.
+    pub expect_reason: Option<String>,
+    /// The whole answer must equal this (after substitution).
+    pub expect_ok: Option<Value>,
+    /// The answer's `timeline` must contain these entries in this order (a subsequence).
+    pub expect_timeline: Option<Vec<TimelineMatch>>,
+    /// The answer's `logs` must be exactly these lines (only given fields compared).
+    pub expect_logs: Option<Vec<LogMatch>>,
+    /// Name under which the answer is saved (`$name.path` in later arguments).
+    pub save: Option<String>,
+}
+
+/// A timeline entry to find: a kind name (`ATTEMPT_STARTED`) or `{kind, attempt, step_id}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TimelineMatch {
+    Kind(String),
+    Entry {
+        kind: String,
+        attempt: Option<i32>,
+        step_id: Option<String>,
+    },
+}
+
+/// A log line's expected fields; omitted fields are not compared.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogMatch {
+    pub level: Option<String>,
+    pub message: Option<String>,
+    pub fields: Option<Value>,
+    pub step_id: Option<String>,
+    pub attempt: Option<i32>,
+}
+
+/// `publish`: a raw `PublishEvent`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishAction {
+    pub name: String,
+    #[serde(default)]
+    pub payload: Value,
+    pub key: Option<String>,
+    pub event_id: Option<String>,
+    /// Expected `resumed_run_count`.
+    pub matched: Option<i64>,
+    /// Expected `duplicate`.
+    pub duplicate: Option<bool>,
+}
+
+/// A value picked from a saved client answer (`saved`) or a run's result (`run`), by a
+/// dot-separated `path` of keys and indices (`outputs.0.token`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueRef {
+    pub saved: Option<String>,
+    pub run: Option<String>,
+    #[serde(default)]
+    pub path: String,
+}
+
+/// `expect_elapsed`: milliseconds from `from` to `to` within bounds. A moment is `created`
+/// (the run's creation, server clock) or `STEP:start` / `STEP:end` (the first such ledger
+/// line of the run).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectElapsed {
+    pub run: String,
+    pub from: String,
+    pub to: String,
+    pub min_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+/// `expect_order`: the runs first started `step` in exactly this order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectOrder {
+    pub step: String,
+    pub runs: Vec<String>,
 }
 
 /// `await`: poll `GetRun` until the status matches.
@@ -139,6 +233,8 @@ pub struct ExpectRun {
     pub max_attempts: Option<i32>,
     /// Exact JSON equality.
     pub result: Option<Value>,
+    /// Parts of the result: dot-separated path (`outputs.0.granted`) -> exact JSON value.
+    pub result_at: Option<BTreeMap<String, Value>>,
     pub payload: Option<Value>,
     pub failure: Option<ExpectFailure>,
     /// Step ids in recorded order (exact).
@@ -151,6 +247,12 @@ pub struct ExpectRun {
     pub attempts: Option<Vec<ExpectAttempt>>,
     /// Minimum gap in ms between the end of attempt N and the start of attempt N+1.
     pub min_retry_gap_ms: Option<i64>,
+    /// Entries the timeline must contain in this order (a subsequence).
+    pub timeline: Option<Vec<TimelineMatch>>,
+    /// Kinds the timeline must not contain.
+    pub timeline_excludes: Option<Vec<String>>,
+    /// The run's log lines, exactly (only given fields compared).
+    pub logs: Option<Vec<LogMatch>>,
 }
 
 /// A failure's expected fields.
@@ -283,11 +385,30 @@ pub struct RawCall {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaxConcurrency {
-    pub runs: String,
+    /// A run (group) name or a list of them.
+    pub runs: RunNames,
     pub step: String,
     pub max: usize,
     /// At least this much overlap must have happened (shows the slots are used).
     pub min: Option<usize>,
+}
+
+/// One name or several.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RunNames {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl RunNames {
+    /// The names as a list.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            RunNames::One(n) => vec![n.clone()],
+            RunNames::Many(v) => v.clone(),
+        }
+    }
 }
 
 /// A case file with its name (`area/behaviour`).

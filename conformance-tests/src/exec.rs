@@ -1,7 +1,7 @@
 //! Executes one case: starts the adapter, performs the actions in order, and checks outcomes
 //! through `GetRun` and the side-effect ledger.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,10 +10,14 @@ use serde_json::{Value, json};
 use stackshift::proto as pb;
 use stackshift::{ClientOptions, StackShift};
 
+mod checks;
+mod extra;
+
 use crate::adapter::{Adapter, AdapterSpec};
-use crate::case::{self, Action, Case, ExpectFailure};
-use crate::ledger::{self, Entry};
+use crate::case::{self, Action, Case};
+use crate::ledger;
 use crate::server::Server;
+use checks::{check_ledger, check_run, status_name, summarize};
 
 /// Deadline of one adapter command.
 const CLIENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,6 +34,8 @@ pub struct CaseRun<'a> {
     pub ledger: PathBuf,
     runs: HashMap<String, Vec<String>>,
     tasks: HashMap<String, pb::Task>,
+    /// Client answers saved with `save`.
+    saved: HashMap<String, Value>,
     adapter: Option<Adapter>,
     client: StackShift,
 }
@@ -57,6 +63,7 @@ impl<'a> CaseRun<'a> {
             ledger,
             runs: HashMap::new(),
             tasks: HashMap::new(),
+            saved: HashMap::new(),
             adapter: None,
             client,
         })
@@ -149,9 +156,26 @@ impl<'a> CaseRun<'a> {
         Ok(ids[0].clone())
     }
 
-    /// Replaces `$name` strings by run ids and `$queue` by the case queue, recursively.
+    /// Replaces `$name` strings by run ids, `$queue` by the case queue, `$saved.path` by a
+    /// value from a saved answer and `$in:DURATION` by the RFC 3339 time that far from now,
+    /// recursively.
     fn substitute(&self, value: &Value) -> Value {
         match value {
+            Value::String(s) if s.starts_with("$in:") => match case::duration(&s[4..]) {
+                Ok(d) => Value::String(
+                    (chrono::Utc::now() + d).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                ),
+                Err(_) => value.clone(),
+            },
+            Value::String(s)
+                if s.starts_with('$')
+                    && s[1..]
+                        .split_once('.')
+                        .is_some_and(|(name, _)| self.saved.contains_key(name)) =>
+            {
+                let (name, path) = s[1..].split_once('.').unwrap_or_default();
+                checks::pick(&self.saved[name], path).unwrap_or(Value::Null)
+            }
             Value::String(s)
                 if s.starts_with('$')
                     && self.runs.get(&s[1..]).is_some_and(|ids| ids.len() == 1) =>
@@ -216,16 +240,31 @@ impl<'a> CaseRun<'a> {
                     .map(proto_duration);
                 let mut ids = Vec::new();
                 for _ in 0..count {
-                    let request = pb::StartRunRequest {
-                        job: a.job.clone(),
-                        payload: serde_json::to_vec(&self.substitute(&a.payload))?,
-                        queue: self.queue_name(a.queue.as_deref()),
-                        idempotency_key: a.idempotency_key.clone().unwrap_or_default(),
-                        idempotency_ttl: None,
-                        retry_policy: policy,
-                        lease_timeout: lease,
-                        ..Default::default()
-                    };
+                    let request =
+                        pb::StartRunRequest {
+                            job: a.job.clone(),
+                            payload: serde_json::to_vec(&self.substitute(&a.payload))?,
+                            queue: self.queue_name(a.queue.as_deref()),
+                            idempotency_key: a.idempotency_key.clone().unwrap_or_default(),
+                            idempotency_ttl: None,
+                            retry_policy: policy,
+                            lease_timeout: lease,
+                            delay: a
+                                .delay
+                                .as_deref()
+                                .map(case::duration)
+                                .transpose()?
+                                .map(proto_duration),
+                            run_at: a.run_at_in.as_deref().map(case::duration).transpose()?.map(
+                                |d| {
+                                    let at = std::time::SystemTime::now() + d;
+                                    prost_types::Timestamp::from(at)
+                                },
+                            ),
+                            priority: a.priority.unwrap_or(0),
+                            concurrency_key: a.concurrency_key.clone().unwrap_or_default(),
+                            ..Default::default()
+                        };
                     let response = self
                         .client
                         .jobs_client()
@@ -395,13 +434,20 @@ impl<'a> CaseRun<'a> {
                     .insert(p.name.clone(), tasks.into_iter().next().context("task")?);
             }
             Action::RawCall(c) => self.raw_call(c).await?,
+            Action::Publish(p) => self.publish(p).await?,
+            Action::ExpectIncreasing(refs) => self.expect_increasing(refs).await?,
+            Action::ExpectElapsed(e) => self.expect_elapsed(e).await?,
+            Action::ExpectOrder(o) => self.expect_order(o)?,
             Action::ExpectMaxConcurrency(m) => {
-                let ids: BTreeSet<String> = self.run_ids(&m.runs)?.into_iter().collect();
+                let mut ids = BTreeSet::new();
+                for name in m.runs.names() {
+                    ids.extend(self.run_ids(&name)?);
+                }
                 let entries = ledger::read(&self.ledger)?;
                 let overlap = ledger::max_overlap(&entries, &ids, &m.step)?;
                 ensure!(
                     overlap <= m.max,
-                    "{overlap} executions of {} overlapped; the limit is {}",
+                    "{overlap} executions of {} overlapped; expected at most {}",
                     m.step,
                     m.max
                 );
@@ -451,6 +497,13 @@ impl<'a> CaseRun<'a> {
                 !class.is_empty(),
                 "the error has no type (the SDK must raise a typed error): {error}"
             );
+            if let Some(reason) = &a.expect_reason {
+                let got = error.get("reason").and_then(Value::as_str).unwrap_or("");
+                ensure!(
+                    got == reason,
+                    "expected the typed conflict reason {reason}, got {got:?}: {error}"
+                );
+            }
             return Ok(());
         }
         let ok = answer.get("ok").with_context(|| {
@@ -468,6 +521,19 @@ impl<'a> CaseRun<'a> {
                     "field {key}: expected {want}, got {got} (answer {ok})"
                 );
             }
+        }
+        if let Some(want) = &a.expect_ok {
+            let want = self.substitute(want);
+            ensure!(ok == &want, "the answer is {ok}, expected {want}");
+        }
+        if let Some(want) = &a.expect_timeline {
+            checks::check_timeline(want, ok.get("timeline").unwrap_or(&Value::Null))?;
+        }
+        if let Some(want) = &a.expect_logs {
+            checks::check_logs(want, ok.get("logs").unwrap_or(&Value::Null))?;
+        }
+        if let Some(name) = &a.save {
+            self.saved.insert(name.clone(), ok.clone());
         }
         if let Some(name) = &a.name {
             let id = ok
@@ -615,284 +681,6 @@ fn is_final_status(s: pb::RunStatus) -> bool {
     )
 }
 
-/// `completed`, `failed`, ... for a wire status.
-fn status_name(status: i32) -> String {
-    pb::RunStatus::try_from(status)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("RUN_STATUS_")
-                .to_lowercase()
-        })
-        .unwrap_or_else(|_| format!("status#{status}"))
-}
-
-fn json_of(bytes: &[u8]) -> Value {
-    if bytes.is_empty() {
-        return Value::Null;
-    }
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
-}
-
-/// A one-line description of a run for failure messages.
-fn summarize(run: &pb::Run) -> String {
-    let failure = run.failure.as_ref().map(|f| {
-        format!(
-            " failure={:?}(type={:?}, non_retryable={})",
-            f.message, f.r#type, f.non_retryable
-        )
-    });
-    let steps: Vec<String> = run
-        .steps
-        .iter()
-        .map(|s| format!("{}@{}", s.id, s.attempt))
-        .collect();
-    let mut result = json_of(&run.result).to_string();
-    if result.len() > 300 {
-        result = format!(
-            "{}...",
-            &result[..result
-                .char_indices()
-                .nth(300)
-                .map_or(result.len(), |(i, _)| i)]
-        );
-    }
-    format!(
-        "status={} attempt={}/{} result={result}{} steps=[{}] attempts=[{}]",
-        status_name(run.status),
-        run.attempt,
-        run.max_attempts,
-        failure.unwrap_or_default(),
-        steps.join(", "),
-        run.attempts
-            .iter()
-            .map(|a| format!(
-                "#{}:{}",
-                a.number,
-                a.failure
-                    .as_ref()
-                    .map_or("ok/running".to_owned(), |f| f.message.clone())
-            ))
-            .collect::<Vec<_>>()
-            .join("; ")
-    )
-}
-
-fn check_failure(
-    what: &str,
-    want: &ExpectFailure,
-    got: Option<&pb::Failure>,
-) -> anyhow::Result<()> {
-    let f = got.with_context(|| format!("{what}: expected a failure, found none"))?;
-    if let Some(m) = &want.message {
-        ensure!(
-            &f.message == m,
-            "{what}: message {:?}, expected {m:?}",
-            f.message
-        );
-    }
-    if let Some(m) = &want.message_contains {
-        ensure!(
-            f.message.contains(m.as_str()),
-            "{what}: message {:?} does not contain {m:?}",
-            f.message
-        );
-    }
-    if let Some(nr) = want.non_retryable {
-        ensure!(
-            f.non_retryable == nr,
-            "{what}: non_retryable is {}, expected {nr}",
-            f.non_retryable
-        );
-    }
-    if let Some(has) = want.has_type {
-        ensure!(f.r#type.is_empty() != has, "{what}: type is {:?}", f.r#type);
-    }
-    if let Some(t) = &want.error_type {
-        ensure!(
-            &f.r#type == t,
-            "{what}: type {:?}, expected {t:?}",
-            f.r#type
-        );
-    }
-    if let Some(d) = &want.details {
-        ensure!(
-            &json_of(&f.details) == d,
-            "{what}: details {}, expected {d}",
-            json_of(&f.details)
-        );
-    }
-    Ok(())
-}
-
-fn check_run(
-    e: &case::ExpectRun,
-    run: &pb::Run,
-    substitute: impl Fn(&Value) -> Value,
-) -> anyhow::Result<()> {
-    if let Some(s) = &e.status {
-        ensure!(
-            &status_name(run.status) == s,
-            "status is {}, expected {s}",
-            status_name(run.status)
-        );
-    }
-    if let Some(a) = e.attempt {
-        ensure!(run.attempt == a, "attempt is {}, expected {a}", run.attempt);
-    }
-    if let Some(m) = e.max_attempts {
-        ensure!(
-            run.max_attempts == m,
-            "max_attempts is {}, expected {m}",
-            run.max_attempts
-        );
-    }
-    if let Some(r) = &e.result {
-        let want = substitute(r);
-        ensure!(
-            json_of(&run.result) == want,
-            "result is {}, expected {want}",
-            json_of(&run.result)
-        );
-    }
-    if let Some(p) = &e.payload {
-        ensure!(
-            &json_of(&run.payload) == p,
-            "payload is {}, expected {p}",
-            json_of(&run.payload)
-        );
-    }
-    if let Some(f) = &e.failure {
-        check_failure("run failure", f, run.failure.as_ref())?;
-    }
-    if let Some(ids) = &e.step_ids {
-        let got: Vec<&str> = run.steps.iter().map(|s| s.id.as_str()).collect();
-        ensure!(
-            got == ids.iter().map(String::as_str).collect::<Vec<_>>(),
-            "step ids are {got:?}, expected {ids:?}"
-        );
-    }
-    if let Some(steps) = &e.steps {
-        for (id, want) in steps {
-            let step = run
-                .steps
-                .iter()
-                .find(|s| &s.id == id)
-                .with_context(|| format!("no recorded step {id:?}"))?;
-            if let Some(a) = want.attempt {
-                ensure!(
-                    step.attempt == a,
-                    "step {id}: recorded by attempt {}, expected {a}",
-                    step.attempt
-                );
-            }
-            if let Some(o) = &want.output {
-                ensure!(
-                    &json_of(&step.output) == o,
-                    "step {id}: output {}, expected {o}",
-                    json_of(&step.output)
-                );
-            }
-            match &want.failure {
-                Some(f) => check_failure(&format!("step {id}"), f, step.failure.as_ref())?,
-                None => ensure!(
-                    step.failure.is_none() || want.output.is_none(),
-                    "step {id} failed: {:?}",
-                    step.failure
-                ),
-            }
-        }
-    }
-    if let Some(n) = e.attempts_count {
-        ensure!(
-            run.attempts.len() == n,
-            "{} attempts listed, expected {n}",
-            run.attempts.len()
-        );
-    }
-    if let Some(attempts) = &e.attempts {
-        for (i, want) in attempts.iter().enumerate() {
-            let got = run
-                .attempts
-                .get(i)
-                .with_context(|| format!("no attempt #{}", i + 1))?;
-            if want.succeeded == Some(true) {
-                ensure!(
-                    got.failure.is_none(),
-                    "attempt #{} failed: {:?}",
-                    i + 1,
-                    got.failure
-                );
-            }
-            if let Some(f) = &want.failure {
-                check_failure(&format!("attempt #{}", i + 1), f, got.failure.as_ref())?;
-            }
-        }
-    }
-    if let Some(gap) = e.min_retry_gap_ms {
-        for pair in run.attempts.windows(2) {
-            let ended = pair[0]
-                .ended_at
-                .as_ref()
-                .context("attempt without ended_at")?;
-            let started = pair[1]
-                .started_at
-                .as_ref()
-                .context("attempt without started_at")?;
-            let ms = (started.seconds - ended.seconds) * 1000
-                + i64::from(started.nanos - ended.nanos) / 1_000_000;
-            ensure!(
-                ms >= gap,
-                "attempt #{} started {ms} ms after #{} ended; expected at least {gap} ms",
-                pair[1].number,
-                pair[0].number
-            );
-        }
-    }
-    Ok(())
-}
-
-fn check_ledger(e: &case::ExpectLedger, run_id: &str, entries: &[Entry]) -> anyhow::Result<()> {
-    let collect = |phase: &str| {
-        let mut map: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-        for entry in entries
-            .iter()
-            .filter(|x| x.run_id == run_id && x.phase == phase)
-        {
-            map.entry(entry.step.clone())
-                .or_default()
-                .push(entry.attempt);
-        }
-        for attempts in map.values_mut() {
-            attempts.sort_unstable();
-        }
-        map
-    };
-    let started = collect("start");
-    let ended = collect("end");
-    for (what, want, got) in [
-        ("started", &e.started, &started),
-        ("ended", &e.ended, &ended),
-    ] {
-        for (step, attempts) in want {
-            let have = got.get(step).cloned().unwrap_or_default();
-            ensure!(
-                &have == attempts,
-                "ledger: step {step} {what} in attempts {have:?}, expected {attempts:?} (all {what}: {got:?})"
-            );
-        }
-    }
-    if e.exhaustive {
-        let want: BTreeSet<&String> = e.started.keys().collect();
-        let have: BTreeSet<&String> = started.keys().collect();
-        ensure!(
-            want == have,
-            "ledger: steps executed {have:?}, expected exactly {want:?}"
-        );
-    }
-    Ok(())
-}
-
 fn describe(action: &Action) -> String {
     match action {
         Action::Start(a) => format!("start {} as {}", a.job, a.name),
@@ -907,6 +695,12 @@ fn describe(action: &Action) -> String {
         Action::Retry(r) => format!("retry {}", r.run),
         Action::RawPoll(p) => format!("raw_poll as {}", p.name),
         Action::RawCall(c) => format!("raw_call {} {}", c.rpc, c.task),
-        Action::ExpectMaxConcurrency(m) => format!("expect_max_concurrency {} {}", m.runs, m.step),
+        Action::ExpectMaxConcurrency(m) => {
+            format!("expect_max_concurrency {:?} {}", m.runs.names(), m.step)
+        }
+        Action::Publish(p) => format!("publish {}", p.name),
+        Action::ExpectIncreasing(_) => "expect_increasing".to_owned(),
+        Action::ExpectElapsed(e) => format!("expect_elapsed {} {} -> {}", e.run, e.from, e.to),
+        Action::ExpectOrder(o) => format!("expect_order {}", o.step),
     }
 }

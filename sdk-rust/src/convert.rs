@@ -12,7 +12,10 @@ use stackshift_proto::v1 as pb;
 
 use crate::Error;
 use crate::options::RetryPolicy;
-use crate::run::{AttemptInfo, Failure, Run, RunStatus, StepInfo, StepKind, WaitInfo};
+use crate::run::{
+    AttemptInfo, Failure, LogLevel, LogLine, Run, RunStatus, StepInfo, StepKind, TimelineEntry,
+    TimelineKind, WaitInfo,
+};
 
 /// A protobuf timestamp as a UTC date-time; `None` when out of range.
 pub(crate) fn timestamp_to_chrono(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
@@ -226,6 +229,80 @@ impl TryFrom<pb::Step> for StepInfo {
     }
 }
 
+impl From<i32> for TimelineKind {
+    fn from(kind: i32) -> Self {
+        use pb::TimelineEntryKind as K;
+        match K::try_from(kind) {
+            Ok(K::Created) => TimelineKind::Created,
+            Ok(K::AttemptStarted) => TimelineKind::AttemptStarted,
+            Ok(K::AttemptResumed) => TimelineKind::AttemptResumed,
+            Ok(K::StepCompleted) => TimelineKind::StepCompleted,
+            Ok(K::StepFailed) => TimelineKind::StepFailed,
+            Ok(K::Waiting) => TimelineKind::Waiting,
+            Ok(K::EventMatched) => TimelineKind::EventMatched,
+            Ok(K::TimerFired) => TimelineKind::TimerFired,
+            Ok(K::WaitTimedOut) => TimelineKind::WaitTimedOut,
+            Ok(K::RetryScheduled) => TimelineKind::RetryScheduled,
+            Ok(K::LeaseExpired) => TimelineKind::LeaseExpired,
+            Ok(K::Completed) => TimelineKind::Completed,
+            Ok(K::Failed) => TimelineKind::Failed,
+            Ok(K::Cancelled) => TimelineKind::Cancelled,
+            Ok(K::Retried) => TimelineKind::Retried,
+            Ok(K::LogsTruncated) => TimelineKind::LogsTruncated,
+            Ok(K::Unspecified) | Err(_) => TimelineKind::Other(kind),
+        }
+    }
+}
+
+impl TryFrom<pb::TimelineEntry> for TimelineEntry {
+    type Error = Error;
+
+    fn try_from(e: pb::TimelineEntry) -> Result<Self, Error> {
+        Ok(TimelineEntry {
+            id: e.id,
+            at: required_time(e.at.as_ref(), "timeline.at")?,
+            kind: TimelineKind::from(e.kind),
+            attempt: e.attempt,
+            step_id: non_empty(e.step_id),
+            scheduled_at: optional_time(e.scheduled_at.as_ref()),
+            detail: optional_json(&e.detail)?,
+        })
+    }
+}
+
+impl TryFrom<pb::LogEntry> for LogLine {
+    type Error = Error;
+
+    fn try_from(l: pb::LogEntry) -> Result<Self, Error> {
+        let level = match pb::LogLevel::try_from(l.level) {
+            Ok(pb::LogLevel::Debug) => LogLevel::Debug,
+            Ok(pb::LogLevel::Warn) => LogLevel::Warn,
+            Ok(pb::LogLevel::Error) => LogLevel::Error,
+            // The server stores an unset level as INFO.
+            _ => LogLevel::Info,
+        };
+        let fields = match optional_json(&l.fields)? {
+            None | Some(Value::Null) => serde_json::Map::new(),
+            Some(Value::Object(map)) => map,
+            Some(other) => {
+                return Err(Error::protocol(format!(
+                    "log fields are not a JSON object: {other}"
+                )));
+            }
+        };
+        Ok(LogLine {
+            id: l.id,
+            level,
+            message: l.message,
+            fields,
+            step_id: non_empty(l.step_id),
+            at: optional_time(l.at.as_ref()),
+            attempt: l.attempt,
+            truncated: l.truncated,
+        })
+    }
+}
+
 impl TryFrom<pb::Run> for Run {
     type Error = Error;
 
@@ -255,6 +332,16 @@ impl TryFrom<pb::Run> for Run {
                 .map(StepInfo::try_from)
                 .collect::<Result<_, _>>()?,
             wait: r.wait.map(WaitInfo::from),
+            timeline: r
+                .timeline
+                .into_iter()
+                .map(TimelineEntry::try_from)
+                .collect::<Result<_, _>>()?,
+            logs: r
+                .logs
+                .into_iter()
+                .map(LogLine::try_from)
+                .collect::<Result<_, _>>()?,
             id: r.id,
             job: r.job,
             queue: r.queue,
@@ -369,6 +456,70 @@ mod tests {
         assert!(failure.non_retryable);
         assert_eq!(failure.error_type, None);
         assert_eq!(failure.details, Some(json!("not json")));
+    }
+
+    #[test]
+    fn timeline_and_logs_from_wire() {
+        let mut wire = wire_run();
+        wire.timeline = vec![
+            pb::TimelineEntry {
+                id: 7,
+                at: ts(1_700_000_000),
+                kind: pb::TimelineEntryKind::Created as i32,
+                ..Default::default()
+            },
+            pb::TimelineEntry {
+                id: 9,
+                at: ts(1_700_000_002),
+                kind: pb::TimelineEntryKind::StepCompleted as i32,
+                attempt: 1,
+                step_id: "charge".into(),
+                detail: br#"{"duration_ms":3}"#.to_vec(),
+                ..Default::default()
+            },
+            pb::TimelineEntry {
+                id: 10,
+                at: ts(1_700_000_003),
+                kind: 999,
+                ..Default::default()
+            },
+        ];
+        wire.logs = vec![
+            pb::LogEntry {
+                id: 1,
+                level: pb::LogLevel::Warn as i32,
+                message: "slow".into(),
+                fields: br#"{"ms":12}"#.to_vec(),
+                step_id: "charge".into(),
+                attempt: 2,
+                ..Default::default()
+            },
+            pb::LogEntry {
+                id: 2,
+                message: "plain".into(),
+                ..Default::default()
+            },
+        ];
+        let run = Run::try_from(wire).unwrap();
+        let kinds: Vec<TimelineKind> = run.timeline.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                TimelineKind::Created,
+                TimelineKind::StepCompleted,
+                TimelineKind::Other(999)
+            ]
+        );
+        assert_eq!(run.timeline[0].step_id, None);
+        assert_eq!(run.timeline[1].step_id.as_deref(), Some("charge"));
+        assert_eq!(run.timeline[1].detail, Some(json!({"duration_ms": 3})));
+        assert_eq!(TimelineKind::StepCompleted.as_str(), "step_completed");
+        assert_eq!(run.logs[0].level, LogLevel::Warn);
+        assert_eq!(run.logs[0].fields.get("ms"), Some(&json!(12)));
+        assert_eq!(run.logs[0].step_id.as_deref(), Some("charge"));
+        assert_eq!(run.logs[0].attempt, 2);
+        assert_eq!(run.logs[1].level, LogLevel::Info);
+        assert!(run.logs[1].fields.is_empty());
     }
 
     #[test]

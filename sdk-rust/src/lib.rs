@@ -96,7 +96,8 @@ pub use options::{
 };
 pub use queues::{QueueConfig, QueueInfo, QueuePage, QueueStats, QueuesClient, RateLimit};
 pub use run::{
-    AttemptInfo, Failure, Run, RunPage, RunStatus, StartedRun, StepInfo, StepKind, WaitInfo,
+    AttemptInfo, Failure, LogLevel, LogLine, Run, RunPage, RunStatus, StartedRun, StepInfo,
+    StepKind, TimelineEntry, TimelineKind, WaitInfo,
 };
 pub use state::{
     Counter, KeyPage, ListKeysOptions, LockAttempt, LockGuard, LockOptions, SetOptions, State,

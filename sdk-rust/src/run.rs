@@ -1,5 +1,6 @@
 //! What the SDK returns about runs: [`Run`] with its [`RunStatus`], [`AttemptInfo`]s,
-//! [`StepInfo`]s and [`Failure`], plus [`StartedRun`] and [`RunPage`]. These are plain Rust
+//! [`StepInfo`]s, [`Failure`], [`TimelineEntry`]s and [`LogLine`]s, plus [`StartedRun`] and
+//! [`RunPage`]. These are plain Rust
 //! types (JSON as [`serde_json::Value`], timestamps as [`chrono::DateTime<Utc>`]); the
 //! conversions from the wire types live in [`crate::convert`].
 
@@ -160,6 +161,12 @@ pub struct Run {
     /// What the run is suspended on while it is [`RunStatus::Waiting`]. Filled by
     /// `get_run`/`wait_for_run` only.
     pub wait: Option<WaitInfo>,
+    /// What happened to the run, oldest first: creation, attempts, steps, waits, retries,
+    /// the outcome (see `docs/observability.md`). Filled by `get_run`/`wait_for_run` only.
+    pub timeline: Vec<TimelineEntry>,
+    /// The lines the handler logged through `ctx.log`, oldest first (capped per run; see
+    /// [`LogLine::truncated`]). Filled by `get_run`/`wait_for_run` only.
+    pub logs: Vec<LogLine>,
 }
 
 impl Run {
@@ -257,6 +264,149 @@ impl StepInfo {
     pub fn duration(&self) -> Option<chrono::TimeDelta> {
         self.started_at.map(|s| self.completed_at - s)
     }
+}
+
+/// What a [`TimelineEntry`] records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimelineKind {
+    /// The run was created.
+    Created,
+    /// A worker received a new attempt.
+    AttemptStarted,
+    /// A worker received a resumed attempt after a sleep or an event wait.
+    AttemptResumed,
+    /// A step result was recorded.
+    StepCompleted,
+    /// A step failed non-retryably.
+    StepFailed,
+    /// The run started waiting on a sleep or an event.
+    Waiting,
+    /// A published event resolved the run's event wait.
+    EventMatched,
+    /// The run's sleep ended.
+    TimerFired,
+    /// The run's event wait timed out.
+    WaitTimedOut,
+    /// An attempt failed and a retry is scheduled.
+    RetryScheduled,
+    /// An attempt's lease expired.
+    LeaseExpired,
+    /// The run completed.
+    Completed,
+    /// The run failed for good.
+    Failed,
+    /// The run was cancelled.
+    Cancelled,
+    /// `retry_run` queued a failed or cancelled run again.
+    Retried,
+    /// The run reached its log cap; later lines were dropped.
+    LogsTruncated,
+    /// A kind this SDK version does not know (the raw protobuf value).
+    Other(i32),
+}
+
+impl TimelineKind {
+    /// The lowercase name (`attempt_started`); `unknown` for [`TimelineKind::Other`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimelineKind::Created => "created",
+            TimelineKind::AttemptStarted => "attempt_started",
+            TimelineKind::AttemptResumed => "attempt_resumed",
+            TimelineKind::StepCompleted => "step_completed",
+            TimelineKind::StepFailed => "step_failed",
+            TimelineKind::Waiting => "waiting",
+            TimelineKind::EventMatched => "event_matched",
+            TimelineKind::TimerFired => "timer_fired",
+            TimelineKind::WaitTimedOut => "wait_timed_out",
+            TimelineKind::RetryScheduled => "retry_scheduled",
+            TimelineKind::LeaseExpired => "lease_expired",
+            TimelineKind::Completed => "completed",
+            TimelineKind::Failed => "failed",
+            TimelineKind::Cancelled => "cancelled",
+            TimelineKind::Retried => "retried",
+            TimelineKind::LogsTruncated => "logs_truncated",
+            TimelineKind::Other(_) => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for TimelineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One timestamped transition of a run (server clock).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineEntry {
+    /// Position in the timeline: increasing in the order entries were written.
+    pub id: i64,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// What happened.
+    pub kind: TimelineKind,
+    /// The attempt it belongs to; 0 when none (created, retried by request).
+    pub attempt: i32,
+    /// The step it concerns, if any.
+    pub step_id: Option<String>,
+    /// For a scheduled retry: when the next attempt is due; for a wait: when the sleep ends
+    /// or the event wait times out.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Extra facts as a JSON object (e.g. `{"error": "..."}`); never payloads or outputs.
+    pub detail: Option<Value>,
+}
+
+/// The severity of a [`LogLine`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Debug detail.
+    Debug,
+    /// Normal information.
+    Info,
+    /// Something unexpected that the handler recovered from.
+    Warn,
+    /// An error.
+    Error,
+}
+
+impl LogLevel {
+    /// `debug`, `info`, `warn` or `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line a handler logged through `ctx.log`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    /// Position in the run's logs, increasing in the order lines were stored.
+    pub id: i64,
+    /// Severity.
+    pub level: LogLevel,
+    /// The message (at most 8 KiB).
+    pub message: String,
+    /// Structured fields (empty when none).
+    pub fields: serde_json::Map<String, Value>,
+    /// The step that was executing, if any.
+    pub step_id: Option<String>,
+    /// When the handler logged it (worker clock), if known.
+    pub at: Option<DateTime<Utc>>,
+    /// The attempt that logged it.
+    pub attempt: i32,
+    /// True for the marker the server stores when the run reached its log cap.
+    pub truncated: bool,
 }
 
 /// The answer to `start`/`enqueue`.
