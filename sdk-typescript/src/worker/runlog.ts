@@ -31,7 +31,7 @@ export const currentStep = new AsyncLocalStorage<string>();
 
 const encoder = new TextEncoder();
 
-/** Fields as JSON bytes (`{}`-less empty bytes for none; unserializable values as their error text). */
+/** Fields as JSON bytes (empty bytes for none; unserializable fields replaced by an error note). */
 function encodeFields(fields: Record<string, unknown> | undefined): Uint8Array {
   if (fields === undefined || Object.keys(fields).length === 0) return new Uint8Array();
   try {
@@ -115,7 +115,9 @@ export class RunLogger {
     }
     const lines = this.buffer;
     this.buffer = [];
-    const next = this.sending.then(() => this.send(lines));
+    const next = this.sending.then(() => this.send(lines)).catch(() => {
+      // Logging never fails the handler: lines that cannot be sent are dropped.
+    });
     this.sending = next;
     return next;
   }
