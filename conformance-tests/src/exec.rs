@@ -213,69 +213,7 @@ impl<'a> CaseRun<'a> {
 
     async fn action(&mut self, action: &Action) -> anyhow::Result<()> {
         match action {
-            Action::Start(a) => {
-                let count = a.count.unwrap_or(1).max(1);
-                let policy = (a.max_attempts.is_some()
-                    || a.initial_interval.is_some()
-                    || a.backoff_coefficient.is_some())
-                .then(|| {
-                    anyhow::Ok(pb::RetryPolicy {
-                        max_attempts: a.max_attempts.unwrap_or(0),
-                        initial_interval: a
-                            .initial_interval
-                            .as_deref()
-                            .map(case::duration)
-                            .transpose()?
-                            .map(proto_duration),
-                        backoff_coefficient: a.backoff_coefficient.unwrap_or(0.0),
-                        maximum_interval: None,
-                    })
-                });
-                let policy = policy.transpose()?;
-                let lease = a
-                    .lease_timeout
-                    .as_deref()
-                    .map(case::duration)
-                    .transpose()?
-                    .map(proto_duration);
-                let mut ids = Vec::new();
-                for _ in 0..count {
-                    let request =
-                        pb::StartRunRequest {
-                            job: a.job.clone(),
-                            payload: serde_json::to_vec(&self.substitute(&a.payload))?,
-                            queue: self.queue_name(a.queue.as_deref()),
-                            idempotency_key: a.idempotency_key.clone().unwrap_or_default(),
-                            idempotency_ttl: None,
-                            retry_policy: policy,
-                            lease_timeout: lease,
-                            delay: a
-                                .delay
-                                .as_deref()
-                                .map(case::duration)
-                                .transpose()?
-                                .map(proto_duration),
-                            run_at: a.run_at_in.as_deref().map(case::duration).transpose()?.map(
-                                |d| {
-                                    let at = std::time::SystemTime::now() + d;
-                                    prost_types::Timestamp::from(at)
-                                },
-                            ),
-                            priority: a.priority.unwrap_or(0),
-                            concurrency_key: a.concurrency_key.clone().unwrap_or_default(),
-                            ..Default::default()
-                        };
-                    let response = self
-                        .client
-                        .jobs_client()
-                        .start_run(request)
-                        .await
-                        .map_err(status_error)?
-                        .into_inner();
-                    ids.push(response.run.context("StartRun returned no run")?.id);
-                }
-                self.runs.insert(a.name.clone(), ids);
-            }
+            Action::Start(a) => self.start(a).await?,
             Action::Client(a) => self.client_action(a).await?,
             Action::Await(a) => {
                 let timeout = a

@@ -1,14 +1,14 @@
-//! The actions for events, values and timing: `publish`, `expect_increasing`,
-//! `expect_elapsed` and `expect_order`.
+//! The actions `start`, `publish`, `expect_increasing`, `expect_elapsed` and `expect_order`.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, bail, ensure};
 use serde_json::Value;
 use stackshift::PublishEvent;
+use stackshift::proto as pb;
 
-use super::CaseRun;
 use super::checks::{json_of, pick};
+use super::{CaseRun, proto_duration, status_error};
 use crate::case;
 use crate::ledger;
 
@@ -146,6 +146,55 @@ impl CaseRun<'_> {
             o.step,
             o.runs
         );
+        Ok(())
+    }
+}
+
+impl CaseRun<'_> {
+    /// `start`: `StartRun` through the raw API (`count` times), naming the run(s).
+    pub(super) async fn start(&mut self, a: &case::StartAction) -> anyhow::Result<()> {
+        let duration = |d: &Option<String>| d.as_deref().map(case::duration).transpose();
+        let policy = (a.max_attempts.is_some()
+            || a.initial_interval.is_some()
+            || a.backoff_coefficient.is_some())
+        .then(|| {
+            anyhow::Ok(pb::RetryPolicy {
+                max_attempts: a.max_attempts.unwrap_or(0),
+                initial_interval: duration(&a.initial_interval)?.map(proto_duration),
+                backoff_coefficient: a.backoff_coefficient.unwrap_or(0.0),
+                maximum_interval: None,
+            })
+        })
+        .transpose()?;
+        let lease = duration(&a.lease_timeout)?.map(proto_duration);
+        let delay = duration(&a.delay)?.map(proto_duration);
+        let run_at_in = duration(&a.run_at_in)?;
+        let mut ids = Vec::new();
+        for _ in 0..a.count.unwrap_or(1).max(1) {
+            let request = pb::StartRunRequest {
+                job: a.job.clone(),
+                payload: serde_json::to_vec(&self.substitute(&a.payload))?,
+                queue: self.queue_name(a.queue.as_deref()),
+                idempotency_key: a.idempotency_key.clone().unwrap_or_default(),
+                idempotency_ttl: None,
+                retry_policy: policy,
+                lease_timeout: lease,
+                delay,
+                run_at: run_at_in
+                    .map(|d| prost_types::Timestamp::from(std::time::SystemTime::now() + d)),
+                priority: a.priority.unwrap_or(0),
+                concurrency_key: a.concurrency_key.clone().unwrap_or_default(),
+            };
+            let response = self
+                .client
+                .jobs_client()
+                .start_run(request)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            ids.push(response.run.context("StartRun returned no run")?.id);
+        }
+        self.runs.insert(a.name.clone(), ids);
         Ok(())
     }
 }
