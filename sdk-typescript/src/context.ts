@@ -25,7 +25,6 @@ import { Lease, write } from "./worker/lease.js";
 /** A recorded outcome from the task's journal: a step's output or failure, or a wait's result. */
 export type Recorded = { output: Uint8Array } | { failure: Failure } | { wait: JournalEntryKind; output: Uint8Array };
 
-
 /**
  * Assigns effective step ids: `id`, `id#2`, `id#3`, ... per execution, and refuses an
  * effective id already handed out in this execution (an explicit `a#2` followed by a second
@@ -51,7 +50,8 @@ export class Occurrences {
 }
 
 /**
- * Runs memoized steps for one attempt.
+ * Runs memoized steps, durable sleeps ({@link Step.sleep}) and event waits
+ * ({@link Step.waitForEvent}) for one attempt.
  *
  * `step.run(id, fn)` first assigns the *effective* step id: the first use of `id` in this
  * execution of the handler is `id`, the second `id#2`, the third `id#3`, and so on. Then:
