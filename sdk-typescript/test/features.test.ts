@@ -280,3 +280,48 @@ test("queues: configure, get, pause/resume, list; start options delay, runAt, pr
   assert.ok(found, "listQueues includes the queue");
   for (const id of [delayed.id, scheduled.id]) await ss.cancelRun(id);
 });
+
+test("a lock taken in a run is released with the run; a waiting run can be cancelled", async () => {
+  const ss = new StackShift({ endpoint: server.endpoint });
+  const key = `lock:${unique()}`;
+  ss.job<{ key: string }>("locker", async ({ payload, state }) => {
+    const lock = await state.lock(payload.key, { ttl: "1m" });
+    const page = await state.list("lock:none:");
+    return { token: lock?.token ?? null, keys: page.keys.length };
+  });
+  ss.job("idle-waiter", async ({ step }) => {
+    await step.waitForEvent("never", { event: "never.happens", timeout: "1h" });
+    return "unreachable";
+  });
+  const worker = ss.work({ queues: ["locker"] });
+  try {
+    const started = await ss.start("locker", { key }, { queueName: "locker" });
+    const run = await ss.waitForRun(started.id, { timeout: "20s" });
+    assert.equal(run.status, "completed");
+    const { token } = run.result as { token: number };
+    assert.ok(token > 0);
+    // Not released by the handler, but by the run's completion: a client takes it at once.
+    const lock = await ss.state.lock(key, { ttl: "10s" });
+    assert.ok(lock && lock.token > token);
+    await lock.release();
+
+    await worker.shutdown();
+    const w2 = ss.work({ queues: ["locker"] });
+    const waiting = await ss.start("idle-waiter", null, { queueName: "locker" });
+    try {
+      let status = "";
+      for (let i = 0; i < 200 && status !== "waiting"; i++) {
+        status = (await ss.getRun(waiting.id)).status;
+        if (status !== "waiting") await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal(status, "waiting");
+      assert.equal(w2.activeTasks, 0, "a waiting run holds no slot");
+      const cancelled = await ss.cancelRun(waiting.id, "no longer needed");
+      assert.equal(cancelled.status, "cancelled");
+    } finally {
+      await w2.shutdown();
+    }
+  } finally {
+    await worker.shutdown();
+  }
+});
