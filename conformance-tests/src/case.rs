@@ -117,9 +117,12 @@ fn default_job() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientAction {
-    /// `start`, `get_run`, `wait_run`, `cancel_run`, `retry_run`, `list_runs`.
+    /// `start`, `get_run`, `wait_run`, `cancel_run`, `retry_run`, `list_runs`,
+    /// `publish_event`, `state_get`, `state_set`, `state_incr`, `state_delete`, `lock`,
+    /// `release_lock`, `configure_queue`, `pause_queue`, `resume_queue`, `get_queue`.
     pub op: String,
-    /// Arguments; string values `$name` are replaced by run ids, `$queue` by the case queue.
+    /// Arguments; string values `$name` are replaced by run ids, `$queue` by the case queue,
+    /// `$saved.path` by a saved value, `$in:DURATION` by a time that far from now.
     #[serde(default)]
     pub args: serde_json::Map<String, Value>,
     /// For `start`: the name under which the returned run id is stored.
