@@ -15,12 +15,16 @@ use crate::ledger;
 impl CaseRun<'_> {
     pub(super) async fn publish(&mut self, p: &case::PublishAction) -> anyhow::Result<()> {
         // The runner's own client publishes (the SDK under test is the adapter's).
-        let mut event = PublishEvent::new(p.name.clone(), self.substitute(&p.payload));
+        let text = |s: &str| match self.substitute(&Value::String(s.to_owned())) {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        let mut event = PublishEvent::new(text(&p.name), self.substitute(&p.payload));
         if let Some(k) = &p.key {
-            event = event.correlation_key(k.clone());
+            event = event.correlation_key(text(k));
         }
         if let Some(id) = &p.event_id {
-            event = event.id(id.clone());
+            event = event.id(text(id));
         }
         let response = self.client.events().publish(event).await?;
         if let Some(n) = p.matched {
