@@ -139,6 +139,12 @@ examples() {
     "$ROOT/sdk-python/.venv/bin/python" "$ROOT/sdk-python/examples/payment_confirmation.py" ||
         fail "Python example payment_confirmation failed"
     PASSED=$((PASSED + 1))
+    # TypeScript-only examples (the other SDKs add theirs in their own loops).
+    for ex in payment_confirmation; do
+        echo "--- TypeScript example $ex"
+        node "$ROOT/sdk-typescript/build/examples/$ex.js" || fail "TypeScript example $ex failed"
+        PASSED=$((PASSED + 1))
+    done
 }
 
 conformance() {

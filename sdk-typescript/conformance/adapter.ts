@@ -12,7 +12,10 @@ import {
   NonRetryableError,
   StepFailedError,
   AttemptInterruptedError,
+  ConflictError,
   type JobContext,
+  type Lock,
+  type QueueInfo,
   type Run,
   type RunStatus,
   type StartOptions,
@@ -73,9 +76,80 @@ function errorKind(e: unknown): [string, string] {
   return ["error", e instanceof Error ? e.message : String(e)];
 }
 
+/** Runs `f`; with `catch: true`, a state refusal is appended to `caught` instead of thrown. */
+async function caughtConflict(op: Obj, key: string, state: ScriptState, f: () => Promise<void>): Promise<void> {
+  try {
+    await f();
+  } catch (e) {
+    if (op["catch"] === true && e instanceof ConflictError) {
+      state.caught.push({ step: key, kind: "conflict", reason: e.reason });
+      return;
+    }
+    throw e;
+  }
+}
+
+/** The `state_*`, `lock`, `sleep`, `wait_event` and `log` ops; false when `op` is none of them. */
+async function runStateOp(ctx: JobContext<Obj>, op: Obj, state: ScriptState): Promise<boolean> {
+  if (typeof op["sleep"] === "string") {
+    await ctx.step.sleep(op["sleep"], Number(op["ms"] ?? 0));
+  } else if (typeof op["wait_event"] === "string") {
+    const event = await ctx.step.waitForEvent(op["wait_event"], {
+      event: String(op["event"] ?? ""),
+      key: typeof op["key"] === "string" ? op["key"] : "",
+      timeout: Number(op["timeout_ms"] ?? 0),
+    });
+    state.outputs.push(event === null ? { received: false } : { received: true, payload: event.payload as Json });
+  } else if (typeof op["state_set"] === "string") {
+    const key = op["state_set"];
+    await caughtConflict(op, key, state, async () => {
+      await ctx.state.set(key, op["value"] ?? null, typeof op["ttl_ms"] === "number" ? { ttl: op["ttl_ms"] } : {});
+    });
+  } else if (typeof op["state_get"] === "string") {
+    const key = op["state_get"];
+    await caughtConflict(op, key, state, async () => {
+      state.outputs.push((await ctx.state.get<Json>(key)) ?? null);
+    });
+  } else if (typeof op["state_incr"] === "string") {
+    const key = op["state_incr"];
+    await caughtConflict(op, key, state, async () => {
+      state.outputs.push(typeof op["by"] === "number" ? await ctx.state.increment(key, op["by"]) : await ctx.state.increment(key));
+    });
+  } else if (typeof op["state_delete"] === "string") {
+    const key = op["state_delete"];
+    await caughtConflict(op, key, state, async () => {
+      state.outputs.push(await ctx.state.delete(key));
+    });
+  } else if (typeof op["lock"] === "string") {
+    const key = op["lock"];
+    await caughtConflict(op, key, state, async () => {
+      const lock = await ctx.state.lock(key, {
+        ttl: Number(op["ttl_ms"] ?? 0),
+        ...(typeof op["wait_ms"] === "number" ? { wait: op["wait_ms"] } : {}),
+      });
+      if (lock === null) {
+        state.outputs.push({ granted: false });
+        return;
+      }
+      state.outputs.push({ granted: true, token: lock.token });
+      if (typeof op["hold_ms"] === "number") await interruptibleSleep(op["hold_ms"], ctx.signal);
+      if (op["release"] !== false) await lock.release();
+    });
+  } else if (typeof op["log"] === "string") {
+    const level = typeof op["level"] === "string" ? op["level"] : "info";
+    if (level !== "debug" && level !== "info" && level !== "warn" && level !== "error") throw new NonRetryableError(`unknown log level ${level}`);
+    const fields = typeof op["fields"] === "object" && op["fields"] !== null && !Array.isArray(op["fields"]) ? (op["fields"] as Obj) : undefined;
+    ctx.log[level](op["log"], fields);
+  } else {
+    return false;
+  }
+  return true;
+}
+
 async function runOps(ctx: JobContext<Obj>, ops: Json[], state: ScriptState): Promise<void> {
   for (const raw of ops) {
     const op = raw as Obj;
+    if (await runStateOp(ctx, op, state)) continue;
     if (typeof op["step"] === "string") {
       const id = op["step"];
       try {
@@ -101,6 +175,8 @@ async function runOps(ctx: JobContext<Obj>, ops: Json[], state: ScriptState): Pr
 }
 
 const client = new StackShift();
+/** Locks taken by the `lock` client op, by key and token, for `release_lock`. */
+const locks = new Map<string, Lock>();
 client.job<Obj>("conf.script", async (ctx) => {
   const state: ScriptState = { outputs: [], caught: [] };
   await runOps(ctx, (ctx.payload["ops"] as Json[]) ?? [], state);
@@ -115,6 +191,25 @@ const worker = client.work({
   concurrency: Number(env("CONFORMANCE_CONCURRENCY")),
   shutdownGrace: Number(env("CONFORMANCE_SHUTDOWN_GRACE_MS")),
 });
+
+/** A run with its timeline and logs, as `get_run` / `wait_run` answer it. */
+function fullRunJson(run: Run): Obj {
+  return {
+    ...runJson(run),
+    timeline: run.timeline.map((t) => ({ kind: t.kind, attempt: t.attempt, step_id: t.stepId })),
+    logs: run.logs.map((l) => ({ level: l.level, message: l.message, fields: l.fields as Obj, step_id: l.stepId, attempt: l.attempt })),
+  };
+}
+
+/** A queue as the queue ops answer it. */
+function queueJson(q: QueueInfo): Obj {
+  return {
+    name: q.name,
+    paused: q.paused,
+    concurrency_limit: q.config.concurrencyLimit ?? null,
+    key_concurrency_limit: q.config.keyConcurrencyLimit ?? null,
+  };
+}
 
 function runJson(run: Run): Obj {
   return {
@@ -137,6 +232,10 @@ async function clientOp(op: string, c: Obj): Promise<Json> {
       if (typeof c["idempotency_key"] === "string") opts.idempotencyKey = c["idempotency_key"];
       if (typeof c["idempotency_ttl"] === "string") opts.idempotencyTtl = c["idempotency_ttl"];
       if (typeof c["lease_timeout"] === "string") opts.leaseTimeout = c["lease_timeout"];
+      if (typeof c["delay_ms"] === "number") opts.delay = c["delay_ms"];
+      if (typeof c["run_at"] === "string") opts.runAt = new Date(c["run_at"]);
+      if (typeof c["priority"] === "number") opts.priority = c["priority"];
+      if (typeof c["concurrency_key"] === "string") opts.concurrencyKey = c["concurrency_key"];
       if (typeof c["max_attempts"] === "number" || typeof c["initial_interval"] === "string") {
         opts.retryPolicy = {};
         if (typeof c["max_attempts"] === "number") opts.retryPolicy.maxAttempts = c["max_attempts"];
@@ -149,9 +248,69 @@ async function clientOp(op: string, c: Obj): Promise<Json> {
       return { run_id: started.id, duplicate: started.duplicate, status: started.run.status };
     }
     case "get_run":
-      return runJson(await ss.getRun(runId));
+      return fullRunJson(await ss.getRun(runId));
     case "wait_run":
-      return runJson(await ss.waitForRun(runId, { timeout: typeof c["timeout"] === "string" ? c["timeout"] : "20s" }));
+      return fullRunJson(await ss.waitForRun(runId, { timeout: typeof c["timeout"] === "string" ? c["timeout"] : "20s" }));
+    case "publish_event": {
+      const published = await ss.events.publish(String(c["name"] ?? ""), c["payload"] ?? null, {
+        ...(typeof c["key"] === "string" ? { key: c["key"] } : {}),
+        ...(typeof c["event_id"] === "string" ? { id: c["event_id"] } : {}),
+      });
+      return { event_id: published.event.id, duplicate: published.duplicate, matched: published.resumedRunCount };
+    }
+    case "state_get":
+      return (await ss.state.get<Json>(String(c["key"] ?? ""))) ?? null;
+    case "state_set": {
+      const version = await ss.state.set(String(c["key"] ?? ""), c["value"] ?? null, {
+        ...(typeof c["ttl_ms"] === "number" ? { ttl: c["ttl_ms"] } : {}),
+        ...(typeof c["expected_version"] === "number" ? { expectedVersion: c["expected_version"] } : {}),
+      });
+      return { version };
+    }
+    case "state_incr": {
+      const key = String(c["key"] ?? "");
+      return typeof c["by"] === "number" ? await ss.state.increment(key, c["by"]) : await ss.state.increment(key);
+    }
+    case "state_delete":
+      return await ss.state.delete(String(c["key"] ?? ""));
+    case "lock": {
+      const lock = await ss.state.lock(String(c["key"] ?? ""), {
+        ttl: Number(c["ttl_ms"] ?? 0),
+        ...(typeof c["wait_ms"] === "number" ? { wait: c["wait_ms"] } : {}),
+      });
+      if (lock === null) return { granted: false };
+      locks.set(`${lock.key}\u0000${lock.token}`, lock);
+      return { granted: true, token: lock.token };
+    }
+    case "release_lock": {
+      const key = String(c["key"] ?? "");
+      const token = Number(c["token"]);
+      // A lock this adapter took is released through its handle; any other token through a
+      // handle rebuilt from the key and token (a stale token must answer LOCK_NOT_HELD).
+      const lock = locks.get(`${key}\u0000${token}`);
+      if (lock !== undefined) {
+        locks.delete(`${key}\u0000${token}`);
+        await lock.release();
+      } else {
+        await ss.state.releaseLock(key, token);
+      }
+      return null;
+    }
+    case "configure_queue": {
+      const queue = ss.queue(String(c["queue"] ?? ""));
+      return queueJson(
+        await queue.configure({
+          ...(typeof c["concurrency_limit"] === "number" ? { concurrencyLimit: c["concurrency_limit"] } : {}),
+          ...(typeof c["key_concurrency_limit"] === "number" ? { keyConcurrencyLimit: c["key_concurrency_limit"] } : {}),
+        }),
+      );
+    }
+    case "pause_queue":
+      return queueJson(await ss.queue(String(c["queue"] ?? "")).pause());
+    case "resume_queue":
+      return queueJson(await ss.queue(String(c["queue"] ?? "")).resume());
+    case "get_queue":
+      return queueJson(await ss.queue(String(c["queue"] ?? "")).get());
     case "cancel_run":
       return runJson(await ss.cancelRun(runId, typeof c["reason"] === "string" ? c["reason"] : ""));
     case "retry_run":
@@ -188,10 +347,9 @@ for await (const line of lines) {
     send({ id: command["id"] ?? null, ok: await clientOp(op, command) });
   } catch (e) {
     const typed = e instanceof StackShiftError;
-    send({
-      id: command["id"] ?? null,
-      error: { code: typed ? e.code : "UNKNOWN", type: typed ? e.constructor.name : "", message: e instanceof Error ? e.message : String(e) },
-    });
+    const error: Obj = { code: typed ? e.code : "UNKNOWN", type: typed ? e.constructor.name : "", message: e instanceof Error ? e.message : String(e) };
+    if (e instanceof ConflictError) error["reason"] = e.reason;
+    send({ id: command["id"] ?? null, error });
   }
 }
 lines.close();

@@ -1,16 +1,16 @@
 /**
  * Seed "File processing pipeline": `processUpload` downloads a file, parses it into batches,
- * imports each batch, and marks the file complete, returning `{ rows }`.
+ * imports each batch and counts its rows with
+ * `await state.increment(`files:${payload.fileId}:rows`, batch.length)`, and marks the file
+ * complete, returning `{ rows }`.
  *
  * Each batch import is a step with the same id, `import-batch`, so the SDK assigns occurrence
- * suffixes: `import-batch`, `import-batch#2`, `import-batch#3`. The database connection drops
- * during the third batch on the first attempt; the retry replays the download, the parse and
- * the two imported batches from the journal and continues with the third.
- *
- * STATE STORE PENDING: the seed also counts rows with
- * `await state.increment(`files:${payload.fileId}:rows`, batch.length)`. `state` joins the
- * handler context when the state-store branch lands; until then each batch import is its own
- * step, which keeps it exactly-once.
+ * suffixes: `import-batch`, `import-batch#2`, `import-batch#3`. The row counter is incremented
+ * through the handler's `state`, so each increment is journaled like a step (`state:1`,
+ * `state:2`, `state:3`). The database connection drops during the third batch on the first
+ * attempt; the retry replays the download, the parse, the two imported batches and their two
+ * increments from the journal (the increments are not applied again) and continues with the
+ * third. The durable row counter ends at 10, not the 18 a re-applied increment would give.
  *
  *   cd sdk-typescript && npm run build:dev && node build/examples/file_import.js
  */
@@ -54,13 +54,13 @@ async function markFileComplete(fileId: string) {
 
 const stackshift = new StackShift({ apiKey: process.env.STACKSHIFT_API_KEY });
 
-stackshift.job<{ fileId: string }>("processUpload", async ({ payload, step }) => {
+stackshift.job<{ fileId: string }>("processUpload", async ({ payload, step, state }) => {
   const file = await step.run("download-file", () => downloadFile(payload.fileId));
   const parsed = await step.run("parse-file", () => parseCsv(file));
 
   for (const [index, batch] of parsed.batches.entries()) {
     await step.run("import-batch", () => importRows(index, batch));
-    // STATE STORE PENDING: await state.increment(`files:${payload.fileId}:rows`, batch.length)
+    await state.increment(`files:${payload.fileId}:rows`, batch.length);
   }
 
   await step.run("mark-complete", () => markFileComplete(payload.fileId));
@@ -74,7 +74,7 @@ try {
   const started = await stackshift.start("processUpload", { fileId }, { retryPolicy: { maxAttempts: 3, initialInterval: "200ms" } });
   const run = await stackshift.waitForRun(started.id, { timeout: "20s" });
   console.log(`run ${run.id} is ${run.status} after ${run.attempt} attempt(s); result ${JSON.stringify(run.result)}`);
-  const stepIds = run.steps.map((s) => s.id);
+  const stepIds = run.steps.filter((s) => s.kind === "step").map((s) => s.id);
   console.log(`  steps: ${stepIds.join(", ")}`);
 
   check(run.status === "completed", "the run completed");
@@ -86,6 +86,13 @@ try {
   check(
     JSON.stringify(stepIds) === JSON.stringify(["download-file", "parse-file", "import-batch", "import-batch#2", "import-batch#3", "mark-complete"]),
     "step ids carry occurrence suffixes (import-batch, import-batch#2, import-batch#3)",
+  );
+  const counted = await stackshift.state.get<number | null>(`files:${fileId}:rows`);
+  check(counted === ROWS, `the durable row counter is ${ROWS} (got ${counted})`);
+  const stateCalls = run.steps.filter((s) => s.kind === "state").map((s) => `${s.id}@${s.attempt}`);
+  check(
+    JSON.stringify(stateCalls) === JSON.stringify(["state:1@1", "state:2@1", "state:3@2"]),
+    `the increments are journaled once each (state:1-2 by attempt 1, state:3 by attempt 2): ${stateCalls.join(", ")}`,
   );
 } finally {
   await worker.shutdown();

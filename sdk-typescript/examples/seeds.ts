@@ -20,6 +20,8 @@ declare const stripe: { paymentIntents: { capture(id: string): Promise<{ id: str
 declare function provisionWorkspace(userId: string): Promise<void>;
 declare const paymentIntentId: string;
 declare const userId: string;
+declare function publishProgress(importId: string, processed: number): Promise<void>;
+declare const event: { id: string; type: string };
 
 /** Seed 003: creating the client and starting a job once. */
 export async function seed003(): Promise<void> {
@@ -59,15 +61,13 @@ export async function seed000(stackshift: StackShift): Promise<void> {
     return { provisioned: true }
   })
 
-  // STATE STORE PENDING: the seed destructures `state` too and calls
-  // `await state.increment(`files:${payload.fileId}:rows`, batch.length)` in the loop; both
-  // return when the state-store branch adds `state` to the handler context.
-  stackshift.job<{ fileId: string }>('processUpload', async ({ payload, step }) => {
+  stackshift.job<{ fileId: string }>('processUpload', async ({ payload, step, state }) => {
     const file = await step.run('download-file', () => downloadFile(payload.fileId))
     const parsed = await step.run('parse-file', () => parseCsv(file))
 
     for (const batch of parsed.batches) {
       await importRows(batch)
+      await state.increment(`files:${payload.fileId}:rows`, batch.length)
     }
 
     await step.run('mark-complete', () => markFileComplete(payload.fileId))
@@ -96,4 +96,35 @@ export async function seed001(stackshift: StackShift): Promise<void> {
       return provisionWorkspace(userId)
     })
   })
+}
+
+/** Seed 004: the state store inside a handler (progress, TTL markers, counters) and webhook dedupe. */
+export async function seed004(stackshift: StackShift): Promise<void> {
+  stackshift.job<{ importId: string }>('importProgress', async ({ payload, state }) => {
+    const progressKey = `imports:${payload.importId}:progress`
+
+    await state.set(progressKey, { processed: 100, total: 500 })
+
+    const progress = await state.get<{ processed: number; total: number }>(progressKey)
+
+    if (progress.processed === progress.total) {
+      await state.delete(progressKey)
+    }
+
+    await state.set('webhooks:stripe:evt_123', { processed: true }, {
+      expiresAt: new Date(Date.now() + 7 * 24 * 60 * 60 * 1000),
+    })
+
+    const processed = await state.increment(`imports:${payload.importId}:processed`)
+
+    if (processed % 100 === 0) {
+      await publishProgress(payload.importId, processed)
+    }
+  })
+
+  await stackshift.queue('webhooks').enqueue(
+    'processStripeWebhook',
+    { eventId: event.id, type: event.type },
+    { idempotencyKey: `stripe:${event.id}` }
+  )
 }

@@ -1,6 +1,8 @@
 /**
  * The client: {@link StackShift} starts, inspects, waits for, lists, cancels and retries runs,
- * registers job handlers, and creates workers; {@link Queue} enqueues onto a named queue.
+ * registers job handlers, creates workers, and gives access to the state store
+ * (`stackshift.state`) and events (`stackshift.events`); {@link Queue} enqueues onto a named
+ * queue and configures, pauses and resumes it.
  *
  * @module
  */
@@ -9,8 +11,16 @@ import { createClient, type Client, type Interceptor, type Transport } from "@co
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { create } from "@bufbuild/protobuf";
 import { JobsService, StartRunRequestSchema } from "./gen/stackshift/v1/jobs_pb.js";
-import { RetryPolicySchema, RunStatus as PbRunStatus } from "./gen/stackshift/v1/common_pb.js";
+import { RunStatus as PbRunStatus } from "./gen/stackshift/v1/common_pb.js";
 import { WorkerService } from "./gen/stackshift/v1/worker_pb.js";
+import { StateService } from "./gen/stackshift/v1/state_pb.js";
+import { EventsService } from "./gen/stackshift/v1/events_pb.js";
+import { QueuesService, UpsertQueueRequestSchema, type Queue as PbQueue } from "./gen/stackshift/v1/queues_pb.js";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { State } from "./state.js";
+import { Events } from "./events.js";
+import { directCall } from "./call.js";
+import { queueConfigToProto, queueFromProto, retryPolicyToProto, type ConfigureQueueOptions, type QueueInfo, type QueuePage } from "./queues.js";
 import { durationFromMillis, toMillis, type DurationInput } from "./duration.js";
 import { fromConnectError, InvalidArgumentError } from "./errors.js";
 import { encodeJson } from "./json.js";
@@ -54,6 +64,14 @@ export interface StartOptions {
   retryPolicy?: RetryPolicy;
   /** Lease timeout of this run's attempts: ms or `'30s'`-style (1 s to 1 h). */
   leaseTimeout?: DurationInput;
+  /** Delays the first delivery: ms or `'10m'`-style (at most 365 d). Not together with `runAt`. */
+  delay?: DurationInput;
+  /** Delivers the run no earlier than this instant (at most 365 d ahead). Not together with `delay`. */
+  runAt?: Date;
+  /** Delivery priority within the queue, -1000 to 1000 (default 0; higher first). */
+  priority?: number;
+  /** Concurrency key (e.g. a customer id), limited by the queue's `keyConcurrencyLimit`. */
+  concurrencyKey?: string;
   /** Aborts the call. */
   signal?: AbortSignal;
 }
@@ -101,6 +119,22 @@ export class StackShift {
   readonly jobs: Client<typeof JobsService>;
   /** The generated `WorkerService` client (raw access). */
   readonly workerService: Client<typeof WorkerService>;
+  /** The generated `QueuesService` client (raw access). */
+  readonly queuesService: Client<typeof QueuesService>;
+  /** The generated `StateService` client (raw access). */
+  readonly stateService: Client<typeof StateService>;
+  /**
+   * The state store, outside runs (calls apply directly, not journaled). Inside a handler use
+   * the context's `state`, which journals its calls in the run.
+   *
+   * ```ts
+   * await stackshift.state.set('webhooks:stripe:evt_123', { processed: true }, { ttl: '7d' })
+   * const marker = await stackshift.state.get<{ processed: boolean } | null>('webhooks:stripe:evt_123')
+   * ```
+   */
+  readonly state: State;
+  /** Publishes and lists events: `stackshift.events.publish(name, payload, { key, id })`. */
+  readonly events: Events;
   /** The server URL this client talks to. */
   readonly endpoint: string;
   private readonly registry = new Map<string, RegisteredJob>();
@@ -141,6 +175,10 @@ export class StackShift {
     }
     this.jobs = createClient(JobsService, transport);
     this.workerService = createClient(WorkerService, transport);
+    this.queuesService = createClient(QueuesService, transport);
+    this.stateService = createClient(StateService, transport);
+    this.state = new State(this.stateService);
+    this.events = new Events(createClient(EventsService, transport), directCall);
   }
 
   /**
@@ -162,15 +200,18 @@ export class StackShift {
     });
     if (options.idempotencyTtl !== undefined) request.idempotencyTtl = durationFromMillis(toMillis(options.idempotencyTtl, "idempotencyTtl"));
     if (options.leaseTimeout !== undefined) request.leaseTimeout = durationFromMillis(toMillis(options.leaseTimeout, "leaseTimeout"));
-    if (options.retryPolicy !== undefined) {
-      const p = options.retryPolicy;
-      request.retryPolicy = create(RetryPolicySchema, {
-        maxAttempts: p.maxAttempts ?? 0,
-        backoffCoefficient: p.backoffCoefficient ?? 0,
-      });
-      if (p.initialInterval !== undefined) request.retryPolicy.initialInterval = durationFromMillis(toMillis(p.initialInterval, "initialInterval"));
-      if (p.maximumInterval !== undefined) request.retryPolicy.maximumInterval = durationFromMillis(toMillis(p.maximumInterval, "maximumInterval"));
+    if (options.retryPolicy !== undefined) request.retryPolicy = retryPolicyToProto(options.retryPolicy);
+    if (options.delay !== undefined && options.runAt !== undefined) throw new InvalidArgumentError("pass either delay or runAt, not both");
+    if (options.delay !== undefined) request.delay = durationFromMillis(toMillis(options.delay, "delay"));
+    if (options.runAt !== undefined) {
+      if (!(options.runAt instanceof Date) || Number.isNaN(options.runAt.getTime())) throw new InvalidArgumentError("runAt must be a valid Date");
+      request.runAt = timestampFromDate(options.runAt);
     }
+    if (options.priority !== undefined) {
+      if (!Number.isInteger(options.priority)) throw new InvalidArgumentError(`priority must be an integer from -1000 to 1000, got ${options.priority}`);
+      request.priority = options.priority;
+    }
+    if (options.concurrencyKey !== undefined) request.concurrencyKey = options.concurrencyKey;
     const response = await this.call(() => this.jobs.startRun(request, this.callOptions(options.signal)));
     if (response.run === undefined) throw new Error("unexpected response from server: StartRun without a run");
     const run = runFromProto(response.run);
@@ -270,9 +311,19 @@ export class StackShift {
     return [...this.registry.keys()];
   }
 
+  /** One page of the namespace's queues in name order, with configuration and live statistics. */
+  async listQueues(options: { pageSize?: number; pageToken?: string } = {}): Promise<QueuePage> {
+    const response = await this.call(() =>
+      this.queuesService.listQueues({ pageSize: options.pageSize ?? 0, pageToken: options.pageToken ?? "" }, this.callOptions()),
+    );
+    const page: QueuePage = { queues: response.queues.map(queueFromProto) };
+    if (response.nextPageToken !== "") page.nextPageToken = response.nextPageToken;
+    return page;
+  }
+
   /** A worker for every job registered so far (not started; call `start()` or `runUntil()`). */
   worker(options: WorkerOptions = {}): Worker {
-    return new Worker(this.workerService, new Map(this.registry), options);
+    return new Worker(this.workerService, this.stateService, new Map(this.registry), options);
   }
 
   /** Creates a worker for every job registered so far and starts it. Stop it with `shutdown()`. */
@@ -280,11 +331,17 @@ export class StackShift {
     return this.worker(options).start();
   }
 
-  private callOptions(signal?: AbortSignal): { timeoutMs: number; signal?: AbortSignal } {
+  /** @internal sends one call with the default deadline, throwing typed errors */
+  call<T>(f: () => Promise<T>): Promise<T> {
+    return this.callTyped(f);
+  }
+
+  /** @internal */
+  callOptions(signal?: AbortSignal): { timeoutMs: number; signal?: AbortSignal } {
     return signal === undefined ? { timeoutMs: CALL_TIMEOUT_MS } : { timeoutMs: CALL_TIMEOUT_MS, signal };
   }
 
-  private async call<T>(f: () => Promise<T>): Promise<T> {
+  private async callTyped<T>(f: () => Promise<T>): Promise<T> {
     try {
       return await f();
     } catch (e) {
@@ -305,5 +362,42 @@ export class Queue {
   /** Starts a run of `job` on this queue. */
   enqueue<P = unknown>(job: string, payload: P, options: Omit<StartOptions, "queueName"> = {}): Promise<StartedRun> {
     return this.client.start(job, payload, { ...options, queueName: this.name });
+  }
+
+  /**
+   * Creates the queue or replaces its whole configuration (unset fields become unlimited or
+   * default). Runs already queued are delivered under the new limits from the next claim on.
+   *
+   * ```ts
+   * await stackshift.queue('emails').configure({
+   *   concurrencyLimit: 10, keyConcurrencyLimit: 1, rateLimit: { limit: 100, period: '1m' },
+   *   retryPolicy: { maxAttempts: 3 }, leaseTimeout: '2m',
+   * })
+   * ```
+   */
+  async configure(options: ConfigureQueueOptions = {}): Promise<QueueInfo> {
+    const request = create(UpsertQueueRequestSchema, { name: this.name, config: queueConfigToProto(options) });
+    if (options.paused !== undefined) request.paused = options.paused;
+    return this.answer(await this.client.call(() => this.client.queuesService.upsertQueue(request, this.client.callOptions())));
+  }
+
+  /** The queue's configuration and live statistics (`NotFoundError` for an unknown queue). */
+  async get(): Promise<QueueInfo> {
+    return this.answer(await this.client.call(() => this.client.queuesService.getQueue({ name: this.name }, this.client.callOptions())));
+  }
+
+  /** Stops delivery from the queue (running runs continue; new starts wait). The queue must exist. */
+  async pause(): Promise<QueueInfo> {
+    return this.answer(await this.client.call(() => this.client.queuesService.pauseQueue({ name: this.name }, this.client.callOptions())));
+  }
+
+  /** Restarts delivery from a paused queue. */
+  async resume(): Promise<QueueInfo> {
+    return this.answer(await this.client.call(() => this.client.queuesService.resumeQueue({ name: this.name }, this.client.callOptions())));
+  }
+
+  private answer(response: { queue?: PbQueue | undefined }): QueueInfo {
+    if (response.queue === undefined) throw new Error("unexpected response from server: a queue answer without a queue");
+    return queueFromProto(response.queue);
   }
 }

@@ -1,6 +1,7 @@
 /**
  * What a handler receives: {@link JobContext} (the payload, the run's identity, an abort
- * signal) and {@link Step}, which runs memoized steps.
+ * signal, the run's `state` and `log`) and {@link Step}, which runs memoized steps, durable
+ * sleeps and event waits.
  *
  * @module
  */
@@ -10,13 +11,19 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Client } from "@connectrpc/connect";
 import { Code } from "@connectrpc/connect";
 import { CompleteStepRequestSchema, type WorkerService } from "./gen/stackshift/v1/worker_pb.js";
+import { JournalEntryKind } from "./gen/stackshift/v1/common_pb.js";
+import type { State } from "./state.js";
+import { currentStep, type RunLogger } from "./worker/runlog.js";
+import { kindName, suspend, type WaitForEventOptions } from "./worker/suspend.js";
+import { eventFromJournal, type Event } from "./events.js";
+import { toMillis, type DurationInput } from "./duration.js";
 import { failureFromError, fromConnectError, isInterrupted, isNonRetryable, NonRetryableError, StepFailedError } from "./errors.js";
 import { decodeJson, encodeJson } from "./json.js";
 import { failureToProto, type Failure } from "./run.js";
 import { Lease, write } from "./worker/lease.js";
 
-/** A recorded step outcome from the task's journal. */
-export type Recorded = { output: Uint8Array } | { failure: Failure };
+/** A recorded outcome from the task's journal: a step's output or failure, or a wait's result. */
+export type Recorded = { output: Uint8Array } | { failure: Failure } | { wait: JournalEntryKind; output: Uint8Array };
 
 /**
  * Assigns effective step ids: `id`, `id#2`, `id#3`, ... per execution, and refuses an
@@ -43,7 +50,8 @@ export class Occurrences {
 }
 
 /**
- * Runs memoized steps for one attempt.
+ * Runs memoized steps, durable sleeps ({@link Step.sleep}) and event waits
+ * ({@link Step.waitForEvent}) for one attempt.
  *
  * `step.run(id, fn)` first assigns the *effective* step id: the first use of `id` in this
  * execution of the handler is `id`, the second `id#2`, the third `id#3`, and so on. Then:
@@ -67,7 +75,94 @@ export class Step {
     private readonly client: Client<typeof WorkerService>,
     private readonly lease: Lease,
     private readonly journal: ReadonlyMap<string, Recorded>,
+    private readonly logger?: RunLogger,
   ) {}
+
+  /** Validates `id` and assigns its effective id (shared by steps, sleeps and waits). */
+  private effectiveId(id: string): string {
+    if (typeof id !== "string" || id === "") throw new NonRetryableError("step id must be a non-empty string");
+    if (id.startsWith("state:")) throw new NonRetryableError(`step id ${JSON.stringify(id)} is reserved: ids starting with 'state:' name state calls`);
+    return this.occurrences.next(id);
+  }
+
+  /**
+   * Sleeps durably for `duration` (ms or `'1h30m'`-style; at most 365 days), counted from when
+   * the server receives the call.
+   *
+   * The run turns `waiting` and holds no worker slot while it sleeps; it survives worker and
+   * server restarts and is delivered again when the sleep ends (the same attempt, so sleeping
+   * never uses up retries). In that execution, and in every later replay, this call returns
+   * at once. The id follows the occurrence-suffix rules of {@link Step.run} and shares its
+   * id space. When the run suspends, this rejects with `AttemptInterruptedError`: let it
+   * propagate (the worker stops the handler without reporting anything).
+   *
+   * ```ts
+   * await step.sleep('cool-down', '10m')
+   * ```
+   */
+  async sleep(id: string, duration: DurationInput): Promise<void> {
+    const stepId = this.effectiveId(id);
+    let ms: number;
+    try {
+      ms = toMillis(duration, "duration");
+    } catch (e) {
+      throw new NonRetryableError(`step.sleep(${JSON.stringify(id)}): ${(e as Error).message}`, { cause: e });
+    }
+    await suspend(this.waitEnv(), stepId, JournalEntryKind.SLEEP, { case: "sleep", value: { ms } }, "sleeping");
+  }
+
+  /** Sleeps durably until `time` (at most 365 days ahead; a past time returns at once). Otherwise like {@link Step.sleep}. */
+  async sleepUntil(id: string, time: Date): Promise<void> {
+    const stepId = this.effectiveId(id);
+    if (!(time instanceof Date) || Number.isNaN(time.getTime())) throw new NonRetryableError(`step.sleepUntil(${JSON.stringify(id)}): time must be a valid Date`);
+    await suspend(this.waitEnv(), stepId, JournalEntryKind.SLEEP, { case: "sleep", value: { until: time } }, "sleeping");
+  }
+
+  /**
+   * Waits for the event `options.event` with exactly the correlation key `options.key` (default
+   * none: only events published without a key), for at most `options.timeout` (ms or `'24h'`;
+   * 0 to 365 days). Resolves to the {@link Event}, or to `null` once the timeout passed.
+   *
+   * The run's inbox decides: the first matching event published **after the run was created**
+   * that this run has not received yet matches, even when it was published before the handler
+   * reached this call (a webhook that lands early is never lost). While no event is there, the
+   * run turns `waiting` and holds no worker slot. Ids, replay and interruption behave as for
+   * {@link Step.sleep}.
+   *
+   * ```ts
+   * const payment = await step.waitForEvent<{ amount: number }>('wait-for-payment', {
+   *   event: 'payment.confirmed', key: payload.paymentId, timeout: '1h',
+   * })
+   * if (payment === null) throw new NonRetryableError('payment not confirmed within an hour')
+   * ```
+   */
+  async waitForEvent<T = unknown>(id: string, options: WaitForEventOptions): Promise<Event<T> | null> {
+    const stepId = this.effectiveId(id);
+    let timeoutMs: number;
+    try {
+      if (typeof options?.event !== "string" || options.event === "") throw new Error("options.event (the event name) is required");
+      if (options.timeout === undefined) throw new Error("options.timeout is required");
+      timeoutMs = toMillis(options.timeout, "timeout");
+    } catch (e) {
+      throw new NonRetryableError(`step.waitForEvent(${JSON.stringify(id)}): ${(e as Error).message}`, { cause: e });
+    }
+    const output = await suspend(
+      this.waitEnv(),
+      stepId,
+      JournalEntryKind.EVENT,
+      { case: "event", value: { name: options.event, key: options.key ?? "", timeoutMs } },
+      `waiting for event ${options.event}`,
+    );
+    try {
+      return eventFromJournal(decodeJson(output, `the recorded result of wait ${stepId}`)) as Event<T> | null;
+    } catch (e) {
+      throw new NonRetryableError(`the recorded result of wait ${stepId}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  private waitEnv() {
+    return { client: this.client, lease: this.lease, journal: this.journal, ...(this.logger ? { logger: this.logger } : {}) };
+  }
 
   /**
    * Runs `fn` as the step `id`, or returns its recorded outcome when an earlier attempt
@@ -78,10 +173,14 @@ export class Step {
    * ```
    */
   async run<T>(id: string, fn: () => T | Promise<T>): Promise<Awaited<T>> {
-    if (typeof id !== "string" || id === "") throw new NonRetryableError("step id must be a non-empty string");
-    const stepId = this.occurrences.next(id);
+    const stepId = this.effectiveId(id);
     const recorded = this.journal.get(stepId);
     if (recorded !== undefined) {
+      if ("wait" in recorded) {
+        throw new NonRetryableError(
+          `step id ${stepId} is recorded as a ${kindName(recorded.wait)} in this run's journal, not as a step: the handler no longer calls its steps in the recorded order`,
+        );
+      }
       if ("failure" in recorded) throw new StepFailedError(stepId, recorded.failure);
       return decodeJson(recorded.output, `the recorded output of step ${stepId}`) as Awaited<T>;
     }
@@ -89,7 +188,7 @@ export class Step {
     const startedAt = new Date();
     let value: Awaited<T>;
     try {
-      value = await fn();
+      value = await currentStep.run(stepId, fn);
     } catch (err) {
       if (isNonRetryable(err) && !isInterrupted(err)) {
         const failure: Failure = { ...failureFromError(err), nonRetryable: true };
@@ -140,8 +239,16 @@ export class Step {
 export interface JobContext<P = unknown> {
   /** The run's payload (decoded JSON). */
   payload: P;
-  /** Runs memoized steps. */
+  /** Runs memoized steps, durable sleeps and event waits. */
   step: Step;
+  /**
+   * The state store, journaled in this run: each call is recorded like a step (ids `state:1`,
+   * `state:2`, ... by call order), so a retried attempt gets the recorded results back and an
+   * increment is applied once.
+   */
+  state: State;
+  /** The run's logger: lines are tied to the run, this attempt and the executing step. */
+  log: RunLogger;
   /** The run's id. */
   runId: string;
   /** This attempt's number, from 1. */

@@ -97,6 +97,42 @@ export class FailedPreconditionError extends StackShiftError {
     super("FAILED_PRECONDITION", message, options);
   }
 }
+/**
+ * `FAILED_PRECONDITION` with a reason: the state store refused the call because of the state
+ * it found, e.g. a compare-and-set on a version that is no longer current. `reason` is one of
+ * `VERSION_MISMATCH`, `NOT_AN_INTEGER`, `COUNTER_OVERFLOW`, `LOCK_NOT_HELD` (from the server's
+ * `stackshift-error-reason` trailer). Inside a run the refusal is journaled: a replay gets the
+ * same refusal.
+ *
+ * ```ts
+ * try {
+ *   await state.set('config', next, { expectedVersion: entry.version })
+ * } catch (e) {
+ *   if (e instanceof ConflictError && e.reason === 'VERSION_MISMATCH') { ... }
+ *   throw e
+ * }
+ * ```
+ */
+export class ConflictError extends FailedPreconditionError {
+  override name = "ConflictError";
+  /** The machine-readable reason, e.g. `'LOCK_NOT_HELD'`. */
+  readonly reason: string;
+  constructor(reason: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.reason = reason;
+  }
+}
+
+/** The trailing metadata naming the reason of a state conflict. */
+export const REASON_METADATA = "stackshift-error-reason";
+
+/** The state-conflict reason carried by `err`, if it is a `FAILED_PRECONDITION` with one. */
+export function conflictReason(err: ConnectError): string | undefined {
+  if (err.code !== Code.FailedPrecondition) return undefined;
+  const reason = err.metadata.get(REASON_METADATA);
+  return reason === null || reason === "" ? undefined : reason;
+}
+
 /** `UNAUTHENTICATED`: the API key is missing, unknown or revoked. */
 export class UnauthenticatedError extends StackShiftError {
   override name = "UnauthenticatedError";
@@ -160,8 +196,10 @@ export function fromConnectError(err: unknown): StackShiftError {
       return new NotFoundError(message, opts);
     case Code.AlreadyExists:
       return new AlreadyExistsError(message, opts);
-    case Code.FailedPrecondition:
-      return new FailedPreconditionError(message, opts);
+    case Code.FailedPrecondition: {
+      const reason = conflictReason(ce);
+      return reason === undefined ? new FailedPreconditionError(message, opts) : new ConflictError(reason, message, opts);
+    }
     case Code.Unauthenticated:
       return new UnauthenticatedError(message, opts);
     case Code.PermissionDenied:

@@ -36,13 +36,35 @@ export type { Logger } from "./worker/log.js";
 export { parseDuration, toMillis } from "./duration.js";
 export type { DurationInput } from "./duration.js";
 export { isFinal, FINAL_STATUSES } from "./run.js";
-export type { Run, RunStatus, RunPage, StartedRun, Failure, AttemptInfo, StepInfo, RetryPolicy } from "./run.js";
+export type {
+  Run,
+  RunStatus,
+  RunPage,
+  StartedRun,
+  Failure,
+  AttemptInfo,
+  StepInfo,
+  StepKind,
+  RetryPolicy,
+  TimelineEntry,
+  LogEntry,
+  LogLevel,
+  RunWait,
+} from "./run.js";
+export { State, Lock } from "./state.js";
+export type { StateEntry, StateKey, KeyPage, SetOptions, IncrementOptions, LockOptions, ListKeysOptions } from "./state.js";
+export { Events } from "./events.js";
+export type { Event, PublishOptions, PublishedEvent, ListEventsOptions, EventPage } from "./events.js";
+export type { QueueConfig, ConfigureQueueOptions, QueueInfo, QueueStats, QueuePage, RateLimit } from "./queues.js";
+export { RunLogger } from "./worker/runlog.js";
+export type { WaitForEventOptions } from "./worker/suspend.js";
 export {
   StackShiftError,
   InvalidArgumentError,
   NotFoundError,
   AlreadyExistsError,
   FailedPreconditionError,
+  ConflictError,
   UnauthenticatedError,
   PermissionDeniedError,
   ResourceExhaustedError,

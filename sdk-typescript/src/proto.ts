@@ -8,3 +8,7 @@
 export * from "./gen/stackshift/v1/common_pb.js";
 export * from "./gen/stackshift/v1/jobs_pb.js";
 export * from "./gen/stackshift/v1/worker_pb.js";
+export * from "./gen/stackshift/v1/events_pb.js";
+export * from "./gen/stackshift/v1/observability_pb.js";
+export * from "./gen/stackshift/v1/queues_pb.js";
+export * from "./gen/stackshift/v1/state_pb.js";

@@ -9,6 +9,8 @@ import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { create } from "@bufbuild/protobuf";
 import * as common from "./gen/stackshift/v1/common_pb.js";
 import * as jobs from "./gen/stackshift/v1/jobs_pb.js";
+import * as obs from "./gen/stackshift/v1/observability_pb.js";
+import type * as events from "./gen/stackshift/v1/events_pb.js";
 import { decodeJson, encodeJson } from "./json.js";
 import { millisFromDuration } from "./duration.js";
 import { InvalidArgumentError } from "./errors.js";
@@ -47,10 +49,15 @@ export interface AttemptInfo {
   failure?: Failure;
 }
 
+/** What produced a journal entry: `step.run`, `step.sleep`, `step.waitForEvent` or a `state` call. */
+export type StepKind = "step" | "sleep" | "event" | "state";
+
 /** A recorded step result. */
 export interface StepInfo {
-  /** The step id, with its occurrence suffix (`import-batch#2`). */
+  /** The step id, with its occurrence suffix (`import-batch#2`; `state:3` for a state call). */
   id: string;
+  /** What produced it. */
+  kind: StepKind;
   /** The attempt that recorded it. */
   attempt: number;
   startedAt?: Date;
@@ -73,6 +80,65 @@ export interface RetryPolicy {
   backoffCoefficient?: number;
   /** Upper bound for the delay, in ms or as `'5m'`. */
   maximumInterval?: number | string;
+}
+
+/**
+ * What happened to a run at one instant (`GetRun` timeline). `kind` is the proto enum name
+ * without its prefix: `CREATED`, `ATTEMPT_STARTED`, `ATTEMPT_RESUMED`, `STEP_COMPLETED`,
+ * `STEP_FAILED`, `WAITING`, `EVENT_MATCHED`, `TIMER_FIRED`, `WAIT_TIMED_OUT`,
+ * `RETRY_SCHEDULED`, `LEASE_EXPIRED`, `COMPLETED`, `FAILED`, `CANCELLED`, `RETRIED`,
+ * `LOGS_TRUNCATED` (see docs/observability.md).
+ */
+export interface TimelineEntry {
+  /** Position in the timeline (increasing, not contiguous). */
+  id: number;
+  /** When it happened (server clock). */
+  at: Date;
+  kind: string;
+  /** The attempt it belongs to; 0 when none. */
+  attempt: number;
+  /** The step it concerns; `''` when none. */
+  stepId: string;
+  /** For `RETRY_SCHEDULED`: when the retry is due; for `WAITING`: when the wait ends. */
+  scheduledAt?: Date;
+  /** Extra facts (a JSON object; never payloads or outputs). */
+  detail: Record<string, unknown>;
+}
+
+/** The level of a run's log line. */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** A line the handler logged through `ctx.log`. */
+export interface LogEntry {
+  /** Position in the run's logs. */
+  id: number;
+  level: LogLevel;
+  message: string;
+  /** Structured fields (`{}` when none). */
+  fields: Record<string, unknown>;
+  /** The step whose body was executing; `''` outside steps. */
+  stepId: string;
+  /** When the handler logged it (worker clock). */
+  at?: Date;
+  /** The attempt that logged it. */
+  attempt: number;
+  /** True for the marker the server stores when the run reached its log cap. */
+  truncated: boolean;
+}
+
+/** What a `waiting` run is suspended on. */
+export interface RunWait {
+  /** The `step.sleep` / `step.waitForEvent` id, with its occurrence suffix. */
+  stepId: string;
+  kind: "sleep" | "event";
+  /** For an event wait: the event name. */
+  eventName?: string;
+  /** For an event wait: the correlation key (`''` = none). */
+  correlationKey?: string;
+  /** When the sleep ends or the event wait times out. */
+  wakeAt?: Date;
+  /** When the run suspended. */
+  since?: Date;
 }
 
 /** One execution of a job with a payload. */
@@ -102,6 +168,16 @@ export interface Run<P = unknown, R = unknown> {
   attempts: AttemptInfo[];
   /** Recorded steps in completion order (filled by `getRun` / `waitForRun`). */
   steps: StepInfo[];
+  /** Delivery priority within the queue (higher first). */
+  priority: number;
+  /** The concurrency key given at start. */
+  concurrencyKey?: string;
+  /** What a `waiting` run waits for (filled by `getRun` / `waitForRun`). */
+  wait?: RunWait;
+  /** Everything that happened to the run, oldest first (filled by `getRun` / `waitForRun`). */
+  timeline: TimelineEntry[];
+  /** The lines the handler logged, oldest first (filled by `getRun` / `waitForRun`). */
+  logs: LogEntry[];
 }
 
 /** What `start` and `enqueue` return. */
@@ -187,6 +263,89 @@ export function failureToProto(f: Failure): common.Failure {
   });
 }
 
+const STEP_KINDS: Record<number, StepKind> = {
+  [common.JournalEntryKind.STEP]: "step",
+  [common.JournalEntryKind.SLEEP]: "sleep",
+  [common.JournalEntryKind.EVENT]: "event",
+  [common.JournalEntryKind.STATE]: "state",
+};
+
+const LOG_LEVELS: Record<number, LogLevel> = {
+  [obs.LogLevel.DEBUG]: "debug",
+  [obs.LogLevel.INFO]: "info",
+  [obs.LogLevel.WARN]: "warn",
+  [obs.LogLevel.ERROR]: "error",
+};
+
+/** A {@link LogLevel} on the wire. */
+export function logLevelToProto(level: LogLevel): obs.LogLevel {
+  switch (level) {
+    case "debug":
+      return obs.LogLevel.DEBUG;
+    case "warn":
+      return obs.LogLevel.WARN;
+    case "error":
+      return obs.LogLevel.ERROR;
+    default:
+      return obs.LogLevel.INFO;
+  }
+}
+
+/** A JSON object from bytes; `{}` for empty or undecodable bytes and for non-objects. */
+function jsonObject(bytes: Uint8Array): Record<string, unknown> {
+  if (bytes.length === 0) return {};
+  try {
+    const v = decodeJson(bytes);
+    return typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
+}
+
+/** A wire timeline entry as a {@link TimelineEntry}. */
+export function timelineEntryFromProto(t: obs.TimelineEntry): TimelineEntry {
+  const entry: TimelineEntry = {
+    id: Number(t.id),
+    at: date(t.at) ?? new Date(0),
+    kind: obs.TimelineEntryKind[t.kind] ?? `UNKNOWN_${t.kind}`,
+    attempt: t.attempt,
+    stepId: t.stepId,
+    detail: jsonObject(t.detail),
+  };
+  const scheduled = date(t.scheduledAt);
+  if (scheduled !== undefined) entry.scheduledAt = scheduled;
+  return entry;
+}
+
+/** A wire log line as a {@link LogEntry}. */
+export function logEntryFromProto(l: obs.LogEntry): LogEntry {
+  const entry: LogEntry = {
+    id: Number(l.id),
+    level: LOG_LEVELS[l.level] ?? "info",
+    message: l.message,
+    fields: jsonObject(l.fields),
+    stepId: l.stepId,
+    attempt: l.attempt,
+    truncated: l.truncated,
+  };
+  const at = date(l.at);
+  if (at !== undefined) entry.at = at;
+  return entry;
+}
+
+function waitFromProto(w: events.RunWait): RunWait {
+  const wait: RunWait = { stepId: w.stepId, kind: w.kind === common.JournalEntryKind.EVENT ? "event" : "sleep" };
+  if (wait.kind === "event") {
+    wait.eventName = w.eventName;
+    wait.correlationKey = w.correlationKey;
+  }
+  const wake = date(w.wakeAt);
+  const since = date(w.since);
+  if (wake !== undefined) wait.wakeAt = wake;
+  if (since !== undefined) wait.since = since;
+  return wait;
+}
+
 /** A wire run as a {@link Run}. */
 export function runFromProto(r: jobs.Run): Run {
   const run: Run = {
@@ -207,7 +366,7 @@ export function runFromProto(r: jobs.Run): Run {
       return info;
     }),
     steps: r.steps.map((s) => {
-      const info: StepInfo = { id: s.id, attempt: s.attempt, outputSize: Number(s.outputSize) };
+      const info: StepInfo = { id: s.id, kind: STEP_KINDS[s.kind] ?? "step", attempt: s.attempt, outputSize: Number(s.outputSize) };
       const started = date(s.startedAt);
       const completed = date(s.completedAt);
       if (started !== undefined) info.startedAt = started;
@@ -216,7 +375,12 @@ export function runFromProto(r: jobs.Run): Run {
       else info.output = decodeJson(s.output, "step output");
       return info;
     }),
+    priority: r.priority,
+    timeline: r.timeline.map(timelineEntryFromProto),
+    logs: r.logs.map(logEntryFromProto),
   };
+  if (r.concurrencyKey !== "") run.concurrencyKey = r.concurrencyKey;
+  if (r.wait !== undefined) run.wait = waitFromProto(r.wait);
   if (r.status === common.RunStatus.COMPLETED) run.result = decodeJson(r.result, "result");
   if (r.failure !== undefined) run.failure = failureFromProto(r.failure);
   if (r.idempotencyKey !== "") run.idempotencyKey = r.idempotencyKey;

@@ -62,3 +62,53 @@ test("JSON round trips like a replay", () => {
   assert.equal(decodeJson(new Uint8Array()), null);
   assert.throws(() => encodeJson({ n: 1n }), InvalidArgumentError);
 });
+
+test("a FAILED_PRECONDITION with a reason trailer is a ConflictError; without one a plain FailedPreconditionError", async () => {
+  const { ConflictError, FailedPreconditionError } = await import("../src/index.js");
+  const withReason = new ConnectError("version is 7", Code.FailedPrecondition, { "stackshift-error-reason": "VERSION_MISMATCH" });
+  const conflict = fromConnectError(withReason);
+  assert.ok(conflict instanceof ConflictError);
+  assert.ok(conflict instanceof FailedPreconditionError);
+  assert.equal((conflict as InstanceType<typeof ConflictError>).reason, "VERSION_MISMATCH");
+  assert.equal(conflict.code, "FAILED_PRECONDITION");
+  const stale = fromConnectError(new ConnectError("stale lease", Code.FailedPrecondition));
+  assert.ok(stale instanceof FailedPreconditionError);
+  assert.ok(!(stale instanceof ConflictError));
+});
+
+test("a journaled event wait decodes to the event, or null on timeout", async () => {
+  const { eventFromJournal } = await import("../src/events.js");
+  assert.equal(eventFromJournal({ timedOut: true }), null);
+  const event = eventFromJournal({
+    timedOut: false,
+    event: { id: "e1", name: "payment.confirmed", correlationKey: "pay_1", payload: { amount: 42 }, publishedAt: 1763700000000 },
+  });
+  assert.deepEqual(event, { id: "e1", name: "payment.confirmed", key: "pay_1", payload: { amount: 42 }, publishedAt: new Date(1763700000000) });
+  assert.throws(() => eventFromJournal(null));
+});
+
+test("waits share the step id space; state: ids are reserved", async () => {
+  const { Step } = await import("../src/index.js");
+  const { Lease } = await import("../src/worker/lease.js");
+  const { JournalEntryKind } = await import("../src/gen/stackshift/v1/common_pb.js");
+  const lease = new Lease("r1", "t", 1000);
+  const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+  const journal = new Map([
+    ["a", { output: enc(1) }],
+    ["nap", { wait: JournalEntryKind.SLEEP, output: enc(null) }],
+    ["nap#2", { wait: JournalEntryKind.SLEEP, output: enc(null) }],
+    ["w", { wait: JournalEntryKind.EVENT, output: enc({ timedOut: true }) }],
+  ]);
+  const step = new Step(undefined as never, lease, journal);
+  assert.equal(await step.run("a", () => 2), 1, "replayed");
+  await step.sleep("nap", "1h");
+  await step.sleep("nap", 5);
+  assert.equal(await step.waitForEvent("w", { event: "x", timeout: "1h" }), null);
+  // A handler that changed its order: the journal's kinds no longer match the calls.
+  const changed = new Step(undefined as never, lease, journal);
+  await assert.rejects(changed.run("nap", () => 1), /recorded as a sleep/);
+  await assert.rejects(changed.waitForEvent("a", { event: "x", timeout: 1 }), /recorded as a step/);
+  await assert.rejects(changed.sleep("w", 1), /recorded as a event wait/);
+  await assert.rejects(step.run("state:1", () => 1), NonRetryableError);
+  await assert.rejects(step.sleep("x", "soon"), NonRetryableError);
+});

@@ -23,6 +23,7 @@ export class Lease {
   private deadlineMs: number;
   private readonly controller = new AbortController();
   private reasonText: string | undefined;
+  private suspendedFlag = false;
 
   constructor(
     readonly runId: string,
@@ -47,10 +48,21 @@ export class Lease {
     return this.controller.signal;
   }
 
-  /** Stops the attempt: nothing more is run or written. The first reason wins. */
-  interrupt(reason: string): void {
-    if (this.reasonText === undefined) this.reasonText = reason;
+  /**
+   * Stops the attempt: nothing more is run or written. The first reason wins. `suspended`
+   * marks the interruption as the run's own suspension (a sleep or an event wait).
+   */
+  interrupt(reason: string, suspended = false): void {
+    if (this.reasonText === undefined) {
+      this.reasonText = reason;
+      this.suspendedFlag = suspended;
+    }
     if (!this.controller.signal.aborted) this.controller.abort(this.error());
+  }
+
+  /** True when the attempt stopped because the run suspended on a sleep or an event wait. */
+  get suspended(): boolean {
+    return this.suspendedFlag;
   }
 
   /** True once {@link Lease.interrupt} was called. */

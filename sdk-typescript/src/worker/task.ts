@@ -12,7 +12,10 @@ import { Code } from "@connectrpc/connect";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { JournalEntryKind } from "../gen/stackshift/v1/common_pb.js";
 import type { Task, WorkerService } from "../gen/stackshift/v1/worker_pb.js";
+import type { StateService } from "../gen/stackshift/v1/state_pb.js";
 import { Step, type Handler, type JobContext, type Recorded } from "../context.js";
+import { State } from "../state.js";
+import { RunLogger } from "./runlog.js";
 import { failureFromError, isInterrupted } from "../errors.js";
 import { decodeJson, encodeJson } from "../json.js";
 import { failureFromProto, failureToProto, statusFromProto, type Failure } from "../run.js";
@@ -34,6 +37,7 @@ export interface RegisteredJob {
 /** What the worker shares with every task it executes. */
 export interface TaskEnv {
   client: Client<typeof WorkerService>;
+  stateClient: Client<typeof StateService>;
   jobs: ReadonlyMap<string, RegisteredJob>;
   /** Aborted when the shutdown grace period is over: running handlers are abandoned. */
   abandon: AbortSignal;
@@ -70,10 +74,13 @@ export async function execute(env: TaskEnv, task: Task): Promise<void> {
   const onAbandon = () => lease.interrupt("the worker shut down before the handler finished; the run is redelivered when its lease expires");
   env.abandon.addEventListener("abort", onAbandon, { once: true });
   void heartbeatLoop(env, lease, stopHeartbeat.signal);
+  const logger = new RunLogger(env.client, lease);
   try {
     const ctx: JobContext<unknown> = {
       payload,
-      step: new Step(env.client, lease, journalOf(task)),
+      step: new Step(env.client, lease, journalOf(task), logger),
+      state: State.forRun(env.stateClient, lease),
+      log: logger,
       runId: task.runId,
       attempt: task.attempt,
       maxAttempts: task.maxAttempts,
@@ -93,9 +100,12 @@ export async function execute(env: TaskEnv, task: Task): Promise<void> {
       lease.signal.addEventListener("abort", () => resolve({ kind: "interrupted" }), { once: true });
     });
     const ending = await Promise.race([handled, interrupted]);
+    if (!lease.interrupted) await logger.flush();
     stopHeartbeat.abort();
 
-    if (ending.kind === "interrupted" || lease.interrupted) {
+    if (lease.suspended) {
+      env.log.debug("run suspended; slot freed", { ...fields, reason: lease.error().reason });
+    } else if (ending.kind === "interrupted" || lease.interrupted) {
       env.log.info("attempt interrupted; not reporting", { ...fields, reason: lease.error().reason });
     } else if (ending.kind === "completed") {
       let result: Uint8Array;
@@ -119,10 +129,17 @@ export async function execute(env: TaskEnv, task: Task): Promise<void> {
   }
 }
 
-/** The journal's step entries by id (entries of other kinds are left to later SDK versions). */
+/**
+ * The journal's step, sleep and event entries by id. State calls (`state:N`) are replayed by
+ * the server, which answers a journaled call id with the recorded result.
+ */
 function journalOf(task: Task): Map<string, Recorded> {
   const journal = new Map<string, Recorded>();
   for (const entry of task.journal) {
+    if (entry.kind === JournalEntryKind.SLEEP || entry.kind === JournalEntryKind.EVENT) {
+      journal.set(entry.id, { wait: entry.kind, output: entry.outcome.case === "output" ? entry.outcome.value : new Uint8Array() });
+      continue;
+    }
     if (entry.kind !== JournalEntryKind.STEP) continue;
     switch (entry.outcome.case) {
       case "failure":

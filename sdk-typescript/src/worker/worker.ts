@@ -12,6 +12,7 @@ import { ConnectError, Code, type Client } from "@connectrpc/connect";
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import type { WorkerService } from "../gen/stackshift/v1/worker_pb.js";
+import type { StateService } from "../gen/stackshift/v1/state_pb.js";
 import { durationFromMillis, toMillis, type DurationInput } from "../duration.js";
 import { Backoff, sleep } from "./backoff.js";
 import { execute, type RegisteredJob, type TaskEnv } from "./task.js";
@@ -64,6 +65,7 @@ export class Worker {
   /** @internal use `stackshift.worker()` */
   constructor(
     private readonly client: Client<typeof WorkerService>,
+    private readonly stateClient: Client<typeof StateService>,
     private readonly jobs: ReadonlyMap<string, RegisteredJob>,
     options: WorkerOptions = {},
   ) {
@@ -133,7 +135,7 @@ export class Worker {
       this.log.error("worker has no jobs registered; it will not poll");
       return;
     }
-    const env: TaskEnv = { client: this.client, jobs: this.jobs, abandon: this.abandon.signal, log: this.log };
+    const env: TaskEnv = { client: this.client, stateClient: this.stateClient, jobs: this.jobs, abandon: this.abandon.signal, log: this.log };
     this.log.info("worker started", { workerId: this.workerId, queues: this.queues, jobs: jobs.map((j) => j.name), concurrency: this.concurrency });
     const backoff = new Backoff();
     const stop = this.stopPolling.signal;
