@@ -11,7 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use sea_orm::{ConnectionTrait, Database};
 use stackshift::{ClientOptions, StackShift};
+use stackshift_proto::v1::events_service_client::EventsServiceClient;
 use stackshift_proto::v1::jobs_service_client::JobsServiceClient;
+use stackshift_proto::v1::keys_service_client::KeysServiceClient;
+use stackshift_proto::v1::queues_service_client::QueuesServiceClient;
 use stackshift_proto::v1::state_service_client::StateServiceClient;
 use stackshift_proto::v1::worker_service_client::WorkerServiceClient;
 use tonic::transport::{Channel, Endpoint};
@@ -291,19 +294,6 @@ impl Server {
         self.spawn()
     }
 
-    /// The log files written so far, concatenated.
-    pub fn logs(&self) -> String {
-        let mut out = String::new();
-        if let Ok(rd) = std::fs::read_dir(&self.spec.log_dir) {
-            for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with("server-") {
-                    out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
-                }
-            }
-        }
-        out
-    }
-
     /// An SDK client (own HTTP/2 connection), with an API key when given.
     pub fn client(&self, key: Option<&str>) -> anyhow::Result<StackShift> {
         let mut o = ClientOptions::new(self.endpoint());
@@ -342,6 +332,12 @@ pub struct Raw {
     pub worker: WorkerServiceClient<Channel>,
     /// `StateService`.
     pub state: StateServiceClient<Channel>,
+    /// `EventsService`.
+    pub events: EventsServiceClient<Channel>,
+    /// `QueuesService`.
+    pub queues: QueuesServiceClient<Channel>,
+    /// `KeysService`.
+    pub keys: KeysServiceClient<Channel>,
 }
 
 impl Raw {
@@ -350,7 +346,10 @@ impl Raw {
         Ok(Self {
             jobs: JobsServiceClient::new(channel.clone()),
             worker: WorkerServiceClient::new(channel.clone()),
-            state: StateServiceClient::new(channel),
+            state: StateServiceClient::new(channel.clone()),
+            events: EventsServiceClient::new(channel.clone()),
+            queues: QueuesServiceClient::new(channel.clone()),
+            keys: KeysServiceClient::new(channel),
         })
     }
 }
@@ -365,6 +364,23 @@ pub fn req<T>(msg: T, timeout: Duration, key: Option<&str>) -> tonic::Request<T>
         r.metadata_mut().insert("authorization", v);
     }
     r
+}
+
+/// A request with a deadline and a raw `authorization` header value (`None` = no header).
+pub fn req_header<T>(msg: T, timeout: Duration, header: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(timeout);
+    if let Some(h) = header
+        && let Ok(v) = h.parse()
+    {
+        r.metadata_mut().insert("authorization", v);
+    }
+    r
+}
+
+/// The status code of an answer (`Ok` for a response).
+pub fn code_of<R>(r: &Result<tonic::Response<R>, tonic::Status>) -> tonic::Code {
+    r.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok)
 }
 
 /// A protobuf duration.
@@ -412,18 +428,6 @@ pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
     let utime: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let stime: f64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     Ok((utime + stime) / 100.0)
-}
-
-/// Resident set size of a process in MiB.
-pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS")?;
-    Ok(kb / 1024.0)
 }
 
 /// This executable (to run child workers that can be stopped or crash on their own).

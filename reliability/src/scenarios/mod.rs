@@ -1,6 +1,7 @@
 //! The scenarios and what they share: a seeded random source and the kill -9 loop.
 
 mod auth;
+mod auth_isolation;
 mod counters;
 mod crash_soak;
 mod fencing;

@@ -43,6 +43,39 @@ impl ApiState {
     }
 }
 
+impl ApiState {
+    /// A future that completes with `UNAUTHENTICATED` once the request's key is revoked
+    /// (never, for a request without a key). Long-polls race their wait against it, so a
+    /// revoked key cannot keep receiving tasks, run updates or lock grants.
+    pub fn revoked(
+        &self,
+        metadata: &MetadataMap,
+    ) -> Result<impl std::future::Future<Output = tonic::Status> + Send + 'static, tonic::Status>
+    {
+        let secret = bearer(metadata)?.map(str::to_owned);
+        let auth = self.auth.clone();
+        Ok(async move {
+            match secret {
+                Some(s) => tonic::Status::from(auth.wait_revoked(&s).await),
+                None => std::future::pending().await,
+            }
+        })
+    }
+
+    /// Runs a long-poll `wait` unless the request's key is revoked first.
+    pub async fn until_revoked<T>(
+        &self,
+        metadata: &MetadataMap,
+        wait: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        let revoked = self.revoked(metadata)?;
+        tokio::select! {
+            r = wait => r,
+            status = revoked => Err(status),
+        }
+    }
+}
+
 /// Extracts the key from `authorization: Bearer <key>`.
 fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, tonic::Status> {
     let Some(value) = metadata.get("authorization") else {

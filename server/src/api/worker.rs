@@ -23,7 +23,7 @@ impl WorkerService for WorkerApi {
         req: Request<pb::PollTaskRequest>,
     ) -> Result<Response<pb::PollTaskResponse>, Status> {
         let ns = self.0.namespace(req.metadata()).await?;
-        let r = req.into_inner();
+        let (metadata, _, r) = req.into_parts();
         let input = PollInput {
             worker_id: r.worker_id,
             queues: r.queues,
@@ -31,7 +31,8 @@ impl WorkerService for WorkerApi {
             max_tasks: r.max_tasks,
             wait_ms: dur_ms("wait", &r.wait)?,
         };
-        let tasks = self.0.engine.poll(&ns, input).await?;
+        let poll = async { Ok(self.0.engine.poll(&ns, input).await?) };
+        let tasks = self.0.until_revoked(&metadata, poll).await?;
         Ok(Response::new(pb::PollTaskResponse {
             tasks: tasks.iter().map(task_to_pb).collect(),
         }))
