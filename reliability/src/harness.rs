@@ -294,6 +294,19 @@ impl Server {
         self.spawn()
     }
 
+    /// The log files written so far, concatenated.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(rd) = std::fs::read_dir(&self.spec.log_dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with("server-") {
+                    out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        out
+    }
+
     /// An SDK client (own HTTP/2 connection), with an API key when given.
     pub fn client(&self, key: Option<&str>) -> anyhow::Result<StackShift> {
         let mut o = ClientOptions::new(self.endpoint());

@@ -8,6 +8,7 @@ mod fencing;
 mod herd;
 mod paused_worker;
 mod poison;
+mod secrets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,8 @@ pub enum Name {
     Poison,
     /// Missing, invalid and revoked keys; namespace isolation; open polls end on revocation.
     Auth,
+    /// A canary key and payload at trace level: 0 occurrences in logs, metrics, errors.
+    Secrets,
 }
 
 impl Name {
@@ -49,6 +52,7 @@ impl Name {
             Name::Herd,
             Name::Poison,
             Name::Auth,
+            Name::Secrets,
         ]
     }
 
@@ -62,6 +66,7 @@ impl Name {
             Name::Herd => "herd",
             Name::Poison => "poison",
             Name::Auth => "auth",
+            Name::Secrets => "secrets",
         }
     }
 }
@@ -81,6 +86,7 @@ pub async fn run(name: Name, opts: &Opts) -> anyhow::Result<Report> {
         Name::Herd => herd::run(opts, &bin, &mut report).await?,
         Name::Poison => poison::run(opts, &bin, &mut report).await?,
         Name::Auth => auth::run(opts, &bin, &mut report).await?,
+        Name::Secrets => secrets::run(opts, &bin, &mut report).await?,
     }
     Ok(report)
 }
