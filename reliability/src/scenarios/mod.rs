@@ -9,6 +9,7 @@ mod herd;
 mod paused_worker;
 mod poison;
 mod secrets;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,8 @@ pub enum Name {
     Auth,
     /// A canary key and payload at trace level: 0 occurrences in logs, metrics, errors.
     Secrets,
+    /// TLS and mutual TLS on the gRPC listener, with the Rust SDK over https://.
+    Tls,
 }
 
 impl Name {
@@ -53,6 +56,7 @@ impl Name {
             Name::Poison,
             Name::Auth,
             Name::Secrets,
+            Name::Tls,
         ]
     }
 
@@ -67,6 +71,7 @@ impl Name {
             Name::Poison => "poison",
             Name::Auth => "auth",
             Name::Secrets => "secrets",
+            Name::Tls => "tls",
         }
     }
 }
@@ -87,6 +92,7 @@ pub async fn run(name: Name, opts: &Opts) -> anyhow::Result<Report> {
         Name::Poison => poison::run(opts, &bin, &mut report).await?,
         Name::Auth => auth::run(opts, &bin, &mut report).await?,
         Name::Secrets => secrets::run(opts, &bin, &mut report).await?,
+        Name::Tls => tls::run(opts, &bin, &mut report).await?,
     }
     Ok(report)
 }
