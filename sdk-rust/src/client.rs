@@ -425,10 +425,14 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_endpoints_are_rejected() {
-        for bad in ["not a url", "ftp://host:1", "https://example.com", ""] {
+        for bad in ["not a url", "ftp://host:1", ""] {
             let err = StackShift::new(ClientOptions::new(bad)).unwrap_err();
             assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}: {err}");
         }
+        // https is supported (see the reliability suite's `tls` scenario end to end).
+        StackShift::new(ClientOptions::new("https://example.com")).unwrap();
+        StackShift::new(ClientOptions::new("https://example.com").tls_ca_pem(b"x".to_vec()))
+            .unwrap();
     }
 
     #[tokio::test]
