@@ -57,6 +57,10 @@ pub struct Opts {
     /// The server binary [default: this workspace's, built on demand].
     #[arg(long, env = "STACKSHIFT_RELIABILITY_SERVER_BIN")]
     pub server_bin: Option<PathBuf>,
+    /// The server built with `--features failpoints` for `reaper-race` [default:
+    /// target/failpoints/debug/stackshift-server, built on demand].
+    #[arg(long, env = "STACKSHIFT_RELIABILITY_FAILPOINT_SERVER_BIN")]
+    pub failpoint_server_bin: Option<PathBuf>,
     /// Seed for the random fault schedule [default: random, printed].
     #[arg(long)]
     pub seed: Option<u64>,

@@ -6,8 +6,10 @@ mod counters;
 mod crash_soak;
 mod fencing;
 mod herd;
+mod hostile;
 mod paused_worker;
 mod poison;
+mod reaper_race;
 mod secrets;
 mod tls;
 
@@ -36,12 +38,16 @@ pub enum Name {
     Herd,
     /// Crashing, oversized and undecodable runs stop at their attempts; others keep flowing.
     Poison,
+    /// A completion racing the lease reaper (failpoints) never overwrites a completed run.
+    ReaperRace,
     /// Missing, invalid and revoked keys; namespace isolation; open polls end on revocation.
     Auth,
     /// A canary key and payload at trace level: 0 occurrences in logs, metrics, errors.
     Secrets,
     /// TLS and mutual TLS on the gRPC listener, with the Rust SDK over https://.
     Tls,
+    /// Malformed and extreme input: errors with the right codes, the server stays up.
+    Hostile,
 }
 
 impl Name {
@@ -54,9 +60,11 @@ impl Name {
             Name::Counters,
             Name::Herd,
             Name::Poison,
+            Name::ReaperRace,
             Name::Auth,
             Name::Secrets,
             Name::Tls,
+            Name::Hostile,
         ]
     }
 
@@ -69,9 +77,11 @@ impl Name {
             Name::Counters => "counters",
             Name::Herd => "herd",
             Name::Poison => "poison",
+            Name::ReaperRace => "reaper-race",
             Name::Auth => "auth",
             Name::Secrets => "secrets",
             Name::Tls => "tls",
+            Name::Hostile => "hostile",
         }
     }
 }
@@ -90,9 +100,11 @@ pub async fn run(name: Name, opts: &Opts) -> anyhow::Result<Report> {
         Name::Counters => counters::run(opts, &bin, rng, &mut report).await?,
         Name::Herd => herd::run(opts, &bin, &mut report).await?,
         Name::Poison => poison::run(opts, &bin, &mut report).await?,
+        Name::ReaperRace => reaper_race::run(opts, &bin, rng, &mut report).await?,
         Name::Auth => auth::run(opts, &bin, &mut report).await?,
         Name::Secrets => secrets::run(opts, &bin, &mut report).await?,
         Name::Tls => tls::run(opts, &bin, &mut report).await?,
+        Name::Hostile => hostile::run(opts, &bin, &mut report).await?,
     }
     Ok(report)
 }
