@@ -443,6 +443,18 @@ pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
     Ok((utime + stime) / 100.0)
 }
 
+/// Resident set size of a process in MiB, from `/proc`.
+pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")?;
+    Ok(kb / 1024.0)
+}
+
 /// This executable (to run child workers that can be stopped or crash on their own).
 pub fn self_exe() -> anyhow::Result<PathBuf> {
     Ok(std::env::current_exe()?)

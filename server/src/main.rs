@@ -66,6 +66,10 @@ struct ServeArgs {
     /// --tls-cert).
     #[arg(long, env = "STACKSHIFT_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<std::path::PathBuf>,
+    /// Requests per second allowed per namespace (burst: the same); over it requests answer
+    /// RESOURCE_EXHAUSTED with a retry hint. Unset = unlimited.
+    #[arg(long, env = "STACKSHIFT_RATE_LIMIT_PER_NAMESPACE")]
+    rate_limit_per_namespace: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,6 +140,9 @@ async fn run_server(database_url: String, args: ServeArgs) -> anyhow::Result<()>
             args.max_payload_bytes
         );
     }
+    if args.rate_limit_per_namespace == Some(0) {
+        anyhow::bail!("--rate-limit-per-namespace must be at least 1 (omit it for no limit)");
+    }
     if !(1..=3600).contains(&args.default_lease_secs) {
         anyhow::bail!("--default-lease-secs must be between 1 and 3600");
     }
@@ -161,6 +168,7 @@ async fn run_server(database_url: String, args: ServeArgs) -> anyhow::Result<()>
             key,
             client_ca: args.tls_client_ca,
         }),
+        rate_limit_per_namespace: args.rate_limit_per_namespace,
     };
     serve(config, shutdown_signal()).await
 }

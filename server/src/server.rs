@@ -36,6 +36,8 @@ pub struct ServeConfig {
     pub metrics_listen: Option<String>,
     /// TLS for the gRPC listener; `None` = plaintext.
     pub tls: Option<TlsFiles>,
+    /// Requests per second allowed per namespace; `None` = unlimited.
+    pub rate_limit_per_namespace: Option<u32>,
 }
 
 /// PEM files of the gRPC listener's TLS settings.
@@ -107,6 +109,9 @@ pub async fn serve(
     let state = ApiState {
         engine: engine.clone(),
         auth,
+        limiter: config
+            .rate_limit_per_namespace
+            .map(|n| Arc::new(crate::api::rate_limit::RateLimiter::new(n))),
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -5,6 +5,7 @@ mod auth_isolation;
 mod counters;
 mod crash_soak;
 mod fencing;
+mod flood;
 mod herd;
 mod hostile;
 mod paused_worker;
@@ -48,6 +49,8 @@ pub enum Name {
     Tls,
     /// Malformed and extreme input: errors with the right codes, the server stays up.
     Hostile,
+    /// One namespace floods past its rate limit; another keeps its latency.
+    Flood,
 }
 
 impl Name {
@@ -65,6 +68,7 @@ impl Name {
             Name::Secrets,
             Name::Tls,
             Name::Hostile,
+            Name::Flood,
         ]
     }
 
@@ -82,6 +86,7 @@ impl Name {
             Name::Secrets => "secrets",
             Name::Tls => "tls",
             Name::Hostile => "hostile",
+            Name::Flood => "flood",
         }
     }
 }
@@ -105,6 +110,7 @@ pub async fn run(name: Name, opts: &Opts) -> anyhow::Result<Report> {
         Name::Secrets => secrets::run(opts, &bin, &mut report).await?,
         Name::Tls => tls::run(opts, &bin, &mut report).await?,
         Name::Hostile => hostile::run(opts, &bin, &mut report).await?,
+        Name::Flood => flood::run(opts, &bin, &mut report).await?,
     }
     Ok(report)
 }

@@ -8,6 +8,7 @@ mod jobs;
 mod keys;
 pub mod obs_convert;
 mod queues;
+pub mod rate_limit;
 mod state;
 pub mod status;
 mod worker;
@@ -33,13 +34,22 @@ pub struct ApiState {
     pub engine: Arc<Engine>,
     /// Resolves API keys to namespaces.
     pub auth: Arc<Authenticator>,
+    /// Per-namespace request rate limit; `None` = unlimited.
+    pub limiter: Option<Arc<rate_limit::RateLimiter>>,
 }
 
 impl ApiState {
-    /// Authenticates a request and returns its namespace.
+    /// Authenticates a request, applies the namespace's rate limit, and returns the
+    /// namespace.
     pub async fn namespace(&self, metadata: &MetadataMap) -> Result<String, tonic::Status> {
         let bearer = bearer(metadata)?;
-        Ok(self.auth.authenticate(bearer).await?)
+        let ns = self.auth.authenticate(bearer).await?;
+        if let Some(l) = &self.limiter
+            && let Err(wait) = l.check(&ns)
+        {
+            return Err(l.status(&ns, wait));
+        }
+        Ok(ns)
     }
 }
 
