@@ -51,6 +51,15 @@ impl ApiState {
         }
         Ok(ns)
     }
+
+    /// Authenticates a worker write made under a lease (heartbeat, step and run results,
+    /// suspensions, logs) without applying the rate limit: these are bounded by the tasks
+    /// the namespace's workers hold, and refusing them would turn a rate limit into lost
+    /// work. Polls for new tasks are limited.
+    pub async fn leased_namespace(&self, metadata: &MetadataMap) -> Result<String, tonic::Status> {
+        let bearer = bearer(metadata)?;
+        Ok(self.auth.authenticate(bearer).await?)
+    }
 }
 
 impl ApiState {

@@ -2,7 +2,8 @@
 //! namespace, refilled continuously at the configured rate with a burst of one second's
 //! worth. A request over the limit answers `RESOURCE_EXHAUSTED` with a retry hint (in the
 //! message and as `retry-after-ms` metadata) before any engine or store work is done, so a
-//! namespace flooding the server cannot starve the others.
+//! namespace flooding the server cannot starve the others. Worker writes under a lease are
+//! exempt (see `ApiState::leased_namespace`).
 //!
 //! Memory is bounded: one small entry per namespace that sent a request (namespaces come
 //! from valid API keys, or `default` in open mode), and entries idle for a minute are dropped.
