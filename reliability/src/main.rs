@@ -58,7 +58,7 @@ pub struct Opts {
     #[arg(long, env = "STACKSHIFT_RELIABILITY_SERVER_BIN")]
     pub server_bin: Option<PathBuf>,
     /// The server built with `--features failpoints` for `reaper-race` [default:
-    /// target/failpoints/debug/stackshift-server, built on demand].
+    /// target/debug/stackshift-server-failpoints, built on demand].
     #[arg(long, env = "STACKSHIFT_RELIABILITY_FAILPOINT_SERVER_BIN")]
     pub failpoint_server_bin: Option<PathBuf>,
     /// Seed for the random fault schedule [default: random, printed].

@@ -1,6 +1,6 @@
 //! `reaper-race`: a completion racing the lease reaper, forced with failpoints (a server
-//! built with the cargo feature `failpoints`, in `target/failpoints/`; see
-//! `server/src/failpoint.rs`). Two configurations:
+//! built with the cargo feature `failpoints`, `target/debug/stackshift-server-failpoints`;
+//! see `server/src/failpoint.rs`). Two configurations:
 //!
 //! - `complete_run.before_store=1500`: `CompleteRun` passes its checks, then pauses 1.5 s
 //!   before writing; the 1 s lease expires and the reaper re-queues the run meanwhile.
@@ -24,39 +24,45 @@ use crate::report::Report;
 
 const T: Duration = Duration::from_secs(10);
 
-/// The failpoint server: `--failpoint-server-bin`, else `target/failpoints/debug/stackshift-server`
-/// (built with `cargo build -p stackshift-server --features failpoints` when missing).
-fn failpoint_binary(opts: &Opts) -> anyhow::Result<PathBuf> {
+/// The failpoint server: `--failpoint-server-bin`, else
+/// `target/debug/stackshift-server-failpoints`, (re)built when missing or older than
+/// `target/debug/stackshift-server`: `cargo build -p stackshift-server --features failpoints`
+/// (only the server crate recompiles), copied aside, then the normal server is rebuilt so
+/// that `target/debug/stackshift-server` never contains failpoints.
+fn failpoint_binary(opts: &Opts, normal: &Path) -> anyhow::Result<PathBuf> {
     if let Some(b) = &opts.failpoint_server_bin {
         return Ok(b.clone());
+    }
+    let bin = normal.with_file_name("stackshift-server-failpoints");
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if mtime(&bin).is_some() && mtime(&bin) >= mtime(normal) {
+        return Ok(bin);
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let dir = root.join("target").join("failpoints");
-    let bin = dir.join("debug").join("stackshift-server");
-    if !bin.exists() {
-        eprintln!(
-            "{} is missing; building it (a separate target dir: several minutes)",
-            bin.display()
-        );
-        let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&root)
-            .env("CARGO_TARGET_DIR", &dir)
-            .args([
-                "build",
-                "-p",
-                "stackshift-server",
-                "--features",
-                "failpoints",
-            ])
-            .status()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let build = |features: bool| -> anyhow::Result<()> {
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&root)
+            .args(["build", "-p", "stackshift-server"]);
+        if features {
+            cmd.args(["--features", "failpoints"]);
+        }
         anyhow::ensure!(
-            st.success() && bin.exists(),
-            "building the failpoint server failed"
+            cmd.status()?.success(),
+            "cargo build -p stackshift-server failed"
         );
-    }
+        Ok(())
+    };
+    eprintln!("building {} (cargo feature `failpoints`)", bin.display());
+    build(true)?;
+    std::fs::copy(normal, &bin)?;
+    build(false)?;
+    // Newer than the normal binary, so it is reused until the server changes.
+    let f = std::fs::File::options().append(true).open(&bin)?;
+    f.set_modified(std::time::SystemTime::now())?;
     Ok(bin)
 }
 
@@ -97,10 +103,13 @@ async fn complete(raw: &mut Raw, task: &pb::Task, result: &str) -> tonic::Code {
 }
 
 /// One run: claim, complete after `delay`, then check the outcome holds.
+/// `finish`: whether a second attempt can complete the run (not when every completion is
+/// paused past the lease, as with `complete_run.before_store`).
 async fn round(
     mut raw: Raw,
     queue: String,
     delay: Duration,
+    finish: bool,
 ) -> anyhow::Result<(bool, Vec<String>)> {
     let mut bad = Vec::new();
     let start = pb::StartRunRequest {
@@ -143,6 +152,13 @@ async fn round(
         }
         let t2 = poll(&mut raw, &queue, Duration::from_secs(10)).await?;
         match t2 {
+            Some(t2) if !finish => {
+                // Re-delivered as a new attempt: the run was not completed by attempt 1.
+                if t2.attempt < 2 {
+                    bad.push(format!("{queue}: re-delivered as attempt {}", t2.attempt));
+                }
+                return Ok((accepted, bad));
+            }
             Some(t2) => {
                 let c2 = complete(&mut raw, &t2, "attempt-2").await;
                 if c2 != tonic::Code::Ok {
@@ -182,22 +198,24 @@ async fn round(
 
 pub async fn run(
     opts: &Opts,
-    _bin: &Path,
+    normal: &Path,
     mut rng: rand::rngs::StdRng,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let bin = failpoint_binary(opts)?;
+    let bin = failpoint_binary(opts, normal)?;
     let rounds = opts.size(20usize, 6);
-    for (name, fp, delays) in [
+    for (name, fp, delays, finish) in [
         (
             "store_pause",
             "complete_run.before_store=1500",
             (0u64, 100u64),
+            false,
         ),
         (
             "reaper_pause",
             "expire_leases.after_select=1500",
             (850, 1150),
+            true,
         ),
     ] {
         let db = Db::fresh(opts).await?;
@@ -211,6 +229,7 @@ pub async fn run(
                 server.raw()?,
                 format!("race-{name}-{r}"),
                 delay,
+                finish,
             )));
         }
         let mut t = Tally::default();
