@@ -9,7 +9,7 @@
 #
 # Prerequisites: Rust toolchain with rustfmt + clippy, Node.js >= 20 with npm (buf, the
 # TypeScript SDK), Python >= 3.10 with venv + pip, Go >= 1.24 (newer toolchains are fetched
-# through the Go module proxy when a go.mod asks for them), git, psql, and either
+# through the Go module proxy when a go.mod asks for them), git, psql, openssl, and either
 # PostgreSQL server binaries (scripts/pg.sh installs them via apt-get when run as root) or
 # STACKSHIFT_TEST_POSTGRES_URL pointing at a server where the role may CREATE DATABASE.
 #
@@ -214,6 +214,7 @@ need python3 "Install Python >= 3.10 with venv and pip (apt-get install -y pytho
 python3 -c 'import venv, ensurepip' 2>/dev/null || fail "python3 lacks venv/ensurepip: apt-get install -y python3-venv"
 need go "Install Go >= 1.24 (https://go.dev/dl/)."
 need psql "Install the PostgreSQL client tools (apt-get install -y postgresql-client)."
+need openssl "Install the openssl command (apt-get install -y openssl); the reliability suite's TLS scenario generates its certificates with it."
 echo "$(cargo --version); $(rustc --version); buf $("$BUF" --version 2>&1)"
 echo "node $(node --version); npm $(npm --version); $(python3 --version); $(go version)"
 
@@ -382,3 +383,27 @@ for scenario in throughput burndown latency resume waiting history replicas; do
         { FAILED=$((FAILED + 1)); fail "bench $scenario did not end with its JSON line"; }
     PASSED=$((PASSED + 1))
 done
+
+# ---------------------------------------------------------------------------------------------
+# (l) reliability suite at CI size: the scenarios on SQLite (kill -9 soak, paused worker,
+#     fencing, counters, herd, poison, auth, secrets, TLS, hostile input, flood), the crash
+#     scenarios on PostgreSQL. `reaper-race` needs a server built with the `failpoints`
+#     feature in its own target dir (minutes), so it runs on demand only.
+#     Full size: cargo run -p stackshift-reliability -- --full (docs/reliability.md)
+# ---------------------------------------------------------------------------------------------
+phase "reliability suite"
+REL_BIN="$ROOT/target/debug/stackshift-reliability"
+[ -x "$REL_BIN" ] || fail "$REL_BIN was not produced by cargo build"
+REL_SCENARIOS=()
+for s in crash-soak paused-worker lock-fencing counters herd poison auth secrets tls hostile flood; do
+    REL_SCENARIOS+=(--scenario "$s")
+done
+with_timeout "$EXAMPLE_TIMEOUT" "reliability (sqlite)" "$REL_BIN" --server-bin "$SERVER_BIN" \
+    "${REL_SCENARIOS[@]}" ||
+    { FAILED=$((FAILED + 1)); fail "reliability suite (sqlite) failed"; }
+PASSED=$((PASSED + 1))
+with_timeout "$EXAMPLE_TIMEOUT" "reliability (postgres)" "$REL_BIN" --server-bin "$SERVER_BIN" \
+    --backend postgres --postgres-url "$STACKSHIFT_TEST_POSTGRES_URL" \
+    --scenario crash-soak --scenario counters --scenario paused-worker ||
+    { FAILED=$((FAILED + 1)); fail "reliability suite (postgres) failed"; }
+PASSED=$((PASSED + 1))

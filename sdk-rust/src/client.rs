@@ -92,20 +92,17 @@ impl StackShift {
         let endpoint = Endpoint::from_shared(endpoint_url.clone()).map_err(|e| {
             Error::InvalidArgument(format!("invalid endpoint {endpoint_url:?}: {e}"))
         })?;
-        match endpoint.uri().scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(Error::InvalidArgument(format!(
-                    "endpoint {endpoint_url:?} uses https, but this build of the SDK has no TLS \
-                     support; use http:// (e.g. behind a TLS-terminating proxy)"
-                )));
-            }
+        let endpoint = match endpoint.uri().scheme_str() {
+            Some("http") => endpoint,
+            Some("https") => endpoint
+                .tls_config(tls_config(&options))
+                .map_err(|e| Error::InvalidArgument(format!("invalid TLS settings: {e}")))?,
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "endpoint {endpoint_url:?} must start with http://"
+                    "endpoint {endpoint_url:?} must start with http:// or https://"
                 )));
             }
-        }
+        };
         let user_agent = concat!("stackshift-sdk-rust/", env!("CARGO_PKG_VERSION"));
         let channel = endpoint
             .user_agent(user_agent)
@@ -422,6 +419,21 @@ pub(crate) fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T
     request
 }
 
+/// TLS settings for an `https://` endpoint: the configured CA (else the web PKI roots) and
+/// the client identity for mutual TLS.
+fn tls_config(options: &ClientOptions) -> tonic::transport::ClientTlsConfig {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new();
+    tls = match &options.tls_ca_pem {
+        Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
+        None => tls.with_webpki_roots(),
+    };
+    if let Some((cert, key)) = &options.tls_client_identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    tls
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -440,10 +452,14 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_endpoints_are_rejected() {
-        for bad in ["not a url", "ftp://host:1", "https://example.com", ""] {
+        for bad in ["not a url", "ftp://host:1", ""] {
             let err = StackShift::new(ClientOptions::new(bad)).unwrap_err();
             assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}: {err}");
         }
+        // https is supported (see the reliability suite's `tls` scenario end to end).
+        StackShift::new(ClientOptions::new("https://example.com")).unwrap();
+        StackShift::new(ClientOptions::new("https://example.com").tls_ca_pem(b"x".to_vec()))
+            .unwrap();
     }
 
     #[tokio::test]

@@ -15,13 +15,20 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7447";
 
 /// How to reach the StackShift server.
 ///
-/// The `Debug` output never shows the API key.
+/// The `Debug` output never shows the API key or the client's private key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClientOptions {
-    /// The server's URL, e.g. `http://127.0.0.1:7447`.
+    /// The server's URL, e.g. `http://127.0.0.1:7447`, or `https://...` for a server
+    /// started with `--tls-cert`.
     pub endpoint: String,
     /// The API key, sent as `authorization: Bearer <key>` on every call.
     pub api_key: Option<String>,
+    /// For `https://`: PEM certificates of the authorities to trust. `None` = the public web
+    /// PKI roots (webpki-roots).
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// For `https://` to a server started with `--tls-client-ca` (mutual TLS): the client's
+    /// certificate chain and private key, both PEM.
+    pub tls_client_identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl ClientOptions {
@@ -30,7 +37,29 @@ impl ClientOptions {
         Self {
             endpoint: endpoint.into(),
             api_key: None,
+            tls_ca_pem: None,
+            tls_client_identity: None,
         }
+    }
+
+    /// Trusts these PEM certificate authorities for an `https://` endpoint (e.g. a private
+    /// CA) instead of the public web PKI roots.
+    #[must_use]
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Presents this client certificate (PEM chain and PEM private key) to a server that
+    /// requires mutual TLS.
+    #[must_use]
+    pub fn tls_client_identity(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls_client_identity = Some((cert_pem.into(), key_pem.into()));
+        self
     }
 
     /// Sets the API key.
@@ -50,8 +79,8 @@ impl ClientOptions {
                 .filter(|v: &String| !v.trim().is_empty())
         };
         Self {
-            endpoint: var("STACKSHIFT_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()),
             api_key: var("STACKSHIFT_API_KEY"),
+            ..Self::new(var("STACKSHIFT_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()))
         }
     }
 }
@@ -68,6 +97,11 @@ impl fmt::Debug for ClientOptions {
         f.debug_struct("ClientOptions")
             .field("endpoint", &self.endpoint)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("tls_ca_pem", &self.tls_ca_pem.as_ref().map(|_| "<set>"))
+            .field(
+                "tls_client_identity",
+                &self.tls_client_identity.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod engine;
+pub mod failpoint;
 pub mod http;
 pub mod server;
 pub mod storage;

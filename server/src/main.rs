@@ -5,7 +5,7 @@ use stackshift_server::engine::auth::generate_key;
 use stackshift_server::engine::state::DEFAULT_MAX_VALUE_BYTES;
 use stackshift_server::engine::store::KeyStore;
 use stackshift_server::engine::{EngineConfig, now_ms, validate};
-use stackshift_server::server::{ServeConfig, serve};
+use stackshift_server::server::{ServeConfig, TlsFiles, serve};
 use stackshift_server::storage::SqlStore;
 
 /// StackShift durable execution server.
@@ -56,6 +56,20 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464). Off by default.
     #[arg(long, env = "STACKSHIFT_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "STACKSHIFT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "STACKSHIFT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by these PEM authorities (mutual TLS; needs
+    /// --tls-cert).
+    #[arg(long, env = "STACKSHIFT_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<std::path::PathBuf>,
+    /// Requests per second allowed per namespace (burst: the same); over it requests answer
+    /// RESOURCE_EXHAUSTED with a retry hint. Unset = unlimited.
+    #[arg(long, env = "STACKSHIFT_RATE_LIMIT_PER_NAMESPACE")]
+    rate_limit_per_namespace: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -126,6 +140,9 @@ async fn run_server(database_url: String, args: ServeArgs) -> anyhow::Result<()>
             args.max_payload_bytes
         );
     }
+    if args.rate_limit_per_namespace == Some(0) {
+        anyhow::bail!("--rate-limit-per-namespace must be at least 1 (omit it for no limit)");
+    }
     if !(1..=3600).contains(&args.default_lease_secs) {
         anyhow::bail!("--default-lease-secs must be between 1 and 3600");
     }
@@ -146,6 +163,12 @@ async fn run_server(database_url: String, args: ServeArgs) -> anyhow::Result<()>
         engine,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs.min(3600)),
         metrics_listen: args.metrics_listen,
+        tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles {
+            cert,
+            key,
+            client_ca: args.tls_client_ca,
+        }),
+        rate_limit_per_namespace: args.rate_limit_per_namespace,
     };
     serve(config, shutdown_signal()).await
 }

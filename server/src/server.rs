@@ -39,6 +39,41 @@ pub struct ServeConfig {
     pub shutdown_grace: std::time::Duration,
     /// Address of the Prometheus `/metrics` listener; `None` = off.
     pub metrics_listen: Option<String>,
+    /// TLS for the gRPC listener; `None` = plaintext.
+    pub tls: Option<TlsFiles>,
+    /// Requests per second allowed per namespace; `None` = unlimited.
+    pub rate_limit_per_namespace: Option<u32>,
+}
+
+/// PEM files of the gRPC listener's TLS settings.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The server's certificate chain.
+    pub cert: std::path::PathBuf,
+    /// The server's private key.
+    pub key: std::path::PathBuf,
+    /// Authorities whose client certificates are required (mutual TLS); `None` = no client
+    /// certificates.
+    pub client_ca: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    /// Reads the files into tonic's server TLS settings.
+    fn load(&self) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let read = |flag: &str, p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", p.display()))
+        };
+        let identity = Identity::from_pem(
+            read("--tls-cert", &self.cert)?,
+            read("--tls-key", &self.key)?,
+        );
+        let mut tls = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.client_ca {
+            tls = tls.client_ca_root(Certificate::from_pem(read("--tls-client-ca", ca)?));
+        }
+        Ok(tls)
+    }
 }
 
 /// Runs the server until `shutdown` completes.
@@ -50,6 +85,8 @@ pub async fn serve(
         .await?
         .next()
         .ok_or_else(|| anyhow::anyhow!("--listen {} resolves to no address", config.listen))?;
+    // Bad TLS files fail the start, before anything listens.
+    let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
     let store = SqlStore::connect(&config.database_url).await?;
     let keys = store.count_active_keys().await?;
     let loopback = addr.ip().is_loopback();
@@ -77,6 +114,9 @@ pub async fn serve(
     let state = ApiState {
         engine: engine.clone(),
         auth,
+        limiter: config
+            .rate_limit_per_namespace
+            .map(|n| Arc::new(crate::api::rate_limit::RateLimiter::new(n))),
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -142,7 +182,15 @@ pub async fn serve(
     // HTTP/1.1 too, for browsers: the dashboard and its JSON API share this listener
     // (requests are told apart by content type, see `crate::http`).
     let http = crate::http::router(state.clone());
-    let serving = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| anyhow::anyhow!("invalid TLS settings: {e}"))?;
+        let mutual = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        tracing::info!(mutual, "serving gRPC over TLS");
+    }
+    let serving = builder
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         // One span per RPC (method path only: never metadata, keys or payloads).
         .trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()))

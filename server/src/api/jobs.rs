@@ -2,7 +2,6 @@
 
 use stackshift_proto::v1 as pb;
 use stackshift_proto::v1::jobs_service_server::JobsService;
-use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::engine::model::{RunFilter, StartOutcome};
@@ -24,16 +23,39 @@ impl JobsService for JobsApi {
         req: Request<pb::WatchRunRequest>,
     ) -> Result<Response<Self::WatchRunStream>, Status> {
         let ns = self.0.namespace(req.metadata()).await?;
+        let revoked = self.0.revoked(req.metadata())?;
         let r = req.into_inner();
-        let rx = self.0.engine.watch_run(&ns, &r.run_id).await?;
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|u| match u {
-            Ok(u) => Ok(pb::WatchRunResponse {
-                run: Some(detail_to_pb(&u.detail)),
-                r#final: u.last,
-            }),
-            Err(e) => Err(Status::from(e)),
+        let mut rx = self.0.engine.watch_run(&ns, &r.run_id).await?;
+        // Forward updates until the stream ends, the client leaves or the key is revoked.
+        let (tx, out) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            tokio::pin!(revoked);
+            loop {
+                tokio::select! {
+                    u = rx.recv() => {
+                        let Some(u) = u else { break };
+                        let item = match u {
+                            Ok(u) => Ok(pb::WatchRunResponse {
+                                run: Some(detail_to_pb(&u.detail)),
+                                r#final: u.last,
+                            }),
+                            Err(e) => Err(Status::from(e)),
+                        };
+                        if tx.send(item).await.is_err() {
+                            break;
+                        }
+                    }
+                    status = &mut revoked => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                    () = tx.closed() => break,
+                }
+            }
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
     }
 
     async fn start_run(
@@ -70,9 +92,10 @@ impl JobsService for JobsApi {
         req: Request<pb::GetRunRequest>,
     ) -> Result<Response<pb::GetRunResponse>, Status> {
         let ns = self.0.namespace(req.metadata()).await?;
-        let r = req.into_inner();
+        let (metadata, _, r) = req.into_parts();
         let wait = dur_ms("wait", &r.wait)?;
-        let detail = self.0.engine.get_run(&ns, &r.run_id, wait).await?;
+        let get = async { Ok(self.0.engine.get_run(&ns, &r.run_id, wait).await?) };
+        let detail = self.0.until_revoked(&metadata, get).await?;
         Ok(Response::new(pb::GetRunResponse {
             run: Some(detail_to_pb(&detail)),
         }))

@@ -78,6 +78,7 @@ impl KeysService for KeysApi {
     ) -> Result<Response<pb::RevokeKeyResponse>, Status> {
         self.authorize(req.metadata()).await?;
         let key = self.0.engine.revoke_key(&req.into_inner().id).await?;
+        self.0.auth.key_revoked(&key.id);
         tracing::info!(id = %key.id, "API key revoked");
         Ok(Response::new(pb::RevokeKeyResponse {
             key: Some(key_to_pb(&key)),

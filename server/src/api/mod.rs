@@ -8,6 +8,7 @@ mod jobs;
 mod keys;
 pub mod obs_convert;
 mod queues;
+pub mod rate_limit;
 mod schedules;
 mod state;
 pub mod status;
@@ -37,13 +38,64 @@ pub struct ApiState {
     pub engine: Arc<Engine>,
     /// Resolves API keys to namespaces.
     pub auth: Arc<Authenticator>,
+    /// Per-namespace request rate limit; `None` = unlimited.
+    pub limiter: Option<Arc<rate_limit::RateLimiter>>,
 }
 
 impl ApiState {
-    /// Authenticates a request and returns its namespace.
+    /// Authenticates a request, applies the namespace's rate limit, and returns the
+    /// namespace.
     pub async fn namespace(&self, metadata: &MetadataMap) -> Result<String, tonic::Status> {
         let bearer = bearer(metadata)?;
+        let ns = self.auth.authenticate(bearer).await?;
+        if let Some(l) = &self.limiter
+            && let Err(wait) = l.check(&ns)
+        {
+            return Err(l.status(&ns, wait));
+        }
+        Ok(ns)
+    }
+
+    /// Authenticates a worker write made under a lease (heartbeat, step and run results,
+    /// suspensions, logs) without applying the rate limit: these are bounded by the tasks
+    /// the namespace's workers hold, and refusing them would turn a rate limit into lost
+    /// work. Polls for new tasks are limited.
+    pub async fn leased_namespace(&self, metadata: &MetadataMap) -> Result<String, tonic::Status> {
+        let bearer = bearer(metadata)?;
         Ok(self.auth.authenticate(bearer).await?)
+    }
+}
+
+impl ApiState {
+    /// A future that completes with `UNAUTHENTICATED` once the request's key is revoked
+    /// (never, for a request without a key). Long-polls race their wait against it, so a
+    /// revoked key cannot keep receiving tasks, run updates or lock grants.
+    pub fn revoked(
+        &self,
+        metadata: &MetadataMap,
+    ) -> Result<impl std::future::Future<Output = tonic::Status> + Send + 'static, tonic::Status>
+    {
+        let secret = bearer(metadata)?.map(str::to_owned);
+        let auth = self.auth.clone();
+        Ok(async move {
+            match secret {
+                Some(s) => tonic::Status::from(auth.wait_revoked(&s).await),
+                None => std::future::pending().await,
+            }
+        })
+    }
+
+    /// Runs a long-poll `wait` unless the request's key is revoked first.
+    pub async fn until_revoked<T>(
+        &self,
+        metadata: &MetadataMap,
+        wait: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        let revoked = self.revoked(metadata)?;
+        tokio::select! {
+            r = wait => r,
+            status = revoked => Err(status),
+        }
     }
 }
 

@@ -163,7 +163,7 @@ impl StateService for StateApi {
         req: Request<pb::AcquireLockRequest>,
     ) -> Result<Response<pb::AcquireLockResponse>, Status> {
         let ns = self.0.namespace(req.metadata()).await?;
-        let r = req.into_inner();
+        let (metadata, _, r) = req.into_parts();
         let input = AcquireInput {
             key: r.key,
             ttl_ms: ttl_ms("ttl", &r.ttl)?,
@@ -171,7 +171,8 @@ impl StateService for StateApi {
             release_with_run: r.release_with_run,
             run: run_call(r.run),
         };
-        let response = match self.0.engine.state_acquire(&ns, input).await? {
+        let acquire = async { Ok(self.0.engine.state_acquire(&ns, input).await?) };
+        let response = match self.0.until_revoked(&metadata, acquire).await? {
             LockAttempt::Granted { token, expires_at } => pb::AcquireLockResponse {
                 granted: true,
                 fencing_token: token,

@@ -23,7 +23,7 @@ impl WorkerService for WorkerApi {
         req: Request<pb::PollTaskRequest>,
     ) -> Result<Response<pb::PollTaskResponse>, Status> {
         let ns = self.0.namespace(req.metadata()).await?;
-        let r = req.into_inner();
+        let (metadata, _, r) = req.into_parts();
         let input = PollInput {
             worker_id: r.worker_id,
             queues: r.queues,
@@ -31,7 +31,8 @@ impl WorkerService for WorkerApi {
             max_tasks: r.max_tasks,
             wait_ms: dur_ms("wait", &r.wait)?,
         };
-        let tasks = self.0.engine.poll(&ns, input).await?;
+        let poll = async { Ok(self.0.engine.poll(&ns, input).await?) };
+        let tasks = self.0.until_revoked(&metadata, poll).await?;
         Ok(Response::new(pb::PollTaskResponse {
             tasks: tasks.iter().map(task_to_pb).collect(),
         }))
@@ -41,7 +42,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let ns = self.0.namespace(req.metadata()).await?;
+        let ns = self.0.leased_namespace(req.metadata()).await?;
         let r = req.into_inner();
         let out = self
             .0
@@ -58,7 +59,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::AppendLogsRequest>,
     ) -> Result<Response<pb::AppendLogsResponse>, Status> {
-        let ns = self.0.namespace(req.metadata()).await?;
+        let ns = self.0.leased_namespace(req.metadata()).await?;
         let r = req.into_inner();
         let lines = super::obs_convert::logs_from_pb(r.entries)?;
         let out = self
@@ -76,7 +77,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::CompleteStepRequest>,
     ) -> Result<Response<pb::CompleteStepResponse>, Status> {
-        let ns = self.0.namespace(req.metadata()).await?;
+        let ns = self.0.leased_namespace(req.metadata()).await?;
         let r = req.into_inner();
         let outcome = match r.outcome {
             Some(pb::complete_step_request::Outcome::Output(o)) => StepOutcome::Output(o),
@@ -113,7 +114,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::CompleteRunRequest>,
     ) -> Result<Response<pb::CompleteRunResponse>, Status> {
-        let ns = self.0.namespace(req.metadata()).await?;
+        let ns = self.0.leased_namespace(req.metadata()).await?;
         let r = req.into_inner();
         self.0
             .engine
@@ -126,7 +127,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::FailRunRequest>,
     ) -> Result<Response<pb::FailRunResponse>, Status> {
-        let ns = self.0.namespace(req.metadata()).await?;
+        let ns = self.0.leased_namespace(req.metadata()).await?;
         let r = req.into_inner();
         let failure = failure_from_pb("failure", r.failure)?;
         let out = self
@@ -144,7 +145,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::SuspendRunRequest>,
     ) -> Result<Response<pb::SuspendRunResponse>, Status> {
-        let ns = self.0.namespace(req.metadata()).await?;
+        let ns = self.0.leased_namespace(req.metadata()).await?;
         let r = req.into_inner();
         let wait = wait_from_pb(r.wait)?;
         let out = self

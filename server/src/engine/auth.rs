@@ -1,7 +1,9 @@
 //! API keys and namespaces. A key is `ssk_` followed by 48 hex characters of randomness; only
 //! its SHA-256 is stored. Lookups go by hash (an index), and the stored hash is compared in
-//! constant time. Verified keys are cached for [`CACHE_TTL`], so revocation takes effect
-//! within that time.
+//! constant time. Verified keys are cached for [`CACHE_TTL`]. A revocation through the API
+//! (`KeysService.RevokeKey`) drops the key from the cache and ends the key's open long-polls
+//! at once; a revocation made elsewhere (the `keys revoke` command, another replica) takes
+//! effect within [`CACHE_TTL`] plus [`REVOCATION_RECHECK`], open long-polls included.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,9 @@ use super::store::Store;
 
 /// How long a verified key (or the "no keys configured" fact) is trusted without a lookup.
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
+/// How often an open long-poll re-checks that its key is still valid (a cache lookup; the
+/// store is read once per key per [`CACHE_TTL`]).
+pub const REVOCATION_RECHECK: Duration = Duration::from_secs(1);
 /// The namespace of requests in open mode (no API keys configured).
 pub const DEFAULT_NAMESPACE: &str = "default";
 
@@ -49,8 +54,18 @@ pub fn generate_key(namespace: &str, name: &str, now: i64) -> (ApiKeyRecord, Str
 pub struct Authenticator {
     store: Arc<dyn Store>,
     allow_open: bool,
-    cache: Mutex<HashMap<String, (String, Instant)>>,
+    /// Key hash -> (namespace, key id, verified at).
+    cache: Mutex<HashMap<String, CachedKey>>,
     open: Mutex<Option<(bool, Instant)>>,
+    /// Bumped on every revocation through the API; open long-polls re-check their key.
+    revocations: tokio::sync::watch::Sender<u64>,
+}
+
+/// A verified key in the cache.
+struct CachedKey {
+    namespace: String,
+    id: String,
+    at: Instant,
 }
 
 impl Authenticator {
@@ -62,6 +77,31 @@ impl Authenticator {
             allow_open,
             cache: Mutex::new(HashMap::new()),
             open: Mutex::new(None),
+            revocations: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Forgets a revoked key at once (instead of after [`CACHE_TTL`]) and wakes the open
+    /// long-polls, which then end with `Unauthenticated` if they used it.
+    pub fn key_revoked(&self, id: &str) {
+        self.lock_cache().retain(|_, k| k.id != id);
+        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Completes (with the `Unauthenticated` error) once `secret` is no longer a valid key:
+    /// right after a revocation through the API, else within [`CACHE_TTL`] plus
+    /// [`REVOCATION_RECHECK`]. Store errors do not end the wait (the key is presumed valid).
+    pub async fn wait_revoked(&self, secret: &str) -> EngineError {
+        let mut changed = self.revocations.subscribe();
+        loop {
+            // The sender lives in `self`, so `changed` cannot fail while this runs.
+            tokio::select! {
+                _ = changed.changed() => {}
+                () = tokio::time::sleep(REVOCATION_RECHECK) => {}
+            }
+            if let Err(e @ EngineError::Unauthenticated(_)) = self.namespace_of(secret).await {
+                return e;
+            }
         }
     }
 
@@ -121,16 +161,22 @@ impl Authenticator {
 
     async fn namespace_of(&self, secret: &str) -> EngineResult<String> {
         let hash = hash_key(secret);
-        if let Some((ns, at)) = self.lock_cache().get(&hash)
-            && at.elapsed() < CACHE_TTL
+        if let Some(k) = self.lock_cache().get(&hash)
+            && k.at.elapsed() < CACHE_TTL
         {
-            return Ok(ns.clone());
+            return Ok(k.namespace.clone());
         }
         let found = self.store.find_active_key(&hash).await?;
         match found {
             Some(rec) if bool::from(rec.key_hash.as_bytes().ct_eq(hash.as_bytes())) => {
-                self.lock_cache()
-                    .insert(hash, (rec.namespace.clone(), Instant::now()));
+                self.lock_cache().insert(
+                    hash,
+                    CachedKey {
+                        namespace: rec.namespace.clone(),
+                        id: rec.id.clone(),
+                        at: Instant::now(),
+                    },
+                );
                 Ok(rec.namespace)
             }
             _ => {
@@ -153,7 +199,7 @@ impl Authenticator {
         Ok(configured)
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedKey>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

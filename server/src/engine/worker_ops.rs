@@ -240,7 +240,9 @@ impl Engine {
     ) -> EngineResult<()> {
         let lease = Self::lease(namespace, run_id, token)?;
         let result = validate::json("result", result, self.config.max_payload_bytes)?;
-        let run = self.store.complete_run(lease, result, now_ms()).await?;
+        let now = now_ms();
+        crate::failpoint::pause("complete_run.before_store").await;
+        let run = self.store.complete_run(lease, result, now).await?;
         self.watchers.finished(run_id);
         self.metrics
             .runs(namespace, &run.job, &run.queue, |c| c.completed += 1);

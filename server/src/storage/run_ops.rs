@@ -635,6 +635,9 @@ pub async fn expire_leases<C: ConnectionTrait>(
         .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
         .all(c)
         .await?;
+    if !rows.is_empty() {
+        crate::failpoint::pause("expire_leases.after_select").await;
+    }
     let mut out = ExpiredLeases::default();
     for row in rows {
         let mut run = run_from_model(row)?;
