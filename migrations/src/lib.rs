@@ -23,6 +23,7 @@ mod m20261121_000032_create_event_consumptions;
 mod m20261121_000040_create_run_timeline;
 mod m20261121_000041_add_runs_list_indexes;
 mod m20261121_000050_alter_api_keys_admin;
+mod m20261121_000070_alter_runs_parent;
 
 /// Applies every StackShift migration in order.
 pub struct Migrator;
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000040_create_run_timeline::Migration),
             Box::new(m20261121_000041_add_runs_list_indexes::Migration),
             Box::new(m20261121_000050_alter_api_keys_admin::Migration),
+            Box::new(m20261121_000070_alter_runs_parent::Migration),
         ]
     }
 }

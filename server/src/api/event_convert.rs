@@ -5,7 +5,9 @@ use tonic::Status;
 
 use crate::engine::event_model::{EventFilter, EventRecord, WaitInput, WaitRecord};
 
-use super::convert::{dur_ms, kind_to_pb, opt, ts, ts_ms};
+use crate::engine::requests::StartRunInput;
+
+use super::convert::{dur_ms, kind_to_pb, opt, retry_from_pb, ts, ts_ms};
 
 /// A stored event.
 pub fn event_to_pb(e: &EventRecord) -> pb::Event {
@@ -53,7 +55,7 @@ pub fn wait_from_pb(wait: Option<pb::suspend_run_request::Wait>) -> Result<WaitI
     use pb::suspend_run_request::Wait;
     match wait {
         None => Err(Status::invalid_argument(
-            "wait is required: set sleep or event",
+            "wait is required: set sleep, event or child",
         )),
         Some(Wait::Sleep(s)) => match (dur_ms("sleep.duration", &s.duration)?, &s.until) {
             (Some(ms), None) => Ok(WaitInput::SleepFor(ms)),
@@ -67,5 +69,25 @@ pub fn wait_from_pb(wait: Option<pb::suspend_run_request::Wait>) -> Result<WaitI
             name: e.event_name,
             correlation_key: e.correlation_key,
         }),
+        Some(Wait::Child(w)) => {
+            let mut children = Vec::with_capacity(w.children.len());
+            for (i, c) in w.children.into_iter().enumerate() {
+                let field = |f: &str| format!("child.children[{i}].{f}");
+                children.push(StartRunInput {
+                    job: c.job,
+                    payload: c.payload,
+                    queue: opt(c.queue),
+                    idempotency_key: None,
+                    idempotency_ttl_ms: None,
+                    retry: retry_from_pb(c.retry_policy)?,
+                    lease_timeout_ms: dur_ms(&field("lease_timeout"), &c.lease_timeout)?,
+                    delay_ms: None,
+                    run_at_ms: None,
+                    priority: c.priority,
+                    concurrency_key: opt(c.concurrency_key),
+                });
+            }
+            Ok(WaitInput::Children(children))
+        }
     }
 }

@@ -23,14 +23,60 @@ impl Engine {
         namespace: &str,
         input: StartRunInput,
     ) -> EngineResult<StartOutcome> {
+        let now = now_ms();
+        let new = self
+            .prepare_run(namespace, input, DEFAULT_QUEUE, "", now)
+            .await?;
+        let outcome = self.store.start_run(new).await?;
+        if let StartOutcome::Created(run) = &outcome {
+            self.run_started(run);
+        }
+        Ok(outcome)
+    }
+
+    /// Counts a created run and wakes a poller for it.
+    pub(crate) fn run_started(&self, run: &RunRecord) {
+        self.metrics
+            .runs(&run.namespace, &run.job, &run.queue, |c| c.started += 1);
+        self.run_ready(&run.namespace, &run.queue, &run.job, run.available_at);
+    }
+
+    /// Validates a start and builds the run to insert. `field` prefixes the field names in
+    /// error messages (empty for `StartRun`, `child.children[i].` for a child run);
+    /// `default_queue` is used when the input names no queue.
+    pub(crate) async fn prepare_run(
+        &self,
+        namespace: &str,
+        input: StartRunInput,
+        default_queue: &str,
+        field: &str,
+        now: i64,
+    ) -> EngineResult<NewRun> {
+        let prefixed = |e: EngineError| match e {
+            EngineError::InvalidArgument(m) if !field.is_empty() => {
+                EngineError::InvalidArgument(format!("{field}{m}"))
+            }
+            other => other,
+        };
+        self.prepare_run_inner(namespace, input, default_queue, now)
+            .await
+            .map_err(prefixed)
+    }
+
+    async fn prepare_run_inner(
+        &self,
+        namespace: &str,
+        input: StartRunInput,
+        default_queue: &str,
+        now: i64,
+    ) -> EngineResult<NewRun> {
         validate::name("job", &input.job)?;
         let queue = input
             .queue
             .clone()
-            .unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
+            .unwrap_or_else(|| default_queue.to_owned());
         validate::name("queue", &queue)?;
         let payload = validate::json("payload", &input.payload, self.config.max_payload_bytes)?;
-        let now = now_ms();
         let schedule = queue_ops::schedule(&input, now)?;
         // The start's retry fields win; the queue's defaults fill the others (a queue that
         // does not exist yet has none).
@@ -63,29 +109,21 @@ impl Engine {
             }
             None => None,
         };
-        let outcome = self
-            .store
-            .start_run(NewRun {
-                id: uuid::Uuid::now_v7().to_string(),
-                namespace: namespace.to_owned(),
-                job: input.job,
-                queue,
-                payload,
-                retry,
-                lease_timeout_ms: input.lease_timeout_ms,
-                idempotency,
-                now,
-                available_at: schedule.available_at,
-                priority: schedule.priority,
-                concurrency_key: schedule.concurrency_key,
-            })
-            .await?;
-        if let StartOutcome::Created(run) = &outcome {
-            self.metrics
-                .runs(namespace, &run.job, &run.queue, |c| c.started += 1);
-            self.run_ready(namespace, &run.queue, &run.job, run.available_at);
-        }
-        Ok(outcome)
+        Ok(NewRun {
+            id: uuid::Uuid::now_v7().to_string(),
+            namespace: namespace.to_owned(),
+            job: input.job,
+            queue,
+            payload,
+            retry,
+            lease_timeout_ms: input.lease_timeout_ms,
+            idempotency,
+            now,
+            available_at: schedule.available_at,
+            priority: schedule.priority,
+            concurrency_key: schedule.concurrency_key,
+            parent: None,
+        })
     }
 
     pub(crate) fn retry_policy(&self, input: &RetryPolicyInput) -> EngineResult<RetryPolicy> {
@@ -246,6 +284,7 @@ impl Engine {
         self.metrics
             .runs(namespace, &run.job, &run.queue, |c| c.cancelled += 1);
         self.queue_released(namespace, &run.queue);
+        self.child_finished(&run).await;
         Ok(run)
     }
 

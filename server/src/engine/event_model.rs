@@ -78,7 +78,7 @@ pub struct EventFilter {
 }
 
 /// What a run suspends on, with absolute times computed by the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum WaitSpec {
     /// Sleep until this instant.
     Sleep {
@@ -94,6 +94,11 @@ pub enum WaitSpec {
         /// When the wait times out (milliseconds).
         timeout_at: i64,
     },
+    /// Start child runs (once per run and step id) and wait until all are final.
+    Children {
+        /// The children, validated, with their parent links set.
+        runs: Vec<super::model::NewRun>,
+    },
 }
 
 impl WaitSpec {
@@ -102,14 +107,16 @@ impl WaitSpec {
         match self {
             Self::Sleep { .. } => StepKind::Sleep,
             Self::Event { .. } => StepKind::Event,
+            Self::Children { .. } => StepKind::Child,
         }
     }
 
-    /// When the wait ends at the latest.
-    pub fn wake_at(&self) -> i64 {
+    /// When the wait ends at the latest; `None` for a child wait (no timeout).
+    pub fn wake_at(&self) -> Option<i64> {
         match self {
-            Self::Sleep { until } => *until,
-            Self::Event { timeout_at, .. } => *timeout_at,
+            Self::Sleep { until } => Some(*until),
+            Self::Event { timeout_at, .. } => Some(*timeout_at),
+            Self::Children { .. } => None,
         }
     }
 }
@@ -144,10 +151,13 @@ pub enum SuspendOutcome {
     Satisfied(super::model::StepRecord),
     /// The run is waiting; the lease is released.
     Suspended {
-        /// When the timer resolves the wait at the latest.
-        wake_at: i64,
+        /// When the timer resolves the wait at the latest (`None` for a child wait).
+        wake_at: Option<i64>,
         /// The run's queue, whose concurrency the run no longer uses.
         queue: String,
+        /// For a child wait: the children in the order given, with `created` true for
+        /// those this request started (the others were started by an earlier request).
+        children: Vec<(super::model::RunRecord, bool)>,
     },
 }
 
@@ -165,7 +175,7 @@ pub struct PublishEventInput {
 }
 
 /// What a worker asks to wait for in `SuspendRun`, before validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum WaitInput {
     /// Sleep for this many milliseconds from now.
     SleepFor(i64),
@@ -180,10 +190,43 @@ pub enum WaitInput {
         /// Timeout in milliseconds; required.
         timeout_ms: Option<i64>,
     },
+    /// Start child runs and wait until all of them are final.
+    Children(Vec<super::requests::StartRunInput>),
 }
 
 /// The journal output of an event wait that timed out.
 pub const TIMED_OUT_OUTPUT: &str = r#"{"timedOut":true}"#;
+
+/// The journal output of a child wait: each child's outcome in the order given.
+pub fn children_output(children: &[super::model::RunRecord]) -> String {
+    use super::model::RunStatus;
+    let items: Vec<serde_json::Value> = children
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::json!({
+                "runId": r.id,
+                "job": r.job,
+                "status": r.status.as_str(),
+            });
+            if r.status == RunStatus::Completed {
+                let result = r
+                    .result
+                    .as_deref()
+                    .and_then(|t| serde_json::from_str(t).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                v["result"] = result;
+            } else if let Some(f) = &r.failure {
+                v["failure"] = serde_json::json!({
+                    "message": f.message,
+                    "errorType": f.error_type,
+                    "nonRetryable": f.non_retryable,
+                });
+            }
+            v
+        })
+        .collect();
+    serde_json::json!({ "children": items }).to_string()
+}
 
 /// The journal output of a sleep that ended.
 pub const SLEEP_OUTPUT: &str = "null";

@@ -10,9 +10,12 @@ use super::client_ops::validate_run_id;
 use super::error::{EngineError, EngineResult};
 use super::event_model::{ResumedRun, SuspendOutcome, WaitInput, WaitSpec};
 use super::event_ops::correlation_key;
-use super::model::LeaseRef;
+use super::model::{LeaseRef, ParentLink, RunRecord, RunStatus};
+use super::requests::StartRunInput;
 use super::{Engine, now_ms, validate};
 
+/// Most child runs one child wait may start.
+pub const MAX_CHILDREN: usize = 1_000;
 /// Longest sleep or event-wait timeout: 365 days.
 pub const MAX_WAIT_MS: i64 = 365 * 24 * 3_600_000;
 /// Waits resolved per store round trip by the timer.
@@ -36,7 +39,13 @@ impl Engine {
         }
         validate::text_id("step_id", step_id, validate::MAX_STEP_ID_LEN + 12)?;
         let now = now_ms();
-        let spec = wait_spec(wait, now)?;
+        let spec = match wait {
+            WaitInput::Children(children) => {
+                self.children_spec(namespace, run_id, step_id, children, now)
+                    .await?
+            }
+            other => wait_spec(other, now)?,
+        };
         let lease = LeaseRef {
             namespace: namespace.to_owned(),
             run_id: run_id.to_owned(),
@@ -47,12 +56,78 @@ impl Engine {
             .suspend_run(lease, step_id.to_owned(), spec, now)
             .await?;
         self.run_changed(run_id);
-        if let SuspendOutcome::Suspended { wake_at, queue } = &out {
-            self.timer.schedule(*wake_at);
+        if let SuspendOutcome::Suspended {
+            wake_at,
+            queue,
+            children,
+        } = &out
+        {
+            if let Some(at) = wake_at {
+                self.timer.schedule(*at);
+            }
             // The run holds no lease any more: a limited queue has room again.
             self.queue_released(namespace, queue);
+            for (child, created) in children {
+                if *created {
+                    self.run_started(child);
+                }
+            }
         }
         Ok(out)
+    }
+
+    /// Validates the children of a child wait and builds the runs to start: each defaults
+    /// to the parent's queue and is linked to `(run_id, step_id, index)`.
+    async fn children_spec(
+        &self,
+        namespace: &str,
+        run_id: &str,
+        step_id: &str,
+        children: Vec<StartRunInput>,
+        now: i64,
+    ) -> EngineResult<WaitSpec> {
+        if children.is_empty() || children.len() > MAX_CHILDREN {
+            return Err(EngineError::invalid(format!(
+                "child.children must hold 1 to {MAX_CHILDREN} child runs (got {}); split a \
+                 larger fan-out into several waits",
+                children.len()
+            )));
+        }
+        let parent = self
+            .store
+            .get_run(namespace, run_id)
+            .await?
+            .ok_or_else(|| EngineError::run_not_found(run_id))?;
+        let mut runs = Vec::with_capacity(children.len());
+        for (i, input) in children.into_iter().enumerate() {
+            let field = format!("child.children[{i}].");
+            let mut new = self
+                .prepare_run(namespace, input, &parent.queue, &field, now)
+                .await?;
+            new.parent = Some(ParentLink {
+                run_id: run_id.to_owned(),
+                step_id: step_id.to_owned(),
+                index: i as i32,
+            });
+            runs.push(new);
+        }
+        Ok(WaitSpec::Children { runs })
+    }
+
+    /// Wakes a poller for the parent of `run` when `run` (now final) resolved the parent's
+    /// child wait. The store queued the parent in `run`'s final transaction (and notified
+    /// other replicas on PostgreSQL); this is the local wakeup.
+    pub(super) async fn child_finished(&self, run: &RunRecord) {
+        let Some(parent_id) = &run.parent_run_id else {
+            return;
+        };
+        if let Ok(Some(parent)) = self.store.get_run(&run.namespace, parent_id).await
+            && parent.status == RunStatus::Queued
+        {
+            self.run_changed(&parent.id);
+            self.dispatcher
+                .signal(&parent.namespace, &parent.queue, &parent.job);
+        }
     }
 
     /// Resolves every wait that fell due at or before `now` (in batches) and wakes pollers
@@ -89,6 +164,9 @@ impl Engine {
 /// Validates a wait and turns its relative times into absolute ones.
 fn wait_spec(wait: WaitInput, now: i64) -> EngineResult<WaitSpec> {
     Ok(match wait {
+        WaitInput::Children(_) => {
+            return Err(EngineError::invalid("child waits are built by children_spec"));
+        }
         WaitInput::SleepFor(ms) => {
             validate::duration_ms("sleep.duration", Some(ms), 0, MAX_WAIT_MS)?;
             WaitSpec::Sleep { until: now + ms }

@@ -18,7 +18,7 @@ use sea_orm::{
 
 use crate::engine::event_model::{
     EventRecord, ResumedRun, SLEEP_OUTPUT, SuspendOutcome, TIMED_OUT_OUTPUT, WaitRecord, WaitSpec,
-    event_output,
+    children_output, event_output,
 };
 use crate::engine::lease::{self, Access};
 use crate::engine::model::{LeaseRef, RunRecord, RunStatus, StepKind, StepRecord};
@@ -27,7 +27,7 @@ use crate::engine::{EngineError, EngineResult};
 use super::convert::{run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps, waits};
 use super::error::StorageError;
-use super::event_ops;
+use super::{child_ops, event_ops};
 use super::run_ops::load_run;
 use super::timeline_ops::{self, Entry as Tl};
 use crate::engine::obs_model::TimelineKind;
@@ -145,6 +145,7 @@ async fn satisfied<C: ConnectionTrait>(
     insert_entries(c, std::slice::from_ref(&entry), now).await?;
     let tl = match kind {
         StepKind::Sleep => TimelineKind::TimerFired,
+        StepKind::Child => TimelineKind::StepCompleted,
         _ if entry.output == TIMED_OUT_OUTPUT => TimelineKind::WaitTimedOut,
         _ => TimelineKind::EventMatched,
     };
@@ -202,7 +203,17 @@ pub async fn suspend<C: ConnectionTrait>(
         }
         return Ok(SuspendOutcome::Satisfied(recorded));
     }
+    let mut children = Vec::new();
     let (event_name, correlation_key) = match &spec {
+        WaitSpec::Children { runs } => {
+            children = child_ops::start_or_find(c, &run, &step_id, runs.clone(), now).await?;
+            let all: Vec<RunRecord> = children.iter().map(|(r, _)| r.clone()).collect();
+            if all.iter().all(|r| r.status.is_final()) {
+                let output = children_output(&all);
+                return satisfied(c, &run, step_id, StepKind::Child, output, now).await;
+            }
+            (None, None)
+        }
         WaitSpec::Sleep { until } => {
             if *until <= now {
                 return satisfied(c, &run, step_id, StepKind::Sleep, SLEEP_OUTPUT.into(), now)
@@ -247,10 +258,11 @@ pub async fn suspend<C: ConnectionTrait>(
         Tl::new(&run.id, TimelineKind::Waiting, now)
             .attempt(run.attempt)
             .step(&step_id)
-            .scheduled(wake_at)
+            .scheduled_opt(wake_at)
             .detail(serde_json::json!({
                 "wait": spec.kind().as_str(),
                 "event_name": event_name,
+                "children": children.len(),
             })),
     )
     .await?;
@@ -261,7 +273,7 @@ pub async fn suspend<C: ConnectionTrait>(
         kind: Set(spec.kind().as_str().to_owned()),
         event_name: Set(event_name),
         correlation_key: Set(correlation_key),
-        wake_at: Set(Some(wake_at)),
+        wake_at: Set(wake_at),
         run_created_at: Set(run.created_at),
         created_at: Set(now),
     })
@@ -288,6 +300,7 @@ pub async fn suspend<C: ConnectionTrait>(
     Ok(SuspendOutcome::Suspended {
         wake_at,
         queue: run.queue.clone(),
+        children,
     })
 }
 
@@ -326,7 +339,7 @@ async fn lock_waiting<C: ConnectionTrait>(
 
 /// Ends the given waits: journals each result, records consumed events, deletes the waits
 /// and queues the runs (deliverable at once). `items` are locked, waiting runs.
-async fn resume<C: ConnectionTrait>(
+pub(super) async fn resume<C: ConnectionTrait>(
     c: &C,
     items: Vec<(RunRecord, waits::Model, String, Option<i64>)>,
     now: i64,

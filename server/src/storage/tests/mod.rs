@@ -81,6 +81,7 @@ pub(super) fn new_run(ns: &str, job: &str, queue: &str, now: i64) -> NewRun {
         available_at: now,
         priority: 0,
         concurrency_key: None,
+        parent: None,
     }
 }
 
