@@ -23,7 +23,10 @@ use crate::run::Failure;
 use crate::worker::lease::{Lease, WRITE_TIMEOUT, WriteError, write};
 use crate::{Error, non_retryable};
 
+mod children;
 mod wait;
+
+pub use children::{ChildFailed, ChildOutcome, ChildRun, ChildStatus};
 
 /// The context a handler is called with.
 ///

@@ -80,6 +80,12 @@ class _JournalEntryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Jour
     """A `state.*` call made from inside a run (StateService with a `RunContext`): the entry
     holds the call's recorded result, returned again when the call is replayed.
     """
+    JOURNAL_ENTRY_KIND_CHILD: _JournalEntryKind.ValueType  # 5
+    """A wait for child runs (`step.invoke` / `step.invokeAll`) that has ended: every child
+    reached a final status. The output is JSON: `{"children":[{"runId":..,"job":..,
+    "status":"completed","result":..} | {"runId":..,"job":..,"status":"failed"|"cancelled",
+    "failure":{"message":..,"errorType":..}}, ...]}` in the order the children were given.
+    """
 
 class JournalEntryKind(_JournalEntryKind, metaclass=_JournalEntryKindEnumTypeWrapper):
     """JournalEntryKind says what produced a journal entry."""
@@ -98,6 +104,12 @@ JOURNAL_ENTRY_KIND_EVENT: JournalEntryKind.ValueType  # 3
 JOURNAL_ENTRY_KIND_STATE: JournalEntryKind.ValueType  # 4
 """A `state.*` call made from inside a run (StateService with a `RunContext`): the entry
 holds the call's recorded result, returned again when the call is replayed.
+"""
+JOURNAL_ENTRY_KIND_CHILD: JournalEntryKind.ValueType  # 5
+"""A wait for child runs (`step.invoke` / `step.invokeAll`) that has ended: every child
+reached a final status. The output is JSON: `{"children":[{"runId":..,"job":..,
+"status":"completed","result":..} | {"runId":..,"job":..,"status":"failed"|"cancelled",
+"failure":{"message":..,"errorType":..}}, ...]}` in the order the children were given.
 """
 Global___JournalEntryKind: _TypeAlias = JournalEntryKind  # noqa: Y015
 

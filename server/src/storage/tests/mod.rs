@@ -2,6 +2,7 @@
 //! relies on; it runs against a real SQLite file and a real PostgreSQL database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod children;
 mod events;
 mod keys;
 mod obs;
@@ -37,6 +38,8 @@ pub async fn run_tests(store: Arc<dyn Store>) {
     events::cancel_waiting(&store).await;
     events::publish_suspend_race(&store, &store, 40).await;
     events::retention(&store).await;
+    children::child_wait_lifecycle(&store).await;
+    children::cancel_cascade(&store).await;
     keys::key_lifecycle(&store).await;
     queues::config_lifecycle(&store).await;
     queues::starts_create_queues(&store).await;
