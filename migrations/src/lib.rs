@@ -24,6 +24,7 @@ mod m20261121_000040_create_run_timeline;
 mod m20261121_000041_add_runs_list_indexes;
 mod m20261121_000050_alter_api_keys_admin;
 mod m20261121_000070_alter_runs_parent;
+mod m20261121_000071_create_wait_items;
 
 /// Applies every StackShift migration in order.
 pub struct Migrator;
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000041_add_runs_list_indexes::Migration),
             Box::new(m20261121_000050_alter_api_keys_admin::Migration),
             Box::new(m20261121_000070_alter_runs_parent::Migration),
+            Box::new(m20261121_000071_create_wait_items::Migration),
         ]
     }
 }

@@ -191,6 +191,8 @@ impl From<i32> for StepKind {
             Ok(pb::JournalEntryKind::Sleep) => StepKind::Sleep,
             Ok(pb::JournalEntryKind::Event) => StepKind::Event,
             Ok(pb::JournalEntryKind::Child) => StepKind::Child,
+            Ok(pb::JournalEntryKind::Any) => StepKind::Any,
+            Ok(pb::JournalEntryKind::All) => StepKind::All,
             _ => StepKind::Other(kind),
         }
     }

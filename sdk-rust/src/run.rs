@@ -223,6 +223,10 @@ pub enum StepKind {
     Event,
     /// A wait for child runs that ended (`step.invoke`, `step.invoke_all`).
     Child,
+    /// A `step.wait_for_any` that ended.
+    Any,
+    /// A `step.wait_for_all` that ended.
+    All,
     /// A kind this SDK version does not know (the raw protobuf value).
     Other(i32),
 }

@@ -27,6 +27,8 @@ pub(crate) fn kind_name(kind: pb::JournalEntryKind) -> &'static str {
         pb::JournalEntryKind::Event => "event wait",
         pb::JournalEntryKind::Step => "step",
         pb::JournalEntryKind::Child => "child wait",
+        pb::JournalEntryKind::Any => "wait for any",
+        pb::JournalEntryKind::All => "wait for all",
         _ => "journal entry of an unknown kind",
     }
 }

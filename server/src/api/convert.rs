@@ -176,6 +176,8 @@ pub fn kind_to_pb(k: StepKind) -> pb::JournalEntryKind {
         StepKind::Sleep => pb::JournalEntryKind::Sleep,
         StepKind::Event => pb::JournalEntryKind::Event,
         StepKind::Child => pb::JournalEntryKind::Child,
+        StepKind::Any => pb::JournalEntryKind::Any,
+        StepKind::All => pb::JournalEntryKind::All,
     }
 }
 

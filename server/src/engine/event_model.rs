@@ -99,6 +99,57 @@ pub enum WaitSpec {
         /// The children, validated, with their parent links set.
         runs: Vec<super::model::NewRun>,
     },
+    /// `wait_for_any` / `wait_for_all` over several items.
+    Combined {
+        /// Any or all.
+        mode: WaitMode,
+        /// The items, in the order given.
+        items: Vec<ItemSpec>,
+        /// When the whole wait times out, if it has a timeout.
+        timeout_at: Option<i64>,
+    },
+}
+
+/// Whether a combined wait ends at the first resolved item or when every item resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitMode {
+    /// The first item that resolves ends the wait.
+    Any,
+    /// The wait ends when every item resolved.
+    All,
+}
+
+/// One item of a combined wait, with absolute times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemSpec {
+    /// Resolves at this instant.
+    Sleep {
+        /// Wake-up time (milliseconds).
+        until: i64,
+    },
+    /// Resolves with the first matching event of the run's inbox.
+    Event {
+        /// Event name.
+        name: String,
+        /// Correlation key; empty = none.
+        correlation_key: String,
+    },
+}
+
+/// One item of a combined wait as a worker sends it, before validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemInput {
+    /// Resolves this many milliseconds from now.
+    SleepFor(i64),
+    /// Resolves at this instant.
+    SleepUntil(i64),
+    /// Resolves with a matching event.
+    Event {
+        /// Event name.
+        name: String,
+        /// Correlation key; empty = none.
+        correlation_key: String,
+    },
 }
 
 impl WaitSpec {
@@ -108,6 +159,14 @@ impl WaitSpec {
             Self::Sleep { .. } => StepKind::Sleep,
             Self::Event { .. } => StepKind::Event,
             Self::Children { .. } => StepKind::Child,
+            Self::Combined {
+                mode: WaitMode::Any,
+                ..
+            } => StepKind::Any,
+            Self::Combined {
+                mode: WaitMode::All,
+                ..
+            } => StepKind::All,
         }
     }
 
@@ -117,6 +176,16 @@ impl WaitSpec {
             Self::Sleep { until } => Some(*until),
             Self::Event { timeout_at, .. } => Some(*timeout_at),
             Self::Children { .. } => None,
+            Self::Combined {
+                items, timeout_at, ..
+            } => items
+                .iter()
+                .filter_map(|i| match i {
+                    ItemSpec::Sleep { until } => Some(*until),
+                    ItemSpec::Event { .. } => None,
+                })
+                .chain(*timeout_at)
+                .min(),
         }
     }
 }
@@ -192,6 +261,16 @@ pub enum WaitInput {
     },
     /// Start child runs and wait until all of them are final.
     Children(Vec<super::requests::StartRunInput>),
+    /// `wait_for_any` / `wait_for_all`.
+    Combined {
+        /// Any or all.
+        mode: WaitMode,
+        /// The items.
+        items: Vec<ItemInput>,
+        /// Timeout of the whole wait in milliseconds; `None` = none (then at least one
+        /// item must be a sleep, so the wait cannot hold the run forever).
+        timeout_ms: Option<i64>,
+    },
 }
 
 /// The journal output of an event wait that timed out.
@@ -226,6 +305,29 @@ pub fn children_output(children: &[super::model::RunRecord]) -> String {
         })
         .collect();
     serde_json::json!({ "children": items }).to_string()
+}
+
+/// The journal output of a `wait_for_any` whose item `index` resolved with `output`.
+pub fn any_output(index: usize, output: &str) -> String {
+    format!(r#"{{"timedOut":false,"index":{index},"output":{output}}}"#)
+}
+
+/// The journal output of a `wait_for_all`: every item's output in order (`null` for an
+/// item that had not resolved when the whole wait timed out).
+pub fn all_output(outputs: &[Option<String>], timed_out: bool) -> String {
+    let items: Vec<&str> = outputs
+        .iter()
+        .map(|o| o.as_deref().unwrap_or("null"))
+        .collect();
+    let resolved: Vec<&str> = outputs
+        .iter()
+        .map(|o| if o.is_some() { "true" } else { "false" })
+        .collect();
+    format!(
+        r#"{{"timedOut":{timed_out},"outputs":[{}],"resolved":[{}]}}"#,
+        items.join(","),
+        resolved.join(",")
+    )
 }
 
 /// The journal output of a sleep that ended.

@@ -196,6 +196,10 @@ pub enum StepKind {
     Event,
     /// A wait for child runs that ended (every child reached a final status).
     Child,
+    /// A `wait_for_any` that ended (one item resolved, or the whole wait timed out).
+    Any,
+    /// A `wait_for_all` that ended (every item resolved, or the whole wait timed out).
+    All,
 }
 
 impl StepKind {
@@ -207,6 +211,8 @@ impl StepKind {
             Self::Sleep => "sleep",
             Self::Event => "event",
             Self::Child => "child",
+            Self::Any => "any",
+            Self::All => "all",
         }
     }
 
@@ -218,6 +224,8 @@ impl StepKind {
             "sleep" => Some(Self::Sleep),
             "event" => Some(Self::Event),
             "child" => Some(Self::Child),
+            "any" => Some(Self::Any),
+            "all" => Some(Self::All),
             _ => None,
         }
     }

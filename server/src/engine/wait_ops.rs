@@ -8,7 +8,9 @@
 
 use super::client_ops::validate_run_id;
 use super::error::{EngineError, EngineResult};
-use super::event_model::{ResumedRun, SuspendOutcome, WaitInput, WaitSpec};
+use super::event_model::{
+    ItemInput, ItemSpec, ResumedRun, SuspendOutcome, WaitInput, WaitMode, WaitSpec,
+};
 use super::event_ops::correlation_key;
 use super::model::{LeaseRef, ParentLink, RunRecord, RunStatus};
 use super::requests::StartRunInput;
@@ -167,6 +169,11 @@ fn wait_spec(wait: WaitInput, now: i64) -> EngineResult<WaitSpec> {
         WaitInput::Children(_) => {
             return Err(EngineError::invalid("child waits are built by children_spec"));
         }
+        WaitInput::Combined {
+            mode,
+            items,
+            timeout_ms,
+        } => combined_spec(mode, items, timeout_ms, now)?,
         WaitInput::SleepFor(ms) => {
             validate::duration_ms("sleep.duration", Some(ms), 0, MAX_WAIT_MS)?;
             WaitSpec::Sleep { until: now + ms }
@@ -200,6 +207,87 @@ fn wait_spec(wait: WaitInput, now: i64) -> EngineResult<WaitSpec> {
                 timeout_at: now + timeout,
             }
         }
+    })
+}
+
+/// Most items of one `wait_for_any` / `wait_for_all`.
+pub const MAX_WAIT_ITEMS: usize = 100;
+
+/// Validates a `wait_for_any` / `wait_for_all`.
+fn combined_spec(
+    mode: WaitMode,
+    items: Vec<ItemInput>,
+    timeout_ms: Option<i64>,
+    now: i64,
+) -> EngineResult<WaitSpec> {
+    let field = match mode {
+        WaitMode::Any => "any",
+        WaitMode::All => "all",
+    };
+    if items.is_empty() || items.len() > MAX_WAIT_ITEMS {
+        return Err(EngineError::invalid(format!(
+            "{field}.items must hold 1 to {MAX_WAIT_ITEMS} items (got {})",
+            items.len()
+        )));
+    }
+    let mut specs = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let f = |name: &str| format!("{field}.items[{i}].{name}");
+        specs.push(match item {
+            ItemInput::SleepFor(ms) => {
+                validate::duration_ms(&f("sleep.duration"), Some(ms), 0, MAX_WAIT_MS)?;
+                ItemSpec::Sleep { until: now + ms }
+            }
+            ItemInput::SleepUntil(until) => {
+                if until > now + MAX_WAIT_MS {
+                    return Err(EngineError::invalid(format!(
+                        "{} is more than {} ahead",
+                        f("sleep.until"),
+                        validate::fmt_ms(MAX_WAIT_MS)
+                    )));
+                }
+                ItemSpec::Sleep { until }
+            }
+            ItemInput::Event {
+                name,
+                correlation_key: key,
+            } => {
+                validate::name(&f("event.event_name"), &name)?;
+                correlation_key(&f("event.correlation_key"), &key)?;
+                ItemSpec::Event {
+                    name,
+                    correlation_key: key,
+                }
+            }
+        });
+    }
+    let timeout_at = match timeout_ms {
+        Some(t) => {
+            validate::duration_ms(&format!("{field}.timeout"), Some(t), 0, MAX_WAIT_MS)?;
+            Some(now + t)
+        }
+        None => None,
+    };
+    // Without a timeout the wait must end by itself: an ANY with a sleep item, or an ALL
+    // of sleeps only.
+    let sleeps = specs
+        .iter()
+        .filter(|s| matches!(s, ItemSpec::Sleep { .. }))
+        .count();
+    let bounded = match mode {
+        WaitMode::Any => sleeps > 0,
+        WaitMode::All => sleeps == specs.len(),
+    };
+    if timeout_at.is_none() && !bounded {
+        return Err(EngineError::invalid(format!(
+            "{field}.timeout is required (0 to 365 days) unless a sleep item bounds the \
+             wait: an event that never comes would hold the run forever"
+        )));
+    }
+    Ok(WaitSpec::Combined {
+        mode,
+        items: specs,
+        timeout_at,
     })
 }
 

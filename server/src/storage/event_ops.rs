@@ -20,7 +20,7 @@ use crate::engine::event_model::{
 use crate::engine::{EngineError, EngineResult};
 
 use super::entities::{event_consumptions, events};
-use super::wait_ops;
+use super::{combined_ops, wait_ops};
 
 /// Decodes an `events` row.
 pub fn event_from_model(m: events::Model) -> EventRecord {
@@ -186,7 +186,8 @@ pub async fn publish<C: ConnectionTrait>(c: &C, new: NewEvent) -> EngineResult<P
         });
     }
     let output = event_output(&event);
-    let resumed = wait_ops::resolve_event_waits(c, &event, &output, new.now).await?;
+    let mut resumed = wait_ops::resolve_event_waits(c, &event, &output, new.now).await?;
+    resumed.extend(combined_ops::resolve_event_items(c, &event, new.now).await?);
     Ok(PublishOutcome {
         event,
         duplicate: false,

@@ -4,6 +4,7 @@
 
 mod child_ops;
 mod claim_ops;
+mod combined_ops;
 pub mod convert;
 pub mod entities;
 pub mod error;

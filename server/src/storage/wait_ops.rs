@@ -27,7 +27,7 @@ use crate::engine::{EngineError, EngineResult};
 use super::convert::{run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps, waits};
 use super::error::StorageError;
-use super::{child_ops, event_ops};
+use super::{child_ops, combined_ops, event_ops};
 use super::run_ops::load_run;
 use super::timeline_ops::{self, Entry as Tl};
 use crate::engine::obs_model::TimelineKind;
@@ -185,6 +185,9 @@ pub async fn suspend<C: ConnectionTrait>(
         // Before the run row: publishes take this lock first too (one lock order).
         event_ops::lock_match_key(c, &lease.namespace, name, correlation_key).await?;
     }
+    if let WaitSpec::Combined { items, .. } = &spec {
+        combined_ops::lock_keys(c, &lease.namespace, items).await?;
+    }
     let run = load_leased(c, &lease, now).await?;
     // A resent request for a wait that already resolved gets the recorded result.
     if let Some(row) = steps::Entity::find_by_id((run.id.clone(), step_id.clone()))
@@ -204,7 +207,21 @@ pub async fn suspend<C: ConnectionTrait>(
         return Ok(SuspendOutcome::Satisfied(recorded));
     }
     let mut children = Vec::new();
+    let mut wake_at = spec.wake_at();
     let (event_name, correlation_key) = match &spec {
+        WaitSpec::Combined {
+            mode,
+            items,
+            timeout_at,
+        } => {
+            match combined_ops::start(c, &run, &step_id, *mode, items, *timeout_at, now).await? {
+                combined_ops::Started::Resolved(output) => {
+                    return satisfied(c, &run, step_id, spec.kind(), output, now).await;
+                }
+                combined_ops::Started::Pending(at) => wake_at = at,
+            }
+            (None, None)
+        }
         WaitSpec::Children { runs } => {
             children = child_ops::start_or_find(c, &run, &step_id, runs.clone(), now).await?;
             let all: Vec<RunRecord> = children.iter().map(|(r, _)| r.clone()).collect();
@@ -252,7 +269,6 @@ pub async fn suspend<C: ConnectionTrait>(
             (Some(name.clone()), Some(correlation_key.clone()))
         }
     };
-    let wake_at = spec.wake_at();
     timeline_ops::add(
         c,
         Tl::new(&run.id, TimelineKind::Waiting, now)
@@ -306,7 +322,7 @@ pub async fn suspend<C: ConnectionTrait>(
 
 /// Locks the runs among `ids` that are still waiting (in id order) and returns them with
 /// their current wait rows.
-async fn lock_waiting<C: ConnectionTrait>(
+pub(super) async fn lock_waiting<C: ConnectionTrait>(
     c: &C,
     ids: &[String],
 ) -> EngineResult<Vec<(RunRecord, waits::Model)>> {
@@ -367,6 +383,14 @@ pub(super) async fn resume<C: ConnectionTrait>(
             queue: run.queue,
             job: run.job,
         });
+    }
+    let combined: Vec<&str> = entries
+        .iter()
+        .filter(|e| matches!(e.kind, StepKind::Any | StepKind::All))
+        .map(|e| e.run_id.as_str())
+        .collect();
+    for chunk in combined.chunks(CHUNK) {
+        combined_ops::delete_items(c, chunk).await?;
     }
     for chunk in entries.chunks(CHUNK) {
         insert_entries(c, chunk, now).await?;
@@ -472,6 +496,14 @@ pub async fn resolve_due<C: ConnectionTrait>(
     let mut items = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
         for (run, wait) in lock_waiting(c, chunk).await? {
+            if combined_ops::mode_of(&wait.kind).is_some() {
+                if wait.wake_at.is_some_and(|at| at <= now)
+                    && let Some(output) = combined_ops::on_timer(c, &wait, now).await?
+                {
+                    items.push((run, wait, output, None));
+                }
+                continue;
+            }
             if wait.wake_at.is_some_and(|at| at <= now) {
                 let output = if wait.kind == StepKind::Sleep.as_str() {
                     SLEEP_OUTPUT
@@ -485,7 +517,7 @@ pub async fn resolve_due<C: ConnectionTrait>(
     let timeline = items
         .iter()
         .map(|(run, wait, output, _)| {
-            let kind = if output == SLEEP_OUTPUT {
+            let kind = if output == SLEEP_OUTPUT || output.starts_with(r#"{"timedOut":false"#) {
                 TimelineKind::TimerFired
             } else {
                 TimelineKind::WaitTimedOut
@@ -542,5 +574,6 @@ pub async fn delete_for_run<C: ConnectionTrait>(c: &C, run_id: &str) -> EngineRe
     waits::Entity::delete_by_id(run_id.to_owned())
         .exec(c)
         .await?;
+    combined_ops::delete_items(c, &[run_id]).await?;
     Ok(())
 }

@@ -922,6 +922,8 @@ type SuspendRunRequest struct {
 	//	*SuspendRunRequest_Sleep
 	//	*SuspendRunRequest_Event
 	//	*SuspendRunRequest_Child
+	//	*SuspendRunRequest_Any
+	//	*SuspendRunRequest_All
 	Wait          isSuspendRunRequest_Wait `protobuf_oneof:"wait"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1012,6 +1014,24 @@ func (x *SuspendRunRequest) GetChild() *ChildWait {
 	return nil
 }
 
+func (x *SuspendRunRequest) GetAny() *CombinedWait {
+	if x != nil {
+		if x, ok := x.Wait.(*SuspendRunRequest_Any); ok {
+			return x.Any
+		}
+	}
+	return nil
+}
+
+func (x *SuspendRunRequest) GetAll() *CombinedWait {
+	if x != nil {
+		if x, ok := x.Wait.(*SuspendRunRequest_All); ok {
+			return x.All
+		}
+	}
+	return nil
+}
+
 type isSuspendRunRequest_Wait interface {
 	isSuspendRunRequest_Wait()
 }
@@ -1031,11 +1051,226 @@ type SuspendRunRequest_Child struct {
 	Child *ChildWait `protobuf:"bytes,6,opt,name=child,proto3,oneof"`
 }
 
+type SuspendRunRequest_Any struct {
+	// Waits until the first of several items resolves (`step.waitForAny`).
+	Any *CombinedWait `protobuf:"bytes,7,opt,name=any,proto3,oneof"`
+}
+
+type SuspendRunRequest_All struct {
+	// Waits until every one of several items resolved (`step.waitForAll`).
+	All *CombinedWait `protobuf:"bytes,8,opt,name=all,proto3,oneof"`
+}
+
 func (*SuspendRunRequest_Sleep) isSuspendRunRequest_Wait() {}
 
 func (*SuspendRunRequest_Event) isSuspendRunRequest_Wait() {}
 
 func (*SuspendRunRequest_Child) isSuspendRunRequest_Wait() {}
+
+func (*SuspendRunRequest_Any) isSuspendRunRequest_Wait() {}
+
+func (*SuspendRunRequest_All) isSuspendRunRequest_Wait() {}
+
+// CombinedWait is a `waitForAny` / `waitForAll` over events and sleeps (see
+// docs/events.md). Event items follow the inbox rules of single event waits; one event is
+// consumed by at most one item of the wait.
+type CombinedWait struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The items, 1 to 100, in order; the journal entry refers to them by index.
+	Items []*WaitItem `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	// How long the whole wait may take (0 to 365 days). Required unless a sleep item bounds
+	// the wait (ANY with a sleep item, or ALL of sleeps only).
+	Timeout       *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CombinedWait) Reset() {
+	*x = CombinedWait{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CombinedWait) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CombinedWait) ProtoMessage() {}
+
+func (x *CombinedWait) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CombinedWait.ProtoReflect.Descriptor instead.
+func (*CombinedWait) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CombinedWait) GetItems() []*WaitItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *CombinedWait) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// WaitItem is one item of a combined wait. Set exactly one field.
+type WaitItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The item.
+	//
+	// Types that are valid to be assigned to Item:
+	//
+	//	*WaitItem_Sleep
+	//	*WaitItem_Event
+	Item          isWaitItem_Item `protobuf_oneof:"item"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitItem) Reset() {
+	*x = WaitItem{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitItem) ProtoMessage() {}
+
+func (x *WaitItem) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitItem.ProtoReflect.Descriptor instead.
+func (*WaitItem) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *WaitItem) GetItem() isWaitItem_Item {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+func (x *WaitItem) GetSleep() *SleepWait {
+	if x != nil {
+		if x, ok := x.Item.(*WaitItem_Sleep); ok {
+			return x.Sleep
+		}
+	}
+	return nil
+}
+
+func (x *WaitItem) GetEvent() *EventMatch {
+	if x != nil {
+		if x, ok := x.Item.(*WaitItem_Event); ok {
+			return x.Event
+		}
+	}
+	return nil
+}
+
+type isWaitItem_Item interface {
+	isWaitItem_Item()
+}
+
+type WaitItem_Sleep struct {
+	// Resolves when the sleep ends.
+	Sleep *SleepWait `protobuf:"bytes,1,opt,name=sleep,proto3,oneof"`
+}
+
+type WaitItem_Event struct {
+	// Resolves with the first matching event of the run's inbox.
+	Event *EventMatch `protobuf:"bytes,2,opt,name=event,proto3,oneof"`
+}
+
+func (*WaitItem_Sleep) isWaitItem_Item() {}
+
+func (*WaitItem_Event) isWaitItem_Item() {}
+
+// EventMatch names the events an item waits for.
+type EventMatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event name (same rules as event names).
+	EventName string `protobuf:"bytes,1,opt,name=event_name,json=eventName,proto3" json:"event_name,omitempty"`
+	// The correlation key to match exactly (at most 512 characters). Empty = only events
+	// published without a key.
+	CorrelationKey string `protobuf:"bytes,2,opt,name=correlation_key,json=correlationKey,proto3" json:"correlation_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EventMatch) Reset() {
+	*x = EventMatch{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventMatch) ProtoMessage() {}
+
+func (x *EventMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventMatch.ProtoReflect.Descriptor instead.
+func (*EventMatch) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *EventMatch) GetEventName() string {
+	if x != nil {
+		return x.EventName
+	}
+	return ""
+}
+
+func (x *EventMatch) GetCorrelationKey() string {
+	if x != nil {
+		return x.CorrelationKey
+	}
+	return ""
+}
 
 // SleepWait suspends the run until a point in time. Set exactly one field.
 type SleepWait struct {
@@ -1051,7 +1286,7 @@ type SleepWait struct {
 
 func (x *SleepWait) Reset() {
 	*x = SleepWait{}
-	mi := &file_stackshift_v1_worker_proto_msgTypes[13]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1298,7 @@ func (x *SleepWait) String() string {
 func (*SleepWait) ProtoMessage() {}
 
 func (x *SleepWait) ProtoReflect() protoreflect.Message {
-	mi := &file_stackshift_v1_worker_proto_msgTypes[13]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1311,7 @@ func (x *SleepWait) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SleepWait.ProtoReflect.Descriptor instead.
 func (*SleepWait) Descriptor() ([]byte, []int) {
-	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{13}
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SleepWait) GetDuration() *durationpb.Duration {
@@ -1110,7 +1345,7 @@ type EventWait struct {
 
 func (x *EventWait) Reset() {
 	*x = EventWait{}
-	mi := &file_stackshift_v1_worker_proto_msgTypes[14]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1357,7 @@ func (x *EventWait) String() string {
 func (*EventWait) ProtoMessage() {}
 
 func (x *EventWait) ProtoReflect() protoreflect.Message {
-	mi := &file_stackshift_v1_worker_proto_msgTypes[14]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1370,7 @@ func (x *EventWait) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventWait.ProtoReflect.Descriptor instead.
 func (*EventWait) Descriptor() ([]byte, []int) {
-	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{14}
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EventWait) GetEventName() string {
@@ -1174,7 +1409,7 @@ type ChildWait struct {
 
 func (x *ChildWait) Reset() {
 	*x = ChildWait{}
-	mi := &file_stackshift_v1_worker_proto_msgTypes[15]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1421,7 @@ func (x *ChildWait) String() string {
 func (*ChildWait) ProtoMessage() {}
 
 func (x *ChildWait) ProtoReflect() protoreflect.Message {
-	mi := &file_stackshift_v1_worker_proto_msgTypes[15]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1434,7 @@ func (x *ChildWait) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChildWait.ProtoReflect.Descriptor instead.
 func (*ChildWait) Descriptor() ([]byte, []int) {
-	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{15}
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ChildWait) GetChildren() []*ChildRunSpec {
@@ -1233,7 +1468,7 @@ type ChildRunSpec struct {
 
 func (x *ChildRunSpec) Reset() {
 	*x = ChildRunSpec{}
-	mi := &file_stackshift_v1_worker_proto_msgTypes[16]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1480,7 @@ func (x *ChildRunSpec) String() string {
 func (*ChildRunSpec) ProtoMessage() {}
 
 func (x *ChildRunSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_stackshift_v1_worker_proto_msgTypes[16]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1493,7 @@ func (x *ChildRunSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChildRunSpec.ProtoReflect.Descriptor instead.
 func (*ChildRunSpec) Descriptor() ([]byte, []int) {
-	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{16}
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ChildRunSpec) GetJob() string {
@@ -1329,7 +1564,7 @@ type SuspendRunResponse struct {
 
 func (x *SuspendRunResponse) Reset() {
 	*x = SuspendRunResponse{}
-	mi := &file_stackshift_v1_worker_proto_msgTypes[17]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1576,7 @@ func (x *SuspendRunResponse) String() string {
 func (*SuspendRunResponse) ProtoMessage() {}
 
 func (x *SuspendRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stackshift_v1_worker_proto_msgTypes[17]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1589,7 @@ func (x *SuspendRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspendRunResponse.ProtoReflect.Descriptor instead.
 func (*SuspendRunResponse) Descriptor() ([]byte, []int) {
-	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{17}
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SuspendRunResponse) GetOutcome() SuspendOutcome {
@@ -1400,7 +1635,7 @@ type AppendLogsRequest struct {
 
 func (x *AppendLogsRequest) Reset() {
 	*x = AppendLogsRequest{}
-	mi := &file_stackshift_v1_worker_proto_msgTypes[18]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +1647,7 @@ func (x *AppendLogsRequest) String() string {
 func (*AppendLogsRequest) ProtoMessage() {}
 
 func (x *AppendLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stackshift_v1_worker_proto_msgTypes[18]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +1660,7 @@ func (x *AppendLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendLogsRequest.ProtoReflect.Descriptor instead.
 func (*AppendLogsRequest) Descriptor() ([]byte, []int) {
-	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{18}
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AppendLogsRequest) GetRunId() string {
@@ -1462,7 +1697,7 @@ type AppendLogsResponse struct {
 
 func (x *AppendLogsResponse) Reset() {
 	*x = AppendLogsResponse{}
-	mi := &file_stackshift_v1_worker_proto_msgTypes[19]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1709,7 @@ func (x *AppendLogsResponse) String() string {
 func (*AppendLogsResponse) ProtoMessage() {}
 
 func (x *AppendLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stackshift_v1_worker_proto_msgTypes[19]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1722,7 @@ func (x *AppendLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendLogsResponse.ProtoReflect.Descriptor instead.
 func (*AppendLogsResponse) Descriptor() ([]byte, []int) {
-	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{19}
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AppendLogsResponse) GetAccepted() int32 {
@@ -1567,7 +1802,7 @@ const file_stackshift_v1_worker_proto_rawDesc = "" +
 	"\afailure\x18\x03 \x01(\v2\x16.stackshift.v1.FailureR\afailure\"\x87\x01\n" +
 	"\x0fFailRunResponse\x120\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x18.stackshift.v1.RunStatusR\x06status\x12B\n" +
-	"\x0fnext_attempt_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\"\x82\x02\n" +
+	"\x0fnext_attempt_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\"\xe4\x02\n" +
 	"\x11SuspendRunRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\tR\n" +
@@ -1575,8 +1810,22 @@ const file_stackshift_v1_worker_proto_rawDesc = "" +
 	"\astep_id\x18\x03 \x01(\tR\x06stepId\x120\n" +
 	"\x05sleep\x18\x04 \x01(\v2\x18.stackshift.v1.SleepWaitH\x00R\x05sleep\x120\n" +
 	"\x05event\x18\x05 \x01(\v2\x18.stackshift.v1.EventWaitH\x00R\x05event\x120\n" +
-	"\x05child\x18\x06 \x01(\v2\x18.stackshift.v1.ChildWaitH\x00R\x05childB\x06\n" +
-	"\x04wait\"t\n" +
+	"\x05child\x18\x06 \x01(\v2\x18.stackshift.v1.ChildWaitH\x00R\x05child\x12/\n" +
+	"\x03any\x18\a \x01(\v2\x1b.stackshift.v1.CombinedWaitH\x00R\x03any\x12/\n" +
+	"\x03all\x18\b \x01(\v2\x1b.stackshift.v1.CombinedWaitH\x00R\x03allB\x06\n" +
+	"\x04wait\"r\n" +
+	"\fCombinedWait\x12-\n" +
+	"\x05items\x18\x01 \x03(\v2\x17.stackshift.v1.WaitItemR\x05items\x123\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"w\n" +
+	"\bWaitItem\x120\n" +
+	"\x05sleep\x18\x01 \x01(\v2\x18.stackshift.v1.SleepWaitH\x00R\x05sleep\x121\n" +
+	"\x05event\x18\x02 \x01(\v2\x19.stackshift.v1.EventMatchH\x00R\x05eventB\x06\n" +
+	"\x04item\"T\n" +
+	"\n" +
+	"EventMatch\x12\x1d\n" +
+	"\n" +
+	"event_name\x18\x01 \x01(\tR\teventName\x12'\n" +
+	"\x0fcorrelation_key\x18\x02 \x01(\tR\x0ecorrelationKey\"t\n" +
 	"\tSleepWait\x125\n" +
 	"\bduration\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\bduration\x120\n" +
 	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\x88\x01\n" +
@@ -1636,7 +1885,7 @@ func file_stackshift_v1_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_stackshift_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_stackshift_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_stackshift_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_stackshift_v1_worker_proto_goTypes = []any{
 	(SuspendOutcome)(0),           // 0: stackshift.v1.SuspendOutcome
 	(*JobSpec)(nil),               // 1: stackshift.v1.JobSpec
@@ -1652,68 +1901,77 @@ var file_stackshift_v1_worker_proto_goTypes = []any{
 	(*FailRunRequest)(nil),        // 11: stackshift.v1.FailRunRequest
 	(*FailRunResponse)(nil),       // 12: stackshift.v1.FailRunResponse
 	(*SuspendRunRequest)(nil),     // 13: stackshift.v1.SuspendRunRequest
-	(*SleepWait)(nil),             // 14: stackshift.v1.SleepWait
-	(*EventWait)(nil),             // 15: stackshift.v1.EventWait
-	(*ChildWait)(nil),             // 16: stackshift.v1.ChildWait
-	(*ChildRunSpec)(nil),          // 17: stackshift.v1.ChildRunSpec
-	(*SuspendRunResponse)(nil),    // 18: stackshift.v1.SuspendRunResponse
-	(*AppendLogsRequest)(nil),     // 19: stackshift.v1.AppendLogsRequest
-	(*AppendLogsResponse)(nil),    // 20: stackshift.v1.AppendLogsResponse
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*JournalEntry)(nil),          // 23: stackshift.v1.JournalEntry
-	(*Failure)(nil),               // 24: stackshift.v1.Failure
-	(RunStatus)(0),                // 25: stackshift.v1.RunStatus
-	(*RetryPolicy)(nil),           // 26: stackshift.v1.RetryPolicy
-	(*LogEntry)(nil),              // 27: stackshift.v1.LogEntry
+	(*CombinedWait)(nil),          // 14: stackshift.v1.CombinedWait
+	(*WaitItem)(nil),              // 15: stackshift.v1.WaitItem
+	(*EventMatch)(nil),            // 16: stackshift.v1.EventMatch
+	(*SleepWait)(nil),             // 17: stackshift.v1.SleepWait
+	(*EventWait)(nil),             // 18: stackshift.v1.EventWait
+	(*ChildWait)(nil),             // 19: stackshift.v1.ChildWait
+	(*ChildRunSpec)(nil),          // 20: stackshift.v1.ChildRunSpec
+	(*SuspendRunResponse)(nil),    // 21: stackshift.v1.SuspendRunResponse
+	(*AppendLogsRequest)(nil),     // 22: stackshift.v1.AppendLogsRequest
+	(*AppendLogsResponse)(nil),    // 23: stackshift.v1.AppendLogsResponse
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*JournalEntry)(nil),          // 26: stackshift.v1.JournalEntry
+	(*Failure)(nil),               // 27: stackshift.v1.Failure
+	(RunStatus)(0),                // 28: stackshift.v1.RunStatus
+	(*RetryPolicy)(nil),           // 29: stackshift.v1.RetryPolicy
+	(*LogEntry)(nil),              // 30: stackshift.v1.LogEntry
 }
 var file_stackshift_v1_worker_proto_depIdxs = []int32{
-	21, // 0: stackshift.v1.JobSpec.lease_timeout:type_name -> google.protobuf.Duration
+	24, // 0: stackshift.v1.JobSpec.lease_timeout:type_name -> google.protobuf.Duration
 	1,  // 1: stackshift.v1.PollTaskRequest.jobs:type_name -> stackshift.v1.JobSpec
-	21, // 2: stackshift.v1.PollTaskRequest.wait:type_name -> google.protobuf.Duration
+	24, // 2: stackshift.v1.PollTaskRequest.wait:type_name -> google.protobuf.Duration
 	4,  // 3: stackshift.v1.PollTaskResponse.tasks:type_name -> stackshift.v1.Task
-	22, // 4: stackshift.v1.Task.lease_deadline:type_name -> google.protobuf.Timestamp
-	21, // 5: stackshift.v1.Task.lease_timeout:type_name -> google.protobuf.Duration
-	23, // 6: stackshift.v1.Task.journal:type_name -> stackshift.v1.JournalEntry
-	22, // 7: stackshift.v1.Task.run_created_at:type_name -> google.protobuf.Timestamp
-	22, // 8: stackshift.v1.HeartbeatResponse.lease_deadline:type_name -> google.protobuf.Timestamp
-	24, // 9: stackshift.v1.CompleteStepRequest.failure:type_name -> stackshift.v1.Failure
-	22, // 10: stackshift.v1.CompleteStepRequest.started_at:type_name -> google.protobuf.Timestamp
-	24, // 11: stackshift.v1.FailRunRequest.failure:type_name -> stackshift.v1.Failure
-	25, // 12: stackshift.v1.FailRunResponse.status:type_name -> stackshift.v1.RunStatus
-	22, // 13: stackshift.v1.FailRunResponse.next_attempt_at:type_name -> google.protobuf.Timestamp
-	14, // 14: stackshift.v1.SuspendRunRequest.sleep:type_name -> stackshift.v1.SleepWait
-	15, // 15: stackshift.v1.SuspendRunRequest.event:type_name -> stackshift.v1.EventWait
-	16, // 16: stackshift.v1.SuspendRunRequest.child:type_name -> stackshift.v1.ChildWait
-	21, // 17: stackshift.v1.SleepWait.duration:type_name -> google.protobuf.Duration
-	22, // 18: stackshift.v1.SleepWait.until:type_name -> google.protobuf.Timestamp
-	21, // 19: stackshift.v1.EventWait.timeout:type_name -> google.protobuf.Duration
-	17, // 20: stackshift.v1.ChildWait.children:type_name -> stackshift.v1.ChildRunSpec
-	26, // 21: stackshift.v1.ChildRunSpec.retry_policy:type_name -> stackshift.v1.RetryPolicy
-	21, // 22: stackshift.v1.ChildRunSpec.lease_timeout:type_name -> google.protobuf.Duration
-	0,  // 23: stackshift.v1.SuspendRunResponse.outcome:type_name -> stackshift.v1.SuspendOutcome
-	23, // 24: stackshift.v1.SuspendRunResponse.entry:type_name -> stackshift.v1.JournalEntry
-	22, // 25: stackshift.v1.SuspendRunResponse.wake_at:type_name -> google.protobuf.Timestamp
-	27, // 26: stackshift.v1.AppendLogsRequest.entries:type_name -> stackshift.v1.LogEntry
-	2,  // 27: stackshift.v1.WorkerService.PollTask:input_type -> stackshift.v1.PollTaskRequest
-	5,  // 28: stackshift.v1.WorkerService.Heartbeat:input_type -> stackshift.v1.HeartbeatRequest
-	7,  // 29: stackshift.v1.WorkerService.CompleteStep:input_type -> stackshift.v1.CompleteStepRequest
-	9,  // 30: stackshift.v1.WorkerService.CompleteRun:input_type -> stackshift.v1.CompleteRunRequest
-	11, // 31: stackshift.v1.WorkerService.FailRun:input_type -> stackshift.v1.FailRunRequest
-	13, // 32: stackshift.v1.WorkerService.SuspendRun:input_type -> stackshift.v1.SuspendRunRequest
-	19, // 33: stackshift.v1.WorkerService.AppendLogs:input_type -> stackshift.v1.AppendLogsRequest
-	3,  // 34: stackshift.v1.WorkerService.PollTask:output_type -> stackshift.v1.PollTaskResponse
-	6,  // 35: stackshift.v1.WorkerService.Heartbeat:output_type -> stackshift.v1.HeartbeatResponse
-	8,  // 36: stackshift.v1.WorkerService.CompleteStep:output_type -> stackshift.v1.CompleteStepResponse
-	10, // 37: stackshift.v1.WorkerService.CompleteRun:output_type -> stackshift.v1.CompleteRunResponse
-	12, // 38: stackshift.v1.WorkerService.FailRun:output_type -> stackshift.v1.FailRunResponse
-	18, // 39: stackshift.v1.WorkerService.SuspendRun:output_type -> stackshift.v1.SuspendRunResponse
-	20, // 40: stackshift.v1.WorkerService.AppendLogs:output_type -> stackshift.v1.AppendLogsResponse
-	34, // [34:41] is the sub-list for method output_type
-	27, // [27:34] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	25, // 4: stackshift.v1.Task.lease_deadline:type_name -> google.protobuf.Timestamp
+	24, // 5: stackshift.v1.Task.lease_timeout:type_name -> google.protobuf.Duration
+	26, // 6: stackshift.v1.Task.journal:type_name -> stackshift.v1.JournalEntry
+	25, // 7: stackshift.v1.Task.run_created_at:type_name -> google.protobuf.Timestamp
+	25, // 8: stackshift.v1.HeartbeatResponse.lease_deadline:type_name -> google.protobuf.Timestamp
+	27, // 9: stackshift.v1.CompleteStepRequest.failure:type_name -> stackshift.v1.Failure
+	25, // 10: stackshift.v1.CompleteStepRequest.started_at:type_name -> google.protobuf.Timestamp
+	27, // 11: stackshift.v1.FailRunRequest.failure:type_name -> stackshift.v1.Failure
+	28, // 12: stackshift.v1.FailRunResponse.status:type_name -> stackshift.v1.RunStatus
+	25, // 13: stackshift.v1.FailRunResponse.next_attempt_at:type_name -> google.protobuf.Timestamp
+	17, // 14: stackshift.v1.SuspendRunRequest.sleep:type_name -> stackshift.v1.SleepWait
+	18, // 15: stackshift.v1.SuspendRunRequest.event:type_name -> stackshift.v1.EventWait
+	19, // 16: stackshift.v1.SuspendRunRequest.child:type_name -> stackshift.v1.ChildWait
+	14, // 17: stackshift.v1.SuspendRunRequest.any:type_name -> stackshift.v1.CombinedWait
+	14, // 18: stackshift.v1.SuspendRunRequest.all:type_name -> stackshift.v1.CombinedWait
+	15, // 19: stackshift.v1.CombinedWait.items:type_name -> stackshift.v1.WaitItem
+	24, // 20: stackshift.v1.CombinedWait.timeout:type_name -> google.protobuf.Duration
+	17, // 21: stackshift.v1.WaitItem.sleep:type_name -> stackshift.v1.SleepWait
+	16, // 22: stackshift.v1.WaitItem.event:type_name -> stackshift.v1.EventMatch
+	24, // 23: stackshift.v1.SleepWait.duration:type_name -> google.protobuf.Duration
+	25, // 24: stackshift.v1.SleepWait.until:type_name -> google.protobuf.Timestamp
+	24, // 25: stackshift.v1.EventWait.timeout:type_name -> google.protobuf.Duration
+	20, // 26: stackshift.v1.ChildWait.children:type_name -> stackshift.v1.ChildRunSpec
+	29, // 27: stackshift.v1.ChildRunSpec.retry_policy:type_name -> stackshift.v1.RetryPolicy
+	24, // 28: stackshift.v1.ChildRunSpec.lease_timeout:type_name -> google.protobuf.Duration
+	0,  // 29: stackshift.v1.SuspendRunResponse.outcome:type_name -> stackshift.v1.SuspendOutcome
+	26, // 30: stackshift.v1.SuspendRunResponse.entry:type_name -> stackshift.v1.JournalEntry
+	25, // 31: stackshift.v1.SuspendRunResponse.wake_at:type_name -> google.protobuf.Timestamp
+	30, // 32: stackshift.v1.AppendLogsRequest.entries:type_name -> stackshift.v1.LogEntry
+	2,  // 33: stackshift.v1.WorkerService.PollTask:input_type -> stackshift.v1.PollTaskRequest
+	5,  // 34: stackshift.v1.WorkerService.Heartbeat:input_type -> stackshift.v1.HeartbeatRequest
+	7,  // 35: stackshift.v1.WorkerService.CompleteStep:input_type -> stackshift.v1.CompleteStepRequest
+	9,  // 36: stackshift.v1.WorkerService.CompleteRun:input_type -> stackshift.v1.CompleteRunRequest
+	11, // 37: stackshift.v1.WorkerService.FailRun:input_type -> stackshift.v1.FailRunRequest
+	13, // 38: stackshift.v1.WorkerService.SuspendRun:input_type -> stackshift.v1.SuspendRunRequest
+	22, // 39: stackshift.v1.WorkerService.AppendLogs:input_type -> stackshift.v1.AppendLogsRequest
+	3,  // 40: stackshift.v1.WorkerService.PollTask:output_type -> stackshift.v1.PollTaskResponse
+	6,  // 41: stackshift.v1.WorkerService.Heartbeat:output_type -> stackshift.v1.HeartbeatResponse
+	8,  // 42: stackshift.v1.WorkerService.CompleteStep:output_type -> stackshift.v1.CompleteStepResponse
+	10, // 43: stackshift.v1.WorkerService.CompleteRun:output_type -> stackshift.v1.CompleteRunResponse
+	12, // 44: stackshift.v1.WorkerService.FailRun:output_type -> stackshift.v1.FailRunResponse
+	21, // 45: stackshift.v1.WorkerService.SuspendRun:output_type -> stackshift.v1.SuspendRunResponse
+	23, // 46: stackshift.v1.WorkerService.AppendLogs:output_type -> stackshift.v1.AppendLogsResponse
+	40, // [40:47] is the sub-list for method output_type
+	33, // [33:40] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_stackshift_v1_worker_proto_init() }
@@ -1731,6 +1989,12 @@ func file_stackshift_v1_worker_proto_init() {
 		(*SuspendRunRequest_Sleep)(nil),
 		(*SuspendRunRequest_Event)(nil),
 		(*SuspendRunRequest_Child)(nil),
+		(*SuspendRunRequest_Any)(nil),
+		(*SuspendRunRequest_All)(nil),
+	}
+	file_stackshift_v1_worker_proto_msgTypes[14].OneofWrappers = []any{
+		(*WaitItem_Sleep)(nil),
+		(*WaitItem_Event)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1738,7 +2002,7 @@ func file_stackshift_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stackshift_v1_worker_proto_rawDesc), len(file_stackshift_v1_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

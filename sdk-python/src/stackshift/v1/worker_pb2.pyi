@@ -464,6 +464,8 @@ class SuspendRunRequest(_message.Message):
     SLEEP_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
     CHILD_FIELD_NUMBER: _builtins.int
+    ANY_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The run's id."""
     lease_token: _builtins.str
@@ -484,6 +486,14 @@ class SuspendRunRequest(_message.Message):
     def child(self) -> Global___ChildWait:
         """Starts child runs (in the same transaction) and waits until all of them are final."""
 
+    @_builtins.property
+    def any(self) -> Global___CombinedWait:
+        """Waits until the first of several items resolves (`step.waitForAny`)."""
+
+    @_builtins.property
+    def all(self) -> Global___CombinedWait:
+        """Waits until every one of several items resolved (`step.waitForAll`)."""
+
     def __init__(
         self,
         *,
@@ -493,16 +503,113 @@ class SuspendRunRequest(_message.Message):
         sleep: Global___SleepWait | None = ...,
         event: Global___EventWait | None = ...,
         child: Global___ChildWait | None = ...,
+        any: Global___CombinedWait | None = ...,
+        all: Global___CombinedWait | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["child", b"child", "event", b"event", "sleep", b"sleep", "wait", b"wait"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "any", b"any", "child", b"child", "event", b"event", "sleep", b"sleep", "wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["child", b"child", "event", b"event", "lease_token", b"lease_token", "run_id", b"run_id", "sleep", b"sleep", "step_id", b"step_id", "wait", b"wait"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "any", b"any", "child", b"child", "event", b"event", "lease_token", b"lease_token", "run_id", b"run_id", "sleep", b"sleep", "step_id", b"step_id", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_wait: _TypeAlias = _typing.Literal["sleep", "event", "child"]  # noqa: Y015
+    _WhichOneofReturnType_wait: _TypeAlias = _typing.Literal["sleep", "event", "child", "any", "all"]  # noqa: Y015
     _WhichOneofArgType_wait: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_wait) -> _WhichOneofReturnType_wait | None: ...
 
 Global___SuspendRunRequest: _TypeAlias = SuspendRunRequest  # noqa: Y015
+
+@_typing.final
+class CombinedWait(_message.Message):
+    """CombinedWait is a `waitForAny` / `waitForAll` over events and sleeps (see
+    docs/events.md). Event items follow the inbox rules of single event waits; one event is
+    consumed by at most one item of the wait.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___WaitItem]:
+        """The items, 1 to 100, in order; the journal entry refers to them by index."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long the whole wait may take (0 to 365 days). Required unless a sleep item bounds
+        the wait (ANY with a sleep item, or ALL of sleeps only).
+        """
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___WaitItem] | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CombinedWait: _TypeAlias = CombinedWait  # noqa: Y015
+
+@_typing.final
+class WaitItem(_message.Message):
+    """WaitItem is one item of a combined wait. Set exactly one field."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLEEP_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sleep(self) -> Global___SleepWait:
+        """Resolves when the sleep ends."""
+
+    @_builtins.property
+    def event(self) -> Global___EventMatch:
+        """Resolves with the first matching event of the run's inbox."""
+
+    def __init__(
+        self,
+        *,
+        sleep: Global___SleepWait | None = ...,
+        event: Global___EventMatch | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "item", b"item", "sleep", b"sleep"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "item", b"item", "sleep", b"sleep"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["sleep", "event"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___WaitItem: _TypeAlias = WaitItem  # noqa: Y015
+
+@_typing.final
+class EventMatch(_message.Message):
+    """EventMatch names the events an item waits for."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_NAME_FIELD_NUMBER: _builtins.int
+    CORRELATION_KEY_FIELD_NUMBER: _builtins.int
+    event_name: _builtins.str
+    """The event name (same rules as event names)."""
+    correlation_key: _builtins.str
+    """The correlation key to match exactly (at most 512 characters). Empty = only events
+    published without a key.
+    """
+    def __init__(
+        self,
+        *,
+        event_name: _builtins.str = ...,
+        correlation_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_key", b"correlation_key", "event_name", b"event_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventMatch: _TypeAlias = EventMatch  # noqa: Y015
 
 @_typing.final
 class SleepWait(_message.Message):

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stackshift/v1/worker.proto.
  */
 export const file_stackshift_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChpzdGFja3NoaWZ0L3YxL3dvcmtlci5wcm90bxINc3RhY2tzaGlmdC52MSJJCgdKb2JTcGVjEgwKBG5hbWUYASABKAkSMAoNbGVhc2VfdGltZW91dBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKWAQoPUG9sbFRhc2tSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRIOCgZxdWV1ZXMYAiADKAkSJAoEam9icxgDIAMoCzIWLnN0YWNrc2hpZnQudjEuSm9iU3BlYxIRCgltYXhfdGFza3MYBCABKAUSJwoEd2FpdBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI2ChBQb2xsVGFza1Jlc3BvbnNlEiIKBXRhc2tzGAEgAygLMhMuc3RhY2tzaGlmdC52MS5UYXNrItgCCgRUYXNrEg4KBnJ1bl9pZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFcXVldWUYAyABKAkSDwoHcGF5bG9hZBgEIAEoDBIPCgdhdHRlbXB0GAUgASgFEhQKDG1heF9hdHRlbXB0cxgGIAEoBRITCgtsZWFzZV90b2tlbhgHIAEoCRIyCg5sZWFzZV9kZWFkbGluZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoNbGVhc2VfdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgdqb3VybmFsGAogAygLMhsuc3RhY2tzaGlmdC52MS5Kb3VybmFsRW50cnkSMgoOcnVuX2NyZWF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Jlc3VtZWQYDCABKAgiNwoQSGVhcnRiZWF0UmVxdWVzdBIOCgZydW5faWQYASABKAkSEwoLbGVhc2VfdG9rZW4YAiABKAkiYQoRSGVhcnRiZWF0UmVzcG9uc2USMgoObGVhc2VfZGVhZGxpbmUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYAiABKAgiwwEKE0NvbXBsZXRlU3RlcFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJEg8KB3N0ZXBfaWQYAyABKAkSEAoGb3V0cHV0GAQgASgMSAASKQoHZmFpbHVyZRgFIAEoCzIWLnN0YWNrc2hpZnQudjEuRmFpbHVyZUgAEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgkKB291dGNvbWUiMAoUQ29tcGxldGVTdGVwUmVzcG9uc2USGAoQYWxyZWFkeV9yZWNvcmRlZBgBIAEoCCJJChJDb21wbGV0ZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJEg4KBnJlc3VsdBgDIAEoDCIVChNDb21wbGV0ZVJ1blJlc3BvbnNlIl4KDkZhaWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRITCgtsZWFzZV90b2tlbhgCIAEoCRInCgdmYWlsdXJlGAMgASgLMhYuc3RhY2tzaGlmdC52MS5GYWlsdXJlInAKD0ZhaWxSdW5SZXNwb25zZRIoCgZzdGF0dXMYASABKA4yGC5zdGFja3NoaWZ0LnYxLlJ1blN0YXR1cxIzCg9uZXh0X2F0dGVtcHRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItIBChFTdXNwZW5kUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSEwoLbGVhc2VfdG9rZW4YAiABKAkSDwoHc3RlcF9pZBgDIAEoCRIpCgVzbGVlcBgEIAEoCzIYLnN0YWNrc2hpZnQudjEuU2xlZXBXYWl0SAASKQoFZXZlbnQYBSABKAsyGC5zdGFja3NoaWZ0LnYxLkV2ZW50V2FpdEgAEikKBWNoaWxkGAYgASgLMhguc3RhY2tzaGlmdC52MS5DaGlsZFdhaXRIAEIGCgR3YWl0ImMKCVNsZWVwV2FpdBIrCghkdXJhdGlvbhgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIpCgV1bnRpbBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZAoJRXZlbnRXYWl0EhIKCmV2ZW50X25hbWUYASABKAkSFwoPY29ycmVsYXRpb25fa2V5GAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iOgoJQ2hpbGRXYWl0Ei0KCGNoaWxkcmVuGAEgAygLMhsuc3RhY2tzaGlmdC52MS5DaGlsZFJ1blNwZWMiygEKDENoaWxkUnVuU3BlYxILCgNqb2IYASABKAkSDwoHcGF5bG9hZBgCIAEoDBINCgVxdWV1ZRgDIAEoCRIwCgxyZXRyeV9wb2xpY3kYBCABKAsyGi5zdGFja3NoaWZ0LnYxLlJldHJ5UG9saWN5EjAKDWxlYXNlX3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEAoIcHJpb3JpdHkYBiABKAUSFwoPY29uY3VycmVuY3lfa2V5GAcgASgJIrQBChJTdXNwZW5kUnVuUmVzcG9uc2USLgoHb3V0Y29tZRgBIAEoDjIdLnN0YWNrc2hpZnQudjEuU3VzcGVuZE91dGNvbWUSKgoFZW50cnkYAiABKAsyGy5zdGFja3NoaWZ0LnYxLkpvdXJuYWxFbnRyeRIrCgd3YWtlX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1jaGlsZF9ydW5faWRzGAQgAygJImIKEUFwcGVuZExvZ3NSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRITCgtsZWFzZV90b2tlbhgCIAEoCRIoCgdlbnRyaWVzGAMgAygLMhcuc3RhY2tzaGlmdC52MS5Mb2dFbnRyeSI3ChJBcHBlbmRMb2dzUmVzcG9uc2USEAoIYWNjZXB0ZWQYASABKAUSDwoHZHJvcHBlZBgCIAEoBSpvCg5TdXNwZW5kT3V0Y29tZRIfChtTVVNQRU5EX09VVENPTUVfVU5TUEVDSUZJRUQQABIdChlTVVNQRU5EX09VVENPTUVfU0FUSVNGSUVEEAESHQoZU1VTUEVORF9PVVRDT01FX1NVU1BFTkRFRBACMssECg1Xb3JrZXJTZXJ2aWNlEksKCFBvbGxUYXNrEh4uc3RhY2tzaGlmdC52MS5Qb2xsVGFza1JlcXVlc3QaHy5zdGFja3NoaWZ0LnYxLlBvbGxUYXNrUmVzcG9uc2USTgoJSGVhcnRiZWF0Eh8uc3RhY2tzaGlmdC52MS5IZWFydGJlYXRSZXF1ZXN0GiAuc3RhY2tzaGlmdC52MS5IZWFydGJlYXRSZXNwb25zZRJXCgxDb21wbGV0ZVN0ZXASIi5zdGFja3NoaWZ0LnYxLkNvbXBsZXRlU3RlcFJlcXVlc3QaIy5zdGFja3NoaWZ0LnYxLkNvbXBsZXRlU3RlcFJlc3BvbnNlElQKC0NvbXBsZXRlUnVuEiEuc3RhY2tzaGlmdC52MS5Db21wbGV0ZVJ1blJlcXVlc3QaIi5zdGFja3NoaWZ0LnYxLkNvbXBsZXRlUnVuUmVzcG9uc2USSAoHRmFpbFJ1bhIdLnN0YWNrc2hpZnQudjEuRmFpbFJ1blJlcXVlc3QaHi5zdGFja3NoaWZ0LnYxLkZhaWxSdW5SZXNwb25zZRJRCgpTdXNwZW5kUnVuEiAuc3RhY2tzaGlmdC52MS5TdXNwZW5kUnVuUmVxdWVzdBohLnN0YWNrc2hpZnQudjEuU3VzcGVuZFJ1blJlc3BvbnNlElEKCkFwcGVuZExvZ3MSIC5zdGFja3NoaWZ0LnYxLkFwcGVuZExvZ3NSZXF1ZXN0GiEuc3RhY2tzaGlmdC52MS5BcHBlbmRMb2dzUmVzcG9uc2VCSFpGZ2l0aHViLmNvbS9zdGFja3NoaWZ0L3N0YWNrc2hpZnQvc2RrLWdvL2dlbi9zdGFja3NoaWZ0L3YxO3N0YWNrc2hpZnR2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_stackshift_v1_common, file_stackshift_v1_observability]);
+  fileDesc("ChpzdGFja3NoaWZ0L3YxL3dvcmtlci5wcm90bxINc3RhY2tzaGlmdC52MSJJCgdKb2JTcGVjEgwKBG5hbWUYASABKAkSMAoNbGVhc2VfdGltZW91dBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKWAQoPUG9sbFRhc2tSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRIOCgZxdWV1ZXMYAiADKAkSJAoEam9icxgDIAMoCzIWLnN0YWNrc2hpZnQudjEuSm9iU3BlYxIRCgltYXhfdGFza3MYBCABKAUSJwoEd2FpdBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI2ChBQb2xsVGFza1Jlc3BvbnNlEiIKBXRhc2tzGAEgAygLMhMuc3RhY2tzaGlmdC52MS5UYXNrItgCCgRUYXNrEg4KBnJ1bl9pZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFcXVldWUYAyABKAkSDwoHcGF5bG9hZBgEIAEoDBIPCgdhdHRlbXB0GAUgASgFEhQKDG1heF9hdHRlbXB0cxgGIAEoBRITCgtsZWFzZV90b2tlbhgHIAEoCRIyCg5sZWFzZV9kZWFkbGluZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoNbGVhc2VfdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgdqb3VybmFsGAogAygLMhsuc3RhY2tzaGlmdC52MS5Kb3VybmFsRW50cnkSMgoOcnVuX2NyZWF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Jlc3VtZWQYDCABKAgiNwoQSGVhcnRiZWF0UmVxdWVzdBIOCgZydW5faWQYASABKAkSEwoLbGVhc2VfdG9rZW4YAiABKAkiYQoRSGVhcnRiZWF0UmVzcG9uc2USMgoObGVhc2VfZGVhZGxpbmUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYAiABKAgiwwEKE0NvbXBsZXRlU3RlcFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJEg8KB3N0ZXBfaWQYAyABKAkSEAoGb3V0cHV0GAQgASgMSAASKQoHZmFpbHVyZRgFIAEoCzIWLnN0YWNrc2hpZnQudjEuRmFpbHVyZUgAEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgkKB291dGNvbWUiMAoUQ29tcGxldGVTdGVwUmVzcG9uc2USGAoQYWxyZWFkeV9yZWNvcmRlZBgBIAEoCCJJChJDb21wbGV0ZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJEg4KBnJlc3VsdBgDIAEoDCIVChNDb21wbGV0ZVJ1blJlc3BvbnNlIl4KDkZhaWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRITCgtsZWFzZV90b2tlbhgCIAEoCRInCgdmYWlsdXJlGAMgASgLMhYuc3RhY2tzaGlmdC52MS5GYWlsdXJlInAKD0ZhaWxSdW5SZXNwb25zZRIoCgZzdGF0dXMYASABKA4yGC5zdGFja3NoaWZ0LnYxLlJ1blN0YXR1cxIzCg9uZXh0X2F0dGVtcHRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqoCChFTdXNwZW5kUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSEwoLbGVhc2VfdG9rZW4YAiABKAkSDwoHc3RlcF9pZBgDIAEoCRIpCgVzbGVlcBgEIAEoCzIYLnN0YWNrc2hpZnQudjEuU2xlZXBXYWl0SAASKQoFZXZlbnQYBSABKAsyGC5zdGFja3NoaWZ0LnYxLkV2ZW50V2FpdEgAEikKBWNoaWxkGAYgASgLMhguc3RhY2tzaGlmdC52MS5DaGlsZFdhaXRIABIqCgNhbnkYByABKAsyGy5zdGFja3NoaWZ0LnYxLkNvbWJpbmVkV2FpdEgAEioKA2FsbBgIIAEoCzIbLnN0YWNrc2hpZnQudjEuQ29tYmluZWRXYWl0SABCBgoEd2FpdCJiCgxDb21iaW5lZFdhaXQSJgoFaXRlbXMYASADKAsyFy5zdGFja3NoaWZ0LnYxLldhaXRJdGVtEioKB3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iaQoIV2FpdEl0ZW0SKQoFc2xlZXAYASABKAsyGC5zdGFja3NoaWZ0LnYxLlNsZWVwV2FpdEgAEioKBWV2ZW50GAIgASgLMhkuc3RhY2tzaGlmdC52MS5FdmVudE1hdGNoSABCBgoEaXRlbSI5CgpFdmVudE1hdGNoEhIKCmV2ZW50X25hbWUYASABKAkSFwoPY29ycmVsYXRpb25fa2V5GAIgASgJImMKCVNsZWVwV2FpdBIrCghkdXJhdGlvbhgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIpCgV1bnRpbBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZAoJRXZlbnRXYWl0EhIKCmV2ZW50X25hbWUYASABKAkSFwoPY29ycmVsYXRpb25fa2V5GAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iOgoJQ2hpbGRXYWl0Ei0KCGNoaWxkcmVuGAEgAygLMhsuc3RhY2tzaGlmdC52MS5DaGlsZFJ1blNwZWMiygEKDENoaWxkUnVuU3BlYxILCgNqb2IYASABKAkSDwoHcGF5bG9hZBgCIAEoDBINCgVxdWV1ZRgDIAEoCRIwCgxyZXRyeV9wb2xpY3kYBCABKAsyGi5zdGFja3NoaWZ0LnYxLlJldHJ5UG9saWN5EjAKDWxlYXNlX3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEAoIcHJpb3JpdHkYBiABKAUSFwoPY29uY3VycmVuY3lfa2V5GAcgASgJIrQBChJTdXNwZW5kUnVuUmVzcG9uc2USLgoHb3V0Y29tZRgBIAEoDjIdLnN0YWNrc2hpZnQudjEuU3VzcGVuZE91dGNvbWUSKgoFZW50cnkYAiABKAsyGy5zdGFja3NoaWZ0LnYxLkpvdXJuYWxFbnRyeRIrCgd3YWtlX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1jaGlsZF9ydW5faWRzGAQgAygJImIKEUFwcGVuZExvZ3NSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRITCgtsZWFzZV90b2tlbhgCIAEoCRIoCgdlbnRyaWVzGAMgAygLMhcuc3RhY2tzaGlmdC52MS5Mb2dFbnRyeSI3ChJBcHBlbmRMb2dzUmVzcG9uc2USEAoIYWNjZXB0ZWQYASABKAUSDwoHZHJvcHBlZBgCIAEoBSpvCg5TdXNwZW5kT3V0Y29tZRIfChtTVVNQRU5EX09VVENPTUVfVU5TUEVDSUZJRUQQABIdChlTVVNQRU5EX09VVENPTUVfU0FUSVNGSUVEEAESHQoZU1VTUEVORF9PVVRDT01FX1NVU1BFTkRFRBACMssECg1Xb3JrZXJTZXJ2aWNlEksKCFBvbGxUYXNrEh4uc3RhY2tzaGlmdC52MS5Qb2xsVGFza1JlcXVlc3QaHy5zdGFja3NoaWZ0LnYxLlBvbGxUYXNrUmVzcG9uc2USTgoJSGVhcnRiZWF0Eh8uc3RhY2tzaGlmdC52MS5IZWFydGJlYXRSZXF1ZXN0GiAuc3RhY2tzaGlmdC52MS5IZWFydGJlYXRSZXNwb25zZRJXCgxDb21wbGV0ZVN0ZXASIi5zdGFja3NoaWZ0LnYxLkNvbXBsZXRlU3RlcFJlcXVlc3QaIy5zdGFja3NoaWZ0LnYxLkNvbXBsZXRlU3RlcFJlc3BvbnNlElQKC0NvbXBsZXRlUnVuEiEuc3RhY2tzaGlmdC52MS5Db21wbGV0ZVJ1blJlcXVlc3QaIi5zdGFja3NoaWZ0LnYxLkNvbXBsZXRlUnVuUmVzcG9uc2USSAoHRmFpbFJ1bhIdLnN0YWNrc2hpZnQudjEuRmFpbFJ1blJlcXVlc3QaHi5zdGFja3NoaWZ0LnYxLkZhaWxSdW5SZXNwb25zZRJRCgpTdXNwZW5kUnVuEiAuc3RhY2tzaGlmdC52MS5TdXNwZW5kUnVuUmVxdWVzdBohLnN0YWNrc2hpZnQudjEuU3VzcGVuZFJ1blJlc3BvbnNlElEKCkFwcGVuZExvZ3MSIC5zdGFja3NoaWZ0LnYxLkFwcGVuZExvZ3NSZXF1ZXN0GiEuc3RhY2tzaGlmdC52MS5BcHBlbmRMb2dzUmVzcG9uc2VCSFpGZ2l0aHViLmNvbS9zdGFja3NoaWZ0L3N0YWNrc2hpZnQvc2RrLWdvL2dlbi9zdGFja3NoaWZ0L3YxO3N0YWNrc2hpZnR2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_stackshift_v1_common, file_stackshift_v1_observability]);
 
 /**
  * JobSpec declares a job that a worker can execute.
@@ -528,6 +528,22 @@ export type SuspendRunRequest = Message<"stackshift.v1.SuspendRunRequest"> & {
      */
     value: ChildWait;
     case: "child";
+  } | {
+    /**
+     * Waits until the first of several items resolves (`step.waitForAny`).
+     *
+     * @generated from field: stackshift.v1.CombinedWait any = 7;
+     */
+    value: CombinedWait;
+    case: "any";
+  } | {
+    /**
+     * Waits until every one of several items resolved (`step.waitForAll`).
+     *
+     * @generated from field: stackshift.v1.CombinedWait all = 8;
+     */
+    value: CombinedWait;
+    case: "all";
   } | { case: undefined; value?: undefined };
 };
 
@@ -537,6 +553,103 @@ export type SuspendRunRequest = Message<"stackshift.v1.SuspendRunRequest"> & {
  */
 export const SuspendRunRequestSchema: GenMessage<SuspendRunRequest> = /*@__PURE__*/
   messageDesc(file_stackshift_v1_worker, 12);
+
+/**
+ * CombinedWait is a `waitForAny` / `waitForAll` over events and sleeps (see
+ * docs/events.md). Event items follow the inbox rules of single event waits; one event is
+ * consumed by at most one item of the wait.
+ *
+ * @generated from message stackshift.v1.CombinedWait
+ */
+export type CombinedWait = Message<"stackshift.v1.CombinedWait"> & {
+  /**
+   * The items, 1 to 100, in order; the journal entry refers to them by index.
+   *
+   * @generated from field: repeated stackshift.v1.WaitItem items = 1;
+   */
+  items: WaitItem[];
+
+  /**
+   * How long the whole wait may take (0 to 365 days). Required unless a sleep item bounds
+   * the wait (ANY with a sleep item, or ALL of sleeps only).
+   *
+   * @generated from field: google.protobuf.Duration timeout = 2;
+   */
+  timeout?: Duration | undefined;
+};
+
+/**
+ * Describes the message stackshift.v1.CombinedWait.
+ * Use `create(CombinedWaitSchema)` to create a new message.
+ */
+export const CombinedWaitSchema: GenMessage<CombinedWait> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 13);
+
+/**
+ * WaitItem is one item of a combined wait. Set exactly one field.
+ *
+ * @generated from message stackshift.v1.WaitItem
+ */
+export type WaitItem = Message<"stackshift.v1.WaitItem"> & {
+  /**
+   * The item.
+   *
+   * @generated from oneof stackshift.v1.WaitItem.item
+   */
+  item: {
+    /**
+     * Resolves when the sleep ends.
+     *
+     * @generated from field: stackshift.v1.SleepWait sleep = 1;
+     */
+    value: SleepWait;
+    case: "sleep";
+  } | {
+    /**
+     * Resolves with the first matching event of the run's inbox.
+     *
+     * @generated from field: stackshift.v1.EventMatch event = 2;
+     */
+    value: EventMatch;
+    case: "event";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message stackshift.v1.WaitItem.
+ * Use `create(WaitItemSchema)` to create a new message.
+ */
+export const WaitItemSchema: GenMessage<WaitItem> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 14);
+
+/**
+ * EventMatch names the events an item waits for.
+ *
+ * @generated from message stackshift.v1.EventMatch
+ */
+export type EventMatch = Message<"stackshift.v1.EventMatch"> & {
+  /**
+   * The event name (same rules as event names).
+   *
+   * @generated from field: string event_name = 1;
+   */
+  eventName: string;
+
+  /**
+   * The correlation key to match exactly (at most 512 characters). Empty = only events
+   * published without a key.
+   *
+   * @generated from field: string correlation_key = 2;
+   */
+  correlationKey: string;
+};
+
+/**
+ * Describes the message stackshift.v1.EventMatch.
+ * Use `create(EventMatchSchema)` to create a new message.
+ */
+export const EventMatchSchema: GenMessage<EventMatch> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 15);
 
 /**
  * SleepWait suspends the run until a point in time. Set exactly one field.
@@ -565,7 +678,7 @@ export type SleepWait = Message<"stackshift.v1.SleepWait"> & {
  * Use `create(SleepWaitSchema)` to create a new message.
  */
 export const SleepWaitSchema: GenMessage<SleepWait> = /*@__PURE__*/
-  messageDesc(file_stackshift_v1_worker, 13);
+  messageDesc(file_stackshift_v1_worker, 16);
 
 /**
  * EventWait suspends the run until a matching event is published or the timeout passes.
@@ -602,7 +715,7 @@ export type EventWait = Message<"stackshift.v1.EventWait"> & {
  * Use `create(EventWaitSchema)` to create a new message.
  */
 export const EventWaitSchema: GenMessage<EventWait> = /*@__PURE__*/
-  messageDesc(file_stackshift_v1_worker, 14);
+  messageDesc(file_stackshift_v1_worker, 17);
 
 /**
  * ChildWait starts child runs and suspends the parent until every child reached a final
@@ -627,7 +740,7 @@ export type ChildWait = Message<"stackshift.v1.ChildWait"> & {
  * Use `create(ChildWaitSchema)` to create a new message.
  */
 export const ChildWaitSchema: GenMessage<ChildWait> = /*@__PURE__*/
-  messageDesc(file_stackshift_v1_worker, 15);
+  messageDesc(file_stackshift_v1_worker, 18);
 
 /**
  * ChildRunSpec is one child run to start (the fields mean what they mean in
@@ -691,7 +804,7 @@ export type ChildRunSpec = Message<"stackshift.v1.ChildRunSpec"> & {
  * Use `create(ChildRunSpecSchema)` to create a new message.
  */
 export const ChildRunSpecSchema: GenMessage<ChildRunSpec> = /*@__PURE__*/
-  messageDesc(file_stackshift_v1_worker, 16);
+  messageDesc(file_stackshift_v1_worker, 19);
 
 /**
  * SuspendRunResponse tells the worker how to go on.
@@ -735,7 +848,7 @@ export type SuspendRunResponse = Message<"stackshift.v1.SuspendRunResponse"> & {
  * Use `create(SuspendRunResponseSchema)` to create a new message.
  */
 export const SuspendRunResponseSchema: GenMessage<SuspendRunResponse> = /*@__PURE__*/
-  messageDesc(file_stackshift_v1_worker, 17);
+  messageDesc(file_stackshift_v1_worker, 20);
 
 /**
  * AppendLogsRequest carries a batch of a handler's log lines.
@@ -770,7 +883,7 @@ export type AppendLogsRequest = Message<"stackshift.v1.AppendLogsRequest"> & {
  * Use `create(AppendLogsRequestSchema)` to create a new message.
  */
 export const AppendLogsRequestSchema: GenMessage<AppendLogsRequest> = /*@__PURE__*/
-  messageDesc(file_stackshift_v1_worker, 18);
+  messageDesc(file_stackshift_v1_worker, 21);
 
 /**
  * AppendLogsResponse tells how many lines were kept.
@@ -798,7 +911,7 @@ export type AppendLogsResponse = Message<"stackshift.v1.AppendLogsResponse"> & {
  * Use `create(AppendLogsResponseSchema)` to create a new message.
  */
 export const AppendLogsResponseSchema: GenMessage<AppendLogsResponse> = /*@__PURE__*/
-  messageDesc(file_stackshift_v1_worker, 19);
+  messageDesc(file_stackshift_v1_worker, 22);
 
 /**
  * SuspendOutcome says whether the worker continues or stops.
