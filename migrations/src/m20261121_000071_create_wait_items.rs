@@ -39,11 +39,7 @@ impl MigrationTrait for Migration {
                     .col(big_integer_null(WaitItems::WakeAt))
                     .col(big_integer(WaitItems::RunCreatedAt))
                     .col(text_null(WaitItems::Output))
-                    .primary_key(
-                        Index::create()
-                            .col(WaitItems::RunId)
-                            .col(WaitItems::Idx),
-                    )
+                    .primary_key(Index::create().col(WaitItems::RunId).col(WaitItems::Idx))
                     .to_owned(),
             )
             .await?;

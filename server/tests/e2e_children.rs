@@ -69,7 +69,10 @@ async fn invoke_returns_the_value_and_failures_are_typed(db: Db) {
         .concurrency(1)
         .job("parent", |ctx: JobContext<Value>| async move {
             let n = ctx.payload["n"].as_i64().unwrap();
-            let doubled: i64 = ctx.step.invoke("double", "double", &json!({ "n": n })).await?;
+            let doubled: i64 = ctx
+                .step
+                .invoke("double", "double", &json!({ "n": n }))
+                .await?;
             let failed = ctx
                 .step
                 .invoke::<Value>("explode", "explode", &json!({}))
@@ -115,9 +118,15 @@ async fn invoke_returns_the_value_and_failures_are_typed(db: Db) {
 
     let children = runs_of(&c, "double").await;
     assert_eq!(children.len(), 1);
-    assert_eq!(children[0].parent_run_id.as_deref(), Some(parent.id.as_str()));
+    assert_eq!(
+        children[0].parent_run_id.as_deref(),
+        Some(parent.id.as_str())
+    );
     assert_eq!(children[0].parent_step_id.as_deref(), Some("double"));
-    assert_eq!(children[0].queue, "default", "a child inherits the parent's queue");
+    assert_eq!(
+        children[0].queue, "default",
+        "a child inherits the parent's queue"
+    );
     let exploded = runs_of(&c, "explode").await;
     assert_eq!(exploded.len(), 1);
     assert_eq!(exploded[0].status, RunStatus::Failed);
@@ -148,7 +157,10 @@ async fn replay_never_starts_a_second_child(db: Db) {
                 anyhow::Ok(v)
             }
         })
-        .job("seven", |_ctx: JobContext<Value>| async move { anyhow::Ok(7) })
+        .job(
+            "seven",
+            |_ctx: JobContext<Value>| async move { anyhow::Ok(7) },
+        )
         .build()
         .start();
     let retry = stackshift::RetryPolicy {
@@ -254,7 +266,10 @@ async fn cancel_cascades_to_descendants(db: Db) {
         {
             break l;
         }
-        assert!(Instant::now() < deadline, "the leaf never reached its sleep");
+        assert!(
+            Instant::now() < deadline,
+            "the leaf never reached its sleep"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let mid = runs_of(&c, "mid").await.pop().unwrap();
@@ -270,13 +285,20 @@ async fn cancel_cascades_to_descendants(db: Db) {
         assert_eq!(c.get_run(id).await.unwrap().status, RunStatus::Cancelled);
     }
     let why = c.get_run(&mid.id).await.unwrap().failure.unwrap().message;
-    assert!(why.contains("parent run") && why.contains("cancelled"), "{why}");
+    assert!(
+        why.contains("parent run") && why.contains("cancelled"),
+        "{why}"
+    );
 
     c.retry_run(&root.id).await.unwrap();
     let done = c.wait_for_run(&root.id, WAIT).await.unwrap();
     assert_eq!(done.status, RunStatus::Completed, "{:?}", done.failure);
     assert_eq!(done.result.unwrap(), json!({ "child": "Cancelled" }));
-    assert_eq!(runs_of(&c, "mid").await.len(), 1, "the retry reused the child");
+    assert_eq!(
+        runs_of(&c, "mid").await.len(),
+        1,
+        "the retry reused the child"
+    );
     worker.shutdown().await;
 }
 both_stores!(cancel_cascades_to_descendants);
@@ -303,7 +325,9 @@ async fn child_wait_validation(db: Db) {
         run_id: task.run_id.clone(),
         lease_token: task.lease_token.clone(),
         step_id: "kids".into(),
-        wait: Some(pb::suspend_run_request::Wait::Child(pb::ChildWait { children })),
+        wait: Some(pb::suspend_run_request::Wait::Child(pb::ChildWait {
+            children,
+        })),
     };
     let spec = |job: &str, payload: &str| pb::ChildRunSpec {
         job: job.into(),
@@ -312,7 +336,10 @@ async fn child_wait_validation(db: Db) {
     };
     let cases: Vec<(Vec<pb::ChildRunSpec>, &str)> = vec![
         (vec![], "child.children must hold 1 to 1000"),
-        (vec![spec("ok", "1"), spec("bad name", "1")], "child.children[1].job"),
+        (
+            vec![spec("ok", "1"), spec("bad name", "1")],
+            "child.children[1].job",
+        ),
         (vec![spec("ok", "{not json")], "child.children[0].payload"),
         (
             (0..1001).map(|_| spec("ok", "1")).collect(),
@@ -321,8 +348,17 @@ async fn child_wait_validation(db: Db) {
     ];
     for (children, want) in cases {
         let err = worker.suspend_run(suspend(children)).await.unwrap_err();
-        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.message());
-        assert!(err.message().contains(want), "{} lacks {want}", err.message());
+        assert_eq!(
+            err.code(),
+            tonic::Code::InvalidArgument,
+            "{}",
+            err.message()
+        );
+        assert!(
+            err.message().contains(want),
+            "{} lacks {want}",
+            err.message()
+        );
     }
     let run = jobs
         .get_run(pb::GetRunRequest {

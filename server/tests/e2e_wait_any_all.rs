@@ -102,7 +102,10 @@ async fn any_event_versus_timer_both_ways(db: Db) {
     waiting(&c, &a.id).await;
     publish(&c, "go", "a", json!({ "n": 1 })).await;
     let done = c.wait_for_run(&a.id, WAIT).await.unwrap();
-    assert_eq!(done.result.clone().unwrap(), json!({ "index": 0, "event": { "n": 1 } }));
+    assert_eq!(
+        done.result.clone().unwrap(),
+        json!({ "index": 0, "event": { "n": 1 } })
+    );
     assert_eq!(done.step("race").unwrap().kind, StepKind::Any);
 
     // No event: the timer resolves it, not before its time.
@@ -112,14 +115,22 @@ async fn any_event_versus_timer_both_ways(db: Db) {
         .unwrap();
     let t0 = Instant::now();
     let done = c.wait_for_run(&b.id, WAIT).await.unwrap();
-    assert!(t0.elapsed() >= Duration::from_millis(1_400), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1_400),
+        "{:?}",
+        t0.elapsed()
+    );
     assert_eq!(done.result.unwrap(), json!({ "index": 1, "slept": true }));
     // A late event resumes nothing.
     publish(&c, "go", "b", json!({ "late": true })).await;
 
     // Published before the wait (the run sits at a gate): taken from the inbox at once.
     let g = c
-        .start("race", json!({ "key": "g", "gate": true }), StartOptions::default())
+        .start(
+            "race",
+            json!({ "key": "g", "gate": true }),
+            StartOptions::default(),
+        )
         .await
         .unwrap();
     waiting(&c, &g.id).await;
@@ -155,7 +166,11 @@ async fn all_of_events_in_any_order(db: Db) {
                 ],
                 _ => vec![WaitItem::event("a", &key), WaitItem::event("b", &key)],
             };
-            let timeout = if ctx.payload["shape"] == "partial" { "1s" } else { "1h" };
+            let timeout = if ctx.payload["shape"] == "partial" {
+                "1s"
+            } else {
+                "1h"
+            };
             let all = ctx.step.wait_for_all("all", items, Some(timeout)).await?;
             anyhow::Ok(describe_all(all))
         })
@@ -180,11 +195,18 @@ async fn all_of_events_in_any_order(db: Db) {
     waiting(&c, &r1).await;
     publish(&c, "a", "k1", json!("A1")).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(c.get_run(&r1).await.unwrap().status, RunStatus::Waiting, "b is missing");
+    assert_eq!(
+        c.get_run(&r1).await.unwrap().status,
+        RunStatus::Waiting,
+        "b is missing"
+    );
     publish(&c, "b", "k1", json!("B1")).await;
     let done = c.wait_for_run(&r1, WAIT).await.unwrap();
     assert_eq!(done.status, RunStatus::Completed, "{:?}", done.failure);
-    assert_eq!(done.result.clone().unwrap(), json!({ "timedOut": false, "items": ["A1", "B1"] }));
+    assert_eq!(
+        done.result.clone().unwrap(),
+        json!({ "timedOut": false, "items": ["A1", "B1"] })
+    );
     assert_eq!(done.step("all").unwrap().kind, StepKind::All);
 
     // b before the wait (inbox), then a while waiting.
@@ -196,7 +218,10 @@ async fn all_of_events_in_any_order(db: Db) {
     waiting(&c, &r2).await;
     publish(&c, "a", "k2", json!("A2")).await;
     let done = c.wait_for_run(&r2, WAIT).await.unwrap();
-    assert_eq!(done.result.unwrap(), json!({ "timedOut": false, "items": ["A2", "B2"] }));
+    assert_eq!(
+        done.result.unwrap(),
+        json!({ "timedOut": false, "items": ["A2", "B2"] })
+    );
 
     // Two items for the same event take two successive events.
     let r3 = start("k3", "same").await;
@@ -207,14 +232,20 @@ async fn all_of_events_in_any_order(db: Db) {
     waiting(&c, &r3).await;
     publish(&c, "x", "k3", json!("X2")).await;
     let done = c.wait_for_run(&r3, WAIT).await.unwrap();
-    assert_eq!(done.result.unwrap(), json!({ "timedOut": false, "items": ["X1", "X2"] }));
+    assert_eq!(
+        done.result.unwrap(),
+        json!({ "timedOut": false, "items": ["X1", "X2"] })
+    );
 
     // The whole wait times out: the sleep resolved, the event did not.
     let r4 = start("k4", "partial").await;
     waiting(&c, &r4).await;
     publish(&c, "gate", "k4", json!(null)).await;
     let done = c.wait_for_run(&r4, WAIT).await.unwrap();
-    assert_eq!(done.result.unwrap(), json!({ "timedOut": true, "items": [null, "slept"] }));
+    assert_eq!(
+        done.result.unwrap(),
+        json!({ "timedOut": true, "items": [null, "slept"] })
+    );
     worker.shutdown().await;
 }
 both_stores!(all_of_events_in_any_order);
@@ -253,9 +284,18 @@ async fn combined_wait_validation(db: Db) {
         timeout: timeout.map(ms),
     };
     let cases = vec![
-        (Wait::Any(combined(vec![], Some(1_000))), "any.items must hold 1 to 100"),
-        (Wait::All(combined(vec![event("ok")], None)), "all.timeout is required"),
-        (Wait::Any(combined(vec![event("ok")], None)), "any.timeout is required"),
+        (
+            Wait::Any(combined(vec![], Some(1_000))),
+            "any.items must hold 1 to 100",
+        ),
+        (
+            Wait::All(combined(vec![event("ok")], None)),
+            "all.timeout is required",
+        ),
+        (
+            Wait::Any(combined(vec![event("ok")], None)),
+            "any.timeout is required",
+        ),
         (
             Wait::Any(combined(vec![event("ok"), event("bad name")], Some(1_000))),
             "any.items[1].event.event_name",
@@ -267,8 +307,17 @@ async fn combined_wait_validation(db: Db) {
     ];
     for (wait, want) in cases {
         let err = worker.suspend_run(req(wait)).await.unwrap_err();
-        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.message());
-        assert!(err.message().contains(want), "{} lacks {want}", err.message());
+        assert_eq!(
+            err.code(),
+            tonic::Code::InvalidArgument,
+            "{}",
+            err.message()
+        );
+        assert!(
+            err.message().contains(want),
+            "{} lacks {want}",
+            err.message()
+        );
     }
     let run = jobs
         .get_run(pb::GetRunRequest {

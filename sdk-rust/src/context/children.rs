@@ -298,7 +298,12 @@ impl Step {
             children: children.into_iter().map(ChildRun::into_proto).collect(),
         });
         let output = self
-            .suspend(id, pb::JournalEntryKind::Child, wait, "waiting for child runs")
+            .suspend(
+                id,
+                pb::JournalEntryKind::Child,
+                wait,
+                "waiting for child runs",
+            )
             .await?;
         outcomes_from_journal(&output)
             .map_err(|e| non_retryable(format!("the recorded result of child wait {id}: {e}")))
@@ -306,6 +311,7 @@ impl Step {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -165,7 +165,12 @@ impl Step {
     ) -> anyhow::Result<AnyResult> {
         let wait = Wait::Any(combined(id, items, timeout)?);
         let output = self
-            .suspend(id, pb::JournalEntryKind::Any, wait, "waiting for any of several items")
+            .suspend(
+                id,
+                pb::JournalEntryKind::Any,
+                wait,
+                "waiting for any of several items",
+            )
             .await?;
         any_from_journal(&output)
             .map_err(|e| non_retryable(format!("the recorded result of wait {id}: {e}")))
@@ -202,7 +207,12 @@ impl Step {
     ) -> anyhow::Result<AllResult> {
         let wait = Wait::All(combined(id, items, timeout)?);
         let output = self
-            .suspend(id, pb::JournalEntryKind::All, wait, "waiting for all of several items")
+            .suspend(
+                id,
+                pb::JournalEntryKind::All,
+                wait,
+                "waiting for all of several items",
+            )
             .await?;
         all_from_journal(&output)
             .map_err(|e| non_retryable(format!("the recorded result of wait {id}: {e}")))
@@ -228,6 +238,7 @@ fn combined<D: IntoDuration>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -251,8 +262,8 @@ mod tests {
         assert!(r.timed_out);
         assert!(matches!(r.items[0], Some(ItemResult::Event(_))));
         assert_eq!(r.items[1], None);
-        let slept = all_from_journal(br#"{"timedOut":false,"outputs":[null],"resolved":[true]}"#)
-            .unwrap();
+        let slept =
+            all_from_journal(br#"{"timedOut":false,"outputs":[null],"resolved":[true]}"#).unwrap();
         assert_eq!(slept.items, vec![Some(ItemResult::Slept)]);
     }
 }

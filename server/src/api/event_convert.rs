@@ -97,11 +97,7 @@ pub fn wait_from_pb(wait: Option<pb::suspend_run_request::Wait>) -> Result<WaitI
 }
 
 /// A `CombinedWait` (`field` is `any` or `all`, for messages).
-fn combined_from_pb(
-    field: &str,
-    mode: WaitMode,
-    w: pb::CombinedWait,
-) -> Result<WaitInput, Status> {
+fn combined_from_pb(field: &str, mode: WaitMode, w: pb::CombinedWait) -> Result<WaitInput, Status> {
     use pb::wait_item::Item;
     let mut items = Vec::with_capacity(w.items.len());
     for (i, item) in w.items.into_iter().enumerate() {

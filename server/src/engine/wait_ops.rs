@@ -167,7 +167,9 @@ impl Engine {
 fn wait_spec(wait: WaitInput, now: i64) -> EngineResult<WaitSpec> {
     Ok(match wait {
         WaitInput::Children(_) => {
-            return Err(EngineError::invalid("child waits are built by children_spec"));
+            return Err(EngineError::invalid(
+                "child waits are built by children_spec",
+            ));
         }
         WaitInput::Combined {
             mode,

@@ -17,9 +17,9 @@ use crate::engine::{EngineError, EngineResult};
 
 use super::convert::{failure_to_text, run_from_model, step_from_model};
 use super::entities::{attempts, idempotency_keys, runs, steps};
-use super::{child_ops, state_ops};
 use super::timeline_ops::{self, Entry};
 use super::wait_ops;
+use super::{child_ops, state_ops};
 use crate::engine::obs_model::TimelineKind;
 
 /// Reads a run of a namespace, locking its row on PostgreSQL.

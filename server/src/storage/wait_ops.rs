@@ -27,9 +27,9 @@ use crate::engine::{EngineError, EngineResult};
 use super::convert::{run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps, waits};
 use super::error::StorageError;
-use super::{child_ops, combined_ops, event_ops};
 use super::run_ops::load_run;
 use super::timeline_ops::{self, Entry as Tl};
+use super::{child_ops, combined_ops, event_ops};
 use crate::engine::obs_model::TimelineKind;
 
 /// Rows handled per statement when resolving many waits at once.

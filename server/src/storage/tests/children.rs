@@ -85,7 +85,11 @@ pub async fn child_wait_lifecycle(store: &Arc<dyn Store>) {
     let p = store.get_run(&ns, &parent.id).await.unwrap().unwrap();
     assert_eq!(p.status, RunStatus::Waiting);
     assert_eq!(p.lease_token, None, "the parent's lease is released");
-    let detail = store.get_run_detail(&ns, &parent.id).await.unwrap().unwrap();
+    let detail = store
+        .get_run_detail(&ns, &parent.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(detail.wait.unwrap().kind, StepKind::Child);
 
     // The first child completes: the parent still waits.
@@ -106,7 +110,11 @@ pub async fn child_wait_lifecycle(store: &Arc<dyn Store>) {
         .fail_run(lease(&ns, &b.id, &tb), failure, 3_300)
         .await
         .unwrap();
-    let detail = store.get_run_detail(&ns, &parent.id).await.unwrap().unwrap();
+    let detail = store
+        .get_run_detail(&ns, &parent.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(detail.run.status, RunStatus::Queued);
     assert_eq!(detail.run.available_at, 3_300);
     assert!(detail.wait.is_none());
@@ -153,7 +161,11 @@ pub async fn child_wait_lifecycle(store: &Arc<dyn Store>) {
         .cancel_run(&ns, &kids2[0].id, Failure::new("stop", "Cancelled"), 3_700)
         .await
         .unwrap();
-    let detail = store.get_run_detail(&ns, &parent.id).await.unwrap().unwrap();
+    let detail = store
+        .get_run_detail(&ns, &parent.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(detail.run.status, RunStatus::Queued);
     let entry = detail.steps.iter().find(|s| s.step_id == "more").unwrap();
     let v: serde_json::Value = serde_json::from_str(entry.output.as_deref().unwrap()).unwrap();
@@ -210,7 +222,11 @@ pub async fn cancel_cascade(store: &Arc<dyn Store>) {
     let m = status(mids[0].id.clone()).await;
     assert_eq!(m.status, RunStatus::Cancelled);
     assert!(m.failure.unwrap().message.contains(&root.id));
-    assert_eq!(status(leaf.id.clone()).await.status, RunStatus::Cancelled, "recursively");
+    assert_eq!(
+        status(leaf.id.clone()).await.status,
+        RunStatus::Cancelled,
+        "recursively"
+    );
     assert_eq!(
         status(other.id.clone()).await.status,
         RunStatus::Completed,
@@ -218,7 +234,13 @@ pub async fn cancel_cascade(store: &Arc<dyn Store>) {
     );
     // Nothing of the tree is deliverable any more.
     let none = store
-        .claim(claim_req(&ns, &["q"], &["root", "mid", "leaf", "other"], 10, 3_000))
+        .claim(claim_req(
+            &ns,
+            &["q"],
+            &["root", "mid", "leaf", "other"],
+            10,
+            3_000,
+        ))
         .await
         .unwrap();
     assert!(none.is_empty());

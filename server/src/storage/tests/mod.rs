@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod children;
+mod combined;
 mod events;
 mod keys;
 mod obs;
@@ -40,6 +41,7 @@ pub async fn run_tests(store: Arc<dyn Store>) {
     events::retention(&store).await;
     children::child_wait_lifecycle(&store).await;
     children::cancel_cascade(&store).await;
+    combined::any_and_all(&store).await;
     keys::key_lifecycle(&store).await;
     queues::config_lifecycle(&store).await;
     queues::starts_create_queues(&store).await;
