@@ -383,3 +383,47 @@ async fn child_wait_validation(db: Db) {
     assert!(out.wake_at.is_none());
 }
 both_stores!(child_wait_validation);
+
+/// The server is killed (-9) while the parent waits and its child is mid-execution: after
+/// the restart the child finishes, the parent resumes with its value, and there is still
+/// exactly one child.
+async fn child_wait_survives_server_kill(db: Db) {
+    let Some(mut s) = TestServer::start(db).await else {
+        return;
+    };
+    let c = client(&s);
+    let worker = Worker::builder(c.clone())
+        .concurrency(2)
+        .job("k-parent", |ctx: JobContext<Value>| async move {
+            let v: String = ctx.step.invoke("slow", "k-slow", &json!(null)).await?;
+            anyhow::Ok(v)
+        })
+        .job("k-slow", |ctx: JobContext<Value>| async move {
+            ctx.step
+                .run("work", || async {
+                    tokio::time::sleep(Duration::from_millis(1_500)).await;
+                    anyhow::Ok(())
+                })
+                .await?;
+            anyhow::Ok("slow-done".to_owned())
+        })
+        .build()
+        .start();
+    let parent = c
+        .start("k-parent", json!(null), StartOptions::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while runs_of(&c, "k-slow").await.is_empty() {
+        assert!(Instant::now() < deadline, "the child never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.kill9();
+    s.restart();
+    let done = c.wait_for_run(&parent.id, WAIT).await.unwrap();
+    assert_eq!(done.status, RunStatus::Completed, "{:?}", done.failure);
+    assert_eq!(done.result.unwrap(), json!("slow-done"));
+    assert_eq!(runs_of(&c, "k-slow").await.len(), 1);
+    worker.shutdown().await;
+}
+both_stores!(child_wait_survives_server_kill);
