@@ -1,6 +1,7 @@
 //! Creates `wait_items`: the items of a `wait_for_any` / `wait_for_all` wait (see
-//! docs/events.md), one row per item (an event or a sleep), while the run's `waits` row
-//! (kind `any` or `all`) exists. `output` is set once the item resolved (ALL waits keep
+//! docs/events.md), one row per item (an event or a sleep, `idx` from 0) plus a row of kind
+//! `timeout` at `idx` -1 when the wait has a timeout, while the run's `waits` row (kind
+//! `any` or `all`) exists. `output` is set once the item resolved (ALL waits keep
 //! resolved items until every item resolved); the whole set is deleted with the wait.
 
 use sea_orm_migration::{prelude::*, schema::*};
