@@ -25,6 +25,8 @@ mod m20261121_000041_add_runs_list_indexes;
 mod m20261121_000050_alter_api_keys_admin;
 mod m20261121_000060_create_schedules;
 mod m20261121_000061_create_event_triggers;
+mod m20261121_000070_alter_runs_parent;
+mod m20261121_000071_create_wait_items;
 
 /// Applies every StackShift migration in order.
 pub struct Migrator;
@@ -51,6 +53,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000050_alter_api_keys_admin::Migration),
             Box::new(m20261121_000060_create_schedules::Migration),
             Box::new(m20261121_000061_create_event_triggers::Migration),
+            Box::new(m20261121_000070_alter_runs_parent::Migration),
+            Box::new(m20261121_000071_create_wait_items::Migration),
         ]
     }
 }

@@ -23,7 +23,12 @@ use crate::run::Failure;
 use crate::worker::lease::{Lease, WRITE_TIMEOUT, WriteError, write};
 use crate::{Error, non_retryable};
 
+mod children;
+mod combined;
 mod wait;
+
+pub use children::{ChildFailed, ChildOutcome, ChildRun, ChildStatus};
+pub use combined::{AllResult, AnyResult, ItemResult, WaitItem};
 
 /// The context a handler is called with.
 ///

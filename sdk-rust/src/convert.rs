@@ -190,6 +190,9 @@ impl From<i32> for StepKind {
             Ok(pb::JournalEntryKind::Step) => StepKind::Step,
             Ok(pb::JournalEntryKind::Sleep) => StepKind::Sleep,
             Ok(pb::JournalEntryKind::Event) => StepKind::Event,
+            Ok(pb::JournalEntryKind::Child) => StepKind::Child,
+            Ok(pb::JournalEntryKind::Any) => StepKind::Any,
+            Ok(pb::JournalEntryKind::All) => StepKind::All,
             _ => StepKind::Other(kind),
         }
     }
@@ -347,6 +350,8 @@ impl TryFrom<pb::Run> for Run {
             queue: r.queue,
             priority: r.priority,
             concurrency_key: non_empty(r.concurrency_key),
+            parent_run_id: non_empty(r.parent_run_id),
+            parent_step_id: non_empty(r.parent_step_id),
         })
     }
 }

@@ -278,6 +278,7 @@ pub(crate) fn is_interrupted(error: &anyhow::Error) -> bool {
 pub(crate) fn is_non_retryable(error: &anyhow::Error) -> bool {
     error.chain().any(|e| {
         e.is::<NonRetryable>()
+            || e.is::<crate::context::ChildFailed>()
             || e.downcast_ref::<StepFailed>()
                 .is_some_and(|s| s.failure.non_retryable)
     })
@@ -327,7 +328,9 @@ fn type_name_of(error: &anyhow::Error) -> String {
                 .clone()
                 .unwrap_or_else(|| "StepFailed".to_owned());
         }
-        let known = if cause.is::<NonRetryable>() {
+        let known = if cause.is::<crate::context::ChildFailed>() {
+            Some("ChildFailed")
+        } else if cause.is::<NonRetryable>() {
             Some("NonRetryable")
         } else if cause.is::<Error>() {
             Some("stackshift::Error")

@@ -85,7 +85,10 @@ mod worker;
 
 pub use auth::AuthInterceptor;
 pub use client::{JobsClient, Queue, StackShift, WorkerClient};
-pub use context::{JobContext, Step};
+pub use context::{
+    AllResult, AnyResult, ChildFailed, ChildOutcome, ChildRun, ChildStatus, ItemResult, JobContext,
+    Step, WaitItem,
+};
 pub use duration::{IntoDuration, ParseDurationError, parse_duration};
 pub use error::{Error, Interrupted, NonRetryable, StepFailed, non_retryable};
 pub use events::{

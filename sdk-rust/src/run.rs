@@ -167,6 +167,10 @@ pub struct Run {
     /// The lines the handler logged through `ctx.log`, oldest first (capped per run; see
     /// [`LogLine::truncated`]). Filled by `get_run`/`wait_for_run` only.
     pub logs: Vec<LogLine>,
+    /// For a child run: the run whose `step.invoke` / `step.invoke_all` started it.
+    pub parent_run_id: Option<String>,
+    /// For a child run: the parent's wait step id that started it.
+    pub parent_step_id: Option<String>,
 }
 
 impl Run {
@@ -217,6 +221,12 @@ pub enum StepKind {
     /// An event wait that ended, with the event or a timed-out result
     /// (`step.wait_for_event`).
     Event,
+    /// A wait for child runs that ended (`step.invoke`, `step.invoke_all`).
+    Child,
+    /// A `step.wait_for_any` that ended.
+    Any,
+    /// A `step.wait_for_all` that ended.
+    All,
     /// A kind this SDK version does not know (the raw protobuf value).
     Other(i32),
 }

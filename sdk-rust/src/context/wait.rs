@@ -26,6 +26,9 @@ pub(crate) fn kind_name(kind: pb::JournalEntryKind) -> &'static str {
         pb::JournalEntryKind::Sleep => "sleep",
         pb::JournalEntryKind::Event => "event wait",
         pb::JournalEntryKind::Step => "step",
+        pb::JournalEntryKind::Child => "child wait",
+        pb::JournalEntryKind::Any => "wait for any",
+        pb::JournalEntryKind::All => "wait for all",
         _ => "journal entry of an unknown kind",
     }
 }
@@ -124,7 +127,7 @@ impl Step {
     /// Assigns the effective id, replays a journaled result, or sends `SuspendRun`.
     /// Returns the wait's journaled output; when the run suspends, interrupts the attempt
     /// (as suspended) and returns `Interrupted`.
-    async fn suspend(
+    pub(super) async fn suspend(
         &self,
         id: &str,
         kind: pb::JournalEntryKind,

@@ -194,10 +194,21 @@ fn journal_of(entries: Vec<pb::JournalEntry>) -> HashMap<String, Recorded> {
             }
             (pb::JournalEntryKind::Step, None) => Recorded::Output(Vec::new()),
             (
-                pb::JournalEntryKind::Sleep | pb::JournalEntryKind::Event,
+                pb::JournalEntryKind::Sleep
+                | pb::JournalEntryKind::Event
+                | pb::JournalEntryKind::Child
+                | pb::JournalEntryKind::Any
+                | pb::JournalEntryKind::All,
                 Some(pb::journal_entry::Outcome::Output(output)),
             ) => Recorded::Wait { kind, output },
-            (pb::JournalEntryKind::Sleep | pb::JournalEntryKind::Event, _) => Recorded::Wait {
+            (
+                pb::JournalEntryKind::Sleep
+                | pb::JournalEntryKind::Event
+                | pb::JournalEntryKind::Child
+                | pb::JournalEntryKind::Any
+                | pb::JournalEntryKind::All,
+                _,
+            ) => Recorded::Wait {
                 kind,
                 output: b"null".to_vec(),
             },

@@ -163,6 +163,8 @@ pub fn run_to_pb(r: &RunRecord) -> pb::Run {
         wait: None,
         timeline: Vec::new(),
         logs: Vec::new(),
+        parent_run_id: r.parent_run_id.clone().unwrap_or_default(),
+        parent_step_id: r.parent_step_id.clone().unwrap_or_default(),
     }
 }
 
@@ -173,6 +175,9 @@ pub fn kind_to_pb(k: StepKind) -> pb::JournalEntryKind {
         StepKind::State => pb::JournalEntryKind::State,
         StepKind::Sleep => pb::JournalEntryKind::Sleep,
         StepKind::Event => pb::JournalEntryKind::Event,
+        StepKind::Child => pb::JournalEntryKind::Child,
+        StepKind::Any => pb::JournalEntryKind::Any,
+        StepKind::All => pb::JournalEntryKind::All,
     }
 }
 

@@ -3,9 +3,13 @@
 use stackshift_proto::v1 as pb;
 use tonic::Status;
 
-use crate::engine::event_model::{EventFilter, EventRecord, WaitInput, WaitRecord};
+use crate::engine::event_model::{
+    EventFilter, EventRecord, ItemInput, WaitInput, WaitMode, WaitRecord,
+};
 
-use super::convert::{dur_ms, kind_to_pb, opt, ts, ts_ms};
+use crate::engine::requests::StartRunInput;
+
+use super::convert::{dur_ms, kind_to_pb, opt, retry_from_pb, ts, ts_ms};
 
 /// A stored event.
 pub fn event_to_pb(e: &EventRecord) -> pb::Event {
@@ -53,7 +57,7 @@ pub fn wait_from_pb(wait: Option<pb::suspend_run_request::Wait>) -> Result<WaitI
     use pb::suspend_run_request::Wait;
     match wait {
         None => Err(Status::invalid_argument(
-            "wait is required: set sleep or event",
+            "wait is required: set sleep, event, child, any or all",
         )),
         Some(Wait::Sleep(s)) => match (dur_ms("sleep.duration", &s.duration)?, &s.until) {
             (Some(ms), None) => Ok(WaitInput::SleepFor(ms)),
@@ -67,5 +71,63 @@ pub fn wait_from_pb(wait: Option<pb::suspend_run_request::Wait>) -> Result<WaitI
             name: e.event_name,
             correlation_key: e.correlation_key,
         }),
+        Some(Wait::Child(w)) => {
+            let mut children = Vec::with_capacity(w.children.len());
+            for (i, c) in w.children.into_iter().enumerate() {
+                let field = |f: &str| format!("child.children[{i}].{f}");
+                children.push(StartRunInput {
+                    job: c.job,
+                    payload: c.payload,
+                    queue: opt(c.queue),
+                    idempotency_key: None,
+                    idempotency_ttl_ms: None,
+                    retry: retry_from_pb(c.retry_policy)?,
+                    lease_timeout_ms: dur_ms(&field("lease_timeout"), &c.lease_timeout)?,
+                    delay_ms: None,
+                    run_at_ms: None,
+                    priority: c.priority,
+                    concurrency_key: opt(c.concurrency_key),
+                });
+            }
+            Ok(WaitInput::Children(children))
+        }
+        Some(Wait::Any(w)) => combined_from_pb("any", WaitMode::Any, w),
+        Some(Wait::All(w)) => combined_from_pb("all", WaitMode::All, w),
     }
+}
+
+/// A `CombinedWait` (`field` is `any` or `all`, for messages).
+fn combined_from_pb(field: &str, mode: WaitMode, w: pb::CombinedWait) -> Result<WaitInput, Status> {
+    use pb::wait_item::Item;
+    let mut items = Vec::with_capacity(w.items.len());
+    for (i, item) in w.items.into_iter().enumerate() {
+        let f = |name: &str| format!("{field}.items[{i}].{name}");
+        items.push(match item.item {
+            None => {
+                return Err(Status::invalid_argument(format!(
+                    "{} needs sleep or event",
+                    f("item")
+                )));
+            }
+            Some(Item::Sleep(s)) => match (dur_ms(&f("sleep.duration"), &s.duration)?, &s.until) {
+                (Some(ms), None) => ItemInput::SleepFor(ms),
+                (None, Some(until)) => ItemInput::SleepUntil(ts_ms(&f("sleep.until"), until)?),
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "{} needs exactly one of duration and until",
+                        f("sleep")
+                    )));
+                }
+            },
+            Some(Item::Event(e)) => ItemInput::Event {
+                name: e.event_name,
+                correlation_key: e.correlation_key,
+            },
+        });
+    }
+    Ok(WaitInput::Combined {
+        mode,
+        items,
+        timeout_ms: dur_ms(&format!("{field}.timeout"), &w.timeout)?,
+    })
 }

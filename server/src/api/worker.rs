@@ -158,11 +158,15 @@ impl WorkerService for WorkerApi {
                 outcome: pb::SuspendOutcome::Satisfied as i32,
                 entry: Some(journal_to_pb(&entry)),
                 wake_at: None,
+                child_run_ids: Vec::new(),
             },
-            SuspendOutcome::Suspended { wake_at, .. } => pb::SuspendRunResponse {
+            SuspendOutcome::Suspended {
+                wake_at, children, ..
+            } => pb::SuspendRunResponse {
                 outcome: pb::SuspendOutcome::Suspended as i32,
                 entry: None,
-                wake_at: Some(ts(wake_at)),
+                wake_at: wake_at.map(ts),
+                child_run_ids: children.into_iter().map(|(r, _)| r.id).collect(),
             },
         }))
     }

@@ -23,60 +23,10 @@ impl Engine {
         namespace: &str,
         input: StartRunInput,
     ) -> EngineResult<StartOutcome> {
-        validate::name("job", &input.job)?;
-        let queue = input
-            .queue
-            .clone()
-            .unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
-        validate::name("queue", &queue)?;
-        let payload = validate::json("payload", &input.payload, self.config.max_payload_bytes)?;
         let now = now_ms();
-        let schedule = queue_ops::schedule(&input, now)?;
-        // The start's retry fields win; the queue's defaults fill the others (a queue that
-        // does not exist yet has none).
-        let queue_retry = self
-            .store
-            .get_queue(namespace, &queue)
-            .await?
-            .map(|q| q.config.retry)
-            .unwrap_or_default();
-        let retry = self.retry_policy(&queue_ops::merge_retry(&input.retry, &queue_retry))?;
-        validate::duration_ms("lease_timeout", input.lease_timeout_ms, 1_000, 3_600_000)?;
-        validate::duration_ms(
-            "idempotency_ttl",
-            input.idempotency_ttl_ms,
-            1_000,
-            self.config.max_idempotency_ttl_ms,
-        )?;
-        let idempotency = match input.idempotency_key {
-            Some(key) => {
-                validate::text_id("idempotency_key", &key, validate::MAX_IDEMPOTENCY_KEY_LEN)?;
-                let ttl = input
-                    .idempotency_ttl_ms
-                    .unwrap_or(self.config.default_idempotency_ttl_ms);
-                Some((key, now + ttl))
-            }
-            None if input.idempotency_ttl_ms.is_some() => {
-                return Err(EngineError::invalid(
-                    "idempotency_ttl is set but idempotency_key is empty",
-                ));
-            }
-            None => None,
-        };
-        let new = NewRun {
-            id: uuid::Uuid::now_v7().to_string(),
-            namespace: namespace.to_owned(),
-            job: input.job,
-            queue,
-            payload,
-            retry,
-            lease_timeout_ms: input.lease_timeout_ms,
-            idempotency,
-            now,
-            available_at: schedule.available_at,
-            priority: schedule.priority,
-            concurrency_key: schedule.concurrency_key,
-        };
+        let new = self
+            .prepare_run(namespace, input, DEFAULT_QUEUE, "", now)
+            .await?;
         // A poll parked on this queue and job claims in the start's own transaction: the
         // run reaches a handler after one commit instead of two.
         let handoff = (new.available_at <= now)
@@ -112,13 +62,106 @@ impl Engine {
             }
         }
         if let StartOutcome::Created(run) = &outcome {
-            self.metrics
-                .runs(namespace, &run.job, &run.queue, |c| c.started += 1);
-            if !taken {
-                self.run_ready(namespace, &run.queue, &run.job, run.available_at);
+            if taken {
+                self.metrics
+                    .runs(namespace, &run.job, &run.queue, |c| c.started += 1);
+            } else {
+                self.run_started(run);
             }
         }
         Ok(outcome)
+    }
+
+    /// Counts a created run and wakes a poller for it.
+    pub(crate) fn run_started(&self, run: &RunRecord) {
+        self.metrics
+            .runs(&run.namespace, &run.job, &run.queue, |c| c.started += 1);
+        self.run_ready(&run.namespace, &run.queue, &run.job, run.available_at);
+    }
+
+    /// Validates a start and builds the run to insert. `field` prefixes the field names in
+    /// error messages (empty for `StartRun`, `child.children[i].` for a child run);
+    /// `default_queue` is used when the input names no queue.
+    pub(crate) async fn prepare_run(
+        &self,
+        namespace: &str,
+        input: StartRunInput,
+        default_queue: &str,
+        field: &str,
+        now: i64,
+    ) -> EngineResult<NewRun> {
+        let prefixed = |e: EngineError| match e {
+            EngineError::InvalidArgument(m) if !field.is_empty() => {
+                EngineError::InvalidArgument(format!("{field}{m}"))
+            }
+            other => other,
+        };
+        self.prepare_run_inner(namespace, input, default_queue, now)
+            .await
+            .map_err(prefixed)
+    }
+
+    async fn prepare_run_inner(
+        &self,
+        namespace: &str,
+        input: StartRunInput,
+        default_queue: &str,
+        now: i64,
+    ) -> EngineResult<NewRun> {
+        validate::name("job", &input.job)?;
+        let queue = input
+            .queue
+            .clone()
+            .unwrap_or_else(|| default_queue.to_owned());
+        validate::name("queue", &queue)?;
+        let payload = validate::json("payload", &input.payload, self.config.max_payload_bytes)?;
+        let schedule = queue_ops::schedule(&input, now)?;
+        // The start's retry fields win; the queue's defaults fill the others (a queue that
+        // does not exist yet has none).
+        let queue_retry = self
+            .store
+            .get_queue(namespace, &queue)
+            .await?
+            .map(|q| q.config.retry)
+            .unwrap_or_default();
+        let retry = self.retry_policy(&queue_ops::merge_retry(&input.retry, &queue_retry))?;
+        validate::duration_ms("lease_timeout", input.lease_timeout_ms, 1_000, 3_600_000)?;
+        validate::duration_ms(
+            "idempotency_ttl",
+            input.idempotency_ttl_ms,
+            1_000,
+            self.config.max_idempotency_ttl_ms,
+        )?;
+        let idempotency = match input.idempotency_key {
+            Some(key) => {
+                validate::text_id("idempotency_key", &key, validate::MAX_IDEMPOTENCY_KEY_LEN)?;
+                let ttl = input
+                    .idempotency_ttl_ms
+                    .unwrap_or(self.config.default_idempotency_ttl_ms);
+                Some((key, now + ttl))
+            }
+            None if input.idempotency_ttl_ms.is_some() => {
+                return Err(EngineError::invalid(
+                    "idempotency_ttl is set but idempotency_key is empty",
+                ));
+            }
+            None => None,
+        };
+        Ok(NewRun {
+            id: uuid::Uuid::now_v7().to_string(),
+            namespace: namespace.to_owned(),
+            job: input.job,
+            queue,
+            payload,
+            retry,
+            lease_timeout_ms: input.lease_timeout_ms,
+            idempotency,
+            now,
+            available_at: schedule.available_at,
+            priority: schedule.priority,
+            concurrency_key: schedule.concurrency_key,
+            parent: None,
+        })
     }
 
     pub(crate) fn retry_policy(&self, input: &RetryPolicyInput) -> EngineResult<RetryPolicy> {
@@ -279,6 +322,7 @@ impl Engine {
         self.metrics
             .runs(namespace, &run.job, &run.queue, |c| c.cancelled += 1);
         self.queue_released(namespace, &run.queue);
+        self.child_finished(&run).await;
         Ok(run)
     }
 

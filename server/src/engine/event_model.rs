@@ -83,7 +83,7 @@ pub struct EventFilter {
 }
 
 /// What a run suspends on, with absolute times computed by the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum WaitSpec {
     /// Sleep until this instant.
     Sleep {
@@ -99,6 +99,62 @@ pub enum WaitSpec {
         /// When the wait times out (milliseconds).
         timeout_at: i64,
     },
+    /// Start child runs (once per run and step id) and wait until all are final.
+    Children {
+        /// The children, validated, with their parent links set.
+        runs: Vec<super::model::NewRun>,
+    },
+    /// `wait_for_any` / `wait_for_all` over several items.
+    Combined {
+        /// Any or all.
+        mode: WaitMode,
+        /// The items, in the order given.
+        items: Vec<ItemSpec>,
+        /// When the whole wait times out, if it has a timeout.
+        timeout_at: Option<i64>,
+    },
+}
+
+/// Whether a combined wait ends at the first resolved item or when every item resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitMode {
+    /// The first item that resolves ends the wait.
+    Any,
+    /// The wait ends when every item resolved.
+    All,
+}
+
+/// One item of a combined wait, with absolute times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemSpec {
+    /// Resolves at this instant.
+    Sleep {
+        /// Wake-up time (milliseconds).
+        until: i64,
+    },
+    /// Resolves with the first matching event of the run's inbox.
+    Event {
+        /// Event name.
+        name: String,
+        /// Correlation key; empty = none.
+        correlation_key: String,
+    },
+}
+
+/// One item of a combined wait as a worker sends it, before validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemInput {
+    /// Resolves this many milliseconds from now.
+    SleepFor(i64),
+    /// Resolves at this instant.
+    SleepUntil(i64),
+    /// Resolves with a matching event.
+    Event {
+        /// Event name.
+        name: String,
+        /// Correlation key; empty = none.
+        correlation_key: String,
+    },
 }
 
 impl WaitSpec {
@@ -107,14 +163,34 @@ impl WaitSpec {
         match self {
             Self::Sleep { .. } => StepKind::Sleep,
             Self::Event { .. } => StepKind::Event,
+            Self::Children { .. } => StepKind::Child,
+            Self::Combined {
+                mode: WaitMode::Any,
+                ..
+            } => StepKind::Any,
+            Self::Combined {
+                mode: WaitMode::All,
+                ..
+            } => StepKind::All,
         }
     }
 
-    /// When the wait ends at the latest.
-    pub fn wake_at(&self) -> i64 {
+    /// When the wait ends at the latest; `None` for a child wait (no timeout).
+    pub fn wake_at(&self) -> Option<i64> {
         match self {
-            Self::Sleep { until } => *until,
-            Self::Event { timeout_at, .. } => *timeout_at,
+            Self::Sleep { until } => Some(*until),
+            Self::Event { timeout_at, .. } => Some(*timeout_at),
+            Self::Children { .. } => None,
+            Self::Combined {
+                items, timeout_at, ..
+            } => items
+                .iter()
+                .filter_map(|i| match i {
+                    ItemSpec::Sleep { until } => Some(*until),
+                    ItemSpec::Event { .. } => None,
+                })
+                .chain(*timeout_at)
+                .min(),
         }
     }
 }
@@ -149,10 +225,13 @@ pub enum SuspendOutcome {
     Satisfied(super::model::StepRecord),
     /// The run is waiting; the lease is released.
     Suspended {
-        /// When the timer resolves the wait at the latest.
-        wake_at: i64,
+        /// When the timer resolves the wait at the latest (`None` for a child wait).
+        wake_at: Option<i64>,
         /// The run's queue, whose concurrency the run no longer uses.
         queue: String,
+        /// For a child wait: the children in the order given, with `created` true for
+        /// those this request started (the others were started by an earlier request).
+        children: Vec<(super::model::RunRecord, bool)>,
     },
 }
 
@@ -170,7 +249,7 @@ pub struct PublishEventInput {
 }
 
 /// What a worker asks to wait for in `SuspendRun`, before validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum WaitInput {
     /// Sleep for this many milliseconds from now.
     SleepFor(i64),
@@ -185,10 +264,76 @@ pub enum WaitInput {
         /// Timeout in milliseconds; required.
         timeout_ms: Option<i64>,
     },
+    /// Start child runs and wait until all of them are final.
+    Children(Vec<super::requests::StartRunInput>),
+    /// `wait_for_any` / `wait_for_all`.
+    Combined {
+        /// Any or all.
+        mode: WaitMode,
+        /// The items.
+        items: Vec<ItemInput>,
+        /// Timeout of the whole wait in milliseconds; `None` = none (then at least one
+        /// item must be a sleep, so the wait cannot hold the run forever).
+        timeout_ms: Option<i64>,
+    },
 }
 
 /// The journal output of an event wait that timed out.
 pub const TIMED_OUT_OUTPUT: &str = r#"{"timedOut":true}"#;
+
+/// The journal output of a child wait: each child's outcome in the order given.
+pub fn children_output(children: &[super::model::RunRecord]) -> String {
+    use super::model::RunStatus;
+    let items: Vec<serde_json::Value> = children
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::json!({
+                "runId": r.id,
+                "job": r.job,
+                "status": r.status.as_str(),
+            });
+            if r.status == RunStatus::Completed {
+                let result = r
+                    .result
+                    .as_deref()
+                    .and_then(|t| serde_json::from_str(t).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                v["result"] = result;
+            } else if let Some(f) = &r.failure {
+                v["failure"] = serde_json::json!({
+                    "message": f.message,
+                    "errorType": f.error_type,
+                    "nonRetryable": f.non_retryable,
+                });
+            }
+            v
+        })
+        .collect();
+    serde_json::json!({ "children": items }).to_string()
+}
+
+/// The journal output of a `wait_for_any` whose item `index` resolved with `output`.
+pub fn any_output(index: usize, output: &str) -> String {
+    format!(r#"{{"timedOut":false,"index":{index},"output":{output}}}"#)
+}
+
+/// The journal output of a `wait_for_all`: every item's output in order (`null` for an
+/// item that had not resolved when the whole wait timed out).
+pub fn all_output(outputs: &[Option<String>], timed_out: bool) -> String {
+    let items: Vec<&str> = outputs
+        .iter()
+        .map(|o| o.as_deref().unwrap_or("null"))
+        .collect();
+    let resolved: Vec<&str> = outputs
+        .iter()
+        .map(|o| if o.is_some() { "true" } else { "false" })
+        .collect();
+    format!(
+        r#"{{"timedOut":{timed_out},"outputs":[{}],"resolved":[{}]}}"#,
+        items.join(","),
+        resolved.join(",")
+    )
+}
 
 /// The journal output of a sleep that ended.
 pub const SLEEP_OUTPUT: &str = "null";

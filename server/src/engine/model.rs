@@ -162,6 +162,10 @@ pub struct RunRecord {
     pub priority: i32,
     /// Concurrency key given at start.
     pub concurrency_key: Option<String>,
+    /// The run whose `step.invoke` started this run (see docs/children.md).
+    pub parent_run_id: Option<String>,
+    /// The parent's wait step id that started this run.
+    pub parent_step_id: Option<String>,
 }
 
 /// One delivery of a run to a worker.
@@ -190,6 +194,12 @@ pub enum StepKind {
     Sleep,
     /// An event wait that ended (matched or timed out).
     Event,
+    /// A wait for child runs that ended (every child reached a final status).
+    Child,
+    /// A `wait_for_any` that ended (one item resolved, or the whole wait timed out).
+    Any,
+    /// A `wait_for_all` that ended (every item resolved, or the whole wait timed out).
+    All,
 }
 
 impl StepKind {
@@ -200,6 +210,9 @@ impl StepKind {
             Self::State => "state",
             Self::Sleep => "sleep",
             Self::Event => "event",
+            Self::Child => "child",
+            Self::Any => "any",
+            Self::All => "all",
         }
     }
 
@@ -210,6 +223,9 @@ impl StepKind {
             "state" => Some(Self::State),
             "sleep" => Some(Self::Sleep),
             "event" => Some(Self::Event),
+            "child" => Some(Self::Child),
+            "any" => Some(Self::Any),
+            "all" => Some(Self::All),
             _ => None,
         }
     }
@@ -254,7 +270,7 @@ pub struct RunDetail {
 }
 
 /// Everything needed to insert a run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewRun {
     /// Pre-generated id.
     pub id: String,
@@ -280,6 +296,20 @@ pub struct NewRun {
     pub priority: i32,
     /// Concurrency key.
     pub concurrency_key: Option<String>,
+    /// For a child run: the parent wait that started it.
+    pub parent: Option<ParentLink>,
+}
+
+/// Where a child run hangs in its parent: the parent run, the wait's step id and the
+/// child's position in that wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentLink {
+    /// The parent run.
+    pub run_id: String,
+    /// The parent's wait step id.
+    pub step_id: String,
+    /// Position among the wait's children, from 0.
+    pub index: i32,
 }
 
 /// What `start_run` did.

@@ -17,7 +17,7 @@ pub struct RetryPolicyInput {
 }
 
 /// `StartRun` input.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StartRunInput {
     /// Job name.
     pub job: String,

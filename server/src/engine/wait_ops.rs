@@ -8,11 +8,16 @@
 
 use super::client_ops::validate_run_id;
 use super::error::{EngineError, EngineResult};
-use super::event_model::{ResumedRun, SuspendOutcome, WaitInput, WaitSpec};
+use super::event_model::{
+    ItemInput, ItemSpec, ResumedRun, SuspendOutcome, WaitInput, WaitMode, WaitSpec,
+};
 use super::event_ops::correlation_key;
-use super::model::LeaseRef;
+use super::model::{LeaseRef, ParentLink, RunRecord, RunStatus};
+use super::requests::StartRunInput;
 use super::{Engine, now_ms, validate};
 
+/// Most child runs one child wait may start.
+pub const MAX_CHILDREN: usize = 1_000;
 /// Longest sleep or event-wait timeout: 365 days.
 pub const MAX_WAIT_MS: i64 = 365 * 24 * 3_600_000;
 /// Waits resolved per store round trip by the timer.
@@ -36,7 +41,13 @@ impl Engine {
         }
         validate::text_id("step_id", step_id, validate::MAX_STEP_ID_LEN + 12)?;
         let now = now_ms();
-        let spec = wait_spec(wait, now)?;
+        let spec = match wait {
+            WaitInput::Children(children) => {
+                self.children_spec(namespace, run_id, step_id, children, now)
+                    .await?
+            }
+            other => wait_spec(other, now)?,
+        };
         let lease = LeaseRef {
             namespace: namespace.to_owned(),
             run_id: run_id.to_owned(),
@@ -47,12 +58,78 @@ impl Engine {
             .suspend_run(lease, step_id.to_owned(), spec, now)
             .await?;
         self.run_changed(run_id);
-        if let SuspendOutcome::Suspended { wake_at, queue } = &out {
-            self.timer.schedule(*wake_at);
+        if let SuspendOutcome::Suspended {
+            wake_at,
+            queue,
+            children,
+        } = &out
+        {
+            if let Some(at) = wake_at {
+                self.timer.schedule(*at);
+            }
             // The run holds no lease any more: a limited queue has room again.
             self.queue_released(namespace, queue);
+            for (child, created) in children {
+                if *created {
+                    self.run_started(child);
+                }
+            }
         }
         Ok(out)
+    }
+
+    /// Validates the children of a child wait and builds the runs to start: each defaults
+    /// to the parent's queue and is linked to `(run_id, step_id, index)`.
+    async fn children_spec(
+        &self,
+        namespace: &str,
+        run_id: &str,
+        step_id: &str,
+        children: Vec<StartRunInput>,
+        now: i64,
+    ) -> EngineResult<WaitSpec> {
+        if children.is_empty() || children.len() > MAX_CHILDREN {
+            return Err(EngineError::invalid(format!(
+                "child.children must hold 1 to {MAX_CHILDREN} child runs (got {}); split a \
+                 larger fan-out into several waits",
+                children.len()
+            )));
+        }
+        let parent = self
+            .store
+            .get_run(namespace, run_id)
+            .await?
+            .ok_or_else(|| EngineError::run_not_found(run_id))?;
+        let mut runs = Vec::with_capacity(children.len());
+        for (i, input) in children.into_iter().enumerate() {
+            let field = format!("child.children[{i}].");
+            let mut new = self
+                .prepare_run(namespace, input, &parent.queue, &field, now)
+                .await?;
+            new.parent = Some(ParentLink {
+                run_id: run_id.to_owned(),
+                step_id: step_id.to_owned(),
+                index: i as i32,
+            });
+            runs.push(new);
+        }
+        Ok(WaitSpec::Children { runs })
+    }
+
+    /// Wakes a poller for the parent of `run` when `run` (now final) resolved the parent's
+    /// child wait. The store queued the parent in `run`'s final transaction (and notified
+    /// other replicas on PostgreSQL); this is the local wakeup.
+    pub(super) async fn child_finished(&self, run: &RunRecord) {
+        let Some(parent_id) = &run.parent_run_id else {
+            return;
+        };
+        if let Ok(Some(parent)) = self.store.get_run(&run.namespace, parent_id).await
+            && parent.status == RunStatus::Queued
+        {
+            self.run_changed(&parent.id);
+            self.dispatcher
+                .signal(&parent.namespace, &parent.queue, &parent.job);
+        }
     }
 
     /// Resolves every wait that fell due at or before `now` (in batches) and wakes pollers
@@ -89,6 +166,16 @@ impl Engine {
 /// Validates a wait and turns its relative times into absolute ones.
 fn wait_spec(wait: WaitInput, now: i64) -> EngineResult<WaitSpec> {
     Ok(match wait {
+        WaitInput::Children(_) => {
+            return Err(EngineError::invalid(
+                "child waits are built by children_spec",
+            ));
+        }
+        WaitInput::Combined {
+            mode,
+            items,
+            timeout_ms,
+        } => combined_spec(mode, items, timeout_ms, now)?,
         WaitInput::SleepFor(ms) => {
             validate::duration_ms("sleep.duration", Some(ms), 0, MAX_WAIT_MS)?;
             WaitSpec::Sleep { until: now + ms }
@@ -122,6 +209,87 @@ fn wait_spec(wait: WaitInput, now: i64) -> EngineResult<WaitSpec> {
                 timeout_at: now + timeout,
             }
         }
+    })
+}
+
+/// Most items of one `wait_for_any` / `wait_for_all`.
+pub const MAX_WAIT_ITEMS: usize = 100;
+
+/// Validates a `wait_for_any` / `wait_for_all`.
+fn combined_spec(
+    mode: WaitMode,
+    items: Vec<ItemInput>,
+    timeout_ms: Option<i64>,
+    now: i64,
+) -> EngineResult<WaitSpec> {
+    let field = match mode {
+        WaitMode::Any => "any",
+        WaitMode::All => "all",
+    };
+    if items.is_empty() || items.len() > MAX_WAIT_ITEMS {
+        return Err(EngineError::invalid(format!(
+            "{field}.items must hold 1 to {MAX_WAIT_ITEMS} items (got {})",
+            items.len()
+        )));
+    }
+    let mut specs = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let f = |name: &str| format!("{field}.items[{i}].{name}");
+        specs.push(match item {
+            ItemInput::SleepFor(ms) => {
+                validate::duration_ms(&f("sleep.duration"), Some(ms), 0, MAX_WAIT_MS)?;
+                ItemSpec::Sleep { until: now + ms }
+            }
+            ItemInput::SleepUntil(until) => {
+                if until > now + MAX_WAIT_MS {
+                    return Err(EngineError::invalid(format!(
+                        "{} is more than {} ahead",
+                        f("sleep.until"),
+                        validate::fmt_ms(MAX_WAIT_MS)
+                    )));
+                }
+                ItemSpec::Sleep { until }
+            }
+            ItemInput::Event {
+                name,
+                correlation_key: key,
+            } => {
+                validate::name(&f("event.event_name"), &name)?;
+                correlation_key(&f("event.correlation_key"), &key)?;
+                ItemSpec::Event {
+                    name,
+                    correlation_key: key,
+                }
+            }
+        });
+    }
+    let timeout_at = match timeout_ms {
+        Some(t) => {
+            validate::duration_ms(&format!("{field}.timeout"), Some(t), 0, MAX_WAIT_MS)?;
+            Some(now + t)
+        }
+        None => None,
+    };
+    // Without a timeout the wait must end by itself: an ANY with a sleep item, or an ALL
+    // of sleeps only.
+    let sleeps = specs
+        .iter()
+        .filter(|s| matches!(s, ItemSpec::Sleep { .. }))
+        .count();
+    let bounded = match mode {
+        WaitMode::Any => sleeps > 0,
+        WaitMode::All => sleeps == specs.len(),
+    };
+    if timeout_at.is_none() && !bounded {
+        return Err(EngineError::invalid(format!(
+            "{field}.timeout is required (0 to 365 days) unless a sleep item bounds the \
+             wait: an event that never comes would hold the run forever"
+        )));
+    }
+    Ok(WaitSpec::Combined {
+        mode,
+        items: specs,
+        timeout_at,
     })
 }
 

@@ -247,6 +247,7 @@ impl Engine {
         self.metrics
             .runs(namespace, &run.job, &run.queue, |c| c.completed += 1);
         self.queue_released(namespace, &run.queue);
+        self.child_finished(&run).await;
         Ok(())
     }
 
@@ -269,6 +270,7 @@ impl Engine {
                 let r = &out.run;
                 self.metrics
                     .runs(namespace, &r.job, &r.queue, |c| c.failed += 1);
+                self.child_finished(r).await;
             }
         }
         self.run_changed(run_id);

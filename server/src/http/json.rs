@@ -66,6 +66,8 @@ pub fn run(r: &RunRecord) -> Value {
         "priority": r.priority,
         "concurrency_key": r.concurrency_key,
         "idempotency_key": r.idempotency_key,
+        "parent_run_id": r.parent_run_id,
+        "parent_step_id": r.parent_step_id,
         "worker_id": r.worker_id,
         "created_at": time(r.created_at),
         "updated_at": time(r.updated_at),

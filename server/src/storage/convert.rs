@@ -52,6 +52,8 @@ pub fn run_from_model(m: runs::Model) -> Result<RunRecord, StorageError> {
         finished_at: m.finished_at,
         priority: m.priority,
         concurrency_key: m.concurrency_key,
+        parent_run_id: m.parent_run_id,
+        parent_step_id: m.parent_step_id,
     })
 }
 

@@ -20,7 +20,7 @@ use crate::engine::event_model::{
 use crate::engine::{EngineError, EngineResult};
 
 use super::entities::{event_consumptions, events};
-use super::{queue_ops, run_ops, wait_ops};
+use super::{combined_ops, queue_ops, run_ops, wait_ops};
 use crate::engine::model::StartOutcome;
 
 /// Decodes an `events` row.
@@ -189,7 +189,8 @@ pub async fn publish<C: ConnectionTrait>(c: &C, new: NewEvent) -> EngineResult<P
         });
     }
     let output = event_output(&event);
-    let resumed = wait_ops::resolve_event_waits(c, &event, &output, new.now).await?;
+    let mut resumed = wait_ops::resolve_event_waits(c, &event, &output, new.now).await?;
+    resumed.extend(combined_ops::resolve_event_items(c, &event, new.now).await?);
     // Event triggers: one run per subscribed job, in this transaction.
     let mut started = Vec::with_capacity(new.triggered.len());
     for run in new.triggered {

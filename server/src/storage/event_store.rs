@@ -106,7 +106,23 @@ impl EventStore for SqlStore {
             self.write_released(
                 move |c| Box::pin(wait_ops::suspend(c, lease, step_id, wait, now)),
                 |out: &SuspendOutcome| match out {
-                    SuspendOutcome::Suspended { wake_at, .. } => vec![Wakeup::TimerAt(*wake_at)],
+                    SuspendOutcome::Suspended {
+                        wake_at, children, ..
+                    } => {
+                        let created: Vec<ResumedRun> = children
+                            .iter()
+                            .filter(|(_, created)| *created)
+                            .map(|(r, _)| ResumedRun {
+                                run_id: r.id.clone(),
+                                namespace: r.namespace.clone(),
+                                queue: r.queue.clone(),
+                                job: r.job.clone(),
+                            })
+                            .collect();
+                        let mut w = ready(&created);
+                        w.extend(wake_at.map(Wakeup::TimerAt));
+                        w
+                    }
                     SuspendOutcome::Satisfied(_) => Vec::new(),
                 },
                 move |out: &SuspendOutcome| match out {

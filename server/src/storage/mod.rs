@@ -2,7 +2,9 @@
 //! store traits on SQLite (embedded, the default) and PostgreSQL (for several replicas on
 //! one database). Writes go through the group-commit [`writer`]; reads use the pool.
 
+mod child_ops;
 mod claim_ops;
+mod combined_ops;
 pub mod convert;
 pub mod entities;
 pub mod error;

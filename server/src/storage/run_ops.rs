@@ -19,9 +19,9 @@ use sea_orm::TryIntoModel;
 
 use super::convert::{failure_to_text, run_from_model, step_from_model};
 use super::entities::{attempts, idempotency_keys, runs, steps};
-use super::state_ops;
 use super::timeline_ops::{self, Entry};
 use super::wait_ops;
+use super::{child_ops, state_ops};
 use crate::engine::obs_model::TimelineKind;
 
 /// Reads a run of a namespace, locking its row on PostgreSQL.
@@ -78,6 +78,9 @@ fn insert_model(new: &NewRun) -> runs::ActiveModel {
         finished_at: Set(None),
         priority: Set(new.priority),
         concurrency_key: Set(new.concurrency_key.clone()),
+        parent_run_id: Set(new.parent.as_ref().map(|p| p.run_id.clone())),
+        parent_step_id: Set(new.parent.as_ref().map(|p| p.step_id.clone())),
+        parent_index: Set(new.parent.as_ref().map(|p| p.index)),
     }
 }
 
@@ -428,6 +431,7 @@ pub async fn complete_run<C: ConnectionTrait>(
     run.status = RunStatus::Completed;
     run.result = Some(result);
     run.finished_at = Some(now);
+    child_ops::on_final(c, &run, now).await?;
     Ok(run)
 }
 
@@ -493,6 +497,7 @@ async fn apply_failure<C: ConnectionTrait>(
             run.status = RunStatus::Failed;
             run.finished_at = Some(now);
             run.failure = Some(failure);
+            child_ops::on_final(c, &run, now).await?;
             None
         }
     };

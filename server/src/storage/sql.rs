@@ -27,7 +27,7 @@ use super::convert::{attempt_from_model, run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps};
 use super::error::StorageError;
 use super::writer::Writer;
-use super::{claim_ops, key_ops, notify, queue_ops, run_ops, wait_ops};
+use super::{child_ops, claim_ops, key_ops, notify, queue_ops, run_ops, wait_ops};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -385,7 +385,13 @@ impl RunStore for SqlStore {
     ) -> EngineResult<RunRecord> {
         let (ns, id) = (namespace.to_owned(), run_id.to_owned());
         self.write_released(
-            move |c| Box::pin(async move { run_ops::cancel_run(c, &ns, &id, reason, now).await }),
+            move |c| {
+                Box::pin(async move {
+                    let (run, _descendants) =
+                        child_ops::cancel_tree(c, &ns, &id, reason, now).await?;
+                    Ok(run)
+                })
+            },
             |_: &RunRecord| vec![],
             |r: &RunRecord| vec![(r.namespace.clone(), r.queue.clone())],
         )

@@ -64,6 +64,12 @@ impl Entry {
         self
     }
 
+    /// Sets the scheduled instant when there is one.
+    pub fn scheduled_opt(mut self, at: Option<i64>) -> Self {
+        self.scheduled_at = at;
+        self
+    }
+
     /// Sets the JSON detail (no payloads, results or outputs).
     pub fn detail(mut self, detail: serde_json::Value) -> Self {
         self.detail = Some(detail);

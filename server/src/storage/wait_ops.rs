@@ -18,7 +18,7 @@ use sea_orm::{
 
 use crate::engine::event_model::{
     EventRecord, ResumedRun, SLEEP_OUTPUT, SuspendOutcome, TIMED_OUT_OUTPUT, WaitRecord, WaitSpec,
-    event_output,
+    children_output, event_output,
 };
 use crate::engine::lease::{self, Access};
 use crate::engine::model::{LeaseRef, RunRecord, RunStatus, StepKind, StepRecord};
@@ -27,9 +27,9 @@ use crate::engine::{EngineError, EngineResult};
 use super::convert::{run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps, waits};
 use super::error::StorageError;
-use super::event_ops;
 use super::run_ops::load_run;
 use super::timeline_ops::{self, Entry as Tl};
+use super::{child_ops, combined_ops, event_ops};
 use crate::engine::obs_model::TimelineKind;
 
 /// Rows handled per statement when resolving many waits at once.
@@ -145,6 +145,7 @@ async fn satisfied<C: ConnectionTrait>(
     insert_entries(c, std::slice::from_ref(&entry), now).await?;
     let tl = match kind {
         StepKind::Sleep => TimelineKind::TimerFired,
+        StepKind::Child => TimelineKind::StepCompleted,
         _ if entry.output == TIMED_OUT_OUTPUT => TimelineKind::WaitTimedOut,
         _ => TimelineKind::EventMatched,
     };
@@ -184,6 +185,9 @@ pub async fn suspend<C: ConnectionTrait>(
         // Before the run row: publishes take this lock first too (one lock order).
         event_ops::lock_match_key(c, &lease.namespace, name, correlation_key).await?;
     }
+    if let WaitSpec::Combined { items, .. } = &spec {
+        combined_ops::lock_keys(c, &lease.namespace, items).await?;
+    }
     let run = load_leased(c, &lease, now).await?;
     // A resent request for a wait that already resolved gets the recorded result.
     if let Some(row) = steps::Entity::find_by_id((run.id.clone(), step_id.clone()))
@@ -202,7 +206,31 @@ pub async fn suspend<C: ConnectionTrait>(
         }
         return Ok(SuspendOutcome::Satisfied(recorded));
     }
+    let mut children = Vec::new();
+    let mut wake_at = spec.wake_at();
     let (event_name, correlation_key) = match &spec {
+        WaitSpec::Combined {
+            mode,
+            items,
+            timeout_at,
+        } => {
+            match combined_ops::start(c, &run, &step_id, *mode, items, *timeout_at, now).await? {
+                combined_ops::Started::Resolved(output) => {
+                    return satisfied(c, &run, step_id, spec.kind(), output, now).await;
+                }
+                combined_ops::Started::Pending(at) => wake_at = at,
+            }
+            (None, None)
+        }
+        WaitSpec::Children { runs } => {
+            children = child_ops::start_or_find(c, &run, &step_id, runs.clone(), now).await?;
+            let all: Vec<RunRecord> = children.iter().map(|(r, _)| r.clone()).collect();
+            if all.iter().all(|r| r.status.is_final()) {
+                let output = children_output(&all);
+                return satisfied(c, &run, step_id, StepKind::Child, output, now).await;
+            }
+            (None, None)
+        }
         WaitSpec::Sleep { until } => {
             if *until <= now {
                 return satisfied(c, &run, step_id, StepKind::Sleep, SLEEP_OUTPUT.into(), now)
@@ -241,16 +269,16 @@ pub async fn suspend<C: ConnectionTrait>(
             (Some(name.clone()), Some(correlation_key.clone()))
         }
     };
-    let wake_at = spec.wake_at();
     timeline_ops::add(
         c,
         Tl::new(&run.id, TimelineKind::Waiting, now)
             .attempt(run.attempt)
             .step(&step_id)
-            .scheduled(wake_at)
+            .scheduled_opt(wake_at)
             .detail(serde_json::json!({
                 "wait": spec.kind().as_str(),
                 "event_name": event_name,
+                "children": children.len(),
             })),
     )
     .await?;
@@ -261,7 +289,7 @@ pub async fn suspend<C: ConnectionTrait>(
         kind: Set(spec.kind().as_str().to_owned()),
         event_name: Set(event_name),
         correlation_key: Set(correlation_key),
-        wake_at: Set(Some(wake_at)),
+        wake_at: Set(wake_at),
         run_created_at: Set(run.created_at),
         created_at: Set(now),
     })
@@ -288,12 +316,13 @@ pub async fn suspend<C: ConnectionTrait>(
     Ok(SuspendOutcome::Suspended {
         wake_at,
         queue: run.queue.clone(),
+        children,
     })
 }
 
 /// Locks the runs among `ids` that are still waiting (in id order) and returns them with
 /// their current wait rows.
-async fn lock_waiting<C: ConnectionTrait>(
+pub(super) async fn lock_waiting<C: ConnectionTrait>(
     c: &C,
     ids: &[String],
 ) -> EngineResult<Vec<(RunRecord, waits::Model)>> {
@@ -326,7 +355,7 @@ async fn lock_waiting<C: ConnectionTrait>(
 
 /// Ends the given waits: journals each result, records consumed events, deletes the waits
 /// and queues the runs (deliverable at once). `items` are locked, waiting runs.
-async fn resume<C: ConnectionTrait>(
+pub(super) async fn resume<C: ConnectionTrait>(
     c: &C,
     items: Vec<(RunRecord, waits::Model, String, Option<i64>)>,
     now: i64,
@@ -354,6 +383,14 @@ async fn resume<C: ConnectionTrait>(
             queue: run.queue,
             job: run.job,
         });
+    }
+    let combined: Vec<&str> = entries
+        .iter()
+        .filter(|e| matches!(e.kind, StepKind::Any | StepKind::All))
+        .map(|e| e.run_id.as_str())
+        .collect();
+    for chunk in combined.chunks(CHUNK) {
+        combined_ops::delete_items(c, chunk).await?;
     }
     for chunk in entries.chunks(CHUNK) {
         insert_entries(c, chunk, now).await?;
@@ -459,6 +496,14 @@ pub async fn resolve_due<C: ConnectionTrait>(
     let mut items = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
         for (run, wait) in lock_waiting(c, chunk).await? {
+            if combined_ops::mode_of(&wait.kind).is_some() {
+                if wait.wake_at.is_some_and(|at| at <= now)
+                    && let Some(output) = combined_ops::on_timer(c, &wait, now).await?
+                {
+                    items.push((run, wait, output, None));
+                }
+                continue;
+            }
             if wait.wake_at.is_some_and(|at| at <= now) {
                 let output = if wait.kind == StepKind::Sleep.as_str() {
                     SLEEP_OUTPUT
@@ -472,7 +517,7 @@ pub async fn resolve_due<C: ConnectionTrait>(
     let timeline = items
         .iter()
         .map(|(run, wait, output, _)| {
-            let kind = if output == SLEEP_OUTPUT {
+            let kind = if output == SLEEP_OUTPUT || output.starts_with(r#"{"timedOut":false"#) {
                 TimelineKind::TimerFired
             } else {
                 TimelineKind::WaitTimedOut
@@ -529,5 +574,6 @@ pub async fn delete_for_run<C: ConnectionTrait>(c: &C, run_id: &str) -> EngineRe
     waits::Entity::delete_by_id(run_id.to_owned())
         .exec(c)
         .await?;
+    combined_ops::delete_items(c, &[run_id]).await?;
     Ok(())
 }

@@ -109,6 +109,19 @@ const (
 	// A `state.*` call made from inside a run (StateService with a `RunContext`): the entry
 	// holds the call's recorded result, returned again when the call is replayed.
 	JournalEntryKind_JOURNAL_ENTRY_KIND_STATE JournalEntryKind = 4
+	// A wait for child runs (`step.invoke` / `step.invokeAll`) that has ended: every child
+	// reached a final status. The output is JSON: `{"children":[{"runId":..,"job":..,
+	// "status":"completed","result":..} | {"runId":..,"job":..,"status":"failed"|"cancelled",
+	// "failure":{"message":..,"errorType":..}}, ...]}` in the order the children were given.
+	JournalEntryKind_JOURNAL_ENTRY_KIND_CHILD JournalEntryKind = 5
+	// A `step.waitForAny` that has ended. The output is JSON: `{"timedOut":false,"index":<i>,
+	// "output":<the item's output>}` (an event item's output is the EVENT output, a sleep
+	// item's is `null`), or `{"timedOut":true}`.
+	JournalEntryKind_JOURNAL_ENTRY_KIND_ANY JournalEntryKind = 6
+	// A `step.waitForAll` that has ended. The output is JSON: `{"timedOut":<bool>,
+	// "outputs":[<item output or null>, ...],"resolved":[<bool>, ...]}`; when the whole wait
+	// timed out, `resolved` tells which items had resolved.
+	JournalEntryKind_JOURNAL_ENTRY_KIND_ALL JournalEntryKind = 7
 )
 
 // Enum value maps for JournalEntryKind.
@@ -119,6 +132,9 @@ var (
 		2: "JOURNAL_ENTRY_KIND_SLEEP",
 		3: "JOURNAL_ENTRY_KIND_EVENT",
 		4: "JOURNAL_ENTRY_KIND_STATE",
+		5: "JOURNAL_ENTRY_KIND_CHILD",
+		6: "JOURNAL_ENTRY_KIND_ANY",
+		7: "JOURNAL_ENTRY_KIND_ALL",
 	}
 	JournalEntryKind_value = map[string]int32{
 		"JOURNAL_ENTRY_KIND_UNSPECIFIED": 0,
@@ -126,6 +142,9 @@ var (
 		"JOURNAL_ENTRY_KIND_SLEEP":       2,
 		"JOURNAL_ENTRY_KIND_EVENT":       3,
 		"JOURNAL_ENTRY_KIND_STATE":       4,
+		"JOURNAL_ENTRY_KIND_CHILD":       5,
+		"JOURNAL_ENTRY_KIND_ANY":         6,
+		"JOURNAL_ENTRY_KIND_ALL":         7,
 	}
 )
 
@@ -469,13 +488,16 @@ const file_stackshift_v1_common_proto_rawDesc = "" +
 	"\x12RUN_STATUS_WAITING\x10\x03\x12\x18\n" +
 	"\x14RUN_STATUS_COMPLETED\x10\x04\x12\x15\n" +
 	"\x11RUN_STATUS_FAILED\x10\x05\x12\x18\n" +
-	"\x14RUN_STATUS_CANCELLED\x10\x06*\xad\x01\n" +
+	"\x14RUN_STATUS_CANCELLED\x10\x06*\x83\x02\n" +
 	"\x10JournalEntryKind\x12\"\n" +
 	"\x1eJOURNAL_ENTRY_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17JOURNAL_ENTRY_KIND_STEP\x10\x01\x12\x1c\n" +
 	"\x18JOURNAL_ENTRY_KIND_SLEEP\x10\x02\x12\x1c\n" +
 	"\x18JOURNAL_ENTRY_KIND_EVENT\x10\x03\x12\x1c\n" +
-	"\x18JOURNAL_ENTRY_KIND_STATE\x10\x04BHZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1b\x06proto3"
+	"\x18JOURNAL_ENTRY_KIND_STATE\x10\x04\x12\x1c\n" +
+	"\x18JOURNAL_ENTRY_KIND_CHILD\x10\x05\x12\x1a\n" +
+	"\x16JOURNAL_ENTRY_KIND_ANY\x10\x06\x12\x1a\n" +
+	"\x16JOURNAL_ENTRY_KIND_ALL\x10\aBHZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1b\x06proto3"
 
 var (
 	file_stackshift_v1_common_proto_rawDescOnce sync.Once

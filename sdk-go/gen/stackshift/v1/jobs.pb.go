@@ -787,7 +787,12 @@ type Run struct {
 	Timeline []*TimelineEntry `protobuf:"bytes,30,rep,name=timeline,proto3" json:"timeline,omitempty"`
 	// The lines the handler logged (capped per run; see `LogEntry.truncated`), oldest first.
 	// Filled by `GetRun` and `WatchRun` only.
-	Logs          []*LogEntry `protobuf:"bytes,31,rep,name=logs,proto3" json:"logs,omitempty"`
+	Logs []*LogEntry `protobuf:"bytes,31,rep,name=logs,proto3" json:"logs,omitempty"`
+	// For a child run: the run whose `step.invoke` started it (see docs/children.md); empty
+	// for a run started by a client.
+	ParentRunId string `protobuf:"bytes,32,opt,name=parent_run_id,json=parentRunId,proto3" json:"parent_run_id,omitempty"`
+	// For a child run: the parent's wait step id that started it.
+	ParentStepId  string `protobuf:"bytes,33,opt,name=parent_step_id,json=parentStepId,proto3" json:"parent_step_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -981,6 +986,20 @@ func (x *Run) GetLogs() []*LogEntry {
 		return x.Logs
 	}
 	return nil
+}
+
+func (x *Run) GetParentRunId() string {
+	if x != nil {
+		return x.ParentRunId
+	}
+	return ""
+}
+
+func (x *Run) GetParentStepId() string {
+	if x != nil {
+		return x.ParentStepId
+	}
+	return ""
 }
 
 // Attempt is one delivery of a run to a worker.
@@ -1342,7 +1361,7 @@ const file_stackshift_v1_jobs_proto_rawDesc = "" +
 	"\x0fRetryRunRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\"8\n" +
 	"\x10RetryRunResponse\x12$\n" +
-	"\x03run\x18\x01 \x01(\v2\x12.stackshift.v1.RunR\x03run\"\xe6\a\n" +
+	"\x03run\x18\x01 \x01(\v2\x12.stackshift.v1.RunR\x03run\"\xb0\b\n" +
 	"\x03Run\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03job\x18\x02 \x01(\tR\x03job\x12\x14\n" +
@@ -1370,7 +1389,9 @@ const file_stackshift_v1_jobs_proto_rawDesc = "" +
 	"\x0fconcurrency_key\x18\x14 \x01(\tR\x0econcurrencyKey\x12*\n" +
 	"\x04wait\x18\x19 \x01(\v2\x16.stackshift.v1.RunWaitR\x04wait\x128\n" +
 	"\btimeline\x18\x1e \x03(\v2\x1c.stackshift.v1.TimelineEntryR\btimeline\x12+\n" +
-	"\x04logs\x18\x1f \x03(\v2\x17.stackshift.v1.LogEntryR\x04logs\"\xe2\x01\n" +
+	"\x04logs\x18\x1f \x03(\v2\x17.stackshift.v1.LogEntryR\x04logs\x12\"\n" +
+	"\rparent_run_id\x18  \x01(\tR\vparentRunId\x12$\n" +
+	"\x0eparent_step_id\x18! \x01(\tR\fparentStepId\"\xe2\x01\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x129\n" +

@@ -921,6 +921,9 @@ type SuspendRunRequest struct {
 	//
 	//	*SuspendRunRequest_Sleep
 	//	*SuspendRunRequest_Event
+	//	*SuspendRunRequest_Child
+	//	*SuspendRunRequest_Any
+	//	*SuspendRunRequest_All
 	Wait          isSuspendRunRequest_Wait `protobuf_oneof:"wait"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1002,6 +1005,33 @@ func (x *SuspendRunRequest) GetEvent() *EventWait {
 	return nil
 }
 
+func (x *SuspendRunRequest) GetChild() *ChildWait {
+	if x != nil {
+		if x, ok := x.Wait.(*SuspendRunRequest_Child); ok {
+			return x.Child
+		}
+	}
+	return nil
+}
+
+func (x *SuspendRunRequest) GetAny() *CombinedWait {
+	if x != nil {
+		if x, ok := x.Wait.(*SuspendRunRequest_Any); ok {
+			return x.Any
+		}
+	}
+	return nil
+}
+
+func (x *SuspendRunRequest) GetAll() *CombinedWait {
+	if x != nil {
+		if x, ok := x.Wait.(*SuspendRunRequest_All); ok {
+			return x.All
+		}
+	}
+	return nil
+}
+
 type isSuspendRunRequest_Wait interface {
 	isSuspendRunRequest_Wait()
 }
@@ -1016,9 +1046,231 @@ type SuspendRunRequest_Event struct {
 	Event *EventWait `protobuf:"bytes,5,opt,name=event,proto3,oneof"`
 }
 
+type SuspendRunRequest_Child struct {
+	// Starts child runs (in the same transaction) and waits until all of them are final.
+	Child *ChildWait `protobuf:"bytes,6,opt,name=child,proto3,oneof"`
+}
+
+type SuspendRunRequest_Any struct {
+	// Waits until the first of several items resolves (`step.waitForAny`).
+	Any *CombinedWait `protobuf:"bytes,7,opt,name=any,proto3,oneof"`
+}
+
+type SuspendRunRequest_All struct {
+	// Waits until every one of several items resolved (`step.waitForAll`).
+	All *CombinedWait `protobuf:"bytes,8,opt,name=all,proto3,oneof"`
+}
+
 func (*SuspendRunRequest_Sleep) isSuspendRunRequest_Wait() {}
 
 func (*SuspendRunRequest_Event) isSuspendRunRequest_Wait() {}
+
+func (*SuspendRunRequest_Child) isSuspendRunRequest_Wait() {}
+
+func (*SuspendRunRequest_Any) isSuspendRunRequest_Wait() {}
+
+func (*SuspendRunRequest_All) isSuspendRunRequest_Wait() {}
+
+// CombinedWait is a `waitForAny` / `waitForAll` over events and sleeps (see
+// docs/events.md). Event items follow the inbox rules of single event waits; one event is
+// consumed by at most one item of the wait.
+type CombinedWait struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The items, 1 to 100, in order; the journal entry refers to them by index.
+	Items []*WaitItem `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	// How long the whole wait may take (0 to 365 days). Required unless a sleep item bounds
+	// the wait (ANY with a sleep item, or ALL of sleeps only).
+	Timeout       *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CombinedWait) Reset() {
+	*x = CombinedWait{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CombinedWait) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CombinedWait) ProtoMessage() {}
+
+func (x *CombinedWait) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CombinedWait.ProtoReflect.Descriptor instead.
+func (*CombinedWait) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CombinedWait) GetItems() []*WaitItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *CombinedWait) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// WaitItem is one item of a combined wait. Set exactly one field.
+type WaitItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The item.
+	//
+	// Types that are valid to be assigned to Item:
+	//
+	//	*WaitItem_Sleep
+	//	*WaitItem_Event
+	Item          isWaitItem_Item `protobuf_oneof:"item"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitItem) Reset() {
+	*x = WaitItem{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitItem) ProtoMessage() {}
+
+func (x *WaitItem) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitItem.ProtoReflect.Descriptor instead.
+func (*WaitItem) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *WaitItem) GetItem() isWaitItem_Item {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+func (x *WaitItem) GetSleep() *SleepWait {
+	if x != nil {
+		if x, ok := x.Item.(*WaitItem_Sleep); ok {
+			return x.Sleep
+		}
+	}
+	return nil
+}
+
+func (x *WaitItem) GetEvent() *EventMatch {
+	if x != nil {
+		if x, ok := x.Item.(*WaitItem_Event); ok {
+			return x.Event
+		}
+	}
+	return nil
+}
+
+type isWaitItem_Item interface {
+	isWaitItem_Item()
+}
+
+type WaitItem_Sleep struct {
+	// Resolves when the sleep ends.
+	Sleep *SleepWait `protobuf:"bytes,1,opt,name=sleep,proto3,oneof"`
+}
+
+type WaitItem_Event struct {
+	// Resolves with the first matching event of the run's inbox.
+	Event *EventMatch `protobuf:"bytes,2,opt,name=event,proto3,oneof"`
+}
+
+func (*WaitItem_Sleep) isWaitItem_Item() {}
+
+func (*WaitItem_Event) isWaitItem_Item() {}
+
+// EventMatch names the events an item waits for.
+type EventMatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event name (same rules as event names).
+	EventName string `protobuf:"bytes,1,opt,name=event_name,json=eventName,proto3" json:"event_name,omitempty"`
+	// The correlation key to match exactly (at most 512 characters). Empty = only events
+	// published without a key.
+	CorrelationKey string `protobuf:"bytes,2,opt,name=correlation_key,json=correlationKey,proto3" json:"correlation_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EventMatch) Reset() {
+	*x = EventMatch{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventMatch) ProtoMessage() {}
+
+func (x *EventMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventMatch.ProtoReflect.Descriptor instead.
+func (*EventMatch) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *EventMatch) GetEventName() string {
+	if x != nil {
+		return x.EventName
+	}
+	return ""
+}
+
+func (x *EventMatch) GetCorrelationKey() string {
+	if x != nil {
+		return x.CorrelationKey
+	}
+	return ""
+}
 
 // SleepWait suspends the run until a point in time. Set exactly one field.
 type SleepWait struct {
@@ -1034,7 +1286,7 @@ type SleepWait struct {
 
 func (x *SleepWait) Reset() {
 	*x = SleepWait{}
-	mi := &file_stackshift_v1_worker_proto_msgTypes[13]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1298,7 @@ func (x *SleepWait) String() string {
 func (*SleepWait) ProtoMessage() {}
 
 func (x *SleepWait) ProtoReflect() protoreflect.Message {
-	mi := &file_stackshift_v1_worker_proto_msgTypes[13]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1311,7 @@ func (x *SleepWait) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SleepWait.ProtoReflect.Descriptor instead.
 func (*SleepWait) Descriptor() ([]byte, []int) {
-	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{13}
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SleepWait) GetDuration() *durationpb.Duration {
@@ -1093,7 +1345,7 @@ type EventWait struct {
 
 func (x *EventWait) Reset() {
 	*x = EventWait{}
-	mi := &file_stackshift_v1_worker_proto_msgTypes[14]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1357,7 @@ func (x *EventWait) String() string {
 func (*EventWait) ProtoMessage() {}
 
 func (x *EventWait) ProtoReflect() protoreflect.Message {
-	mi := &file_stackshift_v1_worker_proto_msgTypes[14]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1370,7 @@ func (x *EventWait) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventWait.ProtoReflect.Descriptor instead.
 func (*EventWait) Descriptor() ([]byte, []int) {
-	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{14}
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EventWait) GetEventName() string {
@@ -1142,22 +1394,177 @@ func (x *EventWait) GetTimeout() *durationpb.Duration {
 	return nil
 }
 
+// ChildWait starts child runs and suspends the parent until every child reached a final
+// status (completed, failed or cancelled); see docs/children.md. The children are started
+// once per (run, step_id): a resent or replayed request finds the children it started
+// before instead of starting new ones.
+type ChildWait struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The children to start, 1 to 1,000; the journal entry lists their outcomes in this
+	// order.
+	Children      []*ChildRunSpec `protobuf:"bytes,1,rep,name=children,proto3" json:"children,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChildWait) Reset() {
+	*x = ChildWait{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChildWait) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChildWait) ProtoMessage() {}
+
+func (x *ChildWait) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChildWait.ProtoReflect.Descriptor instead.
+func (*ChildWait) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ChildWait) GetChildren() []*ChildRunSpec {
+	if x != nil {
+		return x.Children
+	}
+	return nil
+}
+
+// ChildRunSpec is one child run to start (the fields mean what they mean in
+// `StartRunRequest`).
+type ChildRunSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The child's job name.
+	Job string `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// The payload as JSON (UTF-8 bytes). Empty means `null`.
+	Payload []byte `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
+	// The queue; empty means the parent's queue.
+	Queue string `protobuf:"bytes,3,opt,name=queue,proto3" json:"queue,omitempty"`
+	// Overrides the retry policy for the child. Unset fields take the queue's defaults.
+	RetryPolicy *RetryPolicy `protobuf:"bytes,4,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	// Lease timeout for the child's attempts (1 s to 1 h). Unset = the usual defaults.
+	LeaseTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=lease_timeout,json=leaseTimeout,proto3" json:"lease_timeout,omitempty"`
+	// Delivery priority within the queue, -1000 to 1000 (default 0).
+	Priority int32 `protobuf:"varint,6,opt,name=priority,proto3" json:"priority,omitempty"`
+	// Optional concurrency key (1-256 characters, no control characters).
+	ConcurrencyKey string `protobuf:"bytes,7,opt,name=concurrency_key,json=concurrencyKey,proto3" json:"concurrency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ChildRunSpec) Reset() {
+	*x = ChildRunSpec{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChildRunSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChildRunSpec) ProtoMessage() {}
+
+func (x *ChildRunSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChildRunSpec.ProtoReflect.Descriptor instead.
+func (*ChildRunSpec) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ChildRunSpec) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *ChildRunSpec) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *ChildRunSpec) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *ChildRunSpec) GetRetryPolicy() *RetryPolicy {
+	if x != nil {
+		return x.RetryPolicy
+	}
+	return nil
+}
+
+func (x *ChildRunSpec) GetLeaseTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.LeaseTimeout
+	}
+	return nil
+}
+
+func (x *ChildRunSpec) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *ChildRunSpec) GetConcurrencyKey() string {
+	if x != nil {
+		return x.ConcurrencyKey
+	}
+	return ""
+}
+
 // SuspendRunResponse tells the worker how to go on.
 type SuspendRunResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// SATISFIED or SUSPENDED.
 	Outcome SuspendOutcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=stackshift.v1.SuspendOutcome" json:"outcome,omitempty"`
-	// For SATISFIED: the wait's journal entry (kind SLEEP or EVENT).
+	// For SATISFIED: the wait's journal entry (kind SLEEP, EVENT or CHILD).
 	Entry *JournalEntry `protobuf:"bytes,2,opt,name=entry,proto3" json:"entry,omitempty"`
-	// For SUSPENDED: when the sleep ends or the event wait times out.
-	WakeAt        *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=wake_at,json=wakeAt,proto3" json:"wake_at,omitempty"`
+	// For SUSPENDED: when the sleep ends or the event wait times out; unset for a child
+	// wait (it has no timeout).
+	WakeAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=wake_at,json=wakeAt,proto3" json:"wake_at,omitempty"`
+	// For a SUSPENDED child wait: the child run ids, in the order given (a SATISFIED entry's
+	// output lists them too).
+	ChildRunIds   []string `protobuf:"bytes,4,rep,name=child_run_ids,json=childRunIds,proto3" json:"child_run_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SuspendRunResponse) Reset() {
 	*x = SuspendRunResponse{}
-	mi := &file_stackshift_v1_worker_proto_msgTypes[15]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1576,7 @@ func (x *SuspendRunResponse) String() string {
 func (*SuspendRunResponse) ProtoMessage() {}
 
 func (x *SuspendRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stackshift_v1_worker_proto_msgTypes[15]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1589,7 @@ func (x *SuspendRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspendRunResponse.ProtoReflect.Descriptor instead.
 func (*SuspendRunResponse) Descriptor() ([]byte, []int) {
-	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{15}
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SuspendRunResponse) GetOutcome() SuspendOutcome {
@@ -1206,6 +1613,13 @@ func (x *SuspendRunResponse) GetWakeAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *SuspendRunResponse) GetChildRunIds() []string {
+	if x != nil {
+		return x.ChildRunIds
+	}
+	return nil
+}
+
 // AppendLogsRequest carries a batch of a handler's log lines.
 type AppendLogsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1221,7 +1635,7 @@ type AppendLogsRequest struct {
 
 func (x *AppendLogsRequest) Reset() {
 	*x = AppendLogsRequest{}
-	mi := &file_stackshift_v1_worker_proto_msgTypes[16]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1233,7 +1647,7 @@ func (x *AppendLogsRequest) String() string {
 func (*AppendLogsRequest) ProtoMessage() {}
 
 func (x *AppendLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stackshift_v1_worker_proto_msgTypes[16]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1246,7 +1660,7 @@ func (x *AppendLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendLogsRequest.ProtoReflect.Descriptor instead.
 func (*AppendLogsRequest) Descriptor() ([]byte, []int) {
-	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{16}
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AppendLogsRequest) GetRunId() string {
@@ -1283,7 +1697,7 @@ type AppendLogsResponse struct {
 
 func (x *AppendLogsResponse) Reset() {
 	*x = AppendLogsResponse{}
-	mi := &file_stackshift_v1_worker_proto_msgTypes[17]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1709,7 @@ func (x *AppendLogsResponse) String() string {
 func (*AppendLogsResponse) ProtoMessage() {}
 
 func (x *AppendLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stackshift_v1_worker_proto_msgTypes[17]
+	mi := &file_stackshift_v1_worker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1722,7 @@ func (x *AppendLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendLogsResponse.ProtoReflect.Descriptor instead.
 func (*AppendLogsResponse) Descriptor() ([]byte, []int) {
-	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{17}
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AppendLogsResponse) GetAccepted() int32 {
@@ -1388,15 +1802,30 @@ const file_stackshift_v1_worker_proto_rawDesc = "" +
 	"\afailure\x18\x03 \x01(\v2\x16.stackshift.v1.FailureR\afailure\"\x87\x01\n" +
 	"\x0fFailRunResponse\x120\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x18.stackshift.v1.RunStatusR\x06status\x12B\n" +
-	"\x0fnext_attempt_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\"\xd0\x01\n" +
+	"\x0fnext_attempt_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\"\xe4\x02\n" +
 	"\x11SuspendRunRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\tR\n" +
 	"leaseToken\x12\x17\n" +
 	"\astep_id\x18\x03 \x01(\tR\x06stepId\x120\n" +
 	"\x05sleep\x18\x04 \x01(\v2\x18.stackshift.v1.SleepWaitH\x00R\x05sleep\x120\n" +
-	"\x05event\x18\x05 \x01(\v2\x18.stackshift.v1.EventWaitH\x00R\x05eventB\x06\n" +
-	"\x04wait\"t\n" +
+	"\x05event\x18\x05 \x01(\v2\x18.stackshift.v1.EventWaitH\x00R\x05event\x120\n" +
+	"\x05child\x18\x06 \x01(\v2\x18.stackshift.v1.ChildWaitH\x00R\x05child\x12/\n" +
+	"\x03any\x18\a \x01(\v2\x1b.stackshift.v1.CombinedWaitH\x00R\x03any\x12/\n" +
+	"\x03all\x18\b \x01(\v2\x1b.stackshift.v1.CombinedWaitH\x00R\x03allB\x06\n" +
+	"\x04wait\"r\n" +
+	"\fCombinedWait\x12-\n" +
+	"\x05items\x18\x01 \x03(\v2\x17.stackshift.v1.WaitItemR\x05items\x123\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"w\n" +
+	"\bWaitItem\x120\n" +
+	"\x05sleep\x18\x01 \x01(\v2\x18.stackshift.v1.SleepWaitH\x00R\x05sleep\x121\n" +
+	"\x05event\x18\x02 \x01(\v2\x19.stackshift.v1.EventMatchH\x00R\x05eventB\x06\n" +
+	"\x04item\"T\n" +
+	"\n" +
+	"EventMatch\x12\x1d\n" +
+	"\n" +
+	"event_name\x18\x01 \x01(\tR\teventName\x12'\n" +
+	"\x0fcorrelation_key\x18\x02 \x01(\tR\x0ecorrelationKey\"t\n" +
 	"\tSleepWait\x125\n" +
 	"\bduration\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\bduration\x120\n" +
 	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\x88\x01\n" +
@@ -1404,11 +1833,22 @@ const file_stackshift_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"event_name\x18\x01 \x01(\tR\teventName\x12'\n" +
 	"\x0fcorrelation_key\x18\x02 \x01(\tR\x0ecorrelationKey\x123\n" +
-	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xb5\x01\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"D\n" +
+	"\tChildWait\x127\n" +
+	"\bchildren\x18\x01 \x03(\v2\x1b.stackshift.v1.ChildRunSpecR\bchildren\"\x94\x02\n" +
+	"\fChildRunSpec\x12\x10\n" +
+	"\x03job\x18\x01 \x01(\tR\x03job\x12\x18\n" +
+	"\apayload\x18\x02 \x01(\fR\apayload\x12\x14\n" +
+	"\x05queue\x18\x03 \x01(\tR\x05queue\x12=\n" +
+	"\fretry_policy\x18\x04 \x01(\v2\x1a.stackshift.v1.RetryPolicyR\vretryPolicy\x12>\n" +
+	"\rlease_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\fleaseTimeout\x12\x1a\n" +
+	"\bpriority\x18\x06 \x01(\x05R\bpriority\x12'\n" +
+	"\x0fconcurrency_key\x18\a \x01(\tR\x0econcurrencyKey\"\xd9\x01\n" +
 	"\x12SuspendRunResponse\x127\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2\x1d.stackshift.v1.SuspendOutcomeR\aoutcome\x121\n" +
 	"\x05entry\x18\x02 \x01(\v2\x1b.stackshift.v1.JournalEntryR\x05entry\x123\n" +
-	"\awake_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06wakeAt\"~\n" +
+	"\awake_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06wakeAt\x12\"\n" +
+	"\rchild_run_ids\x18\x04 \x03(\tR\vchildRunIds\"~\n" +
 	"\x11AppendLogsRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\tR\n" +
@@ -1445,7 +1885,7 @@ func file_stackshift_v1_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_stackshift_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_stackshift_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_stackshift_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_stackshift_v1_worker_proto_goTypes = []any{
 	(SuspendOutcome)(0),           // 0: stackshift.v1.SuspendOutcome
 	(*JobSpec)(nil),               // 1: stackshift.v1.JobSpec
@@ -1461,61 +1901,77 @@ var file_stackshift_v1_worker_proto_goTypes = []any{
 	(*FailRunRequest)(nil),        // 11: stackshift.v1.FailRunRequest
 	(*FailRunResponse)(nil),       // 12: stackshift.v1.FailRunResponse
 	(*SuspendRunRequest)(nil),     // 13: stackshift.v1.SuspendRunRequest
-	(*SleepWait)(nil),             // 14: stackshift.v1.SleepWait
-	(*EventWait)(nil),             // 15: stackshift.v1.EventWait
-	(*SuspendRunResponse)(nil),    // 16: stackshift.v1.SuspendRunResponse
-	(*AppendLogsRequest)(nil),     // 17: stackshift.v1.AppendLogsRequest
-	(*AppendLogsResponse)(nil),    // 18: stackshift.v1.AppendLogsResponse
-	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(*JournalEntry)(nil),          // 21: stackshift.v1.JournalEntry
-	(*Failure)(nil),               // 22: stackshift.v1.Failure
-	(RunStatus)(0),                // 23: stackshift.v1.RunStatus
-	(*LogEntry)(nil),              // 24: stackshift.v1.LogEntry
+	(*CombinedWait)(nil),          // 14: stackshift.v1.CombinedWait
+	(*WaitItem)(nil),              // 15: stackshift.v1.WaitItem
+	(*EventMatch)(nil),            // 16: stackshift.v1.EventMatch
+	(*SleepWait)(nil),             // 17: stackshift.v1.SleepWait
+	(*EventWait)(nil),             // 18: stackshift.v1.EventWait
+	(*ChildWait)(nil),             // 19: stackshift.v1.ChildWait
+	(*ChildRunSpec)(nil),          // 20: stackshift.v1.ChildRunSpec
+	(*SuspendRunResponse)(nil),    // 21: stackshift.v1.SuspendRunResponse
+	(*AppendLogsRequest)(nil),     // 22: stackshift.v1.AppendLogsRequest
+	(*AppendLogsResponse)(nil),    // 23: stackshift.v1.AppendLogsResponse
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*JournalEntry)(nil),          // 26: stackshift.v1.JournalEntry
+	(*Failure)(nil),               // 27: stackshift.v1.Failure
+	(RunStatus)(0),                // 28: stackshift.v1.RunStatus
+	(*RetryPolicy)(nil),           // 29: stackshift.v1.RetryPolicy
+	(*LogEntry)(nil),              // 30: stackshift.v1.LogEntry
 }
 var file_stackshift_v1_worker_proto_depIdxs = []int32{
-	19, // 0: stackshift.v1.JobSpec.lease_timeout:type_name -> google.protobuf.Duration
+	24, // 0: stackshift.v1.JobSpec.lease_timeout:type_name -> google.protobuf.Duration
 	1,  // 1: stackshift.v1.PollTaskRequest.jobs:type_name -> stackshift.v1.JobSpec
-	19, // 2: stackshift.v1.PollTaskRequest.wait:type_name -> google.protobuf.Duration
+	24, // 2: stackshift.v1.PollTaskRequest.wait:type_name -> google.protobuf.Duration
 	4,  // 3: stackshift.v1.PollTaskResponse.tasks:type_name -> stackshift.v1.Task
-	20, // 4: stackshift.v1.Task.lease_deadline:type_name -> google.protobuf.Timestamp
-	19, // 5: stackshift.v1.Task.lease_timeout:type_name -> google.protobuf.Duration
-	21, // 6: stackshift.v1.Task.journal:type_name -> stackshift.v1.JournalEntry
-	20, // 7: stackshift.v1.Task.run_created_at:type_name -> google.protobuf.Timestamp
-	20, // 8: stackshift.v1.HeartbeatResponse.lease_deadline:type_name -> google.protobuf.Timestamp
-	22, // 9: stackshift.v1.CompleteStepRequest.failure:type_name -> stackshift.v1.Failure
-	20, // 10: stackshift.v1.CompleteStepRequest.started_at:type_name -> google.protobuf.Timestamp
-	22, // 11: stackshift.v1.FailRunRequest.failure:type_name -> stackshift.v1.Failure
-	23, // 12: stackshift.v1.FailRunResponse.status:type_name -> stackshift.v1.RunStatus
-	20, // 13: stackshift.v1.FailRunResponse.next_attempt_at:type_name -> google.protobuf.Timestamp
-	14, // 14: stackshift.v1.SuspendRunRequest.sleep:type_name -> stackshift.v1.SleepWait
-	15, // 15: stackshift.v1.SuspendRunRequest.event:type_name -> stackshift.v1.EventWait
-	19, // 16: stackshift.v1.SleepWait.duration:type_name -> google.protobuf.Duration
-	20, // 17: stackshift.v1.SleepWait.until:type_name -> google.protobuf.Timestamp
-	19, // 18: stackshift.v1.EventWait.timeout:type_name -> google.protobuf.Duration
-	0,  // 19: stackshift.v1.SuspendRunResponse.outcome:type_name -> stackshift.v1.SuspendOutcome
-	21, // 20: stackshift.v1.SuspendRunResponse.entry:type_name -> stackshift.v1.JournalEntry
-	20, // 21: stackshift.v1.SuspendRunResponse.wake_at:type_name -> google.protobuf.Timestamp
-	24, // 22: stackshift.v1.AppendLogsRequest.entries:type_name -> stackshift.v1.LogEntry
-	2,  // 23: stackshift.v1.WorkerService.PollTask:input_type -> stackshift.v1.PollTaskRequest
-	5,  // 24: stackshift.v1.WorkerService.Heartbeat:input_type -> stackshift.v1.HeartbeatRequest
-	7,  // 25: stackshift.v1.WorkerService.CompleteStep:input_type -> stackshift.v1.CompleteStepRequest
-	9,  // 26: stackshift.v1.WorkerService.CompleteRun:input_type -> stackshift.v1.CompleteRunRequest
-	11, // 27: stackshift.v1.WorkerService.FailRun:input_type -> stackshift.v1.FailRunRequest
-	13, // 28: stackshift.v1.WorkerService.SuspendRun:input_type -> stackshift.v1.SuspendRunRequest
-	17, // 29: stackshift.v1.WorkerService.AppendLogs:input_type -> stackshift.v1.AppendLogsRequest
-	3,  // 30: stackshift.v1.WorkerService.PollTask:output_type -> stackshift.v1.PollTaskResponse
-	6,  // 31: stackshift.v1.WorkerService.Heartbeat:output_type -> stackshift.v1.HeartbeatResponse
-	8,  // 32: stackshift.v1.WorkerService.CompleteStep:output_type -> stackshift.v1.CompleteStepResponse
-	10, // 33: stackshift.v1.WorkerService.CompleteRun:output_type -> stackshift.v1.CompleteRunResponse
-	12, // 34: stackshift.v1.WorkerService.FailRun:output_type -> stackshift.v1.FailRunResponse
-	16, // 35: stackshift.v1.WorkerService.SuspendRun:output_type -> stackshift.v1.SuspendRunResponse
-	18, // 36: stackshift.v1.WorkerService.AppendLogs:output_type -> stackshift.v1.AppendLogsResponse
-	30, // [30:37] is the sub-list for method output_type
-	23, // [23:30] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	25, // 4: stackshift.v1.Task.lease_deadline:type_name -> google.protobuf.Timestamp
+	24, // 5: stackshift.v1.Task.lease_timeout:type_name -> google.protobuf.Duration
+	26, // 6: stackshift.v1.Task.journal:type_name -> stackshift.v1.JournalEntry
+	25, // 7: stackshift.v1.Task.run_created_at:type_name -> google.protobuf.Timestamp
+	25, // 8: stackshift.v1.HeartbeatResponse.lease_deadline:type_name -> google.protobuf.Timestamp
+	27, // 9: stackshift.v1.CompleteStepRequest.failure:type_name -> stackshift.v1.Failure
+	25, // 10: stackshift.v1.CompleteStepRequest.started_at:type_name -> google.protobuf.Timestamp
+	27, // 11: stackshift.v1.FailRunRequest.failure:type_name -> stackshift.v1.Failure
+	28, // 12: stackshift.v1.FailRunResponse.status:type_name -> stackshift.v1.RunStatus
+	25, // 13: stackshift.v1.FailRunResponse.next_attempt_at:type_name -> google.protobuf.Timestamp
+	17, // 14: stackshift.v1.SuspendRunRequest.sleep:type_name -> stackshift.v1.SleepWait
+	18, // 15: stackshift.v1.SuspendRunRequest.event:type_name -> stackshift.v1.EventWait
+	19, // 16: stackshift.v1.SuspendRunRequest.child:type_name -> stackshift.v1.ChildWait
+	14, // 17: stackshift.v1.SuspendRunRequest.any:type_name -> stackshift.v1.CombinedWait
+	14, // 18: stackshift.v1.SuspendRunRequest.all:type_name -> stackshift.v1.CombinedWait
+	15, // 19: stackshift.v1.CombinedWait.items:type_name -> stackshift.v1.WaitItem
+	24, // 20: stackshift.v1.CombinedWait.timeout:type_name -> google.protobuf.Duration
+	17, // 21: stackshift.v1.WaitItem.sleep:type_name -> stackshift.v1.SleepWait
+	16, // 22: stackshift.v1.WaitItem.event:type_name -> stackshift.v1.EventMatch
+	24, // 23: stackshift.v1.SleepWait.duration:type_name -> google.protobuf.Duration
+	25, // 24: stackshift.v1.SleepWait.until:type_name -> google.protobuf.Timestamp
+	24, // 25: stackshift.v1.EventWait.timeout:type_name -> google.protobuf.Duration
+	20, // 26: stackshift.v1.ChildWait.children:type_name -> stackshift.v1.ChildRunSpec
+	29, // 27: stackshift.v1.ChildRunSpec.retry_policy:type_name -> stackshift.v1.RetryPolicy
+	24, // 28: stackshift.v1.ChildRunSpec.lease_timeout:type_name -> google.protobuf.Duration
+	0,  // 29: stackshift.v1.SuspendRunResponse.outcome:type_name -> stackshift.v1.SuspendOutcome
+	26, // 30: stackshift.v1.SuspendRunResponse.entry:type_name -> stackshift.v1.JournalEntry
+	25, // 31: stackshift.v1.SuspendRunResponse.wake_at:type_name -> google.protobuf.Timestamp
+	30, // 32: stackshift.v1.AppendLogsRequest.entries:type_name -> stackshift.v1.LogEntry
+	2,  // 33: stackshift.v1.WorkerService.PollTask:input_type -> stackshift.v1.PollTaskRequest
+	5,  // 34: stackshift.v1.WorkerService.Heartbeat:input_type -> stackshift.v1.HeartbeatRequest
+	7,  // 35: stackshift.v1.WorkerService.CompleteStep:input_type -> stackshift.v1.CompleteStepRequest
+	9,  // 36: stackshift.v1.WorkerService.CompleteRun:input_type -> stackshift.v1.CompleteRunRequest
+	11, // 37: stackshift.v1.WorkerService.FailRun:input_type -> stackshift.v1.FailRunRequest
+	13, // 38: stackshift.v1.WorkerService.SuspendRun:input_type -> stackshift.v1.SuspendRunRequest
+	22, // 39: stackshift.v1.WorkerService.AppendLogs:input_type -> stackshift.v1.AppendLogsRequest
+	3,  // 40: stackshift.v1.WorkerService.PollTask:output_type -> stackshift.v1.PollTaskResponse
+	6,  // 41: stackshift.v1.WorkerService.Heartbeat:output_type -> stackshift.v1.HeartbeatResponse
+	8,  // 42: stackshift.v1.WorkerService.CompleteStep:output_type -> stackshift.v1.CompleteStepResponse
+	10, // 43: stackshift.v1.WorkerService.CompleteRun:output_type -> stackshift.v1.CompleteRunResponse
+	12, // 44: stackshift.v1.WorkerService.FailRun:output_type -> stackshift.v1.FailRunResponse
+	21, // 45: stackshift.v1.WorkerService.SuspendRun:output_type -> stackshift.v1.SuspendRunResponse
+	23, // 46: stackshift.v1.WorkerService.AppendLogs:output_type -> stackshift.v1.AppendLogsResponse
+	40, // [40:47] is the sub-list for method output_type
+	33, // [33:40] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_stackshift_v1_worker_proto_init() }
@@ -1532,6 +1988,13 @@ func file_stackshift_v1_worker_proto_init() {
 	file_stackshift_v1_worker_proto_msgTypes[12].OneofWrappers = []any{
 		(*SuspendRunRequest_Sleep)(nil),
 		(*SuspendRunRequest_Event)(nil),
+		(*SuspendRunRequest_Child)(nil),
+		(*SuspendRunRequest_Any)(nil),
+		(*SuspendRunRequest_All)(nil),
+	}
+	file_stackshift_v1_worker_proto_msgTypes[14].OneofWrappers = []any{
+		(*WaitItem_Sleep)(nil),
+		(*WaitItem_Event)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1539,7 +2002,7 @@ func file_stackshift_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stackshift_v1_worker_proto_rawDesc), len(file_stackshift_v1_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

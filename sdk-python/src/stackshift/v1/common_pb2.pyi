@@ -80,6 +80,22 @@ class _JournalEntryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Jour
     """A `state.*` call made from inside a run (StateService with a `RunContext`): the entry
     holds the call's recorded result, returned again when the call is replayed.
     """
+    JOURNAL_ENTRY_KIND_CHILD: _JournalEntryKind.ValueType  # 5
+    """A wait for child runs (`step.invoke` / `step.invokeAll`) that has ended: every child
+    reached a final status. The output is JSON: `{"children":[{"runId":..,"job":..,
+    "status":"completed","result":..} | {"runId":..,"job":..,"status":"failed"|"cancelled",
+    "failure":{"message":..,"errorType":..}}, ...]}` in the order the children were given.
+    """
+    JOURNAL_ENTRY_KIND_ANY: _JournalEntryKind.ValueType  # 6
+    """A `step.waitForAny` that has ended. The output is JSON: `{"timedOut":false,"index":<i>,
+    "output":<the item's output>}` (an event item's output is the EVENT output, a sleep
+    item's is `null`), or `{"timedOut":true}`.
+    """
+    JOURNAL_ENTRY_KIND_ALL: _JournalEntryKind.ValueType  # 7
+    """A `step.waitForAll` that has ended. The output is JSON: `{"timedOut":<bool>,
+    "outputs":[<item output or null>, ...],"resolved":[<bool>, ...]}`; when the whole wait
+    timed out, `resolved` tells which items had resolved.
+    """
 
 class JournalEntryKind(_JournalEntryKind, metaclass=_JournalEntryKindEnumTypeWrapper):
     """JournalEntryKind says what produced a journal entry."""
@@ -98,6 +114,22 @@ JOURNAL_ENTRY_KIND_EVENT: JournalEntryKind.ValueType  # 3
 JOURNAL_ENTRY_KIND_STATE: JournalEntryKind.ValueType  # 4
 """A `state.*` call made from inside a run (StateService with a `RunContext`): the entry
 holds the call's recorded result, returned again when the call is replayed.
+"""
+JOURNAL_ENTRY_KIND_CHILD: JournalEntryKind.ValueType  # 5
+"""A wait for child runs (`step.invoke` / `step.invokeAll`) that has ended: every child
+reached a final status. The output is JSON: `{"children":[{"runId":..,"job":..,
+"status":"completed","result":..} | {"runId":..,"job":..,"status":"failed"|"cancelled",
+"failure":{"message":..,"errorType":..}}, ...]}` in the order the children were given.
+"""
+JOURNAL_ENTRY_KIND_ANY: JournalEntryKind.ValueType  # 6
+"""A `step.waitForAny` that has ended. The output is JSON: `{"timedOut":false,"index":<i>,
+"output":<the item's output>}` (an event item's output is the EVENT output, a sleep
+item's is `null`), or `{"timedOut":true}`.
+"""
+JOURNAL_ENTRY_KIND_ALL: JournalEntryKind.ValueType  # 7
+"""A `step.waitForAll` that has ended. The output is JSON: `{"timedOut":<bool>,
+"outputs":[<item output or null>, ...],"resolved":[<bool>, ...]}`; when the whole wait
+timed out, `resolved` tells which items had resolved.
 """
 Global___JournalEntryKind: _TypeAlias = JournalEntryKind  # noqa: Y015
 

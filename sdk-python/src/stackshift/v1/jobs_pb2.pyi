@@ -425,6 +425,8 @@ class Run(_message.Message):
     WAIT_FIELD_NUMBER: _builtins.int
     TIMELINE_FIELD_NUMBER: _builtins.int
     LOGS_FIELD_NUMBER: _builtins.int
+    PARENT_RUN_ID_FIELD_NUMBER: _builtins.int
+    PARENT_STEP_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id (a UUIDv7 string, so ids sort by creation time)."""
     job: _builtins.str
@@ -447,6 +449,12 @@ class Run(_message.Message):
     """Delivery priority within the queue (higher first)."""
     concurrency_key: _builtins.str
     """The concurrency key given at start, if any."""
+    parent_run_id: _builtins.str
+    """For a child run: the run whose `step.invoke` started it (see docs/children.md); empty
+    for a run started by a client.
+    """
+    parent_step_id: _builtins.str
+    """For a child run: the parent's wait step id that started it."""
     @_builtins.property
     def failure(self) -> _common_pb2.Failure:
         """The failure that ended the run (failed), or the cancellation reason (cancelled)."""
@@ -529,10 +537,12 @@ class Run(_message.Message):
         wait: _events_pb2.RunWait | None = ...,
         timeline: _abc.Iterable[_observability_pb2.TimelineEntry] | None = ...,
         logs: _abc.Iterable[_observability_pb2.LogEntry] | None = ...,
+        parent_run_id: _builtins.str = ...,
+        parent_step_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "failure", b"failure", "finished_at", b"finished_at", "lease_timeout", b"lease_timeout", "next_attempt_at", b"next_attempt_at", "retry_policy", b"retry_policy", "updated_at", b"updated_at", "wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "concurrency_key", b"concurrency_key", "created_at", b"created_at", "failure", b"failure", "finished_at", b"finished_at", "id", b"id", "idempotency_key", b"idempotency_key", "job", b"job", "lease_timeout", b"lease_timeout", "logs", b"logs", "max_attempts", b"max_attempts", "next_attempt_at", b"next_attempt_at", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "retry_policy", b"retry_policy", "status", b"status", "steps", b"steps", "timeline", b"timeline", "updated_at", b"updated_at", "wait", b"wait"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "concurrency_key", b"concurrency_key", "created_at", b"created_at", "failure", b"failure", "finished_at", b"finished_at", "id", b"id", "idempotency_key", b"idempotency_key", "job", b"job", "lease_timeout", b"lease_timeout", "logs", b"logs", "max_attempts", b"max_attempts", "next_attempt_at", b"next_attempt_at", "parent_run_id", b"parent_run_id", "parent_step_id", b"parent_step_id", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "retry_policy", b"retry_policy", "status", b"status", "steps", b"steps", "timeline", b"timeline", "updated_at", b"updated_at", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -463,6 +463,9 @@ class SuspendRunRequest(_message.Message):
     STEP_ID_FIELD_NUMBER: _builtins.int
     SLEEP_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
+    CHILD_FIELD_NUMBER: _builtins.int
+    ANY_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The run's id."""
     lease_token: _builtins.str
@@ -479,6 +482,18 @@ class SuspendRunRequest(_message.Message):
     def event(self) -> Global___EventWait:
         """An event wait."""
 
+    @_builtins.property
+    def child(self) -> Global___ChildWait:
+        """Starts child runs (in the same transaction) and waits until all of them are final."""
+
+    @_builtins.property
+    def any(self) -> Global___CombinedWait:
+        """Waits until the first of several items resolves (`step.waitForAny`)."""
+
+    @_builtins.property
+    def all(self) -> Global___CombinedWait:
+        """Waits until every one of several items resolved (`step.waitForAll`)."""
+
     def __init__(
         self,
         *,
@@ -487,16 +502,114 @@ class SuspendRunRequest(_message.Message):
         step_id: _builtins.str = ...,
         sleep: Global___SleepWait | None = ...,
         event: Global___EventWait | None = ...,
+        child: Global___ChildWait | None = ...,
+        any: Global___CombinedWait | None = ...,
+        all: Global___CombinedWait | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "sleep", b"sleep", "wait", b"wait"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "any", b"any", "child", b"child", "event", b"event", "sleep", b"sleep", "wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "lease_token", b"lease_token", "run_id", b"run_id", "sleep", b"sleep", "step_id", b"step_id", "wait", b"wait"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "any", b"any", "child", b"child", "event", b"event", "lease_token", b"lease_token", "run_id", b"run_id", "sleep", b"sleep", "step_id", b"step_id", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_wait: _TypeAlias = _typing.Literal["sleep", "event"]  # noqa: Y015
+    _WhichOneofReturnType_wait: _TypeAlias = _typing.Literal["sleep", "event", "child", "any", "all"]  # noqa: Y015
     _WhichOneofArgType_wait: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_wait) -> _WhichOneofReturnType_wait | None: ...
 
 Global___SuspendRunRequest: _TypeAlias = SuspendRunRequest  # noqa: Y015
+
+@_typing.final
+class CombinedWait(_message.Message):
+    """CombinedWait is a `waitForAny` / `waitForAll` over events and sleeps (see
+    docs/events.md). Event items follow the inbox rules of single event waits; one event is
+    consumed by at most one item of the wait.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___WaitItem]:
+        """The items, 1 to 100, in order; the journal entry refers to them by index."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long the whole wait may take (0 to 365 days). Required unless a sleep item bounds
+        the wait (ANY with a sleep item, or ALL of sleeps only).
+        """
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___WaitItem] | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CombinedWait: _TypeAlias = CombinedWait  # noqa: Y015
+
+@_typing.final
+class WaitItem(_message.Message):
+    """WaitItem is one item of a combined wait. Set exactly one field."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLEEP_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sleep(self) -> Global___SleepWait:
+        """Resolves when the sleep ends."""
+
+    @_builtins.property
+    def event(self) -> Global___EventMatch:
+        """Resolves with the first matching event of the run's inbox."""
+
+    def __init__(
+        self,
+        *,
+        sleep: Global___SleepWait | None = ...,
+        event: Global___EventMatch | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "item", b"item", "sleep", b"sleep"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "item", b"item", "sleep", b"sleep"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["sleep", "event"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___WaitItem: _TypeAlias = WaitItem  # noqa: Y015
+
+@_typing.final
+class EventMatch(_message.Message):
+    """EventMatch names the events an item waits for."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_NAME_FIELD_NUMBER: _builtins.int
+    CORRELATION_KEY_FIELD_NUMBER: _builtins.int
+    event_name: _builtins.str
+    """The event name (same rules as event names)."""
+    correlation_key: _builtins.str
+    """The correlation key to match exactly (at most 512 characters). Empty = only events
+    published without a key.
+    """
+    def __init__(
+        self,
+        *,
+        event_name: _builtins.str = ...,
+        correlation_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_key", b"correlation_key", "event_name", b"event_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventMatch: _TypeAlias = EventMatch  # noqa: Y015
 
 @_typing.final
 class SleepWait(_message.Message):
@@ -567,6 +680,88 @@ class EventWait(_message.Message):
 Global___EventWait: _TypeAlias = EventWait  # noqa: Y015
 
 @_typing.final
+class ChildWait(_message.Message):
+    """ChildWait starts child runs and suspends the parent until every child reached a final
+    status (completed, failed or cancelled); see docs/children.md. The children are started
+    once per (run, step_id): a resent or replayed request finds the children it started
+    before instead of starting new ones.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHILDREN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def children(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChildRunSpec]:
+        """The children to start, 1 to 1,000; the journal entry lists their outcomes in this
+        order.
+        """
+
+    def __init__(
+        self,
+        *,
+        children: _abc.Iterable[Global___ChildRunSpec] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChildWait: _TypeAlias = ChildWait  # noqa: Y015
+
+@_typing.final
+class ChildRunSpec(_message.Message):
+    """ChildRunSpec is one child run to start (the fields mean what they mean in
+    `StartRunRequest`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    RETRY_POLICY_FIELD_NUMBER: _builtins.int
+    LEASE_TIMEOUT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    job: _builtins.str
+    """The child's job name."""
+    payload: _builtins.bytes
+    """The payload as JSON (UTF-8 bytes). Empty means `null`."""
+    queue: _builtins.str
+    """The queue; empty means the parent's queue."""
+    priority: _builtins.int
+    """Delivery priority within the queue, -1000 to 1000 (default 0)."""
+    concurrency_key: _builtins.str
+    """Optional concurrency key (1-256 characters, no control characters)."""
+    @_builtins.property
+    def retry_policy(self) -> _common_pb2.RetryPolicy:
+        """Overrides the retry policy for the child. Unset fields take the queue's defaults."""
+
+    @_builtins.property
+    def lease_timeout(self) -> _duration_pb2.Duration:
+        """Lease timeout for the child's attempts (1 s to 1 h). Unset = the usual defaults."""
+
+    def __init__(
+        self,
+        *,
+        job: _builtins.str = ...,
+        payload: _builtins.bytes = ...,
+        queue: _builtins.str = ...,
+        retry_policy: _common_pb2.RetryPolicy | None = ...,
+        lease_timeout: _duration_pb2.Duration | None = ...,
+        priority: _builtins.int = ...,
+        concurrency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_timeout", b"lease_timeout", "retry_policy", b"retry_policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "job", b"job", "lease_timeout", b"lease_timeout", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry_policy", b"retry_policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChildRunSpec: _TypeAlias = ChildRunSpec  # noqa: Y015
+
+@_typing.final
 class SuspendRunResponse(_message.Message):
     """SuspendRunResponse tells the worker how to go on."""
 
@@ -575,15 +770,24 @@ class SuspendRunResponse(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     ENTRY_FIELD_NUMBER: _builtins.int
     WAKE_AT_FIELD_NUMBER: _builtins.int
+    CHILD_RUN_IDS_FIELD_NUMBER: _builtins.int
     outcome: Global___SuspendOutcome.ValueType
     """SATISFIED or SUSPENDED."""
     @_builtins.property
     def entry(self) -> _common_pb2.JournalEntry:
-        """For SATISFIED: the wait's journal entry (kind SLEEP or EVENT)."""
+        """For SATISFIED: the wait's journal entry (kind SLEEP, EVENT or CHILD)."""
 
     @_builtins.property
     def wake_at(self) -> _timestamp_pb2.Timestamp:
-        """For SUSPENDED: when the sleep ends or the event wait times out."""
+        """For SUSPENDED: when the sleep ends or the event wait times out; unset for a child
+        wait (it has no timeout).
+        """
+
+    @_builtins.property
+    def child_run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For a SUSPENDED child wait: the child run ids, in the order given (a SATISFIED entry's
+        output lists them too).
+        """
 
     def __init__(
         self,
@@ -591,10 +795,11 @@ class SuspendRunResponse(_message.Message):
         outcome: Global___SuspendOutcome.ValueType = ...,
         entry: _common_pb2.JournalEntry | None = ...,
         wake_at: _timestamp_pb2.Timestamp | None = ...,
+        child_run_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "wake_at", b"wake_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "outcome", b"outcome", "wake_at", b"wake_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_run_ids", b"child_run_ids", "entry", b"entry", "outcome", b"outcome", "wake_at", b"wake_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

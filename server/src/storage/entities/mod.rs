@@ -17,4 +17,5 @@ pub mod state_entries;
 pub mod state_lock_floors;
 pub mod state_locks;
 pub mod steps;
+pub mod wait_items;
 pub mod waits;

@@ -35,6 +35,9 @@ pub struct Model {
     pub finished_at: Option<i64>,
     pub priority: i32,
     pub concurrency_key: Option<String>,
+    pub parent_run_id: Option<String>,
+    pub parent_step_id: Option<String>,
+    pub parent_index: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -126,7 +126,7 @@ pub async fn inbox_matching(store: &Arc<dyn Store>) {
     assert!(matches!(
         out,
         SuspendOutcome::Suspended {
-            wake_at: 100_000,
+            wake_at: Some(100_000),
             ..
         }
     ));

@@ -2,6 +2,8 @@
 //! relies on; it runs against a real SQLite file and a real PostgreSQL database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod children;
+mod combined;
 mod events;
 mod keys;
 mod obs;
@@ -40,6 +42,9 @@ pub async fn run_tests(store: Arc<dyn Store>) {
     events::cancel_waiting(&store).await;
     events::publish_suspend_race(&store, &store, 40).await;
     events::retention(&store).await;
+    children::child_wait_lifecycle(&store).await;
+    children::cancel_cascade(&store).await;
+    combined::any_and_all(&store).await;
     keys::key_lifecycle(&store).await;
     queues::config_lifecycle(&store).await;
     queues::starts_create_queues(&store).await;
@@ -89,6 +94,7 @@ pub(super) fn new_run(ns: &str, job: &str, queue: &str, now: i64) -> NewRun {
         available_at: now,
         priority: 0,
         concurrency_key: None,
+        parent: None,
     }
 }
 

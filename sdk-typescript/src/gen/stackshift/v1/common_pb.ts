@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stackshift/v1/common.proto.
  */
 export const file_stackshift_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChpzdGFja3NoaWZ0L3YxL2NvbW1vbi5wcm90bxINc3RhY2tzaGlmdC52MSJlCgdGYWlsdXJlEg8KB21lc3NhZ2UYASABKAkSDAoEdHlwZRgCIAEoCRIVCg1ub25fcmV0cnlhYmxlGAMgASgIEg8KB2RldGFpbHMYBCABKAwSEwoLc3RhY2tfdHJhY2UYBSABKAkiqgEKC1JldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIzChBpbml0aWFsX2ludGVydmFsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhsKE2JhY2tvZmZfY29lZmZpY2llbnQYAyABKAESMwoQbWF4aW11bV9pbnRlcnZhbBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLUAQoMSm91cm5hbEVudHJ5EgoKAmlkGAEgASgJEi0KBGtpbmQYAiABKA4yHy5zdGFja3NoaWZ0LnYxLkpvdXJuYWxFbnRyeUtpbmQSEAoGb3V0cHV0GAMgASgMSAASKQoHZmFpbHVyZRgEIAEoCzIWLnN0YWNrc2hpZnQudjEuRmFpbHVyZUgAEg8KB2F0dGVtcHQYBSABKAUSMAoMY29tcGxldGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIJCgdvdXRjb21lKrkBCglSdW5TdGF0dXMSGgoWUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEhUKEVJVTl9TVEFUVVNfUVVFVUVEEAESFgoSUlVOX1NUQVRVU19SVU5OSU5HEAISFgoSUlVOX1NUQVRVU19XQUlUSU5HEAMSGAoUUlVOX1NUQVRVU19DT01QTEVURUQQBBIVChFSVU5fU1RBVFVTX0ZBSUxFRBAFEhgKFFJVTl9TVEFUVVNfQ0FOQ0VMTEVEEAYqrQEKEEpvdXJuYWxFbnRyeUtpbmQSIgoeSk9VUk5BTF9FTlRSWV9LSU5EX1VOU1BFQ0lGSUVEEAASGwoXSk9VUk5BTF9FTlRSWV9LSU5EX1NURVAQARIcChhKT1VSTkFMX0VOVFJZX0tJTkRfU0xFRVAQAhIcChhKT1VSTkFMX0VOVFJZX0tJTkRfRVZFTlQQAxIcChhKT1VSTkFMX0VOVFJZX0tJTkRfU1RBVEUQBEJIWkZnaXRodWIuY29tL3N0YWNrc2hpZnQvc3RhY2tzaGlmdC9zZGstZ28vZ2VuL3N0YWNrc2hpZnQvdjE7c3RhY2tzaGlmdHYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChpzdGFja3NoaWZ0L3YxL2NvbW1vbi5wcm90bxINc3RhY2tzaGlmdC52MSJlCgdGYWlsdXJlEg8KB21lc3NhZ2UYASABKAkSDAoEdHlwZRgCIAEoCRIVCg1ub25fcmV0cnlhYmxlGAMgASgIEg8KB2RldGFpbHMYBCABKAwSEwoLc3RhY2tfdHJhY2UYBSABKAkiqgEKC1JldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIzChBpbml0aWFsX2ludGVydmFsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhsKE2JhY2tvZmZfY29lZmZpY2llbnQYAyABKAESMwoQbWF4aW11bV9pbnRlcnZhbBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLUAQoMSm91cm5hbEVudHJ5EgoKAmlkGAEgASgJEi0KBGtpbmQYAiABKA4yHy5zdGFja3NoaWZ0LnYxLkpvdXJuYWxFbnRyeUtpbmQSEAoGb3V0cHV0GAMgASgMSAASKQoHZmFpbHVyZRgEIAEoCzIWLnN0YWNrc2hpZnQudjEuRmFpbHVyZUgAEg8KB2F0dGVtcHQYBSABKAUSMAoMY29tcGxldGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIJCgdvdXRjb21lKrkBCglSdW5TdGF0dXMSGgoWUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEhUKEVJVTl9TVEFUVVNfUVVFVUVEEAESFgoSUlVOX1NUQVRVU19SVU5OSU5HEAISFgoSUlVOX1NUQVRVU19XQUlUSU5HEAMSGAoUUlVOX1NUQVRVU19DT01QTEVURUQQBBIVChFSVU5fU1RBVFVTX0ZBSUxFRBAFEhgKFFJVTl9TVEFUVVNfQ0FOQ0VMTEVEEAYqgwIKEEpvdXJuYWxFbnRyeUtpbmQSIgoeSk9VUk5BTF9FTlRSWV9LSU5EX1VOU1BFQ0lGSUVEEAASGwoXSk9VUk5BTF9FTlRSWV9LSU5EX1NURVAQARIcChhKT1VSTkFMX0VOVFJZX0tJTkRfU0xFRVAQAhIcChhKT1VSTkFMX0VOVFJZX0tJTkRfRVZFTlQQAxIcChhKT1VSTkFMX0VOVFJZX0tJTkRfU1RBVEUQBBIcChhKT1VSTkFMX0VOVFJZX0tJTkRfQ0hJTEQQBRIaChZKT1VSTkFMX0VOVFJZX0tJTkRfQU5ZEAYSGgoWSk9VUk5BTF9FTlRSWV9LSU5EX0FMTBAHQkhaRmdpdGh1Yi5jb20vc3RhY2tzaGlmdC9zdGFja3NoaWZ0L3Nkay1nby9nZW4vc3RhY2tzaGlmdC92MTtzdGFja3NoaWZ0djFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Failure is a structured error, shared by failed steps, attempts and runs, so that every
@@ -278,6 +278,34 @@ export enum JournalEntryKind {
    * @generated from enum value: JOURNAL_ENTRY_KIND_STATE = 4;
    */
   STATE = 4,
+
+  /**
+   * A wait for child runs (`step.invoke` / `step.invokeAll`) that has ended: every child
+   * reached a final status. The output is JSON: `{"children":[{"runId":..,"job":..,
+   * "status":"completed","result":..} | {"runId":..,"job":..,"status":"failed"|"cancelled",
+   * "failure":{"message":..,"errorType":..}}, ...]}` in the order the children were given.
+   *
+   * @generated from enum value: JOURNAL_ENTRY_KIND_CHILD = 5;
+   */
+  CHILD = 5,
+
+  /**
+   * A `step.waitForAny` that has ended. The output is JSON: `{"timedOut":false,"index":<i>,
+   * "output":<the item's output>}` (an event item's output is the EVENT output, a sleep
+   * item's is `null`), or `{"timedOut":true}`.
+   *
+   * @generated from enum value: JOURNAL_ENTRY_KIND_ANY = 6;
+   */
+  ANY = 6,
+
+  /**
+   * A `step.waitForAll` that has ended. The output is JSON: `{"timedOut":<bool>,
+   * "outputs":[<item output or null>, ...],"resolved":[<bool>, ...]}`; when the whole wait
+   * timed out, `resolved` tells which items had resolved.
+   *
+   * @generated from enum value: JOURNAL_ENTRY_KIND_ALL = 7;
+   */
+  ALL = 7,
 }
 
 /**

@@ -6,7 +6,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Failure, JournalEntry, RunStatus } from "./common_pb.js";
+import type { Failure, JournalEntry, RetryPolicy, RunStatus } from "./common_pb.js";
 import { file_stackshift_v1_common } from "./common_pb.js";
 import type { LogEntry } from "./observability_pb.js";
 import { file_stackshift_v1_observability } from "./observability_pb.js";
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stackshift/v1/worker.proto.
  */
 export const file_stackshift_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChpzdGFja3NoaWZ0L3YxL3dvcmtlci5wcm90bxINc3RhY2tzaGlmdC52MSJJCgdKb2JTcGVjEgwKBG5hbWUYASABKAkSMAoNbGVhc2VfdGltZW91dBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKWAQoPUG9sbFRhc2tSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRIOCgZxdWV1ZXMYAiADKAkSJAoEam9icxgDIAMoCzIWLnN0YWNrc2hpZnQudjEuSm9iU3BlYxIRCgltYXhfdGFza3MYBCABKAUSJwoEd2FpdBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI2ChBQb2xsVGFza1Jlc3BvbnNlEiIKBXRhc2tzGAEgAygLMhMuc3RhY2tzaGlmdC52MS5UYXNrItgCCgRUYXNrEg4KBnJ1bl9pZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFcXVldWUYAyABKAkSDwoHcGF5bG9hZBgEIAEoDBIPCgdhdHRlbXB0GAUgASgFEhQKDG1heF9hdHRlbXB0cxgGIAEoBRITCgtsZWFzZV90b2tlbhgHIAEoCRIyCg5sZWFzZV9kZWFkbGluZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoNbGVhc2VfdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgdqb3VybmFsGAogAygLMhsuc3RhY2tzaGlmdC52MS5Kb3VybmFsRW50cnkSMgoOcnVuX2NyZWF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Jlc3VtZWQYDCABKAgiNwoQSGVhcnRiZWF0UmVxdWVzdBIOCgZydW5faWQYASABKAkSEwoLbGVhc2VfdG9rZW4YAiABKAkiYQoRSGVhcnRiZWF0UmVzcG9uc2USMgoObGVhc2VfZGVhZGxpbmUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYAiABKAgiwwEKE0NvbXBsZXRlU3RlcFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJEg8KB3N0ZXBfaWQYAyABKAkSEAoGb3V0cHV0GAQgASgMSAASKQoHZmFpbHVyZRgFIAEoCzIWLnN0YWNrc2hpZnQudjEuRmFpbHVyZUgAEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgkKB291dGNvbWUiMAoUQ29tcGxldGVTdGVwUmVzcG9uc2USGAoQYWxyZWFkeV9yZWNvcmRlZBgBIAEoCCJJChJDb21wbGV0ZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJEg4KBnJlc3VsdBgDIAEoDCIVChNDb21wbGV0ZVJ1blJlc3BvbnNlIl4KDkZhaWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRITCgtsZWFzZV90b2tlbhgCIAEoCRInCgdmYWlsdXJlGAMgASgLMhYuc3RhY2tzaGlmdC52MS5GYWlsdXJlInAKD0ZhaWxSdW5SZXNwb25zZRIoCgZzdGF0dXMYASABKA4yGC5zdGFja3NoaWZ0LnYxLlJ1blN0YXR1cxIzCg9uZXh0X2F0dGVtcHRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqcBChFTdXNwZW5kUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSEwoLbGVhc2VfdG9rZW4YAiABKAkSDwoHc3RlcF9pZBgDIAEoCRIpCgVzbGVlcBgEIAEoCzIYLnN0YWNrc2hpZnQudjEuU2xlZXBXYWl0SAASKQoFZXZlbnQYBSABKAsyGC5zdGFja3NoaWZ0LnYxLkV2ZW50V2FpdEgAQgYKBHdhaXQiYwoJU2xlZXBXYWl0EisKCGR1cmF0aW9uGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEikKBXVudGlsGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJkCglFdmVudFdhaXQSEgoKZXZlbnRfbmFtZRgBIAEoCRIXCg9jb3JyZWxhdGlvbl9rZXkYAiABKAkSKgoHdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKdAQoSU3VzcGVuZFJ1blJlc3BvbnNlEi4KB291dGNvbWUYASABKA4yHS5zdGFja3NoaWZ0LnYxLlN1c3BlbmRPdXRjb21lEioKBWVudHJ5GAIgASgLMhsuc3RhY2tzaGlmdC52MS5Kb3VybmFsRW50cnkSKwoHd2FrZV9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYgoRQXBwZW5kTG9nc1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJEigKB2VudHJpZXMYAyADKAsyFy5zdGFja3NoaWZ0LnYxLkxvZ0VudHJ5IjcKEkFwcGVuZExvZ3NSZXNwb25zZRIQCghhY2NlcHRlZBgBIAEoBRIPCgdkcm9wcGVkGAIgASgFKm8KDlN1c3BlbmRPdXRjb21lEh8KG1NVU1BFTkRfT1VUQ09NRV9VTlNQRUNJRklFRBAAEh0KGVNVU1BFTkRfT1VUQ09NRV9TQVRJU0ZJRUQQARIdChlTVVNQRU5EX09VVENPTUVfU1VTUEVOREVEEAIyywQKDVdvcmtlclNlcnZpY2USSwoIUG9sbFRhc2sSHi5zdGFja3NoaWZ0LnYxLlBvbGxUYXNrUmVxdWVzdBofLnN0YWNrc2hpZnQudjEuUG9sbFRhc2tSZXNwb25zZRJOCglIZWFydGJlYXQSHy5zdGFja3NoaWZ0LnYxLkhlYXJ0YmVhdFJlcXVlc3QaIC5zdGFja3NoaWZ0LnYxLkhlYXJ0YmVhdFJlc3BvbnNlElcKDENvbXBsZXRlU3RlcBIiLnN0YWNrc2hpZnQudjEuQ29tcGxldGVTdGVwUmVxdWVzdBojLnN0YWNrc2hpZnQudjEuQ29tcGxldGVTdGVwUmVzcG9uc2USVAoLQ29tcGxldGVSdW4SIS5zdGFja3NoaWZ0LnYxLkNvbXBsZXRlUnVuUmVxdWVzdBoiLnN0YWNrc2hpZnQudjEuQ29tcGxldGVSdW5SZXNwb25zZRJICgdGYWlsUnVuEh0uc3RhY2tzaGlmdC52MS5GYWlsUnVuUmVxdWVzdBoeLnN0YWNrc2hpZnQudjEuRmFpbFJ1blJlc3BvbnNlElEKClN1c3BlbmRSdW4SIC5zdGFja3NoaWZ0LnYxLlN1c3BlbmRSdW5SZXF1ZXN0GiEuc3RhY2tzaGlmdC52MS5TdXNwZW5kUnVuUmVzcG9uc2USUQoKQXBwZW5kTG9ncxIgLnN0YWNrc2hpZnQudjEuQXBwZW5kTG9nc1JlcXVlc3QaIS5zdGFja3NoaWZ0LnYxLkFwcGVuZExvZ3NSZXNwb25zZUJIWkZnaXRodWIuY29tL3N0YWNrc2hpZnQvc3RhY2tzaGlmdC9zZGstZ28vZ2VuL3N0YWNrc2hpZnQvdjE7c3RhY2tzaGlmdHYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_stackshift_v1_common, file_stackshift_v1_observability]);
+  fileDesc("ChpzdGFja3NoaWZ0L3YxL3dvcmtlci5wcm90bxINc3RhY2tzaGlmdC52MSJJCgdKb2JTcGVjEgwKBG5hbWUYASABKAkSMAoNbGVhc2VfdGltZW91dBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKWAQoPUG9sbFRhc2tSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRIOCgZxdWV1ZXMYAiADKAkSJAoEam9icxgDIAMoCzIWLnN0YWNrc2hpZnQudjEuSm9iU3BlYxIRCgltYXhfdGFza3MYBCABKAUSJwoEd2FpdBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI2ChBQb2xsVGFza1Jlc3BvbnNlEiIKBXRhc2tzGAEgAygLMhMuc3RhY2tzaGlmdC52MS5UYXNrItgCCgRUYXNrEg4KBnJ1bl9pZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFcXVldWUYAyABKAkSDwoHcGF5bG9hZBgEIAEoDBIPCgdhdHRlbXB0GAUgASgFEhQKDG1heF9hdHRlbXB0cxgGIAEoBRITCgtsZWFzZV90b2tlbhgHIAEoCRIyCg5sZWFzZV9kZWFkbGluZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoNbGVhc2VfdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgdqb3VybmFsGAogAygLMhsuc3RhY2tzaGlmdC52MS5Kb3VybmFsRW50cnkSMgoOcnVuX2NyZWF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Jlc3VtZWQYDCABKAgiNwoQSGVhcnRiZWF0UmVxdWVzdBIOCgZydW5faWQYASABKAkSEwoLbGVhc2VfdG9rZW4YAiABKAkiYQoRSGVhcnRiZWF0UmVzcG9uc2USMgoObGVhc2VfZGVhZGxpbmUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYAiABKAgiwwEKE0NvbXBsZXRlU3RlcFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJEg8KB3N0ZXBfaWQYAyABKAkSEAoGb3V0cHV0GAQgASgMSAASKQoHZmFpbHVyZRgFIAEoCzIWLnN0YWNrc2hpZnQudjEuRmFpbHVyZUgAEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgkKB291dGNvbWUiMAoUQ29tcGxldGVTdGVwUmVzcG9uc2USGAoQYWxyZWFkeV9yZWNvcmRlZBgBIAEoCCJJChJDb21wbGV0ZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJEg4KBnJlc3VsdBgDIAEoDCIVChNDb21wbGV0ZVJ1blJlc3BvbnNlIl4KDkZhaWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRITCgtsZWFzZV90b2tlbhgCIAEoCRInCgdmYWlsdXJlGAMgASgLMhYuc3RhY2tzaGlmdC52MS5GYWlsdXJlInAKD0ZhaWxSdW5SZXNwb25zZRIoCgZzdGF0dXMYASABKA4yGC5zdGFja3NoaWZ0LnYxLlJ1blN0YXR1cxIzCg9uZXh0X2F0dGVtcHRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqoCChFTdXNwZW5kUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSEwoLbGVhc2VfdG9rZW4YAiABKAkSDwoHc3RlcF9pZBgDIAEoCRIpCgVzbGVlcBgEIAEoCzIYLnN0YWNrc2hpZnQudjEuU2xlZXBXYWl0SAASKQoFZXZlbnQYBSABKAsyGC5zdGFja3NoaWZ0LnYxLkV2ZW50V2FpdEgAEikKBWNoaWxkGAYgASgLMhguc3RhY2tzaGlmdC52MS5DaGlsZFdhaXRIABIqCgNhbnkYByABKAsyGy5zdGFja3NoaWZ0LnYxLkNvbWJpbmVkV2FpdEgAEioKA2FsbBgIIAEoCzIbLnN0YWNrc2hpZnQudjEuQ29tYmluZWRXYWl0SABCBgoEd2FpdCJiCgxDb21iaW5lZFdhaXQSJgoFaXRlbXMYASADKAsyFy5zdGFja3NoaWZ0LnYxLldhaXRJdGVtEioKB3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iaQoIV2FpdEl0ZW0SKQoFc2xlZXAYASABKAsyGC5zdGFja3NoaWZ0LnYxLlNsZWVwV2FpdEgAEioKBWV2ZW50GAIgASgLMhkuc3RhY2tzaGlmdC52MS5FdmVudE1hdGNoSABCBgoEaXRlbSI5CgpFdmVudE1hdGNoEhIKCmV2ZW50X25hbWUYASABKAkSFwoPY29ycmVsYXRpb25fa2V5GAIgASgJImMKCVNsZWVwV2FpdBIrCghkdXJhdGlvbhgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIpCgV1bnRpbBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZAoJRXZlbnRXYWl0EhIKCmV2ZW50X25hbWUYASABKAkSFwoPY29ycmVsYXRpb25fa2V5GAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iOgoJQ2hpbGRXYWl0Ei0KCGNoaWxkcmVuGAEgAygLMhsuc3RhY2tzaGlmdC52MS5DaGlsZFJ1blNwZWMiygEKDENoaWxkUnVuU3BlYxILCgNqb2IYASABKAkSDwoHcGF5bG9hZBgCIAEoDBINCgVxdWV1ZRgDIAEoCRIwCgxyZXRyeV9wb2xpY3kYBCABKAsyGi5zdGFja3NoaWZ0LnYxLlJldHJ5UG9saWN5EjAKDWxlYXNlX3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEAoIcHJpb3JpdHkYBiABKAUSFwoPY29uY3VycmVuY3lfa2V5GAcgASgJIrQBChJTdXNwZW5kUnVuUmVzcG9uc2USLgoHb3V0Y29tZRgBIAEoDjIdLnN0YWNrc2hpZnQudjEuU3VzcGVuZE91dGNvbWUSKgoFZW50cnkYAiABKAsyGy5zdGFja3NoaWZ0LnYxLkpvdXJuYWxFbnRyeRIrCgd3YWtlX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1jaGlsZF9ydW5faWRzGAQgAygJImIKEUFwcGVuZExvZ3NSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRITCgtsZWFzZV90b2tlbhgCIAEoCRIoCgdlbnRyaWVzGAMgAygLMhcuc3RhY2tzaGlmdC52MS5Mb2dFbnRyeSI3ChJBcHBlbmRMb2dzUmVzcG9uc2USEAoIYWNjZXB0ZWQYASABKAUSDwoHZHJvcHBlZBgCIAEoBSpvCg5TdXNwZW5kT3V0Y29tZRIfChtTVVNQRU5EX09VVENPTUVfVU5TUEVDSUZJRUQQABIdChlTVVNQRU5EX09VVENPTUVfU0FUSVNGSUVEEAESHQoZU1VTUEVORF9PVVRDT01FX1NVU1BFTkRFRBACMssECg1Xb3JrZXJTZXJ2aWNlEksKCFBvbGxUYXNrEh4uc3RhY2tzaGlmdC52MS5Qb2xsVGFza1JlcXVlc3QaHy5zdGFja3NoaWZ0LnYxLlBvbGxUYXNrUmVzcG9uc2USTgoJSGVhcnRiZWF0Eh8uc3RhY2tzaGlmdC52MS5IZWFydGJlYXRSZXF1ZXN0GiAuc3RhY2tzaGlmdC52MS5IZWFydGJlYXRSZXNwb25zZRJXCgxDb21wbGV0ZVN0ZXASIi5zdGFja3NoaWZ0LnYxLkNvbXBsZXRlU3RlcFJlcXVlc3QaIy5zdGFja3NoaWZ0LnYxLkNvbXBsZXRlU3RlcFJlc3BvbnNlElQKC0NvbXBsZXRlUnVuEiEuc3RhY2tzaGlmdC52MS5Db21wbGV0ZVJ1blJlcXVlc3QaIi5zdGFja3NoaWZ0LnYxLkNvbXBsZXRlUnVuUmVzcG9uc2USSAoHRmFpbFJ1bhIdLnN0YWNrc2hpZnQudjEuRmFpbFJ1blJlcXVlc3QaHi5zdGFja3NoaWZ0LnYxLkZhaWxSdW5SZXNwb25zZRJRCgpTdXNwZW5kUnVuEiAuc3RhY2tzaGlmdC52MS5TdXNwZW5kUnVuUmVxdWVzdBohLnN0YWNrc2hpZnQudjEuU3VzcGVuZFJ1blJlc3BvbnNlElEKCkFwcGVuZExvZ3MSIC5zdGFja3NoaWZ0LnYxLkFwcGVuZExvZ3NSZXF1ZXN0GiEuc3RhY2tzaGlmdC52MS5BcHBlbmRMb2dzUmVzcG9uc2VCSFpGZ2l0aHViLmNvbS9zdGFja3NoaWZ0L3N0YWNrc2hpZnQvc2RrLWdvL2dlbi9zdGFja3NoaWZ0L3YxO3N0YWNrc2hpZnR2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_stackshift_v1_common, file_stackshift_v1_observability]);
 
 /**
  * JobSpec declares a job that a worker can execute.
@@ -520,6 +520,30 @@ export type SuspendRunRequest = Message<"stackshift.v1.SuspendRunRequest"> & {
      */
     value: EventWait;
     case: "event";
+  } | {
+    /**
+     * Starts child runs (in the same transaction) and waits until all of them are final.
+     *
+     * @generated from field: stackshift.v1.ChildWait child = 6;
+     */
+    value: ChildWait;
+    case: "child";
+  } | {
+    /**
+     * Waits until the first of several items resolves (`step.waitForAny`).
+     *
+     * @generated from field: stackshift.v1.CombinedWait any = 7;
+     */
+    value: CombinedWait;
+    case: "any";
+  } | {
+    /**
+     * Waits until every one of several items resolved (`step.waitForAll`).
+     *
+     * @generated from field: stackshift.v1.CombinedWait all = 8;
+     */
+    value: CombinedWait;
+    case: "all";
   } | { case: undefined; value?: undefined };
 };
 
@@ -529,6 +553,103 @@ export type SuspendRunRequest = Message<"stackshift.v1.SuspendRunRequest"> & {
  */
 export const SuspendRunRequestSchema: GenMessage<SuspendRunRequest> = /*@__PURE__*/
   messageDesc(file_stackshift_v1_worker, 12);
+
+/**
+ * CombinedWait is a `waitForAny` / `waitForAll` over events and sleeps (see
+ * docs/events.md). Event items follow the inbox rules of single event waits; one event is
+ * consumed by at most one item of the wait.
+ *
+ * @generated from message stackshift.v1.CombinedWait
+ */
+export type CombinedWait = Message<"stackshift.v1.CombinedWait"> & {
+  /**
+   * The items, 1 to 100, in order; the journal entry refers to them by index.
+   *
+   * @generated from field: repeated stackshift.v1.WaitItem items = 1;
+   */
+  items: WaitItem[];
+
+  /**
+   * How long the whole wait may take (0 to 365 days). Required unless a sleep item bounds
+   * the wait (ANY with a sleep item, or ALL of sleeps only).
+   *
+   * @generated from field: google.protobuf.Duration timeout = 2;
+   */
+  timeout?: Duration | undefined;
+};
+
+/**
+ * Describes the message stackshift.v1.CombinedWait.
+ * Use `create(CombinedWaitSchema)` to create a new message.
+ */
+export const CombinedWaitSchema: GenMessage<CombinedWait> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 13);
+
+/**
+ * WaitItem is one item of a combined wait. Set exactly one field.
+ *
+ * @generated from message stackshift.v1.WaitItem
+ */
+export type WaitItem = Message<"stackshift.v1.WaitItem"> & {
+  /**
+   * The item.
+   *
+   * @generated from oneof stackshift.v1.WaitItem.item
+   */
+  item: {
+    /**
+     * Resolves when the sleep ends.
+     *
+     * @generated from field: stackshift.v1.SleepWait sleep = 1;
+     */
+    value: SleepWait;
+    case: "sleep";
+  } | {
+    /**
+     * Resolves with the first matching event of the run's inbox.
+     *
+     * @generated from field: stackshift.v1.EventMatch event = 2;
+     */
+    value: EventMatch;
+    case: "event";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message stackshift.v1.WaitItem.
+ * Use `create(WaitItemSchema)` to create a new message.
+ */
+export const WaitItemSchema: GenMessage<WaitItem> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 14);
+
+/**
+ * EventMatch names the events an item waits for.
+ *
+ * @generated from message stackshift.v1.EventMatch
+ */
+export type EventMatch = Message<"stackshift.v1.EventMatch"> & {
+  /**
+   * The event name (same rules as event names).
+   *
+   * @generated from field: string event_name = 1;
+   */
+  eventName: string;
+
+  /**
+   * The correlation key to match exactly (at most 512 characters). Empty = only events
+   * published without a key.
+   *
+   * @generated from field: string correlation_key = 2;
+   */
+  correlationKey: string;
+};
+
+/**
+ * Describes the message stackshift.v1.EventMatch.
+ * Use `create(EventMatchSchema)` to create a new message.
+ */
+export const EventMatchSchema: GenMessage<EventMatch> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 15);
 
 /**
  * SleepWait suspends the run until a point in time. Set exactly one field.
@@ -557,7 +678,7 @@ export type SleepWait = Message<"stackshift.v1.SleepWait"> & {
  * Use `create(SleepWaitSchema)` to create a new message.
  */
 export const SleepWaitSchema: GenMessage<SleepWait> = /*@__PURE__*/
-  messageDesc(file_stackshift_v1_worker, 13);
+  messageDesc(file_stackshift_v1_worker, 16);
 
 /**
  * EventWait suspends the run until a matching event is published or the timeout passes.
@@ -594,7 +715,96 @@ export type EventWait = Message<"stackshift.v1.EventWait"> & {
  * Use `create(EventWaitSchema)` to create a new message.
  */
 export const EventWaitSchema: GenMessage<EventWait> = /*@__PURE__*/
-  messageDesc(file_stackshift_v1_worker, 14);
+  messageDesc(file_stackshift_v1_worker, 17);
+
+/**
+ * ChildWait starts child runs and suspends the parent until every child reached a final
+ * status (completed, failed or cancelled); see docs/children.md. The children are started
+ * once per (run, step_id): a resent or replayed request finds the children it started
+ * before instead of starting new ones.
+ *
+ * @generated from message stackshift.v1.ChildWait
+ */
+export type ChildWait = Message<"stackshift.v1.ChildWait"> & {
+  /**
+   * The children to start, 1 to 1,000; the journal entry lists their outcomes in this
+   * order.
+   *
+   * @generated from field: repeated stackshift.v1.ChildRunSpec children = 1;
+   */
+  children: ChildRunSpec[];
+};
+
+/**
+ * Describes the message stackshift.v1.ChildWait.
+ * Use `create(ChildWaitSchema)` to create a new message.
+ */
+export const ChildWaitSchema: GenMessage<ChildWait> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 18);
+
+/**
+ * ChildRunSpec is one child run to start (the fields mean what they mean in
+ * `StartRunRequest`).
+ *
+ * @generated from message stackshift.v1.ChildRunSpec
+ */
+export type ChildRunSpec = Message<"stackshift.v1.ChildRunSpec"> & {
+  /**
+   * The child's job name.
+   *
+   * @generated from field: string job = 1;
+   */
+  job: string;
+
+  /**
+   * The payload as JSON (UTF-8 bytes). Empty means `null`.
+   *
+   * @generated from field: bytes payload = 2;
+   */
+  payload: Uint8Array;
+
+  /**
+   * The queue; empty means the parent's queue.
+   *
+   * @generated from field: string queue = 3;
+   */
+  queue: string;
+
+  /**
+   * Overrides the retry policy for the child. Unset fields take the queue's defaults.
+   *
+   * @generated from field: stackshift.v1.RetryPolicy retry_policy = 4;
+   */
+  retryPolicy?: RetryPolicy | undefined;
+
+  /**
+   * Lease timeout for the child's attempts (1 s to 1 h). Unset = the usual defaults.
+   *
+   * @generated from field: google.protobuf.Duration lease_timeout = 5;
+   */
+  leaseTimeout?: Duration | undefined;
+
+  /**
+   * Delivery priority within the queue, -1000 to 1000 (default 0).
+   *
+   * @generated from field: int32 priority = 6;
+   */
+  priority: number;
+
+  /**
+   * Optional concurrency key (1-256 characters, no control characters).
+   *
+   * @generated from field: string concurrency_key = 7;
+   */
+  concurrencyKey: string;
+};
+
+/**
+ * Describes the message stackshift.v1.ChildRunSpec.
+ * Use `create(ChildRunSpecSchema)` to create a new message.
+ */
+export const ChildRunSpecSchema: GenMessage<ChildRunSpec> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 19);
 
 /**
  * SuspendRunResponse tells the worker how to go on.
@@ -610,18 +820,27 @@ export type SuspendRunResponse = Message<"stackshift.v1.SuspendRunResponse"> & {
   outcome: SuspendOutcome;
 
   /**
-   * For SATISFIED: the wait's journal entry (kind SLEEP or EVENT).
+   * For SATISFIED: the wait's journal entry (kind SLEEP, EVENT or CHILD).
    *
    * @generated from field: stackshift.v1.JournalEntry entry = 2;
    */
   entry?: JournalEntry | undefined;
 
   /**
-   * For SUSPENDED: when the sleep ends or the event wait times out.
+   * For SUSPENDED: when the sleep ends or the event wait times out; unset for a child
+   * wait (it has no timeout).
    *
    * @generated from field: google.protobuf.Timestamp wake_at = 3;
    */
   wakeAt?: Timestamp | undefined;
+
+  /**
+   * For a SUSPENDED child wait: the child run ids, in the order given (a SATISFIED entry's
+   * output lists them too).
+   *
+   * @generated from field: repeated string child_run_ids = 4;
+   */
+  childRunIds: string[];
 };
 
 /**
@@ -629,7 +848,7 @@ export type SuspendRunResponse = Message<"stackshift.v1.SuspendRunResponse"> & {
  * Use `create(SuspendRunResponseSchema)` to create a new message.
  */
 export const SuspendRunResponseSchema: GenMessage<SuspendRunResponse> = /*@__PURE__*/
-  messageDesc(file_stackshift_v1_worker, 15);
+  messageDesc(file_stackshift_v1_worker, 20);
 
 /**
  * AppendLogsRequest carries a batch of a handler's log lines.
@@ -664,7 +883,7 @@ export type AppendLogsRequest = Message<"stackshift.v1.AppendLogsRequest"> & {
  * Use `create(AppendLogsRequestSchema)` to create a new message.
  */
 export const AppendLogsRequestSchema: GenMessage<AppendLogsRequest> = /*@__PURE__*/
-  messageDesc(file_stackshift_v1_worker, 16);
+  messageDesc(file_stackshift_v1_worker, 21);
 
 /**
  * AppendLogsResponse tells how many lines were kept.
@@ -692,7 +911,7 @@ export type AppendLogsResponse = Message<"stackshift.v1.AppendLogsResponse"> & {
  * Use `create(AppendLogsResponseSchema)` to create a new message.
  */
 export const AppendLogsResponseSchema: GenMessage<AppendLogsResponse> = /*@__PURE__*/
-  messageDesc(file_stackshift_v1_worker, 17);
+  messageDesc(file_stackshift_v1_worker, 22);
 
 /**
  * SuspendOutcome says whether the worker continues or stops.
