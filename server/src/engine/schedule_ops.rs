@@ -234,6 +234,7 @@ impl Engine {
                 available_at: now,
                 priority: d.priority,
                 concurrency_key: None,
+                parent: None,
             })
             .collect();
         let skipped = times.is_empty();

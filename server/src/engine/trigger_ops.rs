@@ -164,6 +164,7 @@ impl Engine {
                 available_at: now,
                 priority: d.priority,
                 concurrency_key: None,
+                parent: None,
             });
         }
         Ok(runs)

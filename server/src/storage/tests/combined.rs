@@ -52,6 +52,7 @@ async fn publish(
             correlation_key: key.to_owned(),
             payload: format!("\"{id}\""),
             now,
+            triggered: Vec::new(),
         })
         .await
         .unwrap()
