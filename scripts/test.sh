@@ -215,6 +215,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || fail "python3 lacks venv/ensu
 need go "Install Go >= 1.24 (https://go.dev/dl/)."
 need psql "Install the PostgreSQL client tools (apt-get install -y postgresql-client)."
 need openssl "Install the openssl command (apt-get install -y openssl); the reliability suite's TLS scenario generates its certificates with it."
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || [ -n "${STACKSHIFT_LIBFAKETIME:-}" ] ||
+    fail "libfaketime is missing: apt-get install -y faketime (the reliability suite's clock scenario preloads it), or set STACKSHIFT_LIBFAKETIME to libfaketime.so.1"
 echo "$(cargo --version); $(rustc --version); buf $("$BUF" --version 2>&1)"
 echo "node $(node --version); npm $(npm --version); $(python3 --version); $(go version)"
 
@@ -386,7 +388,8 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # (l) reliability suite at CI size: the scenarios on SQLite (kill -9 soak, paused worker,
-#     fencing, counters, herd, poison, auth, secrets, TLS, hostile input, flood), the crash
+#     fencing, counters, herd, poison, auth, secrets, TLS, hostile input, flood, wall-clock
+#     jumps under libfaketime), the crash
 #     scenarios on PostgreSQL. `reaper-race` needs a server built with the `failpoints`
 #     feature in its own target dir (minutes), so it runs on demand only.
 #     Full size: cargo run -p stackshift-reliability -- --full (docs/reliability.md)
@@ -395,7 +398,7 @@ phase "reliability suite"
 REL_BIN="$ROOT/target/debug/stackshift-reliability"
 [ -x "$REL_BIN" ] || fail "$REL_BIN was not produced by cargo build"
 REL_SCENARIOS=()
-for s in crash-soak paused-worker lock-fencing counters herd poison auth secrets tls hostile flood; do
+for s in crash-soak paused-worker lock-fencing counters herd poison auth secrets tls hostile flood clock; do
     REL_SCENARIOS+=(--scenario "$s")
 done
 with_timeout "$EXAMPLE_TIMEOUT" "reliability (sqlite)" "$REL_BIN" --server-bin "$SERVER_BIN" \

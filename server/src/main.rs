@@ -108,6 +108,7 @@ enum KeysCommand {
 
 #[tokio::main]
 async fn main() {
+    stackshift_server::engine::init_clock();
     let cli = Cli::parse();
     let telemetry = match stackshift_server::telemetry::init(cli.otlp_endpoint.as_deref()) {
         Ok(t) => t,

@@ -2,6 +2,7 @@
 
 mod auth;
 mod auth_isolation;
+mod clock;
 mod counters;
 mod crash_soak;
 mod fencing;
@@ -51,6 +52,8 @@ pub enum Name {
     Hostile,
     /// One namespace floods past its rate limit; another keeps its latency.
     Flood,
+    /// The server's wall clock jumps +1 h and -1 h (libfaketime): no timer fires early or late.
+    Clock,
 }
 
 impl Name {
@@ -69,6 +72,7 @@ impl Name {
             Name::Tls,
             Name::Hostile,
             Name::Flood,
+            Name::Clock,
         ]
     }
 
@@ -87,6 +91,7 @@ impl Name {
             Name::Tls => "tls",
             Name::Hostile => "hostile",
             Name::Flood => "flood",
+            Name::Clock => "clock",
         }
     }
 }
@@ -111,6 +116,7 @@ pub async fn run(name: Name, opts: &Opts) -> anyhow::Result<Report> {
         Name::Tls => tls::run(opts, &bin, &mut report).await?,
         Name::Hostile => hostile::run(opts, &bin, &mut report).await?,
         Name::Flood => flood::run(opts, &bin, &mut report).await?,
+        Name::Clock => clock::run(opts, &bin, &mut report).await?,
     }
     Ok(report)
 }

@@ -35,8 +35,8 @@ mod trigger_ops;
 mod wait_ops;
 mod worker_ops;
 
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
@@ -87,8 +87,30 @@ impl Default for EngineConfig {
     }
 }
 
-/// The current time in milliseconds since the Unix epoch.
+/// The engine clock: the wall clock read once (at the first call, i.e. at process start)
+/// plus the monotonic time elapsed since then.
+static CLOCK_ANCHOR: OnceLock<(i64, Instant)> = OnceLock::new();
+
+/// The current engine time in milliseconds since the Unix epoch.
+///
+/// Every timer, timeout, lease, TTL, backoff and schedule in the engine reads this clock.
+/// It is the wall clock sampled once per process plus a monotonic `Instant` elapsed since,
+/// so a wall-clock jump (NTP step, operator `date -s`, VM resume) while the server runs
+/// neither fires a timer early nor delays or drops one. A jump across a restart is seen at
+/// the restart (docs/semantics.md, "Time").
 pub fn now_ms() -> i64 {
+    let (wall, mono) = CLOCK_ANCHOR.get_or_init(|| (wall_ms(), Instant::now()));
+    wall + mono.elapsed().as_millis() as i64
+}
+
+/// Anchors the engine clock now (called once at server start, so the anchor is the start
+/// time rather than the first request's).
+pub fn init_clock() {
+    let _ = now_ms();
+}
+
+/// The wall clock in milliseconds since the Unix epoch (only read to anchor [`now_ms`]).
+fn wall_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
