@@ -199,7 +199,9 @@ impl StepOptions {
 
 /// The wait after failed try `k` (from 1): `base * 2^(k-1)`, capped at 5 s.
 pub(crate) fn retry_delay(base: std::time::Duration, k: u32) -> std::time::Duration {
-    let factor = 1u32.checked_shl(k.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(k.saturating_sub(1).min(31))
+        .unwrap_or(u32::MAX);
     base.checked_mul(factor)
         .unwrap_or(MAX_STEP_RETRY_DELAY)
         .min(MAX_STEP_RETRY_DELAY)
@@ -551,7 +553,15 @@ mod tests {
         let got: Vec<_> = (1..=7).map(|k| retry_delay(base, k)).collect();
         assert_eq!(
             got,
-            [ms(200), ms(400), ms(800), ms(1600), ms(3200), ms(5000), ms(5000)]
+            [
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1600),
+                ms(3200),
+                ms(5000),
+                ms(5000)
+            ]
         );
         assert_eq!(retry_delay(base, 100), ms(5000));
         assert_eq!(retry_delay(ms(0), 3), ms(0));
@@ -562,7 +572,11 @@ mod tests {
         let ms = std::time::Duration::from_millis;
         assert_eq!(StepOptions::new().validate().unwrap(), (0, ms(200)));
         assert_eq!(
-            StepOptions::new().retries(3).retry_delay("500ms").validate().unwrap(),
+            StepOptions::new()
+                .retries(3)
+                .retry_delay("500ms")
+                .validate()
+                .unwrap(),
             (3, ms(500))
         );
         assert!(StepOptions::new().retries(101).validate().is_err());
