@@ -117,6 +117,19 @@ func (o Output) Decode(v any) error { return json.Unmarshal(o, v) }
 
 // Run runs fn as the step id, or returns its recorded outcome (see Step).
 func (s *Step) Run(ctx context.Context, id string, fn func(ctx context.Context) (any, error)) (Output, error) {
+	return s.RunWithOptions(ctx, id, StepOptions{}, fn)
+}
+
+// RunWithOptions is Run with a per-step retry policy (see StepOptions): a retryable error from
+// fn runs it again in place, in the same attempt, up to opts.Retries more times.
+//
+//	out, err := jc.Step.RunWithOptions(ctx, "fetch-rate",
+//		stackshift.StepOptions{Retries: 3, RetryDelay: 500 * time.Millisecond}, fetchRate)
+func (s *Step) RunWithOptions(ctx context.Context, id string, opts StepOptions, fn func(ctx context.Context) (any, error)) (Output, error) {
+	retries, base, err := opts.validate()
+	if err != nil {
+		return nil, err
+	}
 	if id == "" {
 		return nil, NonRetryablef("step id must not be empty")
 	}
@@ -143,6 +156,26 @@ func (s *Step) Run(ctx context.Context, id string, fn func(ctx context.Context) 
 	}
 	started := time.Now()
 	value, fnErr := s.call(ctx, stepID, fn)
+	for try := 1; fnErr != nil && try <= retries && !IsNonRetryable(fnErr) && !IsInterrupted(fnErr) && !s.lease.isInterrupted(); try++ {
+		delay := stepRetryDelay(base, try)
+		if s.logs != nil {
+			prev := s.logs.setStep(stepID)
+			(&Logger{sink: s.logs}).Warn(fmt.Sprintf("step %s failed (try %d of %d): %s; retrying in %dms",
+				stepID, try, retries+1, fnErr.Error(), delay.Milliseconds()))
+			s.logs.setStep(prev)
+		}
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+		case <-s.lease.done:
+			timer.Stop()
+			return nil, s.lease.err()
+		}
+		if s.lease.isInterrupted() {
+			return nil, s.lease.err()
+		}
+		value, fnErr = s.call(ctx, stepID, fn)
+	}
 	if fnErr != nil {
 		if IsNonRetryable(fnErr) && !IsInterrupted(fnErr) {
 			f := failureFromError(fnErr)
@@ -174,8 +207,13 @@ func (s *Step) call(ctx context.Context, stepID string, fn func(ctx context.Cont
 
 // RunStep is the typed form of Step.Run: fn returns a T, and so does the replay.
 func RunStep[T any](ctx context.Context, step *Step, id string, fn func(ctx context.Context) (T, error)) (T, error) {
+	return RunStepWithOptions(ctx, step, id, StepOptions{}, fn)
+}
+
+// RunStepWithOptions is the typed form of Step.RunWithOptions.
+func RunStepWithOptions[T any](ctx context.Context, step *Step, id string, opts StepOptions, fn func(ctx context.Context) (T, error)) (T, error) {
 	var zero T
-	out, err := step.Run(ctx, id, func(ctx context.Context) (any, error) { return fn(ctx) })
+	out, err := step.RunWithOptions(ctx, id, opts, func(ctx context.Context) (any, error) { return fn(ctx) })
 	if err != nil {
 		return zero, err
 	}

@@ -155,6 +155,43 @@ func TestStepsAreMemoizedAcrossRetries(t *testing.T) {
 	}
 }
 
+func TestStepRetriedInPlace(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t)
+	var tries atomic.Int32
+	w := c.NewWorker(stackshift.WorkerOptions{Queues: []string{"inplace"}})
+	w.Job("inplace", func(ctx context.Context, jc *stackshift.JobContext) (any, error) {
+		return stackshift.RunStepWithOptions(ctx, jc.Step, "flaky", stackshift.StepOptions{Retries: 3, RetryDelay: 10 * time.Millisecond},
+			func(ctx context.Context) (int32, error) {
+				if n := tries.Add(1); n < 3 {
+					return 0, fmt.Errorf("transient %d", n)
+				}
+				return jc.Attempt, nil
+			})
+	})
+	w.Start()
+	defer w.Shutdown(ctx)
+	started, err := c.Start(ctx, "inplace", nil, fast("inplace"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := c.WaitForRun(ctx, started.ID, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Status != stackshift.StatusCompleted || run.Attempt != 1 || string(run.Result) != "1" || tries.Load() != 3 {
+		t.Fatalf("run: %s attempt %d result %s tries %d", run.Status, run.Attempt, run.Result, tries.Load())
+	}
+	var warns []string
+	for _, l := range run.Logs {
+		warns = append(warns, l.Message)
+	}
+	want := "[step flaky failed (try 1 of 4): transient 1; retrying in 10ms step flaky failed (try 2 of 4): transient 2; retrying in 20ms]"
+	if fmt.Sprint(warns) != want {
+		t.Fatalf("logs %v", warns)
+	}
+}
+
 func TestNonRetryableStepFailureIsRecordedAndReplayed(t *testing.T) {
 	ctx := context.Background()
 	c := newClient(t)

@@ -29,6 +29,27 @@ func TestParseDuration(t *testing.T) {
 	}
 }
 
+func TestStepOptionsAreValidated(t *testing.T) {
+	for _, opts := range []StepOptions{{Retries: -1}, {Retries: 101}, {RetryDelay: -time.Second}} {
+		if _, _, err := opts.validate(); !IsNonRetryable(err) {
+			t.Fatalf("%+v: %v", opts, err)
+		}
+	}
+	if n, d, err := (StepOptions{Retries: 3}).validate(); n != 3 || d != 200*time.Millisecond || err != nil {
+		t.Fatalf("defaults: %d %s %v", n, d, err)
+	}
+}
+
+func TestStepRetryDelayDoublesAndCaps(t *testing.T) {
+	var got []time.Duration
+	for k := 1; k <= 7; k++ {
+		got = append(got, stepRetryDelay(200*time.Millisecond, k))
+	}
+	if fmt.Sprint(got) != "[200ms 400ms 800ms 1.6s 3.2s 5s 5s]" || stepRetryDelay(time.Second, 100) != 5*time.Second {
+		t.Fatalf("delays %v", got)
+	}
+}
+
 func TestOccurrenceSuffixes(t *testing.T) {
 	o := newOccurrences()
 	var got []string

@@ -72,7 +72,7 @@ type script struct {
 	caught  []any
 }
 
-func (s *script) stepBody(ctx context.Context, jc *stackshift.JobContext, id string, op obj) (any, error) {
+func (s *script) stepBody(ctx context.Context, jc *stackshift.JobContext, id string, op obj, try int64) (any, error) {
 	record(s.ledger, jc.RunID, id, jc.Attempt, "start")
 	if ms, ok := intOf(op["sleep_ms"]); ok {
 		if err := sleepCtx(ctx, ms); err != nil {
@@ -83,6 +83,12 @@ func (s *script) stepBody(ctx context.Context, jc *stackshift.JobContext, id str
 	if n, ok := intOf(op["fail_until_attempt"]); ok && int64(jc.Attempt) <= n {
 		if message == "" {
 			message = fmt.Sprintf("step %s failed on attempt %d", id, jc.Attempt)
+		}
+		return nil, errors.New(message)
+	}
+	if n, ok := intOf(op["fail_until_try"]); ok && try <= n {
+		if message == "" {
+			message = fmt.Sprintf("step %s failed on try %d", id, try)
 		}
 		return nil, errors.New(message)
 	}
@@ -121,7 +127,24 @@ func (s *script) run(ctx context.Context, jc *stackshift.JobContext, ops []any) 
 		switch {
 		case op["step"] != nil:
 			id, _ := op["step"].(string)
-			out, err := jc.Step.Run(ctx, id, func(ctx context.Context) (any, error) { return s.stepBody(ctx, jc, id, op) })
+			var out stackshift.Output
+			var err error
+			if op["retries"] != nil || op["retry_delay_ms"] != nil {
+				var opts stackshift.StepOptions
+				if n, ok := intOf(op["retries"]); ok {
+					opts.Retries = int(n)
+				}
+				if ms, ok := intOf(op["retry_delay_ms"]); ok {
+					opts.RetryDelay = time.Duration(ms) * time.Millisecond
+				}
+				var tries int64
+				out, err = jc.Step.RunWithOptions(ctx, id, opts, func(ctx context.Context) (any, error) {
+					tries++
+					return s.stepBody(ctx, jc, id, op, tries)
+				})
+			} else {
+				out, err = jc.Step.Run(ctx, id, func(ctx context.Context) (any, error) { return s.stepBody(ctx, jc, id, op, 1) })
+			}
 			if err != nil {
 				if op["catch"] != true || stackshift.IsInterrupted(err) {
 					return err

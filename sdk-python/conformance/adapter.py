@@ -37,7 +37,7 @@ def record(run_id: str, step: str, attempt: int, phase: str) -> None:
         f.write(line + "\n")
 
 
-async def step_body(ctx: JobContext[Any], step_id: str, op: dict[str, Any]) -> Any:
+async def step_body(ctx: JobContext[Any], step_id: str, op: dict[str, Any], try_no: int = 1) -> Any:
     """Ledger start, optional sleep, optional failure, ledger end."""
     record(ctx.run_id, step_id, ctx.attempt, "start")
     if isinstance(op.get("sleep_ms"), int):
@@ -46,6 +46,9 @@ async def step_body(ctx: JobContext[Any], step_id: str, op: dict[str, Any]) -> A
     until = op.get("fail_until_attempt")
     if isinstance(until, int) and ctx.attempt <= until:
         raise RuntimeError(message or f"step {step_id} failed on attempt {ctx.attempt}")
+    until_try = op.get("fail_until_try")
+    if isinstance(until_try, int) and try_no <= until_try:
+        raise RuntimeError(message or f"step {step_id} failed on try {try_no}")
     if op.get("non_retryable") is True:
         raise NonRetryableError(message or f"step {step_id} failed permanently")
     record(ctx.run_id, step_id, ctx.attempt, "end")
@@ -120,7 +123,24 @@ async def run_ops(ctx: JobContext[Any], ops: list[Any], outputs: list[Any], caug
         elif isinstance(op.get("step"), str):
             step_id: str = op["step"]
             try:
-                outputs.append(await ctx.step.run(step_id, lambda: step_body(ctx, step_id, op)))
+                if "retries" in op or "retry_delay_ms" in op:
+                    tries = [0]
+
+                    def body() -> Any:
+                        tries[0] += 1
+                        return step_body(ctx, step_id, op, tries[0])
+
+                    delay = op.get("retry_delay_ms")
+                    outputs.append(
+                        await ctx.step.run(
+                            step_id,
+                            body,
+                            retries=op.get("retries", 0),
+                            retry_delay=None if delay is None else f"{delay}ms",
+                        )
+                    )
+                else:
+                    outputs.append(await ctx.step.run(step_id, lambda: step_body(ctx, step_id, op)))
             except AttemptInterruptedError:
                 raise
             except Exception as e:

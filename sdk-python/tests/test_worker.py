@@ -64,6 +64,50 @@ def test_steps_are_memoized_across_retries(endpoint: str) -> None:
     assert executions == ["first@1", "flaky@1", "flaky@2"]
 
 
+def test_step_retried_in_place(endpoint: str) -> None:
+    tries: list[int] = []
+
+    async def scenario() -> None:
+        async with StackShift(endpoint=endpoint) as ss:
+
+            @ss.job("inplace")
+            async def inplace(ctx: JobContext[Any]) -> Any:
+                async def flaky() -> int:
+                    tries.append(ctx.attempt)
+                    if len(tries) < 3:
+                        raise RuntimeError(f"transient {len(tries)}")
+                    return ctx.attempt
+
+                return await ctx.step.run("flaky", flaky, retries=3, retry_delay="10ms")
+
+            async with ss.worker(queues=["inplace"]):
+                started = await ss.start("inplace", None, queue_name="inplace", retry_policy=FAST)
+                run = await ss.wait_for_run(started.id, timeout="20s")
+            assert run.status == "completed"
+            assert run.attempt == 1
+            assert run.result == 1
+            assert [(log.level, log.message, log.step_id) for log in run.logs] == [
+                ("warn", "step flaky failed (try 1 of 4): transient 1; retrying in 10ms", "flaky"),
+                ("warn", "step flaky failed (try 2 of 4): transient 2; retrying in 20ms", "flaky"),
+            ]
+
+    asyncio.run(scenario())
+    assert tries == [1, 1, 1]
+
+
+def test_step_retry_options_are_validated() -> None:
+    from stackshift.context import _retry_policy, step_retry_delay_ms
+
+    assert _retry_policy(0, None) == (0, 200)
+    assert _retry_policy(3, "500ms") == (3, 500)
+    for bad in (-1, 101, True, 1.5):
+        with pytest.raises(NonRetryableError):
+            _retry_policy(bad, None)
+    with pytest.raises(NonRetryableError):
+        _retry_policy(1, "soon")
+    assert [step_retry_delay_ms(200, k) for k in range(1, 8)] == [200, 400, 800, 1600, 3200, 5000, 5000]
+
+
 def test_non_retryable_step_failure_is_recorded_and_replayed(endpoint: str) -> None:
     async def scenario() -> None:
         async with StackShift(endpoint=endpoint) as ss:

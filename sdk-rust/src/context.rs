@@ -136,6 +136,77 @@ impl Occurrences {
     }
 }
 
+/// What [`Step::prepare`] found: a replayed outcome, or the effective id to execute.
+enum Prepared<T> {
+    Replayed(anyhow::Result<T>),
+    Execute(String),
+}
+
+/// The largest `retries` a step accepts.
+pub const MAX_STEP_RETRIES: u32 = 100;
+/// The default delay before the first in-place retry of a step.
+pub const DEFAULT_STEP_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+/// The longest delay between two tries of a step.
+pub const MAX_STEP_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Options of [`Step::run_with`]: the step's in-place retry policy.
+///
+/// `retries(n)` (0 to 100, default 0) extra tries of the body inside the same attempt;
+/// `retry_delay(d)` (default 200 ms) the wait before the first retry, doubled for each
+/// further one and capped at 5 s. A bad value fails the step with a non-retryable error.
+#[derive(Debug, Clone, Default)]
+pub struct StepOptions {
+    retries: u32,
+    retry_delay: Option<Result<std::time::Duration, crate::ParseDurationError>>,
+}
+
+impl StepOptions {
+    /// No retries, the default delay.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Extra tries of the body after a retryable error (0 to 100).
+    #[must_use]
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// The wait before the first retry (`"500ms"` or a [`std::time::Duration`]).
+    #[must_use]
+    pub fn retry_delay(mut self, delay: impl crate::IntoDuration) -> Self {
+        self.retry_delay = Some(delay.into_duration());
+        self
+    }
+
+    /// The retries and base delay, or why they are invalid.
+    fn validate(&self) -> Result<(u32, std::time::Duration), String> {
+        if self.retries > MAX_STEP_RETRIES {
+            return Err(format!(
+                "step retries must be between 0 and {MAX_STEP_RETRIES}, got {}",
+                self.retries
+            ));
+        }
+        let delay = match &self.retry_delay {
+            None => DEFAULT_STEP_RETRY_DELAY,
+            Some(Ok(d)) => *d,
+            Some(Err(e)) => return Err(format!("invalid step retry delay: {e}")),
+        };
+        Ok((self.retries, delay))
+    }
+}
+
+/// The wait after failed try `k` (from 1): `base * 2^(k-1)`, capped at 5 s.
+pub(crate) fn retry_delay(base: std::time::Duration, k: u32) -> std::time::Duration {
+    let factor = 1u32
+        .checked_shl(k.saturating_sub(1).min(31))
+        .unwrap_or(u32::MAX);
+    base.checked_mul(factor)
+        .unwrap_or(MAX_STEP_RETRY_DELAY)
+        .min(MAX_STEP_RETRY_DELAY)
+}
+
 /// Runs memoized steps for one attempt. Cheap to clone; clones share the occurrence
 /// counters, so ids stay unique across clones.
 ///
@@ -215,6 +286,91 @@ impl Step {
         Fut: Future<Output = anyhow::Result<T>>,
         T: Serialize + DeserializeOwned,
     {
+        let step_id = match self.prepare(id)? {
+            Prepared::Replayed(result) => return result,
+            Prepared::Execute(step_id) => step_id,
+        };
+        let lease = &self.inner.lease;
+        if lease.is_interrupted() {
+            return Err(lease.interrupted_error().into());
+        }
+        let started_at = Utc::now();
+        let result = crate::log::CURRENT_STEP.scope(step_id.clone(), f()).await;
+        self.finish(&step_id, result, started_at).await
+    }
+
+    /// Like [`run`](Self::run), with a per-step retry policy: a retryable error from `f`
+    /// runs it again in place (in the same attempt) up to `options.retries` more times,
+    /// waiting `retry_delay` doubled each try (capped at 5 s) in between. Heartbeats go on
+    /// during the wait; cancellation or a lost lease ends it at once with
+    /// [`Interrupted`](crate::Interrupted). Non-retryable errors are not retried. Each failed
+    /// try logs a `warn` line `step ID failed (try K of N): MESSAGE; retrying in Dms`. Once
+    /// the last try fails, the error is handled exactly as by `run`. A recorded outcome is
+    /// replayed without calling `f`, as by `run`.
+    ///
+    /// ```no_run
+    /// # async fn demo(step: stackshift::Step) -> anyhow::Result<()> {
+    /// use stackshift::StepOptions;
+    /// let rate: f64 = step
+    ///     .run_with("fetch-rate", StepOptions::new().retries(3).retry_delay("500ms"), || async {
+    ///         anyhow::Ok(1.08)
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_with<T, F, Fut>(
+        &self,
+        id: &str,
+        options: StepOptions,
+        mut f: F,
+    ) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+        T: Serialize + DeserializeOwned,
+    {
+        let (retries, base) = options.validate().map_err(non_retryable)?;
+        let step_id = match self.prepare(id)? {
+            Prepared::Replayed(result) => return result,
+            Prepared::Execute(step_id) => step_id,
+        };
+        let lease = &self.inner.lease;
+        let started_at = Utc::now();
+        let mut attempt_try: u32 = 1;
+        loop {
+            if lease.is_interrupted() {
+                return Err(lease.interrupted_error().into());
+            }
+            let result = crate::log::CURRENT_STEP.scope(step_id.clone(), f()).await;
+            let error = match result {
+                Err(error)
+                    if attempt_try <= retries
+                        && !is_non_retryable(&error)
+                        && !is_interrupted(&error)
+                        && !lease.is_interrupted() =>
+                {
+                    error
+                }
+                result => return self.finish(&step_id, result, started_at).await,
+            };
+            let delay = retry_delay(base, attempt_try);
+            crate::log::CURRENT_STEP.sync_scope(step_id.clone(), || {
+                self.inner.log.warn(format!(
+                    "step {step_id} failed (try {attempt_try} of {}): {error}; retrying in {}ms",
+                    retries + 1,
+                    delay.as_millis()
+                ));
+            });
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = lease.interrupted() => return Err(lease.interrupted_error().into()),
+            }
+            attempt_try += 1;
+        }
+    }
+
+    /// Validates `id`, assigns the effective id and looks it up in the journal.
+    fn prepare<T: DeserializeOwned>(&self, id: &str) -> anyhow::Result<Prepared<T>> {
         if id.is_empty() {
             return Err(non_retryable("step id must not be empty"));
         }
@@ -231,43 +387,48 @@ impl Step {
             .next(id)
             .map_err(non_retryable)?;
 
-        if let Some(recorded) = self.inner.journal.get(&step_id) {
-            tracing::debug!(run_id = %self.inner.lease.run_id, step_id, "step replayed from the journal");
-            return match recorded {
-                Recorded::Output(bytes) => {
-                    let bytes: &[u8] = if bytes.is_empty() { b"null" } else { bytes };
-                    serde_json::from_slice(bytes).map_err(|e| {
-                        non_retryable(format!(
-                            "the recorded output of step {step_id} does not match the type the \
-                             handler expects: {e}"
-                        ))
-                    })
-                }
-                Recorded::Failure(failure) => Err(anyhow::Error::new(StepFailed {
-                    step_id,
-                    failure: failure.clone(),
-                })),
-                Recorded::Wait { kind, .. } => Err(non_retryable(format!(
-                    "step id {step_id} is recorded as a {} in this run's journal, not as a \
-                     step: the handler no longer calls its steps in the recorded order",
-                    wait::kind_name(*kind)
-                ))),
-            };
-        }
+        let Some(recorded) = self.inner.journal.get(&step_id) else {
+            return Ok(Prepared::Execute(step_id));
+        };
+        tracing::debug!(run_id = %self.inner.lease.run_id, step_id, "step replayed from the journal");
+        Ok(Prepared::Replayed(match recorded {
+            Recorded::Output(bytes) => {
+                let bytes: &[u8] = if bytes.is_empty() { b"null" } else { bytes };
+                serde_json::from_slice(bytes).map_err(|e| {
+                    non_retryable(format!(
+                        "the recorded output of step {step_id} does not match the type the \
+                         handler expects: {e}"
+                    ))
+                })
+            }
+            Recorded::Failure(failure) => Err(anyhow::Error::new(StepFailed {
+                step_id,
+                failure: failure.clone(),
+            })),
+            Recorded::Wait { kind, .. } => Err(non_retryable(format!(
+                "step id {step_id} is recorded as a {} in this run's journal, not as a \
+                 step: the handler no longer calls its steps in the recorded order",
+                wait::kind_name(*kind)
+            ))),
+        }))
+    }
 
+    /// Records the final outcome of an executed step (see [`Step`]) and returns it.
+    async fn finish<T: Serialize>(
+        &self,
+        step_id: &str,
+        result: anyhow::Result<T>,
+        started_at: chrono::DateTime<Utc>,
+    ) -> anyhow::Result<T> {
         let lease = &self.inner.lease;
-        if lease.is_interrupted() {
-            return Err(lease.interrupted_error().into());
-        }
-        let started_at = Utc::now();
-        match crate::log::CURRENT_STEP.scope(step_id.clone(), f()).await {
+        match result {
             Ok(value) => {
                 let output = serde_json::to_vec(&value).map_err(|e| {
                     non_retryable(format!(
                         "could not serialize the output of step {step_id}: {e}"
                     ))
                 })?;
-                self.record(&step_id, Outcome::Output(output), started_at)
+                self.record(step_id, Outcome::Output(output), started_at)
                     .await?;
                 tracing::debug!(run_id = %lease.run_id, step_id, "step completed");
                 Ok(value)
@@ -276,7 +437,7 @@ impl Step {
                 if is_non_retryable(&error) && !is_interrupted(&error) {
                     let mut failure = failure_from_error(&error);
                     failure.non_retryable = true;
-                    self.record(&step_id, Outcome::Failure(failure.into()), started_at)
+                    self.record(step_id, Outcome::Failure(failure.into()), started_at)
                         .await?;
                     tracing::debug!(run_id = %lease.run_id, step_id, "step failed non-retryably; recorded");
                 }
@@ -383,6 +544,43 @@ mod tests {
         assert_eq!(o.next("a#2").unwrap(), "a#2");
         assert_eq!(o.next("a").unwrap(), "a");
         assert!(o.next("a").is_err());
+    }
+
+    #[test]
+    fn retry_delays_double_and_cap() {
+        let ms = std::time::Duration::from_millis;
+        let base = ms(200);
+        let got: Vec<_> = (1..=7).map(|k| retry_delay(base, k)).collect();
+        assert_eq!(
+            got,
+            [
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1600),
+                ms(3200),
+                ms(5000),
+                ms(5000)
+            ]
+        );
+        assert_eq!(retry_delay(base, 100), ms(5000));
+        assert_eq!(retry_delay(ms(0), 3), ms(0));
+    }
+
+    #[test]
+    fn step_options_are_validated() {
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(StepOptions::new().validate().unwrap(), (0, ms(200)));
+        assert_eq!(
+            StepOptions::new()
+                .retries(3)
+                .retry_delay("500ms")
+                .validate()
+                .unwrap(),
+            (3, ms(500))
+        );
+        assert!(StepOptions::new().retries(101).validate().is_err());
+        assert!(StepOptions::new().retry_delay("soon").validate().is_err());
     }
 
     #[tokio::test]

@@ -87,7 +87,7 @@ pub use auth::AuthInterceptor;
 pub use client::{JobsClient, Queue, StackShift, WorkerClient};
 pub use context::{
     AllResult, AnyResult, ChildFailed, ChildOutcome, ChildRun, ChildStatus, ItemResult, JobContext,
-    Step, WaitItem,
+    Step, StepOptions, WaitItem,
 };
 pub use duration::{IntoDuration, ParseDurationError, parse_duration};
 pub use error::{Error, Interrupted, NonRetryable, StepFailed, non_retryable};

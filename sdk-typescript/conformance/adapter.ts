@@ -56,12 +56,15 @@ interface ScriptState {
 }
 
 /** The body of a script step: ledger start, optional sleep, optional failure, ledger end. */
-async function stepBody(ctx: JobContext<Obj>, id: string, op: Obj): Promise<Json> {
+async function stepBody(ctx: JobContext<Obj>, id: string, op: Obj, tryNo = 1): Promise<Json> {
   record(ctx.runId, id, ctx.attempt, "start");
   if (typeof op["sleep_ms"] === "number") await interruptibleSleep(op["sleep_ms"], ctx.signal);
   const message = typeof op["message"] === "string" ? op["message"] : undefined;
   if (typeof op["fail_until_attempt"] === "number" && ctx.attempt <= op["fail_until_attempt"]) {
     throw new Error(message ?? `step ${id} failed on attempt ${ctx.attempt}`);
+  }
+  if (typeof op["fail_until_try"] === "number" && tryNo <= op["fail_until_try"]) {
+    throw new Error(message ?? `step ${id} failed on try ${tryNo}`);
   }
   if (op["non_retryable"] === true) throw new NonRetryableError(message ?? `step ${id} failed permanently`);
   record(ctx.runId, id, ctx.attempt, "end");
@@ -153,7 +156,16 @@ async function runOps(ctx: JobContext<Obj>, ops: Json[], state: ScriptState): Pr
     if (typeof op["step"] === "string") {
       const id = op["step"];
       try {
-        state.outputs.push(await ctx.step.run(id, () => stepBody(ctx, id, op)));
+        if ("retries" in op || "retry_delay_ms" in op) {
+          let tries = 0;
+          const options = {
+            ...(typeof op["retries"] === "number" ? { retries: op["retries"] } : {}),
+            ...(typeof op["retry_delay_ms"] === "number" ? { retryDelay: op["retry_delay_ms"] } : {}),
+          };
+          state.outputs.push(await ctx.step.run(id, () => stepBody(ctx, id, op, ++tries), options));
+        } else {
+          state.outputs.push(await ctx.step.run(id, () => stepBody(ctx, id, op)));
+        }
       } catch (e) {
         if (op["catch"] !== true || e instanceof AttemptInterruptedError) throw e;
         const [kind, message] = errorKind(e);

@@ -22,6 +22,63 @@ import { decodeJson, encodeJson } from "./json.js";
 import { failureToProto, type Failure } from "./run.js";
 import { Lease, write } from "./worker/lease.js";
 
+/** The largest `retries` a step accepts. */
+export const MAX_STEP_RETRIES = 100;
+/** The default delay before a step's first in-place retry, in ms. */
+export const DEFAULT_STEP_RETRY_DELAY_MS = 200;
+/** The longest delay between two tries of a step, in ms. */
+export const MAX_STEP_RETRY_DELAY_MS = 5_000;
+
+/**
+ * Options of {@link Step.run}: the step's in-place retry policy. A retryable error from the
+ * body runs it again within the same attempt, up to `retries` more times, waiting
+ * `retryDelay` (doubled each try, capped at 5 s) in between.
+ */
+export interface StepOptions {
+  /** Extra tries of the body after a retryable error, 0 to 100 (default 0). */
+  retries?: number;
+  /** The wait before the first retry: ms or `'500ms'`-style (default 200 ms). */
+  retryDelay?: DurationInput;
+}
+
+/** Validates {@link StepOptions}; a bad value is a non-retryable error. */
+function stepRetryPolicy(options: StepOptions | undefined): { retries: number; retryDelayMs: number } {
+  const retries = options?.retries ?? 0;
+  if (!Number.isInteger(retries) || retries < 0 || retries > MAX_STEP_RETRIES) {
+    throw new NonRetryableError(`step retries must be an integer between 0 and ${MAX_STEP_RETRIES}, got ${String(retries)}`);
+  }
+  let retryDelayMs = DEFAULT_STEP_RETRY_DELAY_MS;
+  if (options?.retryDelay !== undefined) {
+    try {
+      retryDelayMs = toMillis(options.retryDelay, "retryDelay");
+    } catch (e) {
+      throw new NonRetryableError(`invalid step retry delay: ${(e as Error).message}`, { cause: e });
+    }
+  }
+  return { retries, retryDelayMs };
+}
+
+/** The wait after failed try `k` (from 1): `base * 2^(k-1)`, capped at 5 s. */
+export function stepRetryDelayMs(baseMs: number, k: number): number {
+  return Math.min(baseMs * 2 ** Math.min(k - 1, 30), MAX_STEP_RETRY_DELAY_MS);
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function interruptibleDelay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
 /** A recorded outcome from the task's journal: a step's output or failure, or a wait's result. */
 export type Recorded = { output: Uint8Array } | { failure: Failure } | { wait: JournalEntryKind; output: Uint8Array };
 
@@ -63,6 +120,13 @@ export class Occurrences {
  *   ({@link NonRetryableError}, or any error with `nonRetryable: true`), the failure is
  *   recorded as the step's terminal outcome and re-thrown; any other error is re-thrown
  *   unrecorded: the attempt fails, is retried, and the step runs again then.
+ *
+ * With `step.run(id, fn, { retries: 3, retryDelay: '500ms' })` a retryable error from `fn`
+ * runs it again in place (same attempt) up to 3 more times, waiting 500 ms, 1 s, 2 s
+ * (doubling, capped at 5 s) in between; each failed try logs a `warn` line
+ * `step ID failed (try K of N): MESSAGE; retrying in Dms`. Non-retryable errors are not
+ * retried, cancellation ends the wait at once, and once the last try fails the error is
+ * handled exactly as without retries.
  *
  * Once the run is cancelled or the lease is lost, `step.run` rejects with
  * `AttemptInterruptedError` without running `fn`; let it propagate.
@@ -170,9 +234,11 @@ export class Step {
    *
    * ```ts
    * const payment = await step.run('verify-payment', () => verifyPayment(payload.paymentId))
+   * const rate = await step.run('fetch-rate', () => fetchRate(), { retries: 3, retryDelay: '500ms' })
    * ```
    */
-  async run<T>(id: string, fn: () => T | Promise<T>): Promise<Awaited<T>> {
+  async run<T>(id: string, fn: () => T | Promise<T>, options?: StepOptions): Promise<Awaited<T>> {
+    const { retries, retryDelayMs } = stepRetryPolicy(options);
     const stepId = this.effectiveId(id);
     const recorded = this.journal.get(stepId);
     if (recorded !== undefined) {
@@ -187,14 +253,27 @@ export class Step {
     if (this.lease.interrupted) throw this.lease.error();
     const startedAt = new Date();
     let value: Awaited<T>;
-    try {
-      value = await currentStep.run(stepId, fn);
-    } catch (err) {
-      if (isNonRetryable(err) && !isInterrupted(err)) {
-        const failure: Failure = { ...failureFromError(err), nonRetryable: true };
-        await this.record(stepId, { failure }, startedAt);
+    for (let attemptTry = 1; ; attemptTry++) {
+      try {
+        value = await currentStep.run(stepId, fn);
+        break;
+      } catch (err) {
+        if (attemptTry <= retries && !isNonRetryable(err) && !isInterrupted(err) && !this.lease.interrupted) {
+          const delay = stepRetryDelayMs(retryDelayMs, attemptTry);
+          const message = err instanceof Error ? err.message : String(err);
+          currentStep.run(stepId, () =>
+            this.logger?.warn(`step ${stepId} failed (try ${attemptTry} of ${retries + 1}): ${message}; retrying in ${delay}ms`),
+          );
+          await interruptibleDelay(delay, this.lease.signal);
+          if (this.lease.interrupted) throw this.lease.error();
+          continue;
+        }
+        if (isNonRetryable(err) && !isInterrupted(err)) {
+          const failure: Failure = { ...failureFromError(err), nonRetryable: true };
+          await this.record(stepId, { failure }, startedAt);
+        }
+        throw err;
       }
-      throw err;
     }
     let output: Uint8Array;
     try {

@@ -29,7 +29,7 @@
 export { StackShift, Queue, DEFAULT_ENDPOINT, SDK_VERSION } from "./client.js";
 export type { StackShiftOptions, StartOptions, ListRunsOptions, JobOptions, JobDefinition } from "./client.js";
 export { Step, Occurrences } from "./context.js";
-export type { JobContext, Handler } from "./context.js";
+export type { JobContext, Handler, StepOptions } from "./context.js";
 export { Worker, DEFAULT_CONCURRENCY, DEFAULT_POLL_WAIT_MS, DEFAULT_SHUTDOWN_GRACE_MS } from "./worker/worker.js";
 export type { WorkerOptions } from "./worker/worker.js";
 export type { Logger } from "./worker/log.js";

@@ -54,6 +54,40 @@ test("steps are memoized across retries, with occurrence suffixes", async () => 
   }
 });
 
+test("a step with retries is retried in place within one attempt, logging a warn line per failed try", async () => {
+  const ss = new StackShift({ endpoint: server.endpoint });
+  let tries = 0;
+  ss.job("inplace", async ({ step, attempt }) =>
+    step.run(
+      "flaky",
+      () => {
+        tries++;
+        if (tries < 3) throw new Error(`transient ${tries}`);
+        return attempt;
+      },
+      { retries: 3, retryDelay: "10ms" },
+    ),
+  );
+  const worker = ss.work({ queues: ["inplace"] });
+  try {
+    const started = await ss.start("inplace", null, { ...fast, queueName: "inplace" });
+    const run = await ss.waitForRun(started.id, { timeout: "20s" });
+    assert.equal(run.status, "completed");
+    assert.equal(run.attempt, 1);
+    assert.equal(run.result, 1);
+    assert.equal(tries, 3);
+    assert.deepEqual(
+      run.logs.map((l) => [l.level, l.message, l.stepId]),
+      [
+        ["warn", "step flaky failed (try 1 of 4): transient 1; retrying in 10ms", "flaky"],
+        ["warn", "step flaky failed (try 2 of 4): transient 2; retrying in 20ms", "flaky"],
+      ],
+    );
+  } finally {
+    await worker.shutdown();
+  }
+});
+
 test("a non-retryable step failure is recorded, replayed as StepFailedError, and fails the run at once", async () => {
   const ss = new StackShift({ endpoint: server.endpoint });
   let bodyRuns = 0;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use stackshift::{
-    Error, JobContext, LockOptions, NonRetryable, SetOptions, StepFailed, WaitResult,
+    Error, JobContext, LockOptions, NonRetryable, SetOptions, StepFailed, StepOptions, WaitResult,
 };
 
 use super::Ledger;
@@ -50,7 +50,22 @@ fn run_ops<'a>(
             let int = |k: &str| op.get(k).and_then(Value::as_i64);
             let flag = |k: &str| op.get(k).and_then(Value::as_bool).unwrap_or(false);
             if let Some(id) = op.get("step").and_then(Value::as_str) {
-                let result = ctx.step.run(id, || step_body(ctx, ledger, id, op)).await;
+                let result = if op.get("retries").is_some() || op.get("retry_delay_ms").is_some() {
+                    let mut opts = StepOptions::new()
+                        .retries(u32::try_from(int("retries").unwrap_or(0)).unwrap_or(u32::MAX));
+                    if let Some(ms) = int("retry_delay_ms") {
+                        opts = opts.retry_delay(Duration::from_millis(u64::try_from(ms)?));
+                    }
+                    let mut tries = 0;
+                    ctx.step
+                        .run_with(id, opts, || {
+                            tries += 1;
+                            step_body(ctx, ledger, id, op, tries)
+                        })
+                        .await
+                } else {
+                    ctx.step.run(id, || step_body(ctx, ledger, id, op, 1)).await
+                };
                 match result {
                     Ok(value) => state.outputs.push(value),
                     Err(e) if flag("catch") && !is_interrupted(&e) => {
@@ -127,6 +142,7 @@ async fn step_body(
     ledger: &Ledger,
     id: &str,
     op: &Value,
+    try_no: i64,
 ) -> anyhow::Result<Value> {
     let int = |k: &str| op.get(k).and_then(Value::as_i64);
     ledger.record(&ctx.run_id, id, ctx.attempt, "start");
@@ -139,6 +155,15 @@ async fn step_body(
             "{}",
             message.map_or_else(
                 || format!("step {id} failed on attempt {}", ctx.attempt),
+                str::to_owned
+            )
+        );
+    }
+    if int("fail_until_try").is_some_and(|n| try_no <= n) {
+        anyhow::bail!(
+            "{}",
+            message.map_or_else(
+                || format!("step {id} failed on try {try_no}"),
                 str::to_owned
             )
         );

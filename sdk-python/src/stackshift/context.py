@@ -4,9 +4,10 @@ durable sleeps and event waits."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Optional, TypeVar, Union, overload
 
 import grpc
@@ -58,6 +59,33 @@ _KIND_NAMES: dict[int, str] = {
 
 def _kind_name(kind: int) -> str:
     return _KIND_NAMES.get(kind, "journal entry of an unknown kind")
+
+
+MAX_STEP_RETRIES = 100
+"""The largest ``retries`` a step accepts."""
+DEFAULT_STEP_RETRY_DELAY_MS = 200
+"""The default delay before a step's first in-place retry, in ms."""
+MAX_STEP_RETRY_DELAY_MS = 5_000
+"""The longest delay between two tries of a step, in ms."""
+
+
+def _retry_policy(retries: Any, retry_delay: Optional[DurationLike]) -> tuple[int, int]:
+    """Validates a step's retry options: ``(retries, base delay in ms)``; a bad value raises
+    :class:`NonRetryableError`."""
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_STEP_RETRIES:
+        raise NonRetryableError(f"step retries must be an integer between 0 and {MAX_STEP_RETRIES}, got {retries!r}")
+    if retry_delay is None:
+        return retries, DEFAULT_STEP_RETRY_DELAY_MS
+    try:
+        base = to_timedelta(retry_delay, "retry_delay")
+    except Exception as e:
+        raise NonRetryableError(f"invalid step retry delay: {e}") from e
+    return retries, base // timedelta(milliseconds=1)
+
+
+def step_retry_delay_ms(base_ms: int, k: int) -> int:
+    """The wait after failed try ``k`` (from 1): ``base * 2**(k-1)``, capped at 5 s."""
+    return min(base_ms << min(k - 1, 30), MAX_STEP_RETRY_DELAY_MS)
 
 
 class Occurrences:
@@ -117,18 +145,34 @@ class Step:
         self._log = log
 
     @overload
-    async def run(self, step_id: str, fn: Callable[[], Awaitable[T]]) -> T: ...
+    async def run(
+        self, step_id: str, fn: Callable[[], Awaitable[T]], *, retries: int = 0, retry_delay: Optional[DurationLike] = None
+    ) -> T: ...
 
     @overload
-    async def run(self, step_id: str, fn: Callable[[], T]) -> T: ...
+    async def run(
+        self, step_id: str, fn: Callable[[], T], *, retries: int = 0, retry_delay: Optional[DurationLike] = None
+    ) -> T: ...
 
-    async def run(self, step_id: str, fn: Callable[[], Any]) -> Any:
+    async def run(
+        self, step_id: str, fn: Callable[[], Any], *, retries: int = 0, retry_delay: Optional[DurationLike] = None
+    ) -> Any:
         """Runs ``fn`` as the step ``step_id``, or returns its recorded outcome.
+
+        ``retries`` (0 to 100, default 0) retries the step in place: a retryable exception from
+        ``fn`` runs it again within the same attempt, up to ``retries`` more times, after
+        ``retry_delay`` (``"500ms"``, a timedelta or seconds; default 200 ms) doubled each try
+        and capped at 5 s. Each failed try logs a ``warn`` line
+        ``step ID failed (try K of N): MESSAGE; retrying in Dms``. Non-retryable errors are not
+        retried; cancellation ends the wait at once; once the last try fails the exception is
+        handled exactly as without retries.
 
         Example::
 
             payment = await step.run("verify-payment", lambda: verify_payment(payload["paymentId"]))
+            rate = await step.run("fetch-rate", fetch_rate, retries=3, retry_delay="500ms")
         """
+        retries, base_ms = _retry_policy(retries, retry_delay)
         effective = self._effective_id(step_id)
         recorded = self._journal.get(effective)
         if isinstance(recorded, Failure):
@@ -143,19 +187,40 @@ class Step:
         if self._lease.interrupted:
             raise self._lease.error()
         started_at = datetime.now(timezone.utc)
-        token = current_step.set(effective)
-        try:
-            value = fn()
-            if inspect.isawaitable(value):
-                value = await value
-        except Exception as error:
-            if is_non_retryable(error) and not is_interrupted(error):
-                failure = failure_from_error(error)
-                failure.non_retryable = True
-                await self._record(effective, failure, started_at)
-            raise
-        finally:
-            current_step.reset(token)
+        attempt_try = 1
+        while True:
+            token = current_step.set(effective)
+            try:
+                value = fn()
+                if inspect.isawaitable(value):
+                    value = await value
+                break
+            except Exception as error:
+                if (
+                    attempt_try <= retries
+                    and not is_non_retryable(error)
+                    and not is_interrupted(error)
+                    and not self._lease.interrupted
+                ):
+                    delay_ms = step_retry_delay_ms(base_ms, attempt_try)
+                    if self._log is not None:
+                        self._log.warn(
+                            f"step {effective} failed (try {attempt_try} of {retries + 1}): {error}; "
+                            f"retrying in {delay_ms}ms"
+                        )
+                else:
+                    if is_non_retryable(error) and not is_interrupted(error):
+                        failure = failure_from_error(error)
+                        failure.non_retryable = True
+                        await self._record(effective, failure, started_at)
+                    raise
+            finally:
+                current_step.reset(token)
+            # An interruption cancels the handler task, and so this wait, at once.
+            await asyncio.sleep(delay_ms / 1000)
+            if self._lease.interrupted:
+                raise self._lease.error()
+            attempt_try += 1
         try:
             output = _json.encode(value, f"the output of step {effective}")
         except Exception as e:
