@@ -261,6 +261,8 @@ export STACKSHIFT_REQUIRE_POSTGRES=1
 # (f) cargo test
 # ---------------------------------------------------------------------------------------------
 phase "cargo test"
+# Includes the short fuzz run (server/tests/fuzz_smoke.rs: the cargo-fuzz targets' entry points
+# over the seed corpus and random mutations, 2 s per service; docs/reliability.md "Fuzzing").
 test_rc=0
 with_timeout "$TEST_TIMEOUT" "cargo test" cargo test --workspace ${LOCKED[@]+"${LOCKED[@]}"} 2>&1 |
     tee "$TEST_LOG" || test_rc=$?

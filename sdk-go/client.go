@@ -3,6 +3,7 @@ package stackshift
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"net/url"
 	"os"
@@ -11,10 +12,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -41,8 +44,68 @@ type Options struct {
 	// Endpoint is the server URL (http:// or https://). Default: STACKSHIFT_ENDPOINT, else
 	// http://127.0.0.1:7447.
 	Endpoint string
+	// TLSCAPEM is the PEM CA certificate(s) trusted for an https:// endpoint instead of the
+	// system roots. Default: the file named by STACKSHIFT_TLS_CA.
+	TLSCAPEM []byte
+	// TLSClientCertPEM and TLSClientKeyPEM are the client certificate and key presented
+	// for mutual TLS (both or neither). Default: the files named by
+	// STACKSHIFT_TLS_CLIENT_CERT and STACKSHIFT_TLS_CLIENT_KEY.
+	TLSClientCertPEM []byte
+	TLSClientKeyPEM  []byte
 	// DialOptions are added to the gRPC client's options (advanced).
 	DialOptions []grpc.DialOption
+}
+
+// pemOption returns the PEM bytes given, else the contents of the file named by env.
+func pemOption(given []byte, env string) ([]byte, error) {
+	if len(given) > 0 {
+		return given, nil
+	}
+	path := strings.TrimSpace(os.Getenv(env))
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, invalidArgument("%s: cannot read %q: %v", env, path, err)
+	}
+	return b, nil
+}
+
+// tlsConfig builds the client TLS settings: the CA (else system roots) and the optional
+// client identity for mutual TLS.
+func tlsConfig(opts Options) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	ca, err := pemOption(opts.TLSCAPEM, "STACKSHIFT_TLS_CA")
+	if err != nil {
+		return nil, err
+	}
+	if ca != nil {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(ca) {
+			return nil, invalidArgument("invalid TLS settings: the CA certificate is not PEM")
+		}
+		cfg.RootCAs = pool
+	}
+	cert, err := pemOption(opts.TLSClientCertPEM, "STACKSHIFT_TLS_CLIENT_CERT")
+	if err != nil {
+		return nil, err
+	}
+	key, err := pemOption(opts.TLSClientKeyPEM, "STACKSHIFT_TLS_CLIENT_KEY")
+	if err != nil {
+		return nil, err
+	}
+	if (cert == nil) != (key == nil) {
+		return nil, invalidArgument("invalid TLS settings: set both the client certificate and key for mutual TLS, or neither")
+	}
+	if cert != nil {
+		pair, err := tls.X509KeyPair(cert, key)
+		if err != nil {
+			return nil, invalidArgument("invalid TLS settings: client certificate/key: %v", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }
 
 // Client starts, inspects, waits for, lists, cancels and retries runs, and creates workers.
@@ -81,13 +144,21 @@ func New(opts Options) (*Client, error) {
 	}
 	creds := insecure.NewCredentials()
 	if u.Scheme == "https" {
-		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+		cfg, err := tlsConfig(opts)
+		if err != nil {
+			return nil, err
+		}
+		creds = credentials.NewTLS(cfg)
 	}
 	auth := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, callOpts ...grpc.CallOption) error {
 		if key != "" {
 			ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+key)
 		}
-		return invoker(ctx, method, req, reply, cc, callOpts...)
+		err := invoker(ctx, method, req, reply, cc, callOpts...)
+		if u.Scheme == "https" {
+			err = tlsHint(err)
+		}
+		return err
 	}
 	dial := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
@@ -339,4 +410,25 @@ func marshalJSON(v any, what string) ([]byte, error) {
 		return nil, invalidArgument("%s is not JSON-serializable: %v", what, err)
 	}
 	return b, nil
+}
+
+// tlsHint adds what to check to a connection failure over TLS: a server that requires
+// mutual TLS closes the connection of a client without an accepted certificate, which
+// otherwise surfaces as a bare "broken pipe" or "connection reset".
+func tlsHint(err error) error {
+	s, ok := status.FromError(err)
+	if !ok || s.Code() != codes.Unavailable {
+		return err
+	}
+	msg := s.Message()
+	lower := strings.ToLower(msg)
+	for _, sign := range []string{"broken pipe", "connection reset", "tls", "certificate", "handshake", "eof"} {
+		if strings.Contains(lower, sign) {
+			return status.Error(codes.Unavailable, msg+" (the TLS connection failed or was closed by the server: "+
+				"check the CA for the server certificate (TLSCAPEM or STACKSHIFT_TLS_CA), and, if the server requires "+
+				"mutual TLS (--tls-client-ca), a client certificate and key signed by its client CA "+
+				"(TLSClientCertPEM/TLSClientKeyPEM or STACKSHIFT_TLS_CLIENT_CERT/STACKSHIFT_TLS_CLIENT_KEY))")
+		}
+	}
+	return err
 }

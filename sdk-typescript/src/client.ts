@@ -9,6 +9,7 @@
 
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { readFileSync } from "node:fs";
 import { create } from "@bufbuild/protobuf";
 import { JobsService, StartRunRequestSchema } from "./gen/stackshift/v1/jobs_pb.js";
 import { RunStatus as PbRunStatus } from "./gen/stackshift/v1/common_pb.js";
@@ -48,8 +49,32 @@ export interface StackShiftOptions {
   apiKey?: string;
   /** Server URL (`http://host:port`). Default: `STACKSHIFT_ENDPOINT`, else `http://127.0.0.1:7447`. */
   endpoint?: string;
-  /** A custom Connect transport (advanced; `endpoint` is then ignored). */
+  /**
+   * CA certificate(s) trusted for an `https://` endpoint instead of the system roots: PEM bytes
+   * (`Uint8Array`/`Buffer`) or the path of a PEM file. Default: the file named by
+   * `STACKSHIFT_TLS_CA`.
+   */
+  tlsCa?: Uint8Array | string;
+  /**
+   * Client certificate for mutual TLS (with {@link tlsClientKey}; both or neither): PEM bytes or
+   * a path. Default: the file named by `STACKSHIFT_TLS_CLIENT_CERT`.
+   */
+  tlsClientCert?: Uint8Array | string;
+  /** Client private key for mutual TLS: PEM bytes or a path. Default: `STACKSHIFT_TLS_CLIENT_KEY`. */
+  tlsClientKey?: Uint8Array | string;
+  /** A custom Connect transport (advanced; `endpoint` and the TLS options are then ignored). */
   transport?: Transport;
+}
+
+/** PEM bytes as given, or read from a path; `undefined` when unset. */
+function pem(field: string, value: Uint8Array | string | undefined): Buffer | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "string") return Buffer.from(value);
+  try {
+    return readFileSync(value);
+  } catch (e) {
+    throw new InvalidArgumentError(`invalid TLS settings: ${field}: cannot read ${JSON.stringify(value)}: ${(e as Error).message}`);
+  }
 }
 
 /** Options for `start` and `enqueue`. */
@@ -165,8 +190,16 @@ export class StackShift {
         req.header.set("user-agent", `stackshift-sdk-typescript/${SDK_VERSION}`);
         return next(req);
       };
+      const ca = pem("tlsCa", options.tlsCa ?? env("STACKSHIFT_TLS_CA"));
+      const cert = pem("tlsClientCert", options.tlsClientCert ?? env("STACKSHIFT_TLS_CLIENT_CERT"));
+      const key = pem("tlsClientKey", options.tlsClientKey ?? env("STACKSHIFT_TLS_CLIENT_KEY"));
+      if ((cert === undefined) !== (key === undefined)) {
+        throw new InvalidArgumentError("invalid TLS settings: set both tlsClientCert and tlsClientKey for mutual TLS, or neither");
+      }
+      const nodeOptions = url.protocol === "https:" ? { ...(ca && { ca }), ...(cert && key && { cert, key }) } : undefined;
       transport = createGrpcTransport({
         baseUrl: this.endpoint,
+        ...(nodeOptions && { nodeOptions }),
         interceptors: [auth],
         pingIntervalMs: 30_000,
         pingTimeoutMs: 10_000,

@@ -189,6 +189,12 @@ export function fromConnectError(err: unknown): StackShiftError {
   const ce = ConnectError.from(err);
   const message = ce.rawMessage;
   const opts = { cause: err };
+  // Node reports TLS failures (untrusted certificate, a client certificate the server refused)
+  // as plain errors, which Connect maps to UNKNOWN; they are connection failures like in the
+  // other SDKs.
+  if ((ce.code === Code.Unknown || ce.code === Code.Internal) && tlsHint(message) !== message) {
+    return new UnavailableError(tlsHint(message), opts);
+  }
   switch (ce.code) {
     case Code.InvalidArgument:
       return new InvalidArgumentError(message, opts);
@@ -209,7 +215,7 @@ export function fromConnectError(err: unknown): StackShiftError {
     case Code.Aborted:
       return new AbortedError(message, opts);
     case Code.Unavailable:
-      return new UnavailableError(message || "the server did not answer", opts);
+      return new UnavailableError(tlsHint(message) || "the server did not answer", opts);
     case Code.DeadlineExceeded:
       return new DeadlineExceededError(message, opts);
     case Code.Canceled:
@@ -334,4 +340,19 @@ function safeStringify(v: unknown): string {
   } catch {
     return String(v);
   }
+}
+
+/** Words in an `UNAVAILABLE` message that point at TLS (handshake, certificates, or a server that
+ * closed the connection of a client it did not accept). */
+const TLS_SIGNS = ["ssl", "tls", "certificate", "handshake", "socket hang up", "econnreset", "epipe", "self-signed", "unable to verify"];
+
+/** Adds what to check to a connection failure that looks like TLS. */
+function tlsHint(message: string): string {
+  const lower = message.toLowerCase();
+  if (!TLS_SIGNS.some((s) => lower.includes(s))) return message;
+  return (
+    `${message} (the TLS connection failed or was closed by the server: check the CA for the server certificate ` +
+    "(tlsCa or STACKSHIFT_TLS_CA), and, if the server requires mutual TLS (--tls-client-ca), a client certificate " +
+    "and key signed by its client CA (tlsClientCert/tlsClientKey or STACKSHIFT_TLS_CLIENT_CERT/STACKSHIFT_TLS_CLIENT_KEY))"
+  );
 }

@@ -21,7 +21,7 @@ import os
 import re
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Optional, TypeVar, overload
+from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, overload
 from urllib.parse import urlparse
 
 import grpc
@@ -58,8 +58,24 @@ _CALL_TIMEOUT = 30.0
 _MAX_SERVER_WAIT = 60.0
 _LONG_POLL_SLACK = 10.0
 
+#: A PEM document as bytes, or the path of a PEM file.
+PemLike = Union[bytes, str, "os.PathLike[str]"]
+
 H = TypeVar("H", bound=Callable[..., Any])
 T = TypeVar("T")
+
+
+def _pem(field: str, value: Optional[PemLike]) -> Optional[bytes]:
+    """PEM bytes as given, or read from a path; ``None`` when unset."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    try:
+        with open(value, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise InvalidArgumentError(f"invalid TLS settings: {field}: cannot read {os.fspath(value)!r}: {e}") from None
 
 
 class StackShift:
@@ -68,9 +84,23 @@ class StackShift:
     ``api_key`` defaults to ``STACKSHIFT_API_KEY``; ``endpoint`` to ``STACKSHIFT_ENDPOINT``,
     else ``http://127.0.0.1:7447``. The gRPC channel opens lazily on the first call (inside the
     running event loop); close it with :meth:`close` or ``async with``.
+
+    An ``https://`` endpoint connects over TLS, trusting the system roots unless ``tls_ca`` is
+    given; ``tls_client_cert`` and ``tls_client_key`` (both or neither) are presented to a server
+    that requires mutual TLS. Each is PEM ``bytes`` or a path (``str``/``os.PathLike``) to a PEM
+    file, and defaults to the file named by ``STACKSHIFT_TLS_CA``, ``STACKSHIFT_TLS_CLIENT_CERT``
+    and ``STACKSHIFT_TLS_CLIENT_KEY``.
     """
 
-    def __init__(self, api_key: Optional[str] = None, endpoint: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        api_key: Optional[str] = None,
+        endpoint: Optional[str] = None,
+        *,
+        tls_ca: Optional[PemLike] = None,
+        tls_client_cert: Optional[PemLike] = None,
+        tls_client_key: Optional[PemLike] = None,
+    ) -> None:
         def env(name: str) -> Optional[str]:
             value = os.environ.get(name, "").strip()
             return value or None
@@ -84,6 +114,15 @@ class StackShift:
             raise InvalidArgumentError(f"invalid endpoint {self.endpoint!r}: expected e.g. http://127.0.0.1:7447")
         self._target = url.netloc
         self._secure = url.scheme == "https"
+        self._tls_ca = _pem("tls_ca", tls_ca if tls_ca is not None else env("STACKSHIFT_TLS_CA"))
+        cert = _pem("tls_client_cert", tls_client_cert if tls_client_cert is not None else env("STACKSHIFT_TLS_CLIENT_CERT"))
+        key_pem = _pem("tls_client_key", tls_client_key if tls_client_key is not None else env("STACKSHIFT_TLS_CLIENT_KEY"))
+        if (cert is None) != (key_pem is None):
+            raise InvalidArgumentError(
+                "invalid TLS settings: set both tls_client_cert and tls_client_key for mutual TLS, or neither"
+            )
+        self._tls_cert = cert
+        self._tls_key = key_pem
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {key}"),) if key else ()
         self._channel: Optional[grpc.aio.Channel] = None
         self._jobs_stub: Any = None
@@ -109,7 +148,13 @@ class StackShift:
             ("grpc.keepalive_timeout_ms", 10_000),
         ]
         if self._secure:
-            self._channel = grpc.aio.secure_channel(self._target, grpc.ssl_channel_credentials(), options=options)
+            self._channel = grpc.aio.secure_channel(
+                self._target,
+                grpc.ssl_channel_credentials(
+                    root_certificates=self._tls_ca, private_key=self._tls_key, certificate_chain=self._tls_cert
+                ),
+                options=options,
+            )
         else:
             self._channel = grpc.aio.insecure_channel(self._target, options=options)
         self._jobs_stub = jobs_pb2_grpc.JobsServiceStub(self._channel)

@@ -153,6 +153,11 @@ def conflict_reason(error: grpc.aio.AioRpcError) -> Optional[str]:
     return None
 
 
+#: Words in an ``UNAVAILABLE`` message that point at TLS (handshake, certificates, or a server
+#: that closed the connection of a client it did not accept).
+_TLS_SIGNS = ("ssl", "tls", "tsi_", "certificate", "handshake", "socket closed", "connection reset", "broken pipe")
+
+
 def from_rpc_error(error: grpc.aio.AioRpcError) -> StackShiftError:
     """The typed error for a failed gRPC call."""
     code = error.code()
@@ -163,6 +168,13 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> StackShiftError:
     cls = _BY_CODE.get(code)
     if cls is UnavailableError and not message:
         message = "the server did not answer"
+    if cls is UnavailableError and any(s in message.lower() for s in _TLS_SIGNS):
+        message += (
+            " (the TLS connection failed or was closed by the server: check the CA for the server certificate"
+            " (tls_ca or STACKSHIFT_TLS_CA), and, if the server requires mutual TLS (--tls-client-ca), a client"
+            " certificate and key signed by its client CA (tls_client_cert/tls_client_key or"
+            " STACKSHIFT_TLS_CLIENT_CERT/STACKSHIFT_TLS_CLIENT_KEY))"
+        )
     if cls is not None:
         return cls(message)
     return StackShiftError(message, code.name)

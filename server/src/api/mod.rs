@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod event_convert;
 mod events;
+pub mod fuzz;
 mod jobs;
 mod keys;
 pub mod obs_convert;

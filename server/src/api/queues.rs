@@ -14,7 +14,7 @@ use super::convert::{dur, dur_ms, opt, retry_from_pb, ts};
 pub struct QueuesApi(pub ApiState);
 
 /// Protobuf queue configuration to engine (validated by the engine).
-fn config_from_pb(c: Option<pb::QueueConfig>) -> Result<QueueConfig, Status> {
+pub(super) fn config_from_pb(c: Option<pb::QueueConfig>) -> Result<QueueConfig, Status> {
     let Some(c) = c else {
         return Ok(QueueConfig::default());
     };

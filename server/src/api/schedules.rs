@@ -96,7 +96,7 @@ fn schedule_to_pb(s: &ScheduleRecord) -> pb::Schedule {
     }
 }
 
-fn create_input(r: pb::CreateScheduleRequest) -> Result<CreateScheduleInput, Status> {
+pub(super) fn create_input(r: pb::CreateScheduleRequest) -> Result<CreateScheduleInput, Status> {
     let spec = spec_from_pb(r.spec)?;
     let a = r.action.ok_or_else(|| {
         Status::invalid_argument("action is required: set action.job (and optionally payload)")

@@ -15,7 +15,7 @@ use super::convert::{dur_ms, opt, ts, ts_ms};
 /// Implements `stackshift.v1.StateService`.
 pub struct StateApi(pub ApiState);
 
-fn run_call(run: Option<pb::RunContext>) -> Option<RunCallInput> {
+pub(super) fn run_call(run: Option<pb::RunContext>) -> Option<RunCallInput> {
     run.map(|r| RunCallInput {
         run_id: r.run_id,
         lease_token: r.lease_token,
@@ -45,7 +45,10 @@ fn key_info_to_pb(k: StateKeyInfo) -> pb::StateKeyInfo {
 
 /// A TTL field: protobuf durations are non-negative by construction of `dur_ms`, so a
 /// negative one is reported as what it is, a TTL that is not longer than zero.
-fn ttl_ms(field: &str, d: &Option<prost_types::Duration>) -> Result<Option<i64>, Status> {
+pub(super) fn ttl_ms(
+    field: &str,
+    d: &Option<prost_types::Duration>,
+) -> Result<Option<i64>, Status> {
     match d {
         Some(d) if d.seconds < 0 || d.nanos < 0 => Err(Status::invalid_argument(format!(
             "{field} must be longer than zero (got a negative duration)"

@@ -26,6 +26,7 @@ pub mod validate;
 pub mod watch;
 
 mod client_ops;
+pub(crate) use client_ops::validate_run_id;
 mod key_admin;
 mod schedule_ops;
 mod state_ops;

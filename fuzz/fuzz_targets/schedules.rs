@@ -1,0 +1,7 @@
+//! Fuzzes every request type of the `schedules` service through prost decoding and the
+//! server's conversion and validation (`stackshift_server::api::fuzz::schedules`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    stackshift_server::api::fuzz::schedules(data);
+});
