@@ -207,9 +207,10 @@ type JobTrigger struct {
 }
 
 // TriggerDeclarationError means the server refused an event trigger declared on a job
-// registration, so the worker did not start. Err is the server's *Error: test it with
-// errors.Is (e.g. ErrAlreadyExists when a trigger for the same event, key and job exists
-// with other options; delete it or align the declaration).
+// registration (or could not be reached), so the worker did not start. Err is the call's
+// *Error: test it with errors.Is (e.g. ErrAlreadyExists when a trigger for the same event,
+// key and job exists with other options: delete it or align the declaration; ErrUnavailable
+// when the server could not be reached: start again later).
 type TriggerDeclarationError struct {
 	// Job is the job that declared the trigger.
 	Job string
