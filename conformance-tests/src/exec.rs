@@ -440,7 +440,7 @@ impl<'a> CaseRun<'a> {
                 Err(_) if patience.is_some() && tokio::time::Instant::now() < until => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) if patience.is_some() => {
+                Err(e) if let Some(patience) = patience => {
                     return Err(e.context(format!("still failing after {patience:?}")));
                 }
                 Err(e) => return Err(e),

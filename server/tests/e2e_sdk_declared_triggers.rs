@@ -29,9 +29,13 @@ fn worker(c: &StackShift, queues: &[&str], triggers: Vec<JobTrigger>) -> Worker 
         .queues(queues.iter().copied())
         .poll_wait(Duration::from_secs(1))
         .shutdown_grace(Duration::from_secs(2))
-        .job_with_options("welcome", options, |ctx: JobContext<TriggeredEvent>| async move {
-            anyhow::Ok(json!({ "event": ctx.payload.id, "key": ctx.payload.correlation_key }))
-        })
+        .job_with_options(
+            "welcome",
+            options,
+            |ctx: JobContext<TriggeredEvent>| async move {
+                anyhow::Ok(json!({ "event": ctx.payload.id, "key": ctx.payload.correlation_key }))
+            },
+        )
         .build()
 }
 
@@ -60,11 +64,18 @@ async fn declared_triggers_exist_before_polling(db: Db) {
     listed.sort_by(|a, b| a.correlation_key.cmp(&b.correlation_key));
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert_eq!(
-        (listed[0].job.as_str(), listed[0].correlation_key.as_deref(), listed[0].queue.as_str()),
+        (
+            listed[0].job.as_str(),
+            listed[0].correlation_key.as_deref(),
+            listed[0].queue.as_str()
+        ),
         ("welcome", None, "emails")
     );
     assert_eq!(
-        (listed[1].correlation_key.as_deref(), listed[1].queue.as_str()),
+        (
+            listed[1].correlation_key.as_deref(),
+            listed[1].queue.as_str()
+        ),
         (Some("vip"), "vip-desk")
     );
 
@@ -154,7 +165,10 @@ async fn refused_declaration_fails_the_start(db: Db) {
     let handle = worker(&c, &["emails"], vec![JobTrigger::event("order.paid")]).start();
     let t = tokio::time::Instant::now();
     while !handle.is_finished() {
-        assert!(t.elapsed() < Duration::from_secs(10), "the worker kept going");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the worker kept going"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -166,7 +180,10 @@ async fn refused_declaration_fails_the_start(db: Db) {
 
     // Without the conflicting declaration the same worker serves the run.
     let handle = worker(&c, &["emails"], vec![]).start();
-    let run = c.wait_for_run(&queued.id, Duration::from_secs(15)).await.unwrap();
+    let run = c
+        .wait_for_run(&queued.id, Duration::from_secs(15))
+        .await
+        .unwrap();
     assert_eq!(run.status, RunStatus::Completed);
     handle.shutdown().await;
 }
