@@ -130,7 +130,7 @@ examples() {
         PASSED=$((PASSED + 1))
     done
     # Go examples beyond the three seed flows.
-    for ex in payment_confirmation state_store; do
+    for ex in payment_confirmation state_store fan_out; do
         echo "--- Go example $ex"
         "$SCRATCH/go-examples/$ex" || fail "Go example $ex failed"
         PASSED=$((PASSED + 1))
