@@ -400,7 +400,7 @@ phase "reliability suite"
 REL_BIN="$ROOT/target/debug/stackshift-reliability"
 [ -x "$REL_BIN" ] || fail "$REL_BIN was not produced by cargo build"
 REL_SCENARIOS=()
-for s in crash-soak paused-worker lock-fencing counters herd poison auth secrets tls hostile flood clock; do
+for s in crash-soak paused-worker lock-fencing counters herd poison auth secrets tls hostile flood clock history-limits; do
     REL_SCENARIOS+=(--scenario "$s")
 done
 with_timeout "$EXAMPLE_TIMEOUT" "reliability (sqlite)" "$REL_BIN" --server-bin "$SERVER_BIN" \

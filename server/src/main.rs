@@ -162,8 +162,7 @@ async fn run_server(database_url: String, args: ServeArgs) -> anyhow::Result<()>
             "--max-steps-per-run must be between {MIN_MAX_STEPS_PER_RUN} and {MAX_MAX_STEPS_PER_RUN}"
         );
     }
-    if !(MIN_MAX_TIMELINE_ENTRIES..=MAX_MAX_TIMELINE_ENTRIES).contains(&args.max_timeline_entries)
-    {
+    if !(MIN_MAX_TIMELINE_ENTRIES..=MAX_MAX_TIMELINE_ENTRIES).contains(&args.max_timeline_entries) {
         anyhow::bail!(
             "--max-timeline-entries must be between {MIN_MAX_TIMELINE_ENTRIES} and \
              {MAX_MAX_TIMELINE_ENTRIES}"

@@ -148,7 +148,9 @@ async fn sdk_handler_stops_at_the_limit(db: Db) {
         .job("steps", |ctx: JobContext<serde_json::Value>| async move {
             let n = ctx.payload["n"].as_u64().unwrap_or(0);
             for i in 0..n {
-                ctx.step.run(&format!("s{i}"), || async move { anyhow::Ok(i) }).await?;
+                ctx.step
+                    .run(&format!("s{i}"), || async move { anyhow::Ok(i) })
+                    .await?;
             }
             anyhow::Ok(n)
         })
@@ -156,13 +158,12 @@ async fn sdk_handler_stops_at_the_limit(db: Db) {
         .start();
     let opts = || StartOptions::default().retry_policy(RetryPolicy::new().max_attempts(3));
     let big = c.start("steps", json!({"n": 50}), opts()).await.unwrap();
-    let small: Vec<_> = futures::future::join_all(
-        (0..3).map(|_| c.start("steps", json!({"n": 10}), opts())),
-    )
-    .await
-    .into_iter()
-    .map(Result::unwrap)
-    .collect();
+    let small: Vec<_> =
+        futures::future::join_all((0..3).map(|_| c.start("steps", json!({"n": 10}), opts())))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
     let run = get(&s, &big.id, Some(30_000)).await;
     assert_eq!(run.status, pb::RunStatus::Failed as i32, "{run:?}");
     assert_eq!(run.attempt, 1);

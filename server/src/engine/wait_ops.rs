@@ -159,7 +159,9 @@ impl Engine {
                 self.run_changed(run_id);
             }
             Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, run_id, "reading a run failed by the step limit"),
+            Err(err) => {
+                tracing::warn!(error = %err, run_id, "reading a run failed by the step limit")
+            }
         }
         e
     }

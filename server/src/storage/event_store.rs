@@ -16,8 +16,8 @@ use crate::engine::event_model::{
 use crate::engine::model::LeaseRef;
 use crate::engine::store::{EventStore, Wakeup};
 
-use super::sql::SqlStore;
 use super::limits::{LimitHit, Limited};
+use super::sql::SqlStore;
 use super::{event_ops, wait_ops};
 
 /// One `Ready` wakeup per distinct (namespace, queue, job) of the resumed runs.

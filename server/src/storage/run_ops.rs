@@ -19,8 +19,8 @@ use sea_orm::TryIntoModel;
 
 use super::convert::{failure_to_text, run_from_model, step_from_model};
 use super::entities::{attempts, idempotency_keys, runs, steps};
-use super::timeline_ops::{self, Entry};
 use super::limits::{self, Limited};
+use super::timeline_ops::{self, Entry};
 use super::wait_ops;
 use super::{child_ops, state_ops};
 use crate::engine::obs_model::TimelineKind;

@@ -350,7 +350,12 @@ impl RunStore for SqlStore {
         self.write_released(
             move |c| Box::pin(run_ops::complete_step(c, lease, step, now)),
             |_: &Limited<bool>| vec![],
-            |out: &Limited<bool>| out.as_ref().err().map(LimitHit::released).unwrap_or_default(),
+            |out: &Limited<bool>| {
+                out.as_ref()
+                    .err()
+                    .map(LimitHit::released)
+                    .unwrap_or_default()
+            },
         )
         .await?
         .map_err(LimitHit::into_error)

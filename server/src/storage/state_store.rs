@@ -52,7 +52,10 @@ impl StateStore for SqlStore {
                 _ => Vec::new(),
             },
             |out: &Limited<StateOutcome>| {
-                out.as_ref().err().map(LimitHit::released).unwrap_or_default()
+                out.as_ref()
+                    .err()
+                    .map(LimitHit::released)
+                    .unwrap_or_default()
             },
         )
         .await?

@@ -21,8 +21,8 @@ use crate::engine::obs_model::{
 use crate::engine::{EngineError, EngineResult};
 
 use super::entities::{run_logs, run_timeline, runs};
-use super::limits;
 use super::error::StorageError;
+use super::limits;
 use super::run_ops::load_run;
 
 /// A timeline entry to write.
@@ -180,10 +180,9 @@ async fn write<C: ConnectionTrait>(c: &C, entries: Vec<Entry>, steps: i64) -> En
                 );
             }
             stmt.and_where(runs::Column::Id.is_in(chunk.iter().copied()))
-                .returning(Query::returning().columns([
-                    runs::Column::Id,
-                    runs::Column::TimelineCount,
-                ]));
+                .returning(
+                    Query::returning().columns([runs::Column::Id, runs::Column::TimelineCount]),
+                );
             for row in c.query_all(&stmt).await? {
                 let id: String = row.try_get("", "id")?;
                 let count: i64 = row.try_get("", "timeline_count")?;

@@ -221,7 +221,9 @@ pub async fn suspend<C: ConnectionTrait>(
         } => {
             match combined_ops::start(c, &run, &step_id, *mode, items, *timeout_at, now).await? {
                 combined_ops::Started::Resolved(output) => {
-                    return satisfied(c, &run, step_id, spec.kind(), output, now).await.map(Ok);
+                    return satisfied(c, &run, step_id, spec.kind(), output, now)
+                        .await
+                        .map(Ok);
                 }
                 combined_ops::Started::Pending(at) => wake_at = at,
             }
@@ -232,7 +234,9 @@ pub async fn suspend<C: ConnectionTrait>(
             let all: Vec<RunRecord> = children.iter().map(|(r, _)| r.clone()).collect();
             if all.iter().all(|r| r.status.is_final()) {
                 let output = children_output(&all);
-                return satisfied(c, &run, step_id, StepKind::Child, output, now).await.map(Ok);
+                return satisfied(c, &run, step_id, StepKind::Child, output, now)
+                    .await
+                    .map(Ok);
             }
             (None, None)
         }
@@ -266,11 +270,15 @@ pub async fn suspend<C: ConnectionTrait>(
                 )
                 .await?;
                 let output = event_output(&event);
-                return satisfied(c, &run, step_id, StepKind::Event, output, now).await.map(Ok);
+                return satisfied(c, &run, step_id, StepKind::Event, output, now)
+                    .await
+                    .map(Ok);
             }
             if *timeout_at <= now {
                 let output = TIMED_OUT_OUTPUT.to_owned();
-                return satisfied(c, &run, step_id, StepKind::Event, output, now).await.map(Ok);
+                return satisfied(c, &run, step_id, StepKind::Event, output, now)
+                    .await
+                    .map(Ok);
             }
             (Some(name.clone()), Some(correlation_key.clone()))
         }

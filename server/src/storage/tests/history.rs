@@ -123,7 +123,9 @@ pub async fn every_entry_kind_counts(store: &Arc<dyn Store>) {
             .unwrap();
     }
     for i in 1..=3 {
-        let out = store.state_apply(incr(&l, &format!("state:{i}")), t + 2).await;
+        let out = store
+            .state_apply(incr(&l, &format!("state:{i}")), t + 2)
+            .await;
         assert!(!out.unwrap().replayed);
     }
     let out = store
@@ -154,9 +156,15 @@ pub async fn every_entry_kind_counts(store: &Arc<dyn Store>) {
         ..l
     };
     // A replayed state call passes; the 10th entry passes; the 11th (a state call) fails.
-    let again = store.state_apply(incr(&l, "state:1"), t + 62).await.unwrap();
+    let again = store
+        .state_apply(incr(&l, "state:1"), t + 62)
+        .await
+        .unwrap();
     assert!(again.replayed);
-    store.complete_step(l.clone(), step("s9"), t + 63).await.unwrap();
+    store
+        .complete_step(l.clone(), step("s9"), t + 63)
+        .await
+        .unwrap();
     let res = store.state_apply(incr(&l, "state:4"), t + 64).await;
     assert!(matches!(res, Err(EngineError::StepLimit(_))), "{res:?}");
     assert_failed_by_limit(store, &l, 10).await;
@@ -170,7 +178,12 @@ pub async fn every_entry_kind_counts(store: &Arc<dyn Store>) {
             .unwrap();
     }
     let res = store
-        .suspend_run(l.clone(), "nap".into(), WaitSpec::Sleep { until: t }, t + 102)
+        .suspend_run(
+            l.clone(),
+            "nap".into(),
+            WaitSpec::Sleep { until: t },
+            t + 102,
+        )
         .await;
     assert!(matches!(res, Err(EngineError::StepLimit(_))), "{res:?}");
     assert_failed_by_limit(store, &l, 10).await;
