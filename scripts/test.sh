@@ -391,7 +391,7 @@ done
 # ---------------------------------------------------------------------------------------------
 # (l) reliability suite at CI size: the scenarios on SQLite (kill -9 soak, paused worker,
 #     fencing, counters, herd, poison, auth, secrets, TLS, hostile input, flood, wall-clock
-#     jumps under libfaketime), the crash
+#     jumps under libfaketime, history limits), the crash
 #     scenarios on PostgreSQL. `reaper-race` needs a server built with the `failpoints`
 #     feature in its own target dir (minutes), so it runs on demand only.
 #     Full size: cargo run -p stackshift-reliability -- --full (docs/reliability.md)
