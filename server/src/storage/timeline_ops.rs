@@ -106,7 +106,7 @@ fn exempt(kind: TimelineKind) -> bool {
 /// What to write for `entry`, the `pos`-th (from 1) timeline entry of its run, under a cap
 /// of `cap` entries: the entry itself up to the cap, one truncation marker instead of the
 /// first entry past it, nothing after that, except that how a run ended is always written.
-pub fn admit(entry: Entry, pos: i64, cap: i64, out: &mut Vec<Entry>) {
+fn admit(entry: Entry, pos: i64, cap: i64, out: &mut Vec<Entry>) {
     if pos == cap + 1 {
         out.push(
             Entry::new(&entry.run_id, TimelineKind::TimelineTruncated, entry.at)
