@@ -19,6 +19,7 @@ use sea_orm::TryIntoModel;
 
 use super::convert::{failure_to_text, run_from_model, step_from_model};
 use super::entities::{attempts, idempotency_keys, runs, steps};
+use super::limits::{self, Limited};
 use super::timeline_ops::{self, Entry};
 use super::wait_ops;
 use super::{child_ops, state_ops};
@@ -81,6 +82,9 @@ fn insert_model(new: &NewRun) -> runs::ActiveModel {
         parent_run_id: Set(new.parent.as_ref().map(|p| p.run_id.clone())),
         parent_step_id: Set(new.parent.as_ref().map(|p| p.step_id.clone())),
         parent_index: Set(new.parent.as_ref().map(|p| p.index)),
+        step_count: Set(0),
+        // The `created` entry, inserted with the row.
+        timeline_count: Set(1),
     }
 }
 
@@ -144,7 +148,8 @@ pub async fn start_run<C: ConnectionTrait>(c: &C, new: NewRun) -> EngineResult<S
     runs::Entity::insert(model.clone())
         .exec_without_returning(c)
         .await?;
-    timeline_ops::add(c, Entry::new(&new.id, TimelineKind::Created, new.now)).await?;
+    // Counted by the row itself (`timeline_count` 1).
+    timeline_ops::insert(c, vec![Entry::new(&new.id, TimelineKind::Created, new.now)]).await?;
     // The inserted row is exactly `model`: no read back.
     let row = model
         .try_into_model()
@@ -329,13 +334,24 @@ pub async fn heartbeat<C: ConnectionTrait>(
 }
 
 /// Records a step result once; the primary key rejects a second result for one step.
+/// `Ok(true)` when this step id was already recorded (a replay, never refused). A new
+/// entry past the step limit fails the run instead (see [`limits::check_steps`]).
 pub async fn complete_step<C: ConnectionTrait>(
     c: &C,
     lease: LeaseRef,
     step: NewStep,
     now: i64,
-) -> EngineResult<bool> {
+) -> EngineResult<Limited<bool>> {
     let run = load_leased(c, &lease, now, Access::Write).await?;
+    if run.step_count >= limits::current().max_steps_per_run {
+        let key = (run.id.clone(), step.step_id.clone());
+        if steps::Entity::find_by_id(key).one(c).await?.is_some() {
+            return Ok(Ok(true));
+        }
+        if let Some(hit) = limits::check_steps(c, &run, now).await? {
+            return Ok(Err(hit));
+        }
+    }
     let size = step.output.as_ref().map_or(0, |o| o.len() as i64);
     let entry = step_entry(&run, &step, size, now);
     let inserted = steps::Entity::insert(steps::ActiveModel {
@@ -357,9 +373,10 @@ pub async fn complete_step<C: ConnectionTrait>(
     .exec_without_returning(c)
     .await?;
     if inserted == 1 {
-        timeline_ops::add(c, entry).await?;
+        // One statement counts the journal entry and the timeline entry.
+        timeline_ops::add_counting_step(c, entry).await?;
     }
-    Ok(inserted == 0)
+    Ok(Ok(inserted == 0))
 }
 
 fn step_entry(run: &RunRecord, step: &NewStep, size: i64, now: i64) -> Entry {
@@ -436,7 +453,7 @@ pub async fn complete_run<C: ConnectionTrait>(
 }
 
 /// Applies the outcome of a failed attempt: queue again after a delay, or fail the run.
-async fn apply_failure<C: ConnectionTrait>(
+pub(super) async fn apply_failure<C: ConnectionTrait>(
     c: &C,
     mut run: RunRecord,
     failure: Failure,

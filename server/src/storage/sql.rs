@@ -26,6 +26,7 @@ use crate::engine::store::{KeyStore, QueueStore, RunStore, Wakeup};
 use super::convert::{attempt_from_model, run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps};
 use super::error::StorageError;
+use super::limits::{LimitHit, Limited};
 use super::writer::Writer;
 use super::{child_ops, claim_ops, key_ops, notify, queue_ops, run_ops, wait_ops};
 
@@ -191,6 +192,14 @@ impl SqlStore {
         Ok(out)
     }
 
+    /// Sets the per-run history limits this store enforces (defaults: see
+    /// [`HistoryLimits`](crate::engine::history::HistoryLimits)). Call before sharing the
+    /// store.
+    pub fn with_history_limits(mut self, limits: crate::engine::history::HistoryLimits) -> Self {
+        self.writer.set_history_limits(limits);
+        self
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -338,9 +347,18 @@ impl RunStore for SqlStore {
     }
 
     async fn complete_step(&self, lease: LeaseRef, step: NewStep, now: i64) -> EngineResult<bool> {
-        self.writer
-            .run(move |c| Box::pin(run_ops::complete_step(c, lease, step, now)))
-            .await
+        self.write_released(
+            move |c| Box::pin(run_ops::complete_step(c, lease, step, now)),
+            |_: &Limited<bool>| vec![],
+            |out: &Limited<bool>| {
+                out.as_ref()
+                    .err()
+                    .map(LimitHit::released)
+                    .unwrap_or_default()
+            },
+        )
+        .await?
+        .map_err(LimitHit::into_error)
     }
 
     async fn complete_run(

@@ -1,8 +1,12 @@
 //! Timeline and log rows. Every transition of a run calls [`add`] once, inside the
 //! transaction of the transition itself, so the timeline is exactly as durable and ordered
-//! as the changes it describes. Log lines are appended under a lease with a per-run cap.
+//! as the changes it describes. A run keeps at most `--max-timeline-entries` entries (its
+//! `timeline_count` column counts them), then one truncation marker. Log lines are appended
+//! under a lease with a per-run cap.
 
-use sea_orm::sea_query::Expr;
+use std::collections::HashMap;
+
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -16,8 +20,9 @@ use crate::engine::obs_model::{
 };
 use crate::engine::{EngineError, EngineResult};
 
-use super::entities::{run_logs, run_timeline};
+use super::entities::{run_logs, run_timeline, runs};
 use super::error::StorageError;
+use super::limits;
 use super::run_ops::load_run;
 
 /// A timeline entry to write.
@@ -90,17 +95,116 @@ fn active(e: Entry) -> run_timeline::ActiveModel {
     }
 }
 
-/// Writes one timeline entry (call inside the transition's transaction).
-pub async fn add<C: ConnectionTrait>(c: &C, entry: Entry) -> EngineResult<()> {
-    run_timeline::Entity::insert(active(entry))
-        .exec_without_returning(c)
-        .await?;
-    Ok(())
+/// Kinds written even past the cap: how a run ended.
+fn exempt(kind: TimelineKind) -> bool {
+    matches!(
+        kind,
+        TimelineKind::Completed | TimelineKind::Failed | TimelineKind::Cancelled
+    )
 }
 
-/// Writes several timeline entries at once.
+/// What to write for `entry`, the `pos`-th (from 1) timeline entry of its run, under a cap
+/// of `cap` entries: the entry itself up to the cap, one truncation marker instead of the
+/// first entry past it, nothing after that, except that how a run ended is always written.
+fn admit(entry: Entry, pos: i64, cap: i64, out: &mut Vec<Entry>) {
+    if pos == cap + 1 {
+        out.push(
+            Entry::new(&entry.run_id, TimelineKind::TimelineTruncated, entry.at)
+                .attempt(entry.attempt)
+                .detail(serde_json::json!({
+                    "max_timeline_entries": cap,
+                    "message": format!(
+                        "timeline truncated: the run reached its cap of {cap} timeline \
+                         entries (--max-timeline-entries); later entries are dropped, \
+                         except how the run ends"
+                    ),
+                })),
+        );
+    }
+    if pos <= cap || exempt(entry.kind) {
+        out.push(entry);
+    }
+}
+
+/// Writes one timeline entry (call inside the transition's transaction), honouring the
+/// run's timeline cap.
+pub async fn add<C: ConnectionTrait>(c: &C, entry: Entry) -> EngineResult<()> {
+    add_many(c, vec![entry]).await
+}
+
+/// Writes the timeline entry of a new journal entry and counts both (one statement moves
+/// the run's `step_count` and `timeline_count`).
+pub async fn add_counting_step<C: ConnectionTrait>(c: &C, entry: Entry) -> EngineResult<()> {
+    write(c, vec![entry], 1).await
+}
+
+/// Writes timeline entries (of one or several runs), honouring each run's timeline cap:
+/// one `UPDATE ... RETURNING` per distinct number of entries per run (one for the usual
+/// one entry per run) moves the runs' `timeline_count` and tells where each entry falls.
 pub async fn add_many<C: ConnectionTrait>(c: &C, entries: Vec<Entry>) -> EngineResult<()> {
-    for chunk in entries.chunks(200) {
+    write(c, entries, 0).await
+}
+
+/// [`add_many`], also adding `steps` to the `step_count` of each run concerned.
+async fn write<C: ConnectionTrait>(c: &C, entries: Vec<Entry>, steps: i64) -> EngineResult<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut per_run: Vec<(&str, i64)> = Vec::new();
+    for e in &entries {
+        match per_run.iter_mut().find(|(id, _)| *id == e.run_id) {
+            Some((_, n)) => *n += 1,
+            None => per_run.push((&e.run_id, 1)),
+        }
+    }
+    let mut counts: Vec<i64> = per_run.iter().map(|(_, n)| *n).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let mut before: HashMap<String, i64> = HashMap::with_capacity(per_run.len());
+    for n in counts {
+        let ids: Vec<&str> = per_run
+            .iter()
+            .filter(|(_, k)| *k == n)
+            .map(|(id, _)| *id)
+            .collect();
+        for chunk in ids.chunks(500) {
+            let mut stmt = Query::update();
+            stmt.table(runs::Entity).value(
+                runs::Column::TimelineCount,
+                Expr::col(runs::Column::TimelineCount).add(n),
+            );
+            if steps != 0 {
+                stmt.value(
+                    runs::Column::StepCount,
+                    Expr::col(runs::Column::StepCount).add(steps),
+                );
+            }
+            stmt.and_where(runs::Column::Id.is_in(chunk.iter().copied()))
+                .returning(
+                    Query::returning().columns([runs::Column::Id, runs::Column::TimelineCount]),
+                );
+            for row in c.query_all(&stmt).await? {
+                let id: String = row.try_get("", "id")?;
+                let count: i64 = row.try_get("", "timeline_count")?;
+                before.insert(id, count - n);
+            }
+        }
+    }
+    let cap = limits::current().max_timeline_entries;
+    let mut rows = Vec::with_capacity(entries.len());
+    for e in entries {
+        let pos = before.entry(e.run_id.clone()).or_insert(0);
+        *pos += 1;
+        let pos = *pos;
+        admit(e, pos, cap, &mut rows);
+    }
+    insert(c, rows).await
+}
+
+/// Inserts entries already admitted under the cap (their run's `timeline_count` was moved
+/// by the caller).
+pub async fn insert<C: ConnectionTrait>(c: &C, rows: Vec<Entry>) -> EngineResult<()> {
+    for chunk in rows.chunks(200) {
         run_timeline::Entity::insert_many(chunk.iter().cloned().map(active))
             .exec_without_returning(c)
             .await?;

@@ -46,6 +46,8 @@ pub const BATCH_BUCKETS: usize = 10;
 pub struct Writer {
     tx: mpsc::Sender<Job>,
     stats: Arc<WriterStats>,
+    /// History limits in force in every write (see `super::limits`).
+    limits: crate::engine::history::HistoryLimits,
 }
 
 impl Writer {
@@ -57,7 +59,16 @@ impl Writer {
         for _ in 0..tasks.max(1) {
             tokio::spawn(writer_loop(db.clone(), rx.clone(), stats.clone(), sqlite));
         }
-        Self { tx, stats }
+        Self {
+            tx,
+            stats,
+            limits: Default::default(),
+        }
+    }
+
+    /// Sets the history limits the writes of this handle (and its later clones) enforce.
+    pub fn set_history_limits(&mut self, limits: crate::engine::history::HistoryLimits) {
+        self.limits = limits;
     }
 
     /// Commit statistics.
@@ -74,9 +85,10 @@ impl Writer {
             + 'static,
     {
         let (otx, orx) = oneshot::channel::<EngineResult<T>>();
+        let limits = self.limits;
         let job: Job = Box::new(move |txn| {
             Box::pin(async move {
-                let out = f(txn).await;
+                let out = super::limits::scope(limits, f(txn)).await;
                 let ok = out.is_ok();
                 let finish: Finish = Box::new(move |commit: EngineResult<()>| {
                     let _ = otx.send(commit.and(out));
