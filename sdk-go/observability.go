@@ -95,6 +95,9 @@ const (
 	TimelineCancelled      TimelineKind = "CANCELLED"
 	TimelineRetried        TimelineKind = "RETRIED"
 	TimelineLogsTruncated  TimelineKind = "LOGS_TRUNCATED"
+	// TimelineTruncated marks the point where the server stopped recording this run's
+	// timeline (--max-timeline-entries); how the run ended is still recorded after it.
+	TimelineTruncated TimelineKind = "TIMELINE_TRUNCATED"
 )
 
 // TimelineEntry is one timestamped transition of a run.
