@@ -216,6 +216,11 @@ def test_refused_trigger_declaration_fails_worker_start(endpoint: str) -> None:
             assert raised.value.code == "ALREADY_EXISTS"
             assert raised.value.job == "bill" and raised.value.event == event
             assert isinstance(raised.value.__cause__, AlreadyExistsError)
+            assert raised.value.queue == queue and raised.value.key == ""
+            # start() declares in the background: the worker does not poll, shutdown() raises.
+            background = ss.worker(queues=[queue]).start()
+            with pytest.raises(TriggerDeclarationError):
+                await background.shutdown()
 
         async with StackShift(endpoint=endpoint) as other:
 

@@ -146,18 +146,26 @@ def declaration(value: TriggerLike, job: str) -> EventTriggerDeclaration:
 
 
 class TriggerDeclarationError(StackShiftError):
-    """A worker could not create a trigger its jobs declare (e.g. ``ALREADY_EXISTS``: a
-    trigger for the same event, key and job exists with other options). Raised when the worker
-    starts; ``code`` is the server's status name and ``__cause__`` the typed error."""
+    """The server refused a trigger a worker's job declares (e.g. ``ALREADY_EXISTS``: a
+    trigger for the same event, key and job exists with other options; ``INVALID_ARGUMENT``:
+    a bad event name). Raised when the worker starts, which then does not poll; ``code`` is
+    the server's status name and ``__cause__`` the typed error."""
 
-    def __init__(self, job: str, event: str, cause: StackShiftError) -> None:
+    def __init__(self, job: str, event: str, key: str, queue: str, cause: StackShiftError) -> None:
         super().__init__(
-            f"could not create the trigger declared by job {job} for event {event}: {cause.message}", cause.code
+            f"the server refused the event trigger declared by job {job} (event {event!r}"
+            + (f", key {key!r}" if key else "")
+            + f", queue {queue!r}): {cause.message}",
+            cause.code,
         )
         #: The job that declares the trigger.
         self.job = job
         #: The declared event name.
         self.event = event
+        #: The declared correlation key (``""`` = any key).
+        self.key = key
+        #: The queue of the trigger's runs.
+        self.queue = queue
 
 
 def trigger_from_proto(t: triggers_pb2.EventTrigger) -> EventTrigger:

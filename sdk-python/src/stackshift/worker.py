@@ -87,17 +87,20 @@ class Worker:
     async def declare_triggers(self) -> None:
         """Creates the event triggers the worker's jobs declare (idempotent: an existing
         identical trigger is kept). ``async with`` and :meth:`run_until` call it before
-        polling; :meth:`start` does it first thing in the background.
+        polling; :meth:`start` does it first thing in the background (retrying while the
+        server is unreachable).
 
         Raises:
             TriggerDeclarationError: the server refused a declaration, e.g.
                 ``ALREADY_EXISTS`` for a trigger of the same event, key and job with other
                 options, or ``INVALID_ARGUMENT`` for a bad event name.
+            UnavailableError: the server could not be reached.
         """
         if self._triggers_declared:
             return
         for name, job in self._jobs.items():
             for declared in job.triggers:
+                queue = declared.queue_name or self.queues[0]
                 try:
                     if self._triggers_stub is None:
                         raise InvalidArgumentError("this worker has no trigger service (create it with StackShift.worker)")
@@ -105,15 +108,45 @@ class Worker:
                         declared.event,
                         name,
                         key=declared.key,
-                        queue_name=declared.queue_name or self.queues[0],
+                        queue_name=queue,
                         retry_policy=declared.retry_policy,
                         lease_timeout=declared.lease_timeout,
                         priority=declared.priority,
                     )
-                    await call(self._triggers_stub, "CreateEventTrigger", request)
+                    answer = await call(self._triggers_stub, "CreateEventTrigger", request)
                 except StackShiftError as e:
-                    raise TriggerDeclarationError(name, declared.event, e) from e
+                    if e.is_transient:
+                        raise
+                    raise TriggerDeclarationError(name, declared.event, declared.key or "", queue, e) from e
+                log.info(
+                    "declared event trigger in place: job %s event %s trigger %s (created %s)",
+                    name,
+                    declared.event,
+                    answer.trigger.id,
+                    answer.created,
+                )
         self._triggers_declared = True
+
+    async def _declare_in_background(self) -> bool:
+        """For :meth:`start`: declares the triggers, retrying while the server is unreachable.
+        False when the worker must not poll (shutdown requested meanwhile); a refusal
+        raises."""
+        backoff = Backoff()
+        while True:
+            try:
+                await self.declare_triggers()
+                return True
+            except TriggerDeclarationError as e:
+                log.error("worker %s does not start: %s", self.worker_id, e)
+                raise
+            except StackShiftError as e:
+                if not e.is_transient:
+                    raise
+                delay = backoff.next()
+                log.warning("cannot create the declared event triggers yet (%s); retrying in %.0f ms", e, delay * 1000)
+                await sleep_unless(self._stop.wait, delay)
+                if self._stop.is_set():
+                    return False
 
     def start(self) -> "Worker":
         """Starts polling in the background (in the running event loop); returns ``self``.
@@ -171,11 +204,8 @@ class Worker:
         if not jobs:
             log.error("worker has no jobs registered; it will not poll")
             return
-        try:
-            await self.declare_triggers()
-        except TriggerDeclarationError as e:
-            log.error("worker %s did not start: %s", self.worker_id, e)
-            raise
+        if not await self._declare_in_background():
+            return
         env = TaskEnv(stub=self._stub, jobs=self._jobs, abandon=self._abandon, state_stub=self._state_stub)
         log.info("worker %s started: queues %s, jobs %s, concurrency %d", self.worker_id, self.queues, list(self._jobs), self.concurrency)
         loop = asyncio.get_running_loop()
