@@ -139,6 +139,9 @@ examples() {
     "$ROOT/sdk-python/.venv/bin/python" "$ROOT/sdk-python/examples/payment_confirmation.py" ||
         fail "Python example payment_confirmation failed"
     PASSED=$((PASSED + 1))
+    echo "--- Python example fan_out (triggers, child runs, wait_for_any, schedules)"
+    "$ROOT/sdk-python/.venv/bin/python" "$ROOT/sdk-python/examples/fan_out.py" || fail "Python example fan_out failed"
+    PASSED=$((PASSED + 1))
     # TypeScript-only examples (the other SDKs add theirs in their own loops).
     for ex in payment_confirmation; do
         echo "--- TypeScript example $ex"
