@@ -24,9 +24,10 @@ pub enum Error {
     /// The run (or another named entity) does not exist (`NOT_FOUND`).
     #[error("not found: {0}")]
     NotFound(String),
-    /// The entity already exists (`ALREADY_EXISTS`).
-    #[error("already exists")]
-    AlreadyExists,
+    /// The entity already exists (`ALREADY_EXISTS`), e.g. a schedule id taken by another
+    /// definition; the server's message says which.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
     /// The operation does not fit the entity's state, e.g. retrying a completed run or
     /// writing with a stale lease (`FAILED_PRECONDITION`).
     #[error("failed precondition: {0}")]
@@ -35,8 +36,8 @@ pub enum Error {
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
     /// The API key may not do this (`PERMISSION_DENIED`).
-    #[error("permission denied")]
-    PermissionDenied,
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// A limit was exceeded, e.g. a payload over the server's size limit
     /// (`RESOURCE_EXHAUSTED`).
     #[error("resource exhausted: {0}")]
@@ -105,7 +106,7 @@ pub enum Error {
 /// The refusal of a declared trigger, with what to do about an existing one.
 fn trigger_hint(source: &Error) -> String {
     match source {
-        Error::AlreadyExists => "a trigger for the same event, correlation key and job already exists with other options; delete it (`stackshift triggers list --job JOB`, then `stackshift triggers delete ID`) or declare the same options".to_owned(),
+        Error::AlreadyExists(_) => "a trigger for the same event, correlation key and job already exists with other options; delete it (`stackshift triggers list --job JOB`, then `stackshift triggers delete ID`) or declare the same options".to_owned(),
         other => other.to_string(),
     }
 }
@@ -119,10 +120,10 @@ impl Error {
         match self {
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
-            Error::AlreadyExists => Code::AlreadyExists,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unauthenticated(_) => Code::Unauthenticated,
-            Error::PermissionDenied => Code::PermissionDenied,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Cancelled(_) => Code::Cancelled,
             Error::Aborted(_) => Code::Aborted,
@@ -164,7 +165,7 @@ impl From<Status> for Error {
         match status.code() {
             Code::InvalidArgument => Error::InvalidArgument(message),
             Code::NotFound => Error::NotFound(message),
-            Code::AlreadyExists => Error::AlreadyExists,
+            Code::AlreadyExists => Error::AlreadyExists(message),
             Code::FailedPrecondition => match status
                 .metadata()
                 .get(crate::state::REASON_METADATA)
@@ -177,7 +178,7 @@ impl From<Status> for Error {
                 None => Error::FailedPrecondition(message),
             },
             Code::Unauthenticated => Error::Unauthenticated(message),
-            Code::PermissionDenied => Error::PermissionDenied,
+            Code::PermissionDenied => Error::PermissionDenied(message),
             Code::ResourceExhausted => Error::ResourceExhausted(message),
             Code::Cancelled => Error::Cancelled(message),
             Code::Aborted => Error::Aborted(message),

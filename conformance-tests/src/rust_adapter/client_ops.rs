@@ -25,10 +25,10 @@ pub(super) fn error_json(e: &anyhow::Error) -> Value {
     let class = match error {
         Error::InvalidArgument(_) => "Error::InvalidArgument",
         Error::NotFound(_) => "Error::NotFound",
-        Error::AlreadyExists => "Error::AlreadyExists",
+        Error::AlreadyExists(_) => "Error::AlreadyExists",
         Error::FailedPrecondition(_) => "Error::FailedPrecondition",
         Error::Unauthenticated(_) => "Error::Unauthenticated",
-        Error::PermissionDenied => "Error::PermissionDenied",
+        Error::PermissionDenied(_) => "Error::PermissionDenied",
         Error::ResourceExhausted(_) => "Error::ResourceExhausted",
         Error::Cancelled(_) => "Error::Cancelled",
         Error::Aborted(_) => "Error::Aborted",
