@@ -254,10 +254,14 @@ export class Worker {
   /** Resolves once at least one slot is free (or `stop` aborts). */
   private async freeSlot(stop: AbortSignal): Promise<void> {
     while (this.inFlight >= this.concurrency && !stop.aborted) {
+      let onStop: () => void = () => {};
       await new Promise<void>((resolve) => {
         this.slotFreed = resolve;
-        stop.addEventListener("abort", () => resolve(), { once: true });
+        onStop = () => resolve();
+        stop.addEventListener("abort", onStop, { once: true });
       });
+      // One listener per wait would pile up on a busy worker with few slots.
+      stop.removeEventListener("abort", onStop);
       this.slotFreed = undefined;
     }
   }
