@@ -140,7 +140,7 @@ examples() {
         fail "Python example payment_confirmation failed"
     PASSED=$((PASSED + 1))
     # TypeScript-only examples (the other SDKs add theirs in their own loops).
-    for ex in payment_confirmation; do
+    for ex in payment_confirmation fan_out; do
         echo "--- TypeScript example $ex"
         node "$ROOT/sdk-typescript/build/examples/$ex.js" || fail "TypeScript example $ex failed"
         PASSED=$((PASSED + 1))

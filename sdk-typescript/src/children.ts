@@ -96,7 +96,7 @@ export class ChildFailedError extends Error {
 }
 
 /** The child's result, or throws {@link ChildFailedError} when it failed or was cancelled. */
-export function childResult<R = unknown>(outcome: ChildOutcome<R>): R {
+export function childResult<R = unknown>(outcome: ChildOutcome<unknown>): R {
   if (outcome.status === "completed") return (outcome.result ?? null) as R;
   throw new ChildFailedError(outcome.runId, outcome.job, outcome.status, outcome.failure ?? { message: "", nonRetryable: false });
 }
