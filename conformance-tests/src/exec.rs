@@ -376,6 +376,7 @@ impl<'a> CaseRun<'a> {
             Action::ExpectIncreasing(refs) => self.expect_increasing(refs).await?,
             Action::ExpectElapsed(e) => self.expect_elapsed(e).await?,
             Action::ExpectOrder(o) => self.expect_order(o)?,
+            Action::Bind(b) => self.bind(b)?,
             Action::ExpectMaxConcurrency(m) => {
                 let mut ids = BTreeSet::new();
                 for name in m.runs.names() {
@@ -422,8 +423,38 @@ impl<'a> CaseRun<'a> {
             }
             Some(other) => bail!("api_key must be `wrong` or `other`, not {other:?}"),
         }
-        let adapter = self.adapter.as_mut().context("no adapter running")?;
-        let answer = adapter.call(&a.op, args, CLIENT_CALL_TIMEOUT).await?;
+        let patience = a.eventually.as_deref().map(case::duration).transpose()?;
+        let until = tokio::time::Instant::now() + patience.unwrap_or_default();
+        loop {
+            let adapter = self.adapter.as_mut().context("no adapter running")?;
+            let answer = adapter
+                .call(&a.op, args.clone(), CLIENT_CALL_TIMEOUT)
+                .await?;
+            match self.check_answer(a, &answer) {
+                Ok(ok) => {
+                    if let Some(ok) = ok {
+                        self.keep_answer(a, ok)?;
+                    }
+                    return Ok(());
+                }
+                Err(_) if patience.is_some() && tokio::time::Instant::now() < until => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) if patience.is_some() => {
+                    return Err(e.context(format!("still failing after {patience:?}")));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Checks an adapter answer against a `client` action; `Some(ok)` = the successful
+    /// answer (to save), `None` = the expected error.
+    fn check_answer(
+        &self,
+        a: &case::ClientAction,
+        answer: &Value,
+    ) -> anyhow::Result<Option<Value>> {
         if let Some(code) = &a.expect_error {
             let error = answer
                 .get("error")
@@ -442,22 +473,65 @@ impl<'a> CaseRun<'a> {
                     "expected the typed conflict reason {reason}, got {got:?}: {error}"
                 );
             }
-            return Ok(());
+            return Ok(None);
         }
         let ok = answer.get("ok").with_context(|| {
             format!(
                 "the SDK call failed: {}",
-                answer.get("error").unwrap_or(&answer)
+                answer.get("error").unwrap_or(answer)
             )
         })?;
-        if let Some(expect) = &a.expect {
-            for (key, want) in expect {
-                let want = self.substitute(want);
-                let got = ok.get(key).unwrap_or(&Value::Null);
-                ensure!(
-                    got == &want,
-                    "field {key}: expected {want}, got {got} (answer {ok})"
-                );
+        let field = |key: &str| match ok.get(key) {
+            Some(v) => v.clone(),
+            None => checks::pick(ok, key).unwrap_or(Value::Null),
+        };
+        for (key, want) in a.expect.iter().flatten() {
+            let want = self.substitute(want);
+            let got = field(key);
+            ensure!(
+                got == want,
+                "field {key}: expected {want}, got {got} (answer {ok})"
+            );
+        }
+        for (key, other) in a.expect_not.iter().flatten() {
+            let other = self.substitute(other);
+            let got = field(key);
+            ensure!(got != other, "field {key} is still {got} (answer {ok})");
+        }
+        for (lengths, exact) in [(&a.expect_len, true), (&a.expect_min_len, false)] {
+            for (path, want) in lengths.iter().flatten() {
+                let len = match field(path) {
+                    Value::Array(items) => items.len(),
+                    Value::String(s) => s.chars().count(),
+                    Value::Object(map) => map.len(),
+                    _ => bail!("{path} is not a list in the answer {ok}"),
+                };
+                if exact {
+                    ensure!(
+                        len == *want,
+                        "{path} has {len} entries, expected {want} (answer {ok})"
+                    );
+                } else {
+                    ensure!(
+                        len >= *want,
+                        "{path} has {len} entries, expected at least {want} (answer {ok})"
+                    );
+                }
+            }
+        }
+        for (checks, present) in [(&a.expect_includes, true), (&a.expect_excludes, false)] {
+            for (path, values) in checks.iter().flatten() {
+                let list = checks::pick(ok, path)
+                    .and_then(|v| v.as_array().cloned())
+                    .with_context(|| format!("{path} is not a list in the answer {ok}"))?;
+                for value in values {
+                    let value = self.substitute(value);
+                    ensure!(
+                        list.contains(&value) == present,
+                        "{path} {} {value} (answer {ok})",
+                        if present { "lacks" } else { "holds" }
+                    );
+                }
             }
         }
         if let Some(want) = &a.expect_ok {
@@ -470,9 +544,11 @@ impl<'a> CaseRun<'a> {
         if let Some(want) = &a.expect_logs {
             checks::check_logs(want, ok.get("logs").unwrap_or(&Value::Null))?;
         }
-        if let Some(name) = &a.save {
-            self.saved.insert(name.clone(), ok.clone());
-        }
+        Ok(Some(ok.clone()))
+    }
+
+    /// `save` and `as` of a successful `client` action.
+    fn keep_answer(&mut self, a: &case::ClientAction, ok: Value) -> anyhow::Result<()> {
         if let Some(name) = &a.name {
             let id = ok
                 .get("run_id")
@@ -480,6 +556,35 @@ impl<'a> CaseRun<'a> {
                 .context("the answer has no run_id")?;
             self.runs.insert(name.clone(), vec![id.to_owned()]);
         }
+        if let Some(name) = &a.save {
+            self.saved.insert(name.clone(), ok);
+        }
+        Ok(())
+    }
+
+    /// `bind`: names the run id (or ids) a `$saved.path` reference picks.
+    fn bind(&mut self, b: &case::BindAction) -> anyhow::Result<()> {
+        let (name, path) =
+            b.id.strip_prefix('$')
+                .and_then(|r| r.split_once('.'))
+                .with_context(|| format!("bind id must be `$saved.path`, not {:?}", b.id))?;
+        let saved = self
+            .saved
+            .get(name)
+            .with_context(|| format!("no answer saved as {name:?}"))?;
+        let value = checks::pick(saved, path)
+            .with_context(|| format!("{name} has no {path:?}: {saved}"))?;
+        let ids = match &value {
+            Value::String(id) => vec![id.clone()],
+            Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .with_context(|| format!("{} is not a list of run ids: {value}", b.id))?,
+            other => bail!("{} is {other}, not a run id or a list of them", b.id),
+        };
+        ensure!(!ids.is_empty(), "{} holds no run id", b.id);
+        self.runs.insert(b.name.clone(), ids);
         Ok(())
     }
 
@@ -640,5 +745,6 @@ fn describe(action: &Action) -> String {
         Action::ExpectIncreasing(_) => "expect_increasing".to_owned(),
         Action::ExpectElapsed(e) => format!("expect_elapsed {} {} -> {}", e.run, e.from, e.to),
         Action::ExpectOrder(o) => format!("expect_order {}", o.step),
+        Action::Bind(b) => format!("bind {} to {}", b.name, b.id),
     }
 }

@@ -78,6 +78,36 @@ pub enum Error {
     /// handler and reports nothing.
     #[error("attempt interrupted")]
     Interrupted(#[source] Interrupted),
+    /// The server refused an event trigger a job declares ([`crate::JobTrigger`]), so the
+    /// worker did not start. [`Error::code`] is the code of the refusal (`source`):
+    /// `ALREADY_EXISTS` when a trigger for the same event, key and job exists with other
+    /// options (delete it first), `INVALID_ARGUMENT` for a bad name,
+    /// `RESOURCE_EXHAUSTED` past 100 triggers on the event.
+    #[error(
+        "job {job:?} declares a trigger on event {event:?} (correlation key {correlation_key:?}, queue {queue:?}) that the server refused: {}",
+        trigger_hint(source)
+    )]
+    TriggerRefused {
+        /// The declaring job.
+        job: String,
+        /// The trigger's event name.
+        event: String,
+        /// The trigger's correlation key (`""` = any).
+        correlation_key: String,
+        /// The queue of the trigger's runs.
+        queue: String,
+        /// The server's refusal.
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+/// The refusal of a declared trigger, with what to do about an existing one.
+fn trigger_hint(source: &Error) -> String {
+    match source {
+        Error::AlreadyExists => "a trigger for the same event, correlation key and job already exists with other options; delete it (`stackshift triggers list --job JOB`, then `stackshift triggers delete ID`) or declare the same options".to_owned(),
+        other => other.to_string(),
+    }
 }
 
 impl Error {
@@ -101,6 +131,7 @@ impl Error {
             Error::Json(_) => Code::InvalidArgument,
             Error::Conflict { .. } => Code::FailedPrecondition,
             Error::Interrupted(_) => Code::Aborted,
+            Error::TriggerRefused { source, .. } => source.code(),
         }
     }
 
