@@ -138,11 +138,21 @@ export class TriggerDeclarationError extends StackShiftError {
   readonly job: string;
   /** The declared event name. */
   readonly event: string;
+  /** The declared correlation key (`''` = any key). */
+  readonly key: string;
+  /** The queue the declaration resolved to. */
+  readonly queue: string;
 
-  constructor(job: string, event: string, cause: StackShiftError) {
-    super(cause.code, `job ${job} declares a trigger on event ${JSON.stringify(event)} that the server refused: ${cause.message}`, { cause });
+  constructor(job: string, event: string, key: string, queue: string, cause: StackShiftError) {
+    super(
+      cause.code,
+      `job ${job} declares a trigger on event ${JSON.stringify(event)}${key === "" ? "" : ` (key ${JSON.stringify(key)})`} for queue ${queue} that the server refused: ${cause.message}`,
+      { cause },
+    );
     this.job = job;
     this.event = event;
+    this.key = key;
+    this.queue = queue;
   }
 }
 

@@ -178,7 +178,7 @@ export class Worker {
               await sleep(delay, stop);
               continue;
             }
-            const error = new TriggerDeclarationError(job, declared.event, typed);
+            const error = new TriggerDeclarationError(job, declared.event, declared.key ?? "", options.queueName, typed);
             this.log.error("worker not started: a declared trigger was refused", { job, event: declared.event, code: typed.code, error: typed.message });
             this.settleReady(error);
             return false;
