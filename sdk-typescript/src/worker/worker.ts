@@ -1,7 +1,8 @@
 /**
- * The worker: creates the triggers its jobs declare, then long-polls the server for tasks of its registered jobs on its queues, never
- * holding more tasks than it has concurrency slots, runs each handler (replaying recorded
- * steps), heartbeats every third of the lease, and reports outcomes. Shutdown is graceful:
+ * The worker: creates the event triggers its jobs declare, then long-polls the server for
+ * tasks of its registered jobs on its queues, never holding more tasks than it has
+ * concurrency slots, runs each handler (replaying recorded steps), heartbeats every third of
+ * the lease, and reports outcomes. Shutdown is graceful:
  * polling stops, in-flight handlers get the grace period to finish, and whatever still runs
  * after it is abandoned (the server redelivers those runs when their leases expire).
  *
