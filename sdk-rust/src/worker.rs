@@ -8,6 +8,9 @@
 //! handlers get the grace period to finish, and whatever still runs after it is abandoned
 //! (the server redelivers those runs when their leases expire).
 //!
+//! Jobs may declare event triggers ([`crate::JobTrigger`] in [`JobOptions`]): the worker
+//! creates them before its first poll ([`Worker::try_start`] reports a refusal as an error).
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use serde::{Deserialize, Serialize};

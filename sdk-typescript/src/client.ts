@@ -410,15 +410,17 @@ export class StackShift {
 
   /**
    * Creates and starts a worker, and resolves once it is ready: the jobs' declared triggers
-   * exist and it polls. Rejects with {@link TriggerDeclarationError} when the server refuses
-   * a declared trigger (the worker is then stopped).
+   * exist and it polls. Rejects, with the worker stopped, with {@link TriggerDeclarationError}
+   * when the server refuses a declared trigger, or with `UnavailableError` when the server
+   * cannot be reached to create them (like Rust's `Worker::try_start`; `work()` retries in the
+   * background instead).
    *
    * ```ts
    * const worker = await stackshift.startWorker({ queues: ['emails'] })
    * ```
    */
   async startWorker(options: WorkerOptions = {}): Promise<Worker> {
-    const worker = this.work(options);
+    const worker = this.worker(options).startFailFast();
     await worker.ready;
     return worker;
   }

@@ -13,6 +13,7 @@ import {
   NonRetryableError,
   NotFoundError,
   TriggerDeclarationError,
+  UnavailableError,
   childResult,
   triggeredEvent,
   type Run,
@@ -209,6 +210,11 @@ test("job-declared triggers are created when the worker starts; a refused declar
   await assert.rejects(w.runUntil(new Promise(() => {})), TriggerDeclarationError);
   assert.equal(w.running, false);
   assert.throws(() => refused.job("x", () => null, { triggers: [{ event: "" }] }), InvalidArgumentError);
+
+  // startWorker fails fast when the server cannot be reached (work() would keep retrying).
+  const offline = new StackShift({ endpoint: "http://127.0.0.1:1" });
+  offline.job("on-order", () => null, { triggers: [{ event }] });
+  await assert.rejects(offline.startWorker({ queues: [queue] }), (e: unknown) => e instanceof UnavailableError);
 });
 
 test("step.invoke returns the child's result; a failed child is a ChildFailedError; the parent holds no slot", async () => {

@@ -65,11 +65,14 @@ export class Worker {
   private slotFreed: (() => void) | undefined;
   private loop: Promise<void> | undefined;
   private settleReady!: (error?: unknown) => void;
+  private failFast = false;
   /**
    * Resolves once the worker is ready: the jobs' declared triggers exist (created when it
    * starts, retried while the server is unreachable) and it polls. Rejects with
-   * {@link TriggerDeclarationError} when the server refuses a declared trigger; the worker
-   * then stops without polling. Also resolves when the worker is shut down before that.
+   * {@link TriggerDeclarationError} when the server refuses a declared trigger (and, for a
+   * worker from `stackshift.startWorker`, with `UnavailableError` when the server cannot be
+   * reached); the worker then stops without polling. Also resolves when the worker is shut
+   * down before that.
    */
   readonly ready: Promise<void>;
 
@@ -98,6 +101,15 @@ export class Worker {
   start(): this {
     this.loop ??= this.pollLoop();
     return this;
+  }
+
+  /**
+   * @internal for `stackshift.startWorker`: like `start`, but an unreachable server while
+   * creating the declared triggers rejects `ready` (and stops the worker) instead of retrying.
+   */
+  startFailFast(): this {
+    if (this.loop === undefined) this.failFast = true;
+    return this.start();
   }
 
   /** True while the worker polls (after `start`, before `shutdown` completes). */
@@ -173,6 +185,11 @@ export class Worker {
             break;
           } catch (e) {
             const typed = fromConnectError(e);
+            if ((typed.code === "UNAVAILABLE" || typed.code === "DEADLINE_EXCEEDED") && this.failFast) {
+              this.log.error("worker not started: the server is unreachable", { job, event: declared.event, code: typed.code, error: typed.message });
+              this.settleReady(typed);
+              return false;
+            }
             if (typed.code === "UNAVAILABLE" || typed.code === "DEADLINE_EXCEEDED") {
               const delay = backoff.next();
               this.log.warn("cannot reach the server to create a declared trigger; retrying", { job, event: declared.event, retryInMs: Math.round(delay) });
