@@ -143,7 +143,7 @@ examples() {
     "$ROOT/sdk-python/.venv/bin/python" "$ROOT/sdk-python/examples/fan_out.py" || fail "Python example fan_out failed"
     PASSED=$((PASSED + 1))
     # TypeScript-only examples (the other SDKs add theirs in their own loops).
-    for ex in payment_confirmation; do
+    for ex in payment_confirmation fan_out; do
         echo "--- TypeScript example $ex"
         node "$ROOT/sdk-typescript/build/examples/$ex.js" || fail "TypeScript example $ex failed"
         PASSED=$((PASSED + 1))

@@ -13,7 +13,12 @@ import {
   StepFailedError,
   AttemptInterruptedError,
   ConflictError,
+  ChildFailedError,
+  type ChildOutcome,
+  type ItemResult,
   type JobContext,
+  type Schedule,
+  type WaitItem,
   type Lock,
   type QueueInfo,
   type Run,
@@ -149,10 +154,55 @@ async function runStateOp(ctx: JobContext<Obj>, op: Obj, state: ScriptState): Pr
   return true;
 }
 
+/** A combined wait's `ITEM` as a {@link WaitItem}. */
+function waitItem(raw: Json): WaitItem {
+  const item = raw as Obj;
+  if (typeof item["event"] === "string") return { event: item["event"], key: typeof item["key"] === "string" ? item["key"] : "" };
+  if (typeof item["sleep_ms"] === "number") return { sleep: item["sleep_ms"] };
+  throw new NonRetryableError(`unknown wait item ${JSON.stringify(item)}`);
+}
+
+/** An item's output `O`: `{name, key, payload}` for an event, `null` for a sleep. */
+function itemOutput(result: ItemResult | null): Json {
+  if (result === null || result.kind === "slept") return null;
+  return { name: result.event.name, key: result.event.key, payload: result.event.payload as Json };
+}
+
+/** A child's outcome as `invoke_all` appends it. */
+function childJson(o: ChildOutcome): Json {
+  return o.status === "completed" ? { status: o.status, result: (o.result ?? null) as Json } : { status: o.status, message: o.failure?.message ?? "" };
+}
+
+/** The `invoke`, `invoke_all`, `wait_any` and `wait_all` ops; false when `op` is none of them. */
+async function runChildOrWaitOp(ctx: JobContext<Obj>, op: Obj, state: ScriptState): Promise<boolean> {
+  const timeout = typeof op["timeout_ms"] === "number" ? { timeout: op["timeout_ms"] } : {};
+  if (typeof op["invoke"] === "string") {
+    try {
+      state.outputs.push(await ctx.step.invoke<Json>(op["invoke"], String(op["job"] ?? ""), op["payload"] ?? null));
+    } catch (e) {
+      if (!(e instanceof ChildFailedError) || op["propagate"] === true) throw e;
+      state.outputs.push({ child_failed: true, status: e.status, message: e.failure.message });
+    }
+  } else if (typeof op["invoke_all"] === "string") {
+    const children = ((op["children"] as Json[]) ?? []).map((c) => ({ job: String((c as Obj)["job"] ?? ""), payload: (c as Obj)["payload"] ?? null }));
+    state.outputs.push((await ctx.step.invokeAll(op["invoke_all"], children)).map(childJson));
+  } else if (typeof op["wait_any"] === "string") {
+    const got = await ctx.step.waitForAny(op["wait_any"], ((op["items"] as Json[]) ?? []).map(waitItem), timeout);
+    state.outputs.push(got.timedOut ? { timed_out: true } : { timed_out: false, index: got.index, output: itemOutput(got.result) });
+  } else if (typeof op["wait_all"] === "string") {
+    const all = await ctx.step.waitForAll(op["wait_all"], ((op["items"] as Json[]) ?? []).map(waitItem), timeout);
+    state.outputs.push({ timed_out: all.timedOut, outputs: all.items.map(itemOutput), resolved: all.items.map((i) => i !== null) });
+  } else {
+    return false;
+  }
+  return true;
+}
+
 async function runOps(ctx: JobContext<Obj>, ops: Json[], state: ScriptState): Promise<void> {
   for (const raw of ops) {
     const op = raw as Obj;
     if (await runStateOp(ctx, op, state)) continue;
+    if (await runChildOrWaitOp(ctx, op, state)) continue;
     if (typeof op["step"] === "string") {
       const id = op["step"];
       try {
@@ -197,8 +247,13 @@ client.job<Obj>("conf.script", async (ctx) => {
   return { outputs: state.outputs, caught: state.caught };
 });
 client.job("conf.echo", ({ payload }) => payload);
+// Declared with an event trigger through the job-definition API: the worker creates it when
+// it starts, before it polls (so before `ready` is printed).
+client.job("conf.on_event", ({ payload }) => payload, {
+  triggers: [{ event: `conf.triggered.${env("CONFORMANCE_QUEUE")}`, queueName: env("CONFORMANCE_QUEUE") }],
+});
 
-const worker = client.work({
+const worker = await client.startWorker({
   queues: [env("CONFORMANCE_QUEUE")],
   concurrency: Number(env("CONFORMANCE_CONCURRENCY")),
   shutdownGrace: Number(env("CONFORMANCE_SHUTDOWN_GRACE_MS")),
@@ -208,6 +263,7 @@ const worker = client.work({
 function fullRunJson(run: Run): Obj {
   return {
     ...runJson(run),
+    parent_run_id: run.parentRunId ?? "",
     timeline: run.timeline.map((t) => ({ kind: t.kind, attempt: t.attempt, step_id: t.stepId })),
     logs: run.logs.map((l) => ({ level: l.level, message: l.message, fields: l.fields as Obj, step_id: l.stepId, attempt: l.attempt })),
   };
@@ -221,6 +277,11 @@ function queueJson(q: QueueInfo): Obj {
     concurrency_limit: q.config.concurrencyLimit ?? null,
     key_concurrency_limit: q.config.keyConcurrencyLimit ?? null,
   };
+}
+
+/** A schedule as the schedule ops answer it. */
+function scheduleJson(s: Schedule): Obj {
+  return { schedule_id: s.id, job: s.job, paused: s.paused, recent_run_ids: s.recentRunIds };
 }
 
 function runJson(run: Run): Obj {
@@ -268,7 +329,7 @@ async function clientOp(op: string, c: Obj): Promise<Json> {
         ...(typeof c["key"] === "string" ? { key: c["key"] } : {}),
         ...(typeof c["event_id"] === "string" ? { id: c["event_id"] } : {}),
       });
-      return { event_id: published.event.id, duplicate: published.duplicate, matched: published.resumedRunCount };
+      return { event_id: published.event.id, duplicate: published.duplicate, matched: published.resumedRunCount, started_run_ids: published.startedRunIds };
     }
     case "state_get":
       return (await ss.state.get<Json>(String(c["key"] ?? ""))) ?? null;
@@ -335,6 +396,65 @@ async function clientOp(op: string, c: Obj): Promise<Json> {
       });
       return { run_ids: page.runs.map((r) => r.id) };
     }
+    case "create_schedule": {
+      const catchUp = c["catch_up"];
+      const created = await ss.schedules.create(String(c["schedule_id"] ?? ""), {
+        job: String(c["job"] ?? ""),
+        payload: c["payload"] ?? null,
+        ...(typeof c["queue"] === "string" ? { queueName: c["queue"] } : {}),
+        ...(typeof c["cron"] === "string" ? { cron: c["cron"] } : {}),
+        ...(typeof c["time_zone"] === "string" ? { timeZone: c["time_zone"] } : {}),
+        ...(typeof c["every_ms"] === "number" ? { every: c["every_ms"] } : {}),
+        ...(catchUp === "skip" || catchUp === "latest" || catchUp === "all" ? { catchUp } : {}),
+        ...(typeof c["paused"] === "boolean" ? { paused: c["paused"] } : {}),
+      });
+      return { ...scheduleJson(created.schedule), created: created.created };
+    }
+    case "get_schedule":
+      return scheduleJson(await ss.schedules.get(String(c["schedule_id"] ?? "")));
+    case "pause_schedule":
+      return scheduleJson(await ss.schedules.pause(String(c["schedule_id"] ?? "")));
+    case "resume_schedule":
+      return scheduleJson(await ss.schedules.resume(String(c["schedule_id"] ?? "")));
+    case "delete_schedule":
+      await ss.schedules.delete(String(c["schedule_id"] ?? ""));
+      return null;
+    case "list_schedules": {
+      const ids: string[] = [];
+      let pageToken: string | undefined;
+      do {
+        const page = await ss.schedules.list(pageToken === undefined ? {} : { pageToken });
+        ids.push(...page.schedules.map((s) => s.id));
+        pageToken = page.nextPageToken;
+      } while (pageToken !== undefined);
+      return { schedule_ids: ids };
+    }
+    case "create_trigger": {
+      const created = await ss.triggers.create({
+        event: String(c["event"] ?? ""),
+        job: String(c["job"] ?? ""),
+        ...(typeof c["queue"] === "string" ? { queueName: c["queue"] } : {}),
+        ...(typeof c["key"] === "string" ? { key: c["key"] } : {}),
+      });
+      return { trigger_id: created.trigger.id, created: created.created };
+    }
+    case "list_triggers": {
+      const ids: string[] = [];
+      let pageToken: string | undefined;
+      do {
+        const page = await ss.triggers.list({
+          ...(typeof c["event"] === "string" ? { event: c["event"] } : {}),
+          ...(typeof c["job"] === "string" ? { job: c["job"] } : {}),
+          ...(pageToken === undefined ? {} : { pageToken }),
+        });
+        ids.push(...page.triggers.map((t) => t.id));
+        pageToken = page.nextPageToken;
+      } while (pageToken !== undefined);
+      return { trigger_ids: ids };
+    }
+    case "delete_trigger":
+      await ss.triggers.delete(String(c["trigger_id"] ?? ""));
+      return null;
     default:
       throw new Error(`unknown op ${op}`);
   }

@@ -18,7 +18,11 @@ import { StateService } from "./gen/stackshift/v1/state_pb.js";
 import { EventsService } from "./gen/stackshift/v1/events_pb.js";
 import { QueuesService, UpsertQueueRequestSchema, type Queue as PbQueue } from "./gen/stackshift/v1/queues_pb.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { ScheduleService } from "./gen/stackshift/v1/schedules_pb.js";
+import { TriggerService } from "./gen/stackshift/v1/triggers_pb.js";
 import { State } from "./state.js";
+import { Schedules } from "./schedules.js";
+import { Triggers, type TriggerDeclaration, type TriggeredEvent, type TriggerDeclarationError } from "./triggers.js";
 import { Events } from "./events.js";
 import { directCall } from "./call.js";
 import { queueConfigToProto, queueFromProto, retryPolicyToProto, type ConfigureQueueOptions, type QueueInfo, type QueuePage } from "./queues.js";
@@ -116,6 +120,15 @@ export interface ListRunsOptions {
 export interface JobOptions {
   /** Lease timeout for runs that set none at start: ms or `'2m'`-style (default 30 s). */
   leaseTimeout?: DurationInput;
+  /**
+   * Event triggers of the job: each published event of the name (with exactly `key`, when
+   * given) starts a run of this job, whose payload is the {@link TriggeredEvent}. A worker
+   * running the job creates them (idempotently) when it starts, before it polls; the runs go
+   * to the worker's first queue unless a declaration names `queueName`. A declaration the
+   * server refuses (e.g. the same trigger exists with other options) stops the worker with a
+   * {@link TriggerDeclarationError} (see `worker.ready` and `stackshift.startWorker`).
+   */
+  triggers?: TriggerDeclaration[];
 }
 
 /** A registered job. */
@@ -160,6 +173,22 @@ export class StackShift {
   readonly state: State;
   /** Publishes and lists events: `stackshift.events.publish(name, payload, { key, id })`. */
   readonly events: Events;
+  /**
+   * Creates, reads, lists, pauses, resumes and deletes schedules (cron or fixed interval).
+   *
+   * ```ts
+   * await stackshift.schedules.create('sync', { job: 'sync-crm', every: '30s' })
+   * ```
+   */
+  readonly schedules: Schedules;
+  /**
+   * Creates, lists and deletes event triggers (a job started by every event of a name).
+   *
+   * ```ts
+   * await stackshift.triggers.create({ event: 'user.signed_up', job: 'send-welcome-email' })
+   * ```
+   */
+  readonly triggers: Triggers;
   /** The server URL this client talks to. */
   readonly endpoint: string;
   private readonly registry = new Map<string, RegisteredJob>();
@@ -212,6 +241,8 @@ export class StackShift {
     this.stateService = createClient(StateService, transport);
     this.state = new State(this.stateService);
     this.events = new Events(createClient(EventsService, transport), directCall);
+    this.schedules = new Schedules(createClient(ScheduleService, transport), directCall);
+    this.triggers = new Triggers(createClient(TriggerService, transport), directCall);
   }
 
   /**
@@ -335,6 +366,15 @@ export class StackShift {
     if (typeof handler !== "function") throw new InvalidArgumentError(`the handler of job ${name} must be a function`);
     const job: RegisteredJob = { handler: handler as Handler<any> };
     if (options.leaseTimeout !== undefined) job.leaseTimeoutMs = toMillis(options.leaseTimeout, "leaseTimeout");
+    if (options.triggers !== undefined) {
+      if (!Array.isArray(options.triggers)) throw new InvalidArgumentError(`the triggers of job ${name} must be an array`);
+      for (const t of options.triggers) {
+        if (typeof t !== "object" || t === null || typeof t.event !== "string" || t.event === "") {
+          throw new InvalidArgumentError(`each trigger of job ${name} needs an event name: { event: 'user.signed_up', key?, queueName? }`);
+        }
+      }
+      job.triggers = options.triggers.map((t) => ({ ...t }));
+    }
     this.registry.set(name, job);
     return { name, start: (payload: P, startOptions?: StartOptions) => this.start(name, payload, startOptions) };
   }
@@ -356,12 +396,33 @@ export class StackShift {
 
   /** A worker for every job registered so far (not started; call `start()` or `runUntil()`). */
   worker(options: WorkerOptions = {}): Worker {
-    return new Worker(this.workerService, this.stateService, new Map(this.registry), options);
+    return new Worker(this.workerService, this.stateService, this.triggers, new Map(this.registry), options);
   }
 
-  /** Creates a worker for every job registered so far and starts it. Stop it with `shutdown()`. */
+  /**
+   * Creates a worker for every job registered so far and starts it. Stop it with `shutdown()`.
+   * It first creates the jobs' declared triggers; `await worker.ready` to know they exist (or
+   * use {@link StackShift.startWorker}).
+   */
   work(options: WorkerOptions = {}): Worker {
     return this.worker(options).start();
+  }
+
+  /**
+   * Creates and starts a worker, and resolves once it is ready: the jobs' declared triggers
+   * exist and it polls. Rejects, with the worker stopped, with {@link TriggerDeclarationError}
+   * when the server refuses a declared trigger, or with `UnavailableError` when the server
+   * cannot be reached to create them (like Rust's `Worker::try_start`; `work()` retries in the
+   * background instead).
+   *
+   * ```ts
+   * const worker = await stackshift.startWorker({ queues: ['emails'] })
+   * ```
+   */
+  async startWorker(options: WorkerOptions = {}): Promise<Worker> {
+    const worker = this.worker(options).startFailFast();
+    await worker.ready;
+    return worker;
   }
 
   /** @internal sends one call with the default deadline, throwing typed errors */

@@ -1,7 +1,8 @@
 /**
  * What a handler receives: {@link JobContext} (the payload, the run's identity, an abort
  * signal, the run's `state` and `log`) and {@link Step}, which runs memoized steps, durable
- * sleeps and event waits.
+ * sleeps, event waits, child runs (`invoke`, `invokeAll`, `invokeChild`) and combined waits
+ * (`waitForAny`, `waitForAll`).
  *
  * @module
  */
@@ -16,6 +17,8 @@ import type { State } from "./state.js";
 import { currentStep, type RunLogger } from "./worker/runlog.js";
 import { kindName, suspend, type WaitForEventOptions } from "./worker/suspend.js";
 import { eventFromJournal, type Event } from "./events.js";
+import { childResult, childToProto, MAX_CHILDREN, outcomesFromJournal, type ChildOutcome, type ChildRun } from "./children.js";
+import { allFromJournal, anyFromJournal, combinedToProto, type AllResult, type AnyResult, type CombinedWaitOptions, type WaitItem } from "./waits.js";
 import { toMillis, type DurationInput } from "./duration.js";
 import { failureFromError, fromConnectError, isInterrupted, isNonRetryable, NonRetryableError, StepFailedError } from "./errors.js";
 import { decodeJson, encodeJson } from "./json.js";
@@ -219,6 +222,104 @@ export class Step {
     );
     try {
       return eventFromJournal(decodeJson(output, `the recorded result of wait ${stepId}`)) as Event<T> | null;
+    } catch (e) {
+      throw new NonRetryableError(`the recorded result of wait ${stepId}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /**
+   * Starts a child run of `job` with `payload` on the parent's queue and waits durably for its
+   * result. Rejects with {@link ChildFailedError} when the child failed or was cancelled
+   * (non-retryable: letting it propagate fails the parent without retries).
+   *
+   * The child is started once per run and id: a replay finds the same child. While the child
+   * runs, the parent is `waiting` and holds no worker slot, so a worker with a single slot can
+   * run both. Cancelling the parent cancels the child. Ids, replay and interruption behave as
+   * for {@link Step.sleep}.
+   *
+   * ```ts
+   * const url = await step.invoke<string>('thumbnail', 'resize-image', { image: 'cat.png', width: 128 })
+   * ```
+   */
+  async invoke<R = unknown, P = unknown>(id: string, job: string, payload: P): Promise<R> {
+    return childResult(await this.invokeChild<R>(id, { job, payload }));
+  }
+
+  /**
+   * Like {@link Step.invoke} with the child's options (queue, priority, lease timeout,
+   * concurrency key, retry policy), returning its raw {@link ChildOutcome}: a failed child is
+   * an outcome here, not an error (use `childResult(outcome)` to get the value or the error).
+   */
+  async invokeChild<R = unknown>(id: string, child: ChildRun): Promise<ChildOutcome<R>> {
+    const outcomes = await this.invokeAll<R>(id, [child]);
+    const outcome = outcomes[0];
+    if (outcome === undefined) throw new NonRetryableError(`the recorded child wait ${id} has no child`);
+    return outcome;
+  }
+
+  /**
+   * Fan-out: starts every child (1 to 1,000) and waits durably until all of them are final.
+   * Resolves to their outcomes in the order given; a failed or cancelled child is an outcome
+   * (`status: 'failed'`), not an error.
+   *
+   * ```ts
+   * const outcomes = await step.invokeAll('chunks', chunks.map((chunk) => ({ job: 'process-chunk', payload: { chunk } })))
+   * const total = outcomes.reduce((sum, o) => sum + childResult<number>(o), 0)
+   * ```
+   */
+  async invokeAll<R = unknown>(id: string, children: ChildRun[]): Promise<ChildOutcome<R>[]> {
+    const stepId = this.effectiveId(id);
+    const what = `step.invokeAll(${JSON.stringify(id)})`;
+    if (!Array.isArray(children) || children.length === 0) throw new NonRetryableError(`${what} needs at least one child run`);
+    if (children.length > MAX_CHILDREN) throw new NonRetryableError(`${what} takes at most ${MAX_CHILDREN} child runs, got ${children.length}`);
+    const specs = children.map((c, i) => childToProto(c, `${what}: child ${i}`));
+    const output = await suspend(this.waitEnv(), stepId, JournalEntryKind.CHILD, { case: "child", value: specs }, "waiting for child runs");
+    return this.decodeWait(stepId, output, outcomesFromJournal) as ChildOutcome<R>[];
+  }
+
+  /**
+   * Waits durably until the **first** of `items` resolves (events and sleeps), or until
+   * `options.timeout` (for the whole wait; optional only when a sleep item bounds it) passes.
+   * When several items can resolve at once, the lowest index wins; event items of other
+   * indexes do not consume their events. While nothing resolved, the run is `waiting` and
+   * holds no worker slot. Ids, replay and interruption behave as for {@link Step.sleep}.
+   *
+   * ```ts
+   * const got = await step.waitForAny('approval', [{ event: 'order.approved', key: orderId }, { sleep: '1d' }])
+   * if (!got.timedOut && got.result.kind === 'event') console.log('approved', got.result.event.payload)
+   * ```
+   */
+  async waitForAny<T = unknown>(id: string, items: WaitItem[], options: CombinedWaitOptions = {}): Promise<AnyResult<T>> {
+    const stepId = this.effectiveId(id);
+    const value = combinedToProto(`step.waitForAny(${JSON.stringify(id)})`, items, options);
+    const output = await suspend(this.waitEnv(), stepId, JournalEntryKind.ANY, { case: "any", value }, "waiting for any of several items");
+    return this.decodeWait(stepId, output, anyFromJournal) as AnyResult<T>;
+  }
+
+  /**
+   * Waits durably until **every** one of `items` resolved, or until `options.timeout` (for
+   * the whole wait; required unless every item is a sleep) passes: then `timedOut` is true
+   * and unresolved items are `null`. Two items for the same event name and key take two
+   * successive events. Otherwise like {@link Step.waitForAny}.
+   *
+   * ```ts
+   * const all = await step.waitForAll('signatures', [
+   *   { event: 'contract.signed', key: buyerId }, { event: 'contract.signed', key: sellerId },
+   * ], { timeout: '7d' })
+   * if (all.timedOut) throw new NonRetryableError('not signed by both within a week')
+   * ```
+   */
+  async waitForAll<T = unknown>(id: string, items: WaitItem[], options: CombinedWaitOptions = {}): Promise<AllResult<T>> {
+    const stepId = this.effectiveId(id);
+    const value = combinedToProto(`step.waitForAll(${JSON.stringify(id)})`, items, options);
+    const output = await suspend(this.waitEnv(), stepId, JournalEntryKind.ALL, { case: "all", value }, "waiting for all of several items");
+    return this.decodeWait(stepId, output, allFromJournal) as AllResult<T>;
+  }
+
+  /** Decodes a wait's journaled output; an undecodable one is a non-retryable error. */
+  private decodeWait<T>(stepId: string, output: Uint8Array, decode: (v: unknown) => T): T {
+    try {
+      return decode(decodeJson(output, `the recorded result of wait ${stepId}`));
     } catch (e) {
       throw new NonRetryableError(`the recorded result of wait ${stepId}: ${(e as Error).message}`, { cause: e });
     }

@@ -51,6 +51,8 @@ export interface PublishedEvent<T = unknown> {
   resumedRunCount: number;
   /** The ids of the resumed runs, at most 100, oldest wait first. */
   resumedRunIds: string[];
+  /** The ids of the runs the event's triggers started (empty for a duplicate). */
+  startedRunIds: string[];
 }
 
 /** Filters of {@link Events.list}. Results are newest first. */
@@ -116,8 +118,8 @@ export class Events {
 
   /**
    * Publishes the event `name` with `payload` (any JSON value). In the same transaction, every
-   * run waiting for it (same name, same key) is resumed; a run that reaches its wait later
-   * finds the event in its inbox.
+   * run waiting for it (same name, same key) is resumed, and every matching trigger starts a
+   * run (`startedRunIds`); a run that reaches its wait later finds the event in its inbox.
    */
   async publish<T = unknown>(name: string, payload: T, options: PublishOptions = {}): Promise<PublishedEvent<T>> {
     const response = await this.call((opts) =>
@@ -132,6 +134,7 @@ export class Events {
       duplicate: response.duplicate,
       resumedRunCount: Number(response.resumedRunCount),
       resumedRunIds: [...response.resumedRunIds],
+      startedRunIds: [...response.startedRunIds],
     };
   }
 

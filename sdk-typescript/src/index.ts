@@ -53,6 +53,13 @@ export type {
 } from "./run.js";
 export { State, Lock } from "./state.js";
 export type { StateEntry, StateKey, KeyPage, SetOptions, IncrementOptions, LockOptions, ListKeysOptions } from "./state.js";
+export { Schedules } from "./schedules.js";
+export type { Schedule, CatchUp, CreateScheduleOptions, CreatedSchedule, SchedulePage } from "./schedules.js";
+export { Triggers, TriggerDeclarationError, triggeredEvent } from "./triggers.js";
+export type { TriggeredEvent, TriggerDeclaration, TriggerRunOptions, CreateTriggerOptions, EventTrigger, CreatedTrigger, TriggerPage } from "./triggers.js";
+export { ChildFailedError, childResult, MAX_CHILDREN } from "./children.js";
+export type { ChildRun, ChildOutcome, ChildStatus } from "./children.js";
+export type { WaitItem, ItemResult, AnyResult, AllResult, CombinedWaitOptions } from "./waits.js";
 export { Events } from "./events.js";
 export type { Event, PublishOptions, PublishedEvent, ListEventsOptions, EventPage } from "./events.js";
 export type { QueueConfig, ConfigureQueueOptions, QueueInfo, QueueStats, QueuePage, RateLimit } from "./queues.js";

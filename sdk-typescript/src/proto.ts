@@ -12,3 +12,5 @@ export * from "./gen/stackshift/v1/events_pb.js";
 export * from "./gen/stackshift/v1/observability_pb.js";
 export * from "./gen/stackshift/v1/queues_pb.js";
 export * from "./gen/stackshift/v1/state_pb.js";
+export * from "./gen/stackshift/v1/schedules_pb.js";
+export * from "./gen/stackshift/v1/triggers_pb.js";

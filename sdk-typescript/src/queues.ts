@@ -90,6 +90,18 @@ export function retryPolicyToProto(p: RetryPolicy): PbRetryPolicy {
   return policy;
 }
 
+/** A wire retry policy as a {@link RetryPolicy} (unset fields left out). */
+export function retryPolicyFromProto(p: PbRetryPolicy): RetryPolicy {
+  const policy: RetryPolicy = {};
+  if (p.maxAttempts !== 0) policy.maxAttempts = p.maxAttempts;
+  if (p.backoffCoefficient !== 0) policy.backoffCoefficient = p.backoffCoefficient;
+  const initial = millisFromDuration(p.initialInterval);
+  const maximum = millisFromDuration(p.maximumInterval);
+  if (initial !== undefined) policy.initialInterval = initial;
+  if (maximum !== undefined) policy.maximumInterval = maximum;
+  return policy;
+}
+
 /** A {@link QueueConfig} on the wire. */
 export function queueConfigToProto(c: QueueConfig): PbQueueConfig {
   const config = create(QueueConfigSchema, {});
@@ -111,17 +123,7 @@ export function queueFromProto(q: PbQueue): QueueInfo {
     if (c.concurrencyLimit !== undefined) config.concurrencyLimit = c.concurrencyLimit;
     if (c.keyConcurrencyLimit !== undefined) config.keyConcurrencyLimit = c.keyConcurrencyLimit;
     if (c.rateLimit !== undefined) config.rateLimit = { limit: c.rateLimit.limit, period: millisFromDuration(c.rateLimit.period) ?? 0 };
-    if (c.retryPolicy !== undefined) {
-      const p = c.retryPolicy;
-      const policy: RetryPolicy = {};
-      if (p.maxAttempts !== 0) policy.maxAttempts = p.maxAttempts;
-      if (p.backoffCoefficient !== 0) policy.backoffCoefficient = p.backoffCoefficient;
-      const initial = millisFromDuration(p.initialInterval);
-      const maximum = millisFromDuration(p.maximumInterval);
-      if (initial !== undefined) policy.initialInterval = initial;
-      if (maximum !== undefined) policy.maximumInterval = maximum;
-      config.retryPolicy = policy;
-    }
+    if (c.retryPolicy !== undefined) config.retryPolicy = retryPolicyFromProto(c.retryPolicy);
     const lease = millisFromDuration(c.leaseTimeout);
     if (lease !== undefined) config.leaseTimeout = lease;
   }

@@ -49,8 +49,11 @@ export interface AttemptInfo {
   failure?: Failure;
 }
 
-/** What produced a journal entry: `step.run`, `step.sleep`, `step.waitForEvent` or a `state` call. */
-export type StepKind = "step" | "sleep" | "event" | "state";
+/**
+ * What produced a journal entry: `step.run`, `step.sleep`, `step.waitForEvent`, a `state`
+ * call, `step.invoke`/`invokeAll`/`invokeChild` (`child`), `step.waitForAny` or `step.waitForAll`.
+ */
+export type StepKind = "step" | "sleep" | "event" | "state" | "child" | "any" | "all";
 
 /** A recorded step result. */
 export interface StepInfo {
@@ -128,9 +131,10 @@ export interface LogEntry {
 
 /** What a `waiting` run is suspended on. */
 export interface RunWait {
-  /** The `step.sleep` / `step.waitForEvent` id, with its occurrence suffix. */
+  /** The wait's step id (`step.sleep`, `step.waitForEvent`, `step.invoke`, ...), with its occurrence suffix. */
   stepId: string;
-  kind: "sleep" | "event";
+  /** `child` for `step.invoke`/`invokeAll`/`invokeChild`, `any`/`all` for `step.waitForAny`/`waitForAll`. */
+  kind: "sleep" | "event" | "child" | "any" | "all";
   /** For an event wait: the event name. */
   eventName?: string;
   /** For an event wait: the correlation key (`''` = none). */
@@ -178,6 +182,10 @@ export interface Run<P = unknown, R = unknown> {
   timeline: TimelineEntry[];
   /** The lines the handler logged, oldest first (filled by `getRun` / `waitForRun`). */
   logs: LogEntry[];
+  /** For a child run (`step.invoke`): the parent's run id; undefined for a run started otherwise. */
+  parentRunId?: string;
+  /** For a child run: the parent's step id that started it. */
+  parentStepId?: string;
 }
 
 /** What `start` and `enqueue` return. */
@@ -268,6 +276,9 @@ const STEP_KINDS: Record<number, StepKind> = {
   [common.JournalEntryKind.SLEEP]: "sleep",
   [common.JournalEntryKind.EVENT]: "event",
   [common.JournalEntryKind.STATE]: "state",
+  [common.JournalEntryKind.CHILD]: "child",
+  [common.JournalEntryKind.ANY]: "any",
+  [common.JournalEntryKind.ALL]: "all",
 };
 
 const LOG_LEVELS: Record<number, LogLevel> = {
@@ -334,7 +345,8 @@ export function logEntryFromProto(l: obs.LogEntry): LogEntry {
 }
 
 function waitFromProto(w: events.RunWait): RunWait {
-  const wait: RunWait = { stepId: w.stepId, kind: w.kind === common.JournalEntryKind.EVENT ? "event" : "sleep" };
+  const kind = STEP_KINDS[w.kind];
+  const wait: RunWait = { stepId: w.stepId, kind: kind === "event" || kind === "child" || kind === "any" || kind === "all" ? kind : "sleep" };
   if (wait.kind === "event") {
     wait.eventName = w.eventName;
     wait.correlationKey = w.correlationKey;
@@ -380,6 +392,8 @@ export function runFromProto(r: jobs.Run): Run {
     logs: r.logs.map(logEntryFromProto),
   };
   if (r.concurrencyKey !== "") run.concurrencyKey = r.concurrencyKey;
+  if (r.parentRunId !== "") run.parentRunId = r.parentRunId;
+  if (r.parentStepId !== "") run.parentStepId = r.parentStepId;
   if (r.wait !== undefined) run.wait = waitFromProto(r.wait);
   if (r.status === common.RunStatus.COMPLETED) run.result = decodeJson(r.result, "result");
   if (r.failure !== undefined) run.failure = failureFromProto(r.failure);

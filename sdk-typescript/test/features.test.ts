@@ -153,7 +153,9 @@ test("step.waitForEvent receives an early event, a late event, and null on timeo
     const event = await step.waitForEvent<{ amount: number }>("wait-for-payment", { event: "payment.confirmed", key: payload.key, timeout: payload.timeout });
     return event === null ? { timedOut: true } : { amount: event.payload.amount, key: event.key, name: event.name };
   });
-  const worker = ss.work({ queues: ["waiter"] });
+  // Not started: a worker shut down just before a start can be handed the new run through
+  // its cancelled poll (see the lock test below).
+  const worker = ss.worker({ queues: ["waiter"] });
   try {
     // Early: published before any worker reached the wait.
     await worker.shutdown();
@@ -305,8 +307,10 @@ test("a lock taken in a run is released with the run; a waiting run can be cance
     assert.ok(lock && lock.token > token);
     await lock.release();
 
-    await worker.shutdown();
-    const w2 = ss.work({ queues: ["locker"] });
+    // The same worker runs the waiter: starting a run right after a worker shut down can hand
+    // it to that worker's cancelled poll when the server has not yet seen the stream reset
+    // (the run is then delivered again only once its lease expires).
+    const w2 = worker;
     const waiting = await ss.start("idle-waiter", null, { queueName: "locker" });
     try {
       let status = "";

@@ -112,3 +112,32 @@ test("waits share the step id space; state: ids are reserved", async () => {
   await assert.rejects(step.run("state:1", () => 1), NonRetryableError);
   await assert.rejects(step.sleep("x", "soon"), NonRetryableError);
 });
+
+test("child-wait, any and all journal outputs decode like every SDK", async () => {
+  const { outcomesFromJournal, childResult, ChildFailedError } = await import("../src/children.js");
+  const { anyFromJournal, allFromJournal } = await import("../src/waits.js");
+  const outcomes = outcomesFromJournal({
+    children: [
+      { runId: "a", job: "j", status: "completed", result: { n: 2 } },
+      { runId: "b", job: "j", status: "failed", failure: { message: "boom", errorType: "E", nonRetryable: true } },
+      { runId: "c", job: "j", status: "cancelled", failure: { message: "parent run p was cancelled", errorType: "ParentCancelled", nonRetryable: false } },
+    ],
+  });
+  assert.deepEqual(childResult(outcomes[0]!), { n: 2 });
+  assert.throws(
+    () => childResult(outcomes[1]!),
+    (e: unknown) => e instanceof ChildFailedError && e.runId === "b" && e.status === "failed" && e.failure.type === "E" && isNonRetryable(e) && e.message === "child run b (j) failed: boom",
+  );
+  assert.throws(() => childResult(outcomes[2]!), (e: unknown) => e instanceof ChildFailedError && e.status === "cancelled" && /was cancelled/.test(e.message));
+  assert.throws(() => outcomesFromJournal({ children: [{ runId: "x", status: "weird" }] }));
+
+  const event = { id: "e1", name: "n", correlationKey: "k", payload: { a: 1 }, publishedAt: 1_700_000_000_000 };
+  const any = anyFromJournal({ timedOut: false, index: 1, output: { timedOut: false, event } });
+  assert.ok(!any.timedOut && any.index === 1 && any.result.kind === "event" && any.result.event.key === "k");
+  assert.deepEqual(anyFromJournal({ timedOut: true }), { timedOut: true });
+  assert.deepEqual(anyFromJournal({ timedOut: false, index: 0, output: null }), { timedOut: false, index: 0, result: { kind: "slept" } });
+  const all = allFromJournal({ timedOut: true, outputs: [{ timedOut: false, event }, null, null], resolved: [true, true, false] });
+  assert.equal(all.timedOut, true);
+  assert.equal(all.items[0]?.kind, "event");
+  assert.deepEqual(all.items.slice(1), [{ kind: "slept" }, null]);
+});

@@ -1,5 +1,5 @@
 /**
- * Durable sleeps and event waits: `SuspendRun`. The server either resolves the wait at once
+ * Durable sleeps, event waits, child-run waits and combined (any/all) waits: `SuspendRun`. The server either resolves the wait at once
  * (the sleep's time has passed, or a matching event is already in the run's inbox) and the
  * handler continues under the same lease (SATISFIED), or stores the wait and releases the
  * lease (SUSPENDED), in which case the attempt is interrupted: the worker stops the handler,
@@ -14,11 +14,15 @@ import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, type Client } from "@connectrpc/connect";
 import { JournalEntryKind } from "../gen/stackshift/v1/common_pb.js";
 import {
+  ChildWaitSchema,
+  CombinedWaitSchema,
   EventWaitSchema,
   SleepWaitSchema,
   SuspendOutcome,
   SuspendRunRequestSchema,
+  type ChildRunSpec,
   type SuspendRunRequest,
+  type WaitItem,
   type WorkerService,
 } from "../gen/stackshift/v1/worker_pb.js";
 import { durationFromMillis, type DurationInput } from "../duration.js";
@@ -38,6 +42,12 @@ export function kindName(kind: JournalEntryKind): string {
       return "event wait";
     case JournalEntryKind.STATE:
       return "state call";
+    case JournalEntryKind.CHILD:
+      return "child-run wait";
+    case JournalEntryKind.ANY:
+      return "wait for any";
+    case JournalEntryKind.ALL:
+      return "wait for all";
     default:
       return "journal entry of an unknown kind";
   }
@@ -56,7 +66,9 @@ export interface WaitForEventOptions {
 /** What to wait for. */
 export type WaitSpec =
   | { case: "sleep"; value: { ms: number } | { until: Date } }
-  | { case: "event"; value: { name: string; key: string; timeoutMs: number } };
+  | { case: "event"; value: { name: string; key: string; timeoutMs: number } }
+  | { case: "child"; value: ChildRunSpec[] }
+  | { case: "any" | "all"; value: { items: WaitItem[]; timeoutMs?: number } };
 
 /** What a wait needs from its `Step`. */
 export interface WaitEnv {
@@ -94,11 +106,17 @@ export async function suspend(env: WaitEnv, stepId: string, kind: JournalEntryKi
       case: "sleep",
       value: create(SleepWaitSchema, "ms" in spec.value ? { duration: durationFromMillis(spec.value.ms) } : { until: timestampFromDate(spec.value.until) }),
     };
-  } else {
+  } else if (spec.case === "event") {
     request.wait = {
       case: "event",
       value: create(EventWaitSchema, { eventName: spec.value.name, correlationKey: spec.value.key, timeout: durationFromMillis(spec.value.timeoutMs) }),
     };
+  } else if (spec.case === "child") {
+    request.wait = { case: "child", value: create(ChildWaitSchema, { children: spec.value }) };
+  } else {
+    const combined = create(CombinedWaitSchema, { items: spec.value.items });
+    if (spec.value.timeoutMs !== undefined) combined.timeout = durationFromMillis(spec.value.timeoutMs);
+    request.wait = { case: spec.case, value: combined };
   }
   const result = await write(lease, "SuspendRun", (opts) => env.client.suspendRun(request, opts));
   if (!result.ok) {

@@ -23,6 +23,7 @@ import { millisFromDuration } from "../duration.js";
 import { isLeaseLost, Lease, lostReason, write, type WriteResult } from "./lease.js";
 import { sleep } from "./backoff.js";
 import type { Logger } from "./log.js";
+import type { TriggerDeclaration } from "../triggers.js";
 
 /** The lease timeout assumed when a task names none. */
 const DEFAULT_LEASE_TIMEOUT_MS = 30_000;
@@ -32,6 +33,8 @@ export interface RegisteredJob {
   handler: Handler<any>;
   /** Lease timeout for runs that did not set one at start, in ms. */
   leaseTimeoutMs?: number;
+  /** Event triggers the job declares; the worker creates them when it starts. */
+  triggers?: TriggerDeclaration[];
 }
 
 /** What the worker shares with every task it executes. */
@@ -129,14 +132,23 @@ export async function execute(env: TaskEnv, task: Task): Promise<void> {
   }
 }
 
+/** Journal kinds recorded by a wait (`SuspendRun`), replayed by `suspend`. */
+const WAIT_KINDS: readonly JournalEntryKind[] = [
+  JournalEntryKind.SLEEP,
+  JournalEntryKind.EVENT,
+  JournalEntryKind.CHILD,
+  JournalEntryKind.ANY,
+  JournalEntryKind.ALL,
+];
+
 /**
- * The journal's step, sleep and event entries by id. State calls (`state:N`) are replayed by
+ * The journal's step and wait (sleep, event, child, any, all) entries by id. State calls (`state:N`) are replayed by
  * the server, which answers a journaled call id with the recorded result.
  */
 function journalOf(task: Task): Map<string, Recorded> {
   const journal = new Map<string, Recorded>();
   for (const entry of task.journal) {
-    if (entry.kind === JournalEntryKind.SLEEP || entry.kind === JournalEntryKind.EVENT) {
+    if (WAIT_KINDS.includes(entry.kind)) {
       journal.set(entry.id, { wait: entry.kind, output: entry.outcome.case === "output" ? entry.outcome.value : new Uint8Array() });
       continue;
     }

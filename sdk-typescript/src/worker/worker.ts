@@ -1,7 +1,8 @@
 /**
- * The worker: long-polls the server for tasks of its registered jobs on its queues, never
- * holding more tasks than it has concurrency slots, runs each handler (replaying recorded
- * steps), heartbeats every third of the lease, and reports outcomes. Shutdown is graceful:
+ * The worker: creates the event triggers its jobs declare, then long-polls the server for
+ * tasks of its registered jobs on its queues, never holding more tasks than it has
+ * concurrency slots, runs each handler (replaying recorded steps), heartbeats every third of
+ * the lease, and reports outcomes. Shutdown is graceful:
  * polling stops, in-flight handlers get the grace period to finish, and whatever still runs
  * after it is abandoned (the server redelivers those runs when their leases expire).
  *
@@ -17,6 +18,8 @@ import { durationFromMillis, toMillis, type DurationInput } from "../duration.js
 import { Backoff, sleep } from "./backoff.js";
 import { execute, type RegisteredJob, type TaskEnv } from "./task.js";
 import { defaultLogger, type Logger } from "./log.js";
+import { fromConnectError } from "../errors.js";
+import { TriggerDeclarationError, type Triggers } from "../triggers.js";
 
 /** Default number of concurrency slots. */
 export const DEFAULT_CONCURRENCY = 10;
@@ -61,14 +64,31 @@ export class Worker {
   private inFlight = 0;
   private slotFreed: (() => void) | undefined;
   private loop: Promise<void> | undefined;
+  private settleReady!: (error?: unknown) => void;
+  private failFast = false;
+  /**
+   * Resolves once the worker is ready: the jobs' declared triggers exist (created when it
+   * starts, retried while the server is unreachable) and it polls. Rejects with
+   * {@link TriggerDeclarationError} when the server refuses a declared trigger (and, for a
+   * worker from `stackshift.startWorker`, with `UnavailableError` when the server cannot be
+   * reached); the worker then stops without polling. Also resolves when the worker is shut
+   * down before that.
+   */
+  readonly ready: Promise<void>;
 
   /** @internal use `stackshift.worker()` */
   constructor(
     private readonly client: Client<typeof WorkerService>,
     private readonly stateClient: Client<typeof StateService>,
+    private readonly triggers: Triggers,
     private readonly jobs: ReadonlyMap<string, RegisteredJob>,
     options: WorkerOptions = {},
   ) {
+    this.ready = new Promise<void>((resolve, reject) => {
+      this.settleReady = (error?: unknown) => (error === undefined ? resolve() : reject(error));
+    });
+    // A rejection nobody awaits is logged by the worker, not an unhandled rejection.
+    this.ready.catch(() => {});
     this.queues = options.queues && options.queues.length > 0 ? [...options.queues] : ["default"];
     this.concurrency = Math.max(1, Math.floor(options.concurrency ?? DEFAULT_CONCURRENCY));
     this.workerId = options.workerId ?? defaultWorkerId();
@@ -81,6 +101,15 @@ export class Worker {
   start(): this {
     this.loop ??= this.pollLoop();
     return this;
+  }
+
+  /**
+   * @internal for `stackshift.startWorker`: like `start`, but an unreachable server while
+   * creating the declared triggers rejects `ready` (and stops the worker) instead of retrying.
+   */
+  startFailFast(): this {
+    if (this.loop === undefined) this.failFast = true;
+    return this.start();
   }
 
   /** True while the worker polls (after `start`, before `shutdown` completes). */
@@ -104,26 +133,78 @@ export class Worker {
 
   /**
    * Runs the worker until `until` resolves or aborts (default: SIGINT or SIGTERM), then shuts
-   * it down gracefully.
+   * it down gracefully. Rejects with {@link TriggerDeclarationError} when the server refuses
+   * a declared trigger.
    */
   async runUntil(until?: Promise<unknown> | AbortSignal): Promise<void> {
     this.start();
+    const done = new AbortController();
+    let waitUntil: Promise<unknown>;
     if (until === undefined) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          process.off("SIGINT", done);
-          process.off("SIGTERM", done);
+      waitUntil = new Promise<void>((resolve) => {
+        const stop = () => {
+          process.off("SIGINT", stop);
+          process.off("SIGTERM", stop);
           resolve();
         };
-        process.once("SIGINT", done);
-        process.once("SIGTERM", done);
+        process.once("SIGINT", stop);
+        process.once("SIGTERM", stop);
+        done.signal.addEventListener("abort", stop, { once: true });
       });
     } else if (until instanceof AbortSignal) {
-      await sleep(2 ** 31 - 1, until);
+      waitUntil = sleep(2 ** 31 - 1, until);
     } else {
-      await until;
+      waitUntil = until;
     }
-    await this.shutdown();
+    // Never resolves once ready; rejects when a declared trigger is refused.
+    const failed = this.ready.then(() => new Promise<never>(() => {}));
+    try {
+      await Promise.race([waitUntil, failed]);
+    } finally {
+      done.abort();
+      await this.shutdown();
+    }
+  }
+
+  /**
+   * Creates the jobs' declared triggers (idempotent `CreateEventTrigger`), retrying while the
+   * server is unreachable. Returns false when the worker must not poll (a declaration was
+   * refused, or the worker was shut down meanwhile).
+   */
+  private async declareTriggers(stop: AbortSignal): Promise<boolean> {
+    const backoff = new Backoff();
+    for (const [job, registered] of this.jobs) {
+      for (const declared of registered.triggers ?? []) {
+        const options = { ...declared, job, queueName: declared.queueName ?? this.queues[0] ?? "default" };
+        for (;;) {
+          if (stop.aborted) return false;
+          try {
+            const { trigger, created } = await this.triggers.create(options);
+            this.log.info(created ? "declared trigger created" : "declared trigger already exists", { job, event: declared.event, triggerId: trigger.id });
+            backoff.reset();
+            break;
+          } catch (e) {
+            const typed = fromConnectError(e);
+            if ((typed.code === "UNAVAILABLE" || typed.code === "DEADLINE_EXCEEDED") && this.failFast) {
+              this.log.error("worker not started: the server is unreachable", { job, event: declared.event, code: typed.code, error: typed.message });
+              this.settleReady(typed);
+              return false;
+            }
+            if (typed.code === "UNAVAILABLE" || typed.code === "DEADLINE_EXCEEDED") {
+              const delay = backoff.next();
+              this.log.warn("cannot reach the server to create a declared trigger; retrying", { job, event: declared.event, retryInMs: Math.round(delay) });
+              await sleep(delay, stop);
+              continue;
+            }
+            const error = new TriggerDeclarationError(job, declared.event, declared.key ?? "", options.queueName, typed);
+            this.log.error("worker not started: a declared trigger was refused", { job, event: declared.event, code: typed.code, error: typed.message });
+            this.settleReady(error);
+            return false;
+          }
+        }
+      }
+    }
+    return true;
   }
 
   private async pollLoop(): Promise<void> {
@@ -133,12 +214,19 @@ export class Worker {
     }));
     if (jobs.length === 0) {
       this.log.error("worker has no jobs registered; it will not poll");
+      this.settleReady();
       return;
     }
     const env: TaskEnv = { client: this.client, stateClient: this.stateClient, jobs: this.jobs, abandon: this.abandon.signal, log: this.log };
-    this.log.info("worker started", { workerId: this.workerId, queues: this.queues, jobs: jobs.map((j) => j.name), concurrency: this.concurrency });
-    const backoff = new Backoff();
     const stop = this.stopPolling.signal;
+    if (!(await this.declareTriggers(stop))) {
+      this.settleReady();
+      this.stopPolling.abort();
+      return;
+    }
+    this.log.info("worker started", { workerId: this.workerId, queues: this.queues, jobs: jobs.map((j) => j.name), concurrency: this.concurrency });
+    this.settleReady();
+    const backoff = new Backoff();
     while (!stop.aborted) {
       await this.freeSlot(stop);
       if (stop.aborted) break;
@@ -184,10 +272,14 @@ export class Worker {
   /** Resolves once at least one slot is free (or `stop` aborts). */
   private async freeSlot(stop: AbortSignal): Promise<void> {
     while (this.inFlight >= this.concurrency && !stop.aborted) {
+      let onStop: () => void = () => {};
       await new Promise<void>((resolve) => {
         this.slotFreed = resolve;
-        stop.addEventListener("abort", () => resolve(), { once: true });
+        onStop = () => resolve();
+        stop.addEventListener("abort", onStop, { once: true });
       });
+      // One listener per wait would pile up on a busy worker with few slots.
+      stop.removeEventListener("abort", onStop);
       this.slotFreed = undefined;
     }
   }
