@@ -53,12 +53,9 @@ impl Engine {
                 StartOutcome::Duplicate(_) => None,
             };
             taken = tasks.iter().any(|t| Some(t.run.id.as_str()) == run_id);
-            if let Err(tasks) = tx.send(tasks)
-                && !tasks.is_empty()
-            {
-                // The poll's request was dropped: the leases expire and the runs are
-                // delivered again (at least once).
-                tracing::debug!(tasks = tasks.len(), "a handed-off poll went away");
+            if let Err(tasks) = tx.send(tasks) {
+                // The poll's request was dropped: the next matching poll gets the tasks.
+                self.orphaned(namespace, tasks);
             }
         }
         if let StartOutcome::Created(run) = &outcome {

@@ -12,8 +12,17 @@
 //! a handler runs) and passes the claimed tasks through a channel. Only a *parked* waiter
 //! (asleep, between two claims) is reserved, and the poll takes the handoff whenever it
 //! wakes or leaves ([`WaiterGuard::consume`], [`WaiterGuard::close`]), so a handoff is
-//! lost only when the poll's request itself is dropped (the client went away); its leases
-//! then expire and the runs are delivered again, as for any undelivered claim.
+//! lost only when the poll's request itself is dropped (the client went away).
+//!
+//! Tasks claimed for a poll that went away (a worker shut down, a client timed out) are
+//! **orphans** ([`Dispatcher::orphaned`]): instead of sitting leased to nobody until their
+//! leases expire (a 30 s stall of a run during every worker restart), they wait in memory
+//! for the next poll of this server that serves their queue and job, which returns them
+//! before claiming anything ([`Dispatcher::take_orphans`]). The lease is the one claimed:
+//! exactly one poll gets the task, the attempt keeps the worker id of the poll it was
+//! claimed for, and an orphan nobody takes before half its lease is gone is dropped, so its
+//! lease expires and the run is delivered again as for any undelivered claim (also after a
+//! crash: orphans are never persisted).
 //!
 //! Queue limits add a second kind of wakeup. A poll whose claim left runs behind because a
 //! queue was paused or at its concurrency limit parks as *blocked* on that queue
@@ -23,7 +32,7 @@
 //! before the poll parked: `block_on` refuses to park when the queue saw a release since
 //! the claim began, and the poll claims again instead.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 
@@ -83,7 +92,12 @@ struct Inner {
     /// namespace -> queue -> `release_seq` of the queue's latest release (one entry per
     /// queue that ever released a lease; queues are few and never deleted).
     last_release: HashMap<String, HashMap<String, u64>>,
+    /// Tasks claimed for polls that went away, oldest first, with their namespace.
+    orphans: VecDeque<(String, ClaimedTask)>,
 }
+
+/// Orphans kept at most; past it the oldest are dropped (their leases expire).
+const MAX_ORPHANS: usize = 10_000;
 
 /// Registry of open polls.
 #[derive(Default)]
@@ -231,6 +245,49 @@ impl Dispatcher {
             }
         }
         woken
+    }
+
+    /// Keeps `tasks`, claimed in `namespace` for a poll that went away before returning
+    /// them, for the next matching poll, and wakes one matching waiter per task. Returns how
+    /// many of them woke a waiter.
+    pub fn orphaned(&self, namespace: &str, tasks: Vec<ClaimedTask>) -> usize {
+        let mut inner = self.lock();
+        let mut woken = 0;
+        for task in tasks {
+            if Self::signal_locked(&mut inner, namespace, &task.run.queue, &task.run.job, None) {
+                woken += 1;
+            }
+            inner.orphans.push_back((namespace.to_owned(), task));
+        }
+        while inner.orphans.len() > MAX_ORPHANS {
+            inner.orphans.pop_front();
+        }
+        woken
+    }
+
+    /// Takes up to `req.max_tasks` orphans that `req` serves (namespace, queue and job),
+    /// oldest first, dropping every orphan with less than half of its lease left at `now`.
+    pub fn take_orphans(&self, req: &ClaimRequest, now: i64) -> Vec<ClaimedTask> {
+        let mut inner = self.lock();
+        if inner.orphans.is_empty() {
+            return Vec::new();
+        }
+        inner
+            .orphans
+            .retain(|(_, t)| t.lease_deadline - now > t.lease_ms / 2);
+        let mut taken = Vec::new();
+        let mut i = 0;
+        while i < inner.orphans.len() && taken.len() < req.max_tasks {
+            let (ns, t) = &inner.orphans[i];
+            let serves = *ns == req.namespace
+                && req.queues.iter().any(|q| *q == t.run.queue)
+                && req.jobs.iter().any(|j| j.name == t.run.job);
+            match serves.then(|| inner.orphans.remove(i)).flatten() {
+                Some((_, task)) => taken.push(task),
+                None => i += 1,
+            }
+        }
+        taken
     }
 
     /// Number of open polls (all namespaces).
@@ -480,6 +537,99 @@ mod tests {
         drop(h.tx);
         assert!(w.take_handoff().expect("kept by close").await.is_err());
         assert_eq!(d.waiting(), 1, "only the plain waiter is left");
+    }
+
+    fn task(run_id: &str, queue: &str, job: &str, deadline: i64) -> ClaimedTask {
+        use crate::engine::model::{RetryPolicy, RunRecord, RunStatus};
+        ClaimedTask {
+            run: RunRecord {
+                id: run_id.into(),
+                namespace: "ns".into(),
+                job: job.into(),
+                queue: queue.into(),
+                status: RunStatus::Running,
+                payload: "null".into(),
+                result: None,
+                failure: None,
+                attempt: 1,
+                max_attempts: 3,
+                retry: RetryPolicy::default(),
+                lease_timeout_ms: None,
+                effective_lease_ms: Some(30_000),
+                lease_token: Some("t".into()),
+                lease_expires_at: Some(deadline),
+                worker_id: Some("gone".into()),
+                available_at: 0,
+                idempotency_key: None,
+                created_at: 0,
+                updated_at: 0,
+                finished_at: None,
+                priority: 0,
+                concurrency_key: None,
+                parent_run_id: None,
+                parent_step_id: None,
+                step_count: 0,
+            },
+            lease_token: "t".into(),
+            lease_deadline: deadline,
+            lease_ms: 30_000,
+            journal: Vec::new(),
+            resumed: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn orphans_go_to_the_next_matching_poll_once() {
+        let d = Dispatcher::new();
+        let other = d.register("ns", s(&["elsewhere"]), s(&["job"]));
+        let w = d.register_claim(&claim_request());
+        let ids = |ts: &[ClaimedTask]| ts.iter().map(|t| t.run.id.clone()).collect::<Vec<_>>();
+        // Orphans of another namespace, queue or job are not taken by `claim_request()`.
+        d.orphaned("other-ns", vec![task("a", "q", "job", 100_000)]);
+        d.orphaned("ns", vec![task("b", "elsewhere", "job", 100_000)]);
+        d.orphaned("ns", vec![task("c", "q", "other-job", 100_000)]);
+        assert!(d.take_orphans(&claim_request(), 0).is_empty());
+        // A matching orphan wakes the matching waiter and is taken exactly once, oldest
+        // first, at most `max_tasks` at a time.
+        assert_eq!(
+            d.orphaned(
+                "ns",
+                vec![
+                    task("d", "q", "job", 100_000),
+                    task("e", "q", "job", 100_000)
+                ]
+            ),
+            1,
+            "one matching waiter to wake"
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(1), w.notified())
+            .await
+            .expect("matching waiter woken");
+        assert_eq!(ids(&d.take_orphans(&claim_request(), 0)), ["d"]);
+        let mut two = claim_request();
+        two.max_tasks = 10;
+        assert_eq!(ids(&d.take_orphans(&two, 0)), ["e"]);
+        assert!(d.take_orphans(&two, 0).is_empty());
+        // An orphan with less than half its lease left is dropped (its lease expires).
+        d.orphaned("ns", vec![task("f", "q", "job", 20_000)]);
+        assert!(d.take_orphans(&two, 5_001).is_empty());
+        d.orphaned("ns", vec![task("g", "q", "job", 20_000)]);
+        assert_eq!(ids(&d.take_orphans(&two, 4_999)), ["g"]);
+        drop(other);
+    }
+
+    #[test]
+    fn orphans_are_bounded() {
+        let d = Dispatcher::new();
+        let many = (0..MAX_ORPHANS + 5)
+            .map(|i| task(&format!("r{i}"), "q", "job", 100_000))
+            .collect();
+        d.orphaned("ns", many);
+        let mut all = claim_request();
+        all.max_tasks = usize::MAX;
+        let taken = d.take_orphans(&all, 0);
+        assert_eq!(taken.len(), MAX_ORPHANS);
+        assert_eq!(taken[0].run.id, "r5", "the oldest were dropped");
     }
 
     #[tokio::test]

@@ -77,6 +77,12 @@ impl Engine {
                 return Ok(tasks);
             }
             req.now = now_ms();
+            // Tasks claimed for a poll that went away are this poll's before anything new.
+            let orphans = self.dispatcher.take_orphans(&req, req.now);
+            if !orphans.is_empty() {
+                self.delivered(namespace, &orphans);
+                return Ok(orphans);
+            }
             // Nothing deliverable: sleep without taking a turn in the writer (a start
             // committed after this read signals this poll, which consumed its signal
             // before the read).
@@ -118,6 +124,21 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Keeps tasks claimed for a poll that went away (its request was dropped) for the next
+    /// matching poll, instead of leaving them leased to nobody until their leases expire.
+    pub(crate) fn orphaned(&self, namespace: &str, tasks: Vec<ClaimedTask>) {
+        let Some(first) = tasks.iter().map(|t| t.lease_deadline).min() else {
+            return;
+        };
+        tracing::debug!(
+            tasks = tasks.len(),
+            "a poll went away with claimed tasks; the next matching poll gets them"
+        );
+        // The reaper still expires them if no poll takes them in time.
+        self.timer.schedule(first);
+        self.dispatcher.orphaned(namespace, tasks);
     }
 
     /// Counts and announces tasks a poll is about to return.
