@@ -280,7 +280,7 @@ impl Dispatcher {
         while i < inner.orphans.len() && taken.len() < req.max_tasks {
             let (ns, t) = &inner.orphans[i];
             let serves = *ns == req.namespace
-                && req.queues.iter().any(|q| *q == t.run.queue)
+                && req.queues.contains(&t.run.queue)
                 && req.jobs.iter().any(|j| j.name == t.run.job);
             match serves.then(|| inner.orphans.remove(i)).flatten() {
                 Some((_, task)) => taken.push(task),
