@@ -1,10 +1,10 @@
 //! Transactional bodies of run writes. Each function runs inside one savepoint of a group
 //! commit (see `writer`); domain rules (leases, retries) come from the engine.
 
-use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
+use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IdenStatic, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait,
 };
 
 use crate::engine::lease::{self, Access};
@@ -329,49 +329,81 @@ pub async fn heartbeat<C: ConnectionTrait>(
 }
 
 /// Records a step result once; the primary key rejects a second result for one step.
+///
+/// One statement in the common case: an `INSERT ... SELECT` from the run's row guarded by
+/// the lease (token, `running`, not expired; the row locked on PostgreSQL), with
+/// `ON CONFLICT DO NOTHING` and `RETURNING` the attempt for the timeline entry. When it
+/// inserts nothing, the full lease check runs (answering the precise error), and a valid
+/// lease means the step was recorded before (`true`).
 pub async fn complete_step<C: ConnectionTrait>(
     c: &C,
     lease: LeaseRef,
     step: NewStep,
     now: i64,
 ) -> EngineResult<bool> {
-    let run = load_leased(c, &lease, now, Access::Write).await?;
     let size = step.output.as_ref().map_or(0, |o| o.len() as i64);
-    let entry = step_entry(&run, &step, size, now);
-    let inserted = steps::Entity::insert(steps::ActiveModel {
-        run_id: Set(run.id.clone()),
-        step_id: Set(step.step_id),
-        kind: Set(step.kind.as_str().to_owned()),
-        attempt: Set(run.attempt),
-        output: Set(step.output),
-        failure: Set(step.failure.as_ref().map(failure_to_text)),
-        output_size: Set(size),
-        started_at: Set(step.started_at),
-        completed_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::columns([steps::Column::RunId, steps::Column::StepId])
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(c)
-    .await?;
-    if inserted == 1 {
-        timeline_ops::add(c, entry).await?;
-    }
-    Ok(inserted == 0)
+    let select = Query::select()
+        .column(runs::Column::Id)
+        .expr(Expr::val(step.step_id.clone()))
+        .expr(Expr::val(step.kind.as_str()))
+        .column(runs::Column::Attempt)
+        .expr(Expr::val(step.output.clone()))
+        .expr(Expr::val(step.failure.as_ref().map(failure_to_text)))
+        .expr(Expr::val(size))
+        .expr(Expr::val(step.started_at))
+        .expr(Expr::val(now))
+        .from(runs::Entity)
+        .and_where(runs::Column::Id.eq(lease.run_id.as_str()))
+        .and_where(runs::Column::Namespace.eq(lease.namespace.as_str()))
+        .and_where(runs::Column::LeaseToken.eq(lease.token.as_str()))
+        .and_where(runs::Column::Status.eq(RunStatus::Running.as_str()))
+        .and_where(runs::Column::LeaseExpiresAt.gt(now))
+        .lock(LockType::Update)
+        .to_owned();
+    let insert = Query::insert()
+        .into_table(steps::Entity)
+        .columns([
+            steps::Column::RunId,
+            steps::Column::StepId,
+            steps::Column::Kind,
+            steps::Column::Attempt,
+            steps::Column::Output,
+            steps::Column::Failure,
+            steps::Column::OutputSize,
+            steps::Column::StartedAt,
+            steps::Column::CompletedAt,
+        ])
+        .select_from(select)
+        .map_err(|e| EngineError::Storage(format!("step insert: {e}")))?
+        .on_conflict(
+            OnConflict::columns([steps::Column::RunId, steps::Column::StepId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .returning_col(steps::Column::Attempt)
+        .to_owned();
+    let row = c.query_one(&insert).await?;
+    let Some(row) = row else {
+        // Nothing inserted: a lease that fails the check answers its error; a valid one
+        // means the step was already recorded.
+        load_leased(c, &lease, now, Access::Write).await?;
+        return Ok(true);
+    };
+    let attempt: i32 = row.try_get("", steps::Column::Attempt.as_str())?;
+    timeline_ops::add(c, step_entry(&lease.run_id, attempt, &step, size, now)).await?;
+    Ok(false)
 }
 
-fn step_entry(run: &RunRecord, step: &NewStep, size: i64, now: i64) -> Entry {
+fn step_entry(run_id: &str, attempt: i32, step: &NewStep, size: i64, now: i64) -> Entry {
     let duration = step.started_at.map(|s| (now - s).max(0));
     match &step.failure {
-        None => Entry::new(&run.id, TimelineKind::StepCompleted, now)
+        None => Entry::new(run_id, TimelineKind::StepCompleted, now)
             .detail(serde_json::json!({ "duration_ms": duration, "output_size": size })),
-        Some(f) => Entry::new(&run.id, TimelineKind::StepFailed, now).detail(
+        Some(f) => Entry::new(run_id, TimelineKind::StepFailed, now).detail(
             serde_json::json!({ "duration_ms": duration, "error": f.message, "error_type": f.error_type }),
         ),
     }
-    .attempt(run.attempt)
+    .attempt(attempt)
     .step(&step.step_id)
 }
 
@@ -396,31 +428,51 @@ async fn end_attempt<C: ConnectionTrait>(
 }
 
 /// Completes a run. A resent completion by the same attempt is accepted unchanged.
+///
+/// The run's update is guarded by the lease and returns the updated row (`UPDATE ...
+/// RETURNING`), so the common case reads nothing first; when it updates nothing, the full
+/// lease check answers the precise error or accepts a resent completion.
 pub async fn complete_run<C: ConnectionTrait>(
     c: &C,
     lease: LeaseRef,
     result: String,
     now: i64,
 ) -> EngineResult<RunRecord> {
-    let mut run = load_leased(c, &lease, now, Access::Complete).await?;
-    if run.status == RunStatus::Completed {
-        return Ok(run);
-    }
-    runs::Entity::update_many()
+    let mut update = runs::Entity::update_many()
         .col_expr(
             runs::Column::Status,
             Expr::value(RunStatus::Completed.as_str()),
         )
-        .col_expr(runs::Column::Result, Expr::value(result.clone()))
+        .col_expr(runs::Column::Result, Expr::value(result))
         .col_expr(
             runs::Column::LeaseExpiresAt,
             Expr::value(Option::<i64>::None),
         )
         .col_expr(runs::Column::FinishedAt, Expr::value(now))
         .col_expr(runs::Column::UpdatedAt, Expr::value(now))
-        .filter(runs::Column::Id.eq(run.id.as_str()))
-        .exec(c)
+        .filter(runs::Column::Id.eq(lease.run_id.as_str()))
+        .filter(runs::Column::Namespace.eq(lease.namespace.as_str()))
+        .filter(runs::Column::LeaseToken.eq(lease.token.as_str()))
+        .filter(runs::Column::Status.eq(RunStatus::Running.as_str()))
+        .filter(runs::Column::LeaseExpiresAt.gt(now))
+        .into_query();
+    update.returning_all();
+    let updated = runs::Entity::find()
+        .from_raw_sql(c.get_database_backend().build(&update))
+        .one(c)
         .await?;
+    let Some(row) = updated else {
+        let run = load_leased(c, &lease, now, Access::Complete).await?;
+        if run.status == RunStatus::Completed {
+            return Ok(run);
+        }
+        // Unreachable: a running run with a live lease matches the update's guard.
+        return Err(EngineError::Unavailable(format!(
+            "run {} changed while it was being completed; retry",
+            run.id
+        )));
+    };
+    let run = run_from_model(row)?;
     end_attempt(c, &run, None, now).await?;
     state_ops::release_run_locks(c, &run.id, now).await?;
     timeline_ops::add(
@@ -428,9 +480,6 @@ pub async fn complete_run<C: ConnectionTrait>(
         Entry::new(&run.id, TimelineKind::Completed, now).attempt(run.attempt),
     )
     .await?;
-    run.status = RunStatus::Completed;
-    run.result = Some(result);
-    run.finished_at = Some(now);
     child_ops::on_final(c, &run, now).await?;
     Ok(run)
 }

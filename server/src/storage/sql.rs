@@ -26,8 +26,8 @@ use crate::engine::store::{KeyStore, QueueStore, RunStore, Wakeup};
 use super::convert::{attempt_from_model, run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps};
 use super::error::StorageError;
-use super::writer::Writer;
-use super::{child_ops, claim_ops, key_ops, notify, queue_ops, run_ops, wait_ops};
+use super::writer::{self, Writer, WriterStats};
+use super::{child_ops, claim_ops, key_ops, notify, queue_ops, run_ops, timeline_ops, wait_ops};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,13 +93,16 @@ impl SqlStore {
                 opts.max_connections(32).min_connections(2);
             }
         }
-        let db = Database::connect(opts).await?;
+        let mut db = Database::connect(opts).await?;
         Migrator::up(&db, None).await?;
         let writers = match backend {
             Backend::Sqlite => 1,
             Backend::Postgres => 4,
         };
-        let writer = Writer::spawn(db.clone(), writers, backend == Backend::Sqlite);
+        let stats = Arc::new(WriterStats::default());
+        let counted = stats.clone();
+        db.set_metric_callback(move |_| writer::count_statement(&counted));
+        let writer = Writer::spawn(db.clone(), writers, backend == Backend::Sqlite, stats);
         let origin: Arc<str> = uuid::Uuid::now_v7().simple().to_string().into();
         Ok(Self {
             db,
@@ -154,12 +157,14 @@ impl SqlStore {
                                 // In its own savepoint: a failing claim leaves the start
                                 // intact (the poll then claims by itself).
                                 let sp = c.begin().await?;
+                                let mark = timeline_ops::mark();
                                 match claim_ops::claim_queued(&sp, req, rotation).await {
                                     Ok(claim) => {
                                         sp.commit().await?;
                                         claim
                                     }
                                     Err(e) => {
+                                        timeline_ops::rollback_to(mark);
                                         sp.rollback().await?;
                                         tracing::warn!(error = %e, "claim at start failed");
                                         ClaimOutcome::default()

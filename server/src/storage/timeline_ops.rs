@@ -1,6 +1,15 @@
 //! Timeline and log rows. Every transition of a run calls [`add`] once, inside the
 //! transaction of the transition itself, so the timeline is exactly as durable and ordered
 //! as the changes it describes. Log lines are appended under a lease with a per-run cap.
+//!
+//! Inside the group-commit writer ([`deferred`] scope) [`add`] and [`add_many`] do not
+//! insert at once: they append to the batch's buffer, which the writer inserts with one
+//! multi-row statement per 200 entries just before the commit ([`flush`]), in the order
+//! the writes added them. A write whose savepoint rolls back drops its entries
+//! ([`mark`] / [`rollback_to`]). Nothing reads the timeline inside a write transaction,
+//! so deferring the inserts to the end of the same transaction changes no outcome.
+
+use std::cell::RefCell;
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -90,20 +99,74 @@ fn active(e: Entry) -> run_timeline::ActiveModel {
     }
 }
 
-/// Writes one timeline entry (call inside the transition's transaction).
-pub async fn add<C: ConnectionTrait>(c: &C, entry: Entry) -> EngineResult<()> {
-    run_timeline::Entity::insert(active(entry))
-        .exec_without_returning(c)
-        .await?;
-    Ok(())
+tokio::task_local! {
+    /// Timeline entries of the current group-commit batch, not inserted yet.
+    static DEFERRED: RefCell<Vec<Entry>>;
 }
 
-/// Writes several timeline entries at once.
-pub async fn add_many<C: ConnectionTrait>(c: &C, entries: Vec<Entry>) -> EngineResult<()> {
+/// Runs `fut` (a writer task) with a deferred-timeline buffer: [`add`] and [`add_many`]
+/// inside it buffer their entries until [`flush`].
+pub async fn deferred<F: std::future::Future>(fut: F) -> F::Output {
+    DEFERRED.scope(RefCell::new(Vec::new()), fut).await
+}
+
+/// True inside a [`deferred`] scope (the group-commit writer).
+pub fn in_writer() -> bool {
+    DEFERRED.try_with(|_| ()).is_ok()
+}
+
+/// The current length of the deferred buffer, to pass to [`rollback_to`] when the work
+/// started now rolls back (0 outside a [`deferred`] scope).
+pub fn mark() -> usize {
+    DEFERRED.try_with(|d| d.borrow().len()).unwrap_or(0)
+}
+
+/// Drops the entries buffered since `mark` (their savepoint rolled back).
+pub fn rollback_to(mark: usize) {
+    let _ = DEFERRED.try_with(|d| d.borrow_mut().truncate(mark));
+}
+
+/// Takes the buffered entries (empty outside a [`deferred`] scope).
+fn take_deferred() -> Vec<Entry> {
+    DEFERRED
+        .try_with(|d| std::mem::take(&mut *d.borrow_mut()))
+        .unwrap_or_default()
+}
+
+/// Inserts the buffered entries (the writer calls this once per batch, before the
+/// commit). Returns how many statements it ran.
+pub async fn flush<C: ConnectionTrait>(c: &C) -> EngineResult<u64> {
+    let entries = take_deferred();
+    insert_now(c, &entries).await
+}
+
+async fn insert_now<C: ConnectionTrait>(c: &C, entries: &[Entry]) -> EngineResult<u64> {
+    let mut statements = 0;
     for chunk in entries.chunks(200) {
         run_timeline::Entity::insert_many(chunk.iter().cloned().map(active))
             .exec_without_returning(c)
             .await?;
+        statements += 1;
+    }
+    Ok(statements)
+}
+
+/// Writes one timeline entry (call inside the transition's transaction; inside the
+/// writer it is inserted with the batch's other entries just before the commit).
+pub async fn add<C: ConnectionTrait>(c: &C, entry: Entry) -> EngineResult<()> {
+    add_many(c, vec![entry]).await
+}
+
+/// Writes several timeline entries at once (deferred like [`add`] inside the writer).
+pub async fn add_many<C: ConnectionTrait>(c: &C, entries: Vec<Entry>) -> EngineResult<()> {
+    let mut entries = Some(entries);
+    let _ = DEFERRED.try_with(|d| {
+        if let Some(e) = entries.take() {
+            d.borrow_mut().extend(e);
+        }
+    });
+    if let Some(entries) = entries {
+        insert_now(c, &entries).await?;
     }
     Ok(())
 }

@@ -6,6 +6,9 @@
 //! share one durable commit (one fsync on SQLite with `synchronous=FULL`), and a failing
 //! write rolls back its own savepoint without affecting the others in the batch.
 //!
+//! Timeline entries of a batch are inserted together just before the commit (see
+//! `timeline_ops::deferred`); a write that rolls back its savepoint drops its entries.
+//!
 //! SQLite gets one writer task (SQLite has one writer anyway, and this avoids busy
 //! errors); PostgreSQL gets several, so commits overlap.
 
@@ -18,6 +21,7 @@ use sea_orm::{
 };
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use super::timeline_ops;
 use crate::engine::{EngineError, EngineResult};
 
 /// Most writes in one commit.
@@ -33,6 +37,10 @@ pub struct WriterStats {
     pub commits: std::sync::atomic::AtomicU64,
     /// Writes committed.
     pub writes: std::sync::atomic::AtomicU64,
+    /// Statements (round trips to the database) the writer ran: the writes' own statements
+    /// (counted by the connection's metric callback, see [`count_statement`]) plus the
+    /// writer's `BEGIN`, savepoints, timeline flush and `COMMIT`.
+    pub statements: std::sync::atomic::AtomicU64,
     /// Commits by batch size: bucket `i` counts batches of at most `2^i` writes
     /// (cumulative buckets are derived at scrape time; see `BATCH_BUCKETS`).
     pub batches: [std::sync::atomic::AtomicU64; BATCH_BUCKETS],
@@ -48,14 +56,33 @@ pub struct Writer {
     stats: Arc<WriterStats>,
 }
 
+/// Counts one statement in `stats` when it runs inside a writer task (install as the
+/// connection's metric callback; statements on the read pool are not counted).
+pub fn count_statement(stats: &WriterStats) {
+    if timeline_ops::in_writer() {
+        stats
+            .statements
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Writer {
-    /// Spawns `tasks` writer tasks over `db`.
-    pub fn spawn(db: DatabaseConnection, tasks: usize, sqlite: bool) -> Self {
+    /// Spawns `tasks` writer tasks over `db`, counting into `stats`.
+    pub fn spawn(
+        db: DatabaseConnection,
+        tasks: usize,
+        sqlite: bool,
+        stats: Arc<WriterStats>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(16 * MAX_BATCH);
         let rx = Arc::new(Mutex::new(rx));
-        let stats = Arc::new(WriterStats::default());
         for _ in 0..tasks.max(1) {
-            tokio::spawn(writer_loop(db.clone(), rx.clone(), stats.clone(), sqlite));
+            tokio::spawn(timeline_ops::deferred(writer_loop(
+                db.clone(),
+                rx.clone(),
+                stats.clone(),
+                sqlite,
+            )));
         }
         Self { tx, stats }
     }
@@ -124,12 +151,18 @@ async fn writer_loop(
         };
         let mut finishers = Vec::with_capacity(batch.len());
         let mut broken = txn.execute_unprepared("SAVEPOINT w").await.err();
+        let mut own_statements = 2; // BEGIN, SAVEPOINT
         let total = batch.len();
+        timeline_ops::rollback_to(0);
         for (i, job) in batch.drain(..).enumerate() {
             if broken.is_some() {
                 break; // the remaining callers get `Unavailable`
             }
+            let mark = timeline_ops::mark();
             let (ok, finish) = job(&txn).await;
+            if !ok {
+                timeline_ops::rollback_to(mark);
+            }
             finishers.push(finish);
             // One round trip between writes: keep this write and open the next one's
             // savepoint together. `ROLLBACK TO` keeps the savepoint open for the next write.
@@ -140,16 +173,29 @@ async fn writer_loop(
                 (true, false) => "RELEASE SAVEPOINT w; SAVEPOINT w",
                 (false, _) => "ROLLBACK TO SAVEPOINT w",
             };
+            own_statements += 1;
             if let Err(e) = txn.execute_unprepared(end).await {
                 broken = Some(e);
             }
         }
         batch.clear();
         let n = finishers.len() as u64;
+        let mut broken = broken.map(EngineError::from);
+        if broken.is_none() {
+            match timeline_ops::flush(&txn).await {
+                Ok(k) => own_statements += k,
+                Err(e) => broken = Some(e),
+            }
+        }
+        timeline_ops::rollback_to(0);
+        own_statements += 1; // COMMIT or ROLLBACK
+        stats
+            .statements
+            .fetch_add(own_statements, std::sync::atomic::Ordering::Relaxed);
         let result = match broken {
             Some(e) => {
                 let _ = txn.rollback().await;
-                Err(EngineError::from(e))
+                Err(e)
             }
             None => txn.commit().await.map_err(EngineError::from),
         };
