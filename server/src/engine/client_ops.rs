@@ -58,7 +58,11 @@ impl Engine {
             {
                 // The poll's request was dropped: the leases expire and the runs are
                 // delivered again (at least once).
-                tracing::debug!(tasks = tasks.len(), "a handed-off poll went away");
+                tracing::warn!(
+                    tasks = tasks.len(),
+                    "a poll went away before its handoff was committed; the claimed tasks \
+                     are delivered again when their leases expire"
+                );
             }
         }
         if let StartOutcome::Created(run) = &outcome {

@@ -8,6 +8,7 @@ use super::error::{EngineError, EngineResult};
 use super::model::{
     ClaimRequest, ClaimedTask, FailOutcome, Failure, HeartbeatOutcome, LeaseRef, NewStep, StepKind,
 };
+use super::queue_model::ClaimOutcome;
 use super::requests::{PollInput, StepOutcome};
 use super::{Engine, now_ms, validate};
 
@@ -81,7 +82,7 @@ impl Engine {
             // committed after this read signals this poll, which consumed its signal
             // before the read).
             let out = if self.store.has_claimable(&req).await? {
-                self.store.claim_queued(req.clone()).await?
+                self.claim_detached(req.clone()).await?
             } else {
                 Default::default()
             };
@@ -120,6 +121,28 @@ impl Engine {
         }
     }
 
+    /// Claims in a task of its own, so that a poll dropped while its claim waits in the
+    /// writer (its caller went away) cannot lose the claimed tasks unnoticed: they were
+    /// leased for a poll nobody reads, and are delivered again when their leases expire.
+    async fn claim_detached(&self, req: ClaimRequest) -> EngineResult<ClaimOutcome> {
+        let store = self.store.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let out = store.claim_queued(req).await;
+            if let Err(Ok(out)) = tx.send(out)
+                && !out.tasks.is_empty()
+            {
+                tracing::warn!(
+                    tasks = out.tasks.len(),
+                    "a poll went away while its claim was being committed; the claimed \
+                     tasks are delivered again when their leases expire"
+                );
+            }
+        });
+        rx.await
+            .map_err(|_| EngineError::Unavailable("the claim was interrupted".into()))?
+    }
+
     /// Counts and announces tasks a poll is about to return.
     fn delivered(&self, namespace: &str, tasks: &[ClaimedTask]) {
         for t in tasks {
@@ -141,7 +164,16 @@ impl Engine {
         namespace: &str,
         waiter: &super::dispatcher::WaiterGuard,
     ) -> Option<Vec<ClaimedTask>> {
-        let tasks = waiter.take_handoff()?.await.ok()?;
+        let tasks = match waiter.take_handoff()?.await {
+            Ok(tasks) => tasks,
+            Err(_) => {
+                // The start's request was dropped before it answered: if its write
+                // committed, the tasks it claimed for this poll are delivered again when
+                // their leases expire.
+                tracing::warn!("a start handing tasks to this poll went away");
+                return None;
+            }
+        };
         if tasks.is_empty() {
             return None;
         }

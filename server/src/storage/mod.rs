@@ -21,6 +21,7 @@ mod schedule_store;
 mod sql;
 mod state_ops;
 mod state_store;
+mod step_batch;
 pub mod testing;
 #[cfg(test)]
 mod tests;

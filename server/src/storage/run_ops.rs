@@ -271,15 +271,21 @@ pub async fn start_attempt<C: ConnectionTrait>(
     }))
 }
 
-/// Fills each claimed task's journal with the steps its run recorded so far.
+/// Fills each claimed task's journal with the steps its run recorded so far. A run on its
+/// first attempt (not resumed) has recorded nothing yet: steps are recorded only under an
+/// attempt's lease, so a claim of new runs only reads nothing.
 pub async fn load_journals<C: ConnectionTrait>(
     c: &C,
     tasks: &mut [ClaimedTask],
 ) -> EngineResult<()> {
-    if tasks.is_empty() {
+    let ids: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.resumed || t.run.attempt > 1)
+        .map(|t| t.run.id.clone())
+        .collect();
+    if ids.is_empty() {
         return Ok(());
     }
-    let ids: Vec<String> = tasks.iter().map(|t| t.run.id.clone()).collect();
     let journal = steps::Entity::find()
         .filter(steps::Column::RunId.is_in(ids))
         .order_by_asc(steps::Column::CompletedAt)
@@ -394,7 +400,8 @@ pub async fn complete_step<C: ConnectionTrait>(
     Ok(false)
 }
 
-fn step_entry(run_id: &str, attempt: i32, step: &NewStep, size: i64, now: i64) -> Entry {
+/// The timeline entry of a recorded step result.
+pub(super) fn step_entry(run_id: &str, attempt: i32, step: &NewStep, size: i64, now: i64) -> Entry {
     let duration = step.started_at.map(|s| (now - s).max(0));
     match &step.failure {
         None => Entry::new(run_id, TimelineKind::StepCompleted, now)

@@ -26,6 +26,7 @@ use crate::engine::store::{KeyStore, QueueStore, RunStore, Wakeup};
 use super::convert::{attempt_from_model, run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps};
 use super::error::StorageError;
+use super::step_batch::StepWrite;
 use super::writer::{self, Writer, WriterStats};
 use super::{child_ops, claim_ops, key_ops, notify, queue_ops, run_ops, timeline_ops, wait_ops};
 
@@ -344,7 +345,7 @@ impl RunStore for SqlStore {
 
     async fn complete_step(&self, lease: LeaseRef, step: NewStep, now: i64) -> EngineResult<bool> {
         self.writer
-            .run(move |c| Box::pin(run_ops::complete_step(c, lease, step, now)))
+            .record_step(StepWrite { lease, step, now })
             .await
     }
 

@@ -21,14 +21,25 @@ use sea_orm::{
 };
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::timeline_ops;
+use super::step_batch::{self, StepWrite};
+use super::{run_ops, timeline_ops};
 use crate::engine::{EngineError, EngineResult};
 
 /// Most writes in one commit.
 pub const MAX_BATCH: usize = 512;
 
 type Finish = Box<dyn FnOnce(EngineResult<()>) + Send>;
-type Job = Box<dyn for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, (bool, Finish)> + Send>;
+type Body =
+    Box<dyn for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, (bool, Finish)> + Send>;
+
+/// A queued write.
+enum Job {
+    /// Any write: a closure run in its own savepoint.
+    Body(Body),
+    /// A step result, recorded with the batch's other step results in one statement
+    /// (`step_batch`); the caller learns whether it was recorded before.
+    Step(StepWrite, oneshot::Sender<EngineResult<bool>>),
+}
 
 /// Observed batch sizes, for tests and the benchmark.
 #[derive(Debug, Default)]
@@ -101,7 +112,7 @@ impl Writer {
             + 'static,
     {
         let (otx, orx) = oneshot::channel::<EngineResult<T>>();
-        let job: Job = Box::new(move |txn| {
+        let job: Body = Box::new(move |txn| {
             Box::pin(async move {
                 let out = f(txn).await;
                 let ok = out.is_ok();
@@ -111,6 +122,21 @@ impl Writer {
                 (ok, finish)
             })
         });
+        self.submit(Job::Body(job), orx).await
+    }
+
+    /// Records a step result in the next group commit (see [`step_batch`]); true when the
+    /// step had a result already.
+    pub async fn record_step(&self, write: StepWrite) -> EngineResult<bool> {
+        let (otx, orx) = oneshot::channel();
+        self.submit(Job::Step(write, otx), orx).await
+    }
+
+    async fn submit<T>(
+        &self,
+        job: Job,
+        orx: oneshot::Receiver<EngineResult<T>>,
+    ) -> EngineResult<T> {
         self.tx
             .send(job)
             .await
@@ -119,6 +145,13 @@ impl Writer {
             EngineError::Unavailable("the write was not committed: the store is unavailable".into())
         })?
     }
+}
+
+/// Answers a step result once the commit's outcome is known.
+fn step_finish(reply: oneshot::Sender<EngineResult<bool>>, out: EngineResult<bool>) -> Finish {
+    Box::new(move |commit: EngineResult<()>| {
+        let _ = reply.send(commit.and(out));
+    })
 }
 
 async fn writer_loop(
@@ -152,30 +185,81 @@ async fn writer_loop(
         let mut finishers = Vec::with_capacity(batch.len());
         let mut broken = txn.execute_unprepared("SAVEPOINT w").await.err();
         let mut own_statements = 2; // BEGIN, SAVEPOINT
-        let total = batch.len();
         timeline_ops::rollback_to(0);
-        for (i, job) in batch.drain(..).enumerate() {
+        // `w` holds committed-to-be work of earlier writes: the next write that runs
+        // statements first releases it and opens a fresh one (one round trip). A failed
+        // write rolls back to `w`, which stays open and empty.
+        let mut dirty = false;
+        // First the batch's step results, together.
+        let steps: Vec<&StepWrite> = batch
+            .iter()
+            .filter_map(|j| match j {
+                Job::Step(w, _) => Some(w),
+                Job::Body(_) => None,
+            })
+            .collect();
+        let mut recorded = vec![false; steps.len()];
+        if broken.is_none() && !steps.is_empty() {
+            match step_batch::record(&txn, &steps).await {
+                Ok(flags) => {
+                    dirty = flags.iter().any(|f| *f);
+                    recorded = flags;
+                }
+                Err(e) => {
+                    // Each result then goes on its own below, with its precise outcome.
+                    tracing::warn!(error = %e, results = steps.len(), "batched step results failed");
+                    timeline_ops::rollback_to(0);
+                    own_statements += 1;
+                    broken = txn
+                        .execute_unprepared("ROLLBACK TO SAVEPOINT w")
+                        .await
+                        .err();
+                }
+            }
+        }
+        drop(steps);
+        let mut recorded = recorded.into_iter();
+        for job in batch.drain(..) {
             if broken.is_some() {
                 break; // the remaining callers get `Unavailable`
             }
-            let mark = timeline_ops::mark();
-            let (ok, finish) = job(&txn).await;
-            if !ok {
-                timeline_ops::rollback_to(mark);
-            }
-            finishers.push(finish);
-            // One round trip between writes: keep this write and open the next one's
-            // savepoint together. `ROLLBACK TO` keeps the savepoint open for the next write.
-            // The last successful write needs nothing: the commit releases it.
-            let last = i + 1 == total;
-            let end = match (ok, last) {
-                (true, true) => continue,
-                (true, false) => "RELEASE SAVEPOINT w; SAVEPOINT w",
-                (false, _) => "ROLLBACK TO SAVEPOINT w",
+            let body: Body = match job {
+                Job::Step(w, reply) => {
+                    if recorded.next().unwrap_or(false) {
+                        finishers.push(step_finish(reply, Ok(false)));
+                        continue;
+                    }
+                    Box::new(move |txn| {
+                        Box::pin(async move {
+                            let out = run_ops::complete_step(txn, w.lease, w.step, w.now).await;
+                            (out.is_ok(), step_finish(reply, out))
+                        })
+                    })
+                }
+                Job::Body(body) => body,
             };
-            own_statements += 1;
-            if let Err(e) = txn.execute_unprepared(end).await {
-                broken = Some(e);
+            if dirty {
+                own_statements += 1;
+                if let Err(e) = txn
+                    .execute_unprepared("RELEASE SAVEPOINT w; SAVEPOINT w")
+                    .await
+                {
+                    broken = Some(e);
+                    break;
+                }
+                dirty = false;
+            }
+            let mark = timeline_ops::mark();
+            let (ok, finish) = body(&txn).await;
+            finishers.push(finish);
+            if ok {
+                dirty = true;
+            } else {
+                timeline_ops::rollback_to(mark);
+                own_statements += 1;
+                if let Err(e) = txn.execute_unprepared("ROLLBACK TO SAVEPOINT w").await {
+                    broken = Some(e);
+                }
             }
         }
         batch.clear();
