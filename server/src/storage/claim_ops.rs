@@ -391,6 +391,7 @@ async fn start_level<C: ConnectionTrait>(
             None => HashMap::new(),
         };
         let mut skipped = 0;
+        let mut take = Vec::with_capacity(rows.len());
         for row in rows {
             if let (Some(limit), Some(key)) = (config.key_concurrency_limit, &row.concurrency_key) {
                 let n = tally.entry(key.clone()).or_insert(0);
@@ -400,12 +401,10 @@ async fn start_level<C: ConnectionTrait>(
                 }
                 *n += 1;
             }
-            if let Some(task) =
-                run_ops::start_attempt(c, req, row, config.lease_timeout_ms, pending).await?
-            {
-                tasks.push(task);
-            }
+            take.push(row);
         }
+        tasks
+            .extend(run_ops::start_attempts(c, req, take, config.lease_timeout_ms, pending).await?);
         // Without skips the batch either filled `cap` or drained the level. With skips,
         // select again: the keys now at their limit are excluded by the query itself.
         if skipped == 0 {

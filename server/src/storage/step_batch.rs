@@ -12,7 +12,7 @@ use crate::engine::EngineResult;
 use crate::engine::model::{LeaseRef, NewStep, RunStatus};
 
 use super::convert::failure_to_text;
-use super::run_ops::step_entry;
+use super::run_ops::{param, step_entry};
 use super::timeline_ops;
 
 /// Results per statement (10 bound values each, far below SQLite's variable limit).
@@ -76,12 +76,7 @@ fn statement(backend: DbBackend, chunk: &[&StepWrite]) -> Statement {
             Value::from(w.lease.namespace.clone()),
             Value::from(w.lease.token.clone()),
         ]);
-        let params: Vec<String> = (first..values.len())
-            .map(|i| match backend {
-                DbBackend::Postgres => format!("${}", i + 1),
-                _ => "?".to_owned(),
-            })
-            .collect();
+        let params: Vec<String> = (first..values.len()).map(|i| param(backend, i)).collect();
         rows.push(format!("({})", params.join(", ")));
     }
     // VALUES columns are named column1..column10 on both SQLite and PostgreSQL.
