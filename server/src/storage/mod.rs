@@ -5,6 +5,7 @@
 mod child_ops;
 mod claim_ops;
 mod combined_ops;
+mod complete_batch;
 pub mod convert;
 pub mod entities;
 pub mod error;

@@ -23,6 +23,7 @@ use crate::engine::model::{
 use crate::engine::queue_model::ClaimOutcome;
 use crate::engine::store::{KeyStore, QueueStore, RunStore, Wakeup};
 
+use super::complete_batch::CompleteWrite;
 use super::convert::{attempt_from_model, run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps};
 use super::error::StorageError;
@@ -355,6 +356,13 @@ impl RunStore for SqlStore {
         result: String,
         now: i64,
     ) -> EngineResult<RunRecord> {
+        if self.backend == Backend::Sqlite {
+            // No notifications to publish: applied with the batch's other completions.
+            return self
+                .writer
+                .complete_run(CompleteWrite { lease, result, now })
+                .await;
+        }
         self.write_released(
             move |c| Box::pin(run_ops::complete_run(c, lease, result, now)),
             |_: &RunRecord| vec![],

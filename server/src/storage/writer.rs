@@ -21,8 +21,10 @@ use sea_orm::{
 };
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use super::complete_batch::{self, CompleteWrite};
 use super::step_batch::{self, StepWrite};
 use super::{run_ops, timeline_ops};
+use crate::engine::model::RunRecord;
 use crate::engine::{EngineError, EngineResult};
 
 /// Most writes in one commit.
@@ -39,6 +41,9 @@ enum Job {
     /// A step result, recorded with the batch's other step results in one statement
     /// (`step_batch`); the caller learns whether it was recorded before.
     Step(StepWrite, oneshot::Sender<EngineResult<bool>>),
+    /// A run completion (SQLite), applied with the batch's other completions
+    /// (`complete_batch`).
+    Complete(CompleteWrite, oneshot::Sender<EngineResult<RunRecord>>),
 }
 
 /// Observed batch sizes, for tests and the benchmark.
@@ -132,6 +137,12 @@ impl Writer {
         self.submit(Job::Step(write, otx), orx).await
     }
 
+    /// Completes a run in the next group commit (see [`complete_batch`]; SQLite only).
+    pub async fn complete_run(&self, write: CompleteWrite) -> EngineResult<RunRecord> {
+        let (otx, orx) = oneshot::channel();
+        self.submit(Job::Complete(write, otx), orx).await
+    }
+
     async fn submit<T>(
         &self,
         job: Job,
@@ -147,8 +158,11 @@ impl Writer {
     }
 }
 
-/// Answers a step result once the commit's outcome is known.
-fn step_finish(reply: oneshot::Sender<EngineResult<bool>>, out: EngineResult<bool>) -> Finish {
+/// Answers a batched write once the commit's outcome is known.
+fn reply_finish<T: Send + 'static>(
+    reply: oneshot::Sender<EngineResult<T>>,
+    out: EngineResult<T>,
+) -> Finish {
     Box::new(move |commit: EngineResult<()>| {
         let _ = reply.send(commit.and(out));
     })
@@ -195,7 +209,7 @@ async fn writer_loop(
             .iter()
             .filter_map(|j| match j {
                 Job::Step(w, _) => Some(w),
-                Job::Body(_) => None,
+                _ => None,
             })
             .collect();
         let mut recorded = vec![false; steps.len()];
@@ -218,7 +232,46 @@ async fn writer_loop(
             }
         }
         drop(steps);
+        // Then the completions, together, in a savepoint of their own.
+        let completions: Vec<&CompleteWrite> = batch
+            .iter()
+            .filter_map(|j| match j {
+                Job::Complete(w, _) => Some(w),
+                _ => None,
+            })
+            .collect();
+        let mut completed: Vec<Option<RunRecord>> = Vec::new();
+        if broken.is_none() && !completions.is_empty() {
+            if dirty {
+                own_statements += 1;
+                broken = txn
+                    .execute_unprepared("RELEASE SAVEPOINT w; SAVEPOINT w")
+                    .await
+                    .err();
+                dirty = false;
+            }
+            let mark = timeline_ops::mark();
+            if broken.is_none() {
+                match complete_batch::apply(&txn, &completions).await {
+                    Ok(runs) => {
+                        dirty = runs.iter().any(Option::is_some);
+                        completed = runs;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, completions = completions.len(), "batched completions failed");
+                        timeline_ops::rollback_to(mark);
+                        own_statements += 1;
+                        broken = txn
+                            .execute_unprepared("ROLLBACK TO SAVEPOINT w")
+                            .await
+                            .err();
+                    }
+                }
+            }
+        }
+        drop(completions);
         let mut recorded = recorded.into_iter();
+        let mut completed = completed.into_iter();
         for job in batch.drain(..) {
             if broken.is_some() {
                 break; // the remaining callers get `Unavailable`
@@ -226,13 +279,25 @@ async fn writer_loop(
             let body: Body = match job {
                 Job::Step(w, reply) => {
                     if recorded.next().unwrap_or(false) {
-                        finishers.push(step_finish(reply, Ok(false)));
+                        finishers.push(reply_finish(reply, Ok(false)));
                         continue;
                     }
                     Box::new(move |txn| {
                         Box::pin(async move {
                             let out = run_ops::complete_step(txn, w.lease, w.step, w.now).await;
-                            (out.is_ok(), step_finish(reply, out))
+                            (out.is_ok(), reply_finish(reply, out))
+                        })
+                    })
+                }
+                Job::Complete(w, reply) => {
+                    if let Some(run) = completed.next().flatten() {
+                        finishers.push(reply_finish(reply, Ok(run)));
+                        continue;
+                    }
+                    Box::new(move |txn| {
+                        Box::pin(async move {
+                            let out = run_ops::complete_run(txn, w.lease, w.result, w.now).await;
+                            (out.is_ok(), reply_finish(reply, out))
                         })
                     })
                 }

@@ -34,6 +34,7 @@ pub async fn run_tests(store: Arc<dyn Store>) {
     worker::lease_rules(&store).await;
     worker::steps_recorded_once(&store).await;
     worker::steps_recorded_together(&store).await;
+    worker::completions_together(&store).await;
     worker::failure_and_backoff(&store).await;
     worker::lease_expiry(&store).await;
     worker::timers(&store).await;

@@ -540,3 +540,80 @@ pub async fn steps_recorded_together(store: &Arc<dyn Store>) {
         }
     }
 }
+
+/// Completions arriving together (on SQLite one group commit applies them with one
+/// statement): each run completes once with its attempt ended, a resent completion is
+/// accepted unchanged, and a stale, expired or cancelled lease is refused as on its own.
+pub async fn completions_together(store: &Arc<dyn Store>) {
+    use crate::engine::obs_model::TimelineKind;
+    let ns = ns("complete-together");
+    for i in 0..10 {
+        start(store, new_run(&ns, "job", "q", 1_000 + i)).await;
+    }
+    let tasks = store
+        .claim(claim_req(&ns, &["q"], &["job"], 10, 2_000))
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 10);
+    store
+        .cancel_run(&ns, &tasks[9].run.id, Failure::new("stop", "Cancel"), 2_001)
+        .await
+        .unwrap();
+    let mut calls = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let l = lease(&ns, &t.run.id, &t.lease_token);
+        // Runs 0-6: completed, the even ones twice. Run 7: a stale token. Run 8: after
+        // the lease expired. Run 9: cancelled.
+        let (l, now) = match i {
+            7 => (lease(&ns, &t.run.id, "not-the-token"), 3_000),
+            8 => (l, 2_000 + 30_000),
+            _ => (l, 3_000),
+        };
+        let result = format!("{{\"n\":{i}}}");
+        calls.push((i, store.complete_run(l.clone(), result.clone(), now)));
+        if i < 7 && i % 2 == 0 {
+            calls.push((i, store.complete_run(l, result, now)));
+        }
+    }
+    let (which, futures): (Vec<usize>, Vec<_>) = calls.into_iter().unzip();
+    let answers = futures::future::join_all(futures).await;
+    for (i, answer) in which.into_iter().zip(answers) {
+        match i {
+            7 | 8 => assert!(
+                matches!(answer, Err(EngineError::FailedPrecondition(_))),
+                "run {i}: {answer:?}"
+            ),
+            9 => assert!(
+                matches!(answer, Err(EngineError::Cancelled(_))),
+                "run 9: {answer:?}"
+            ),
+            _ => {
+                let run = answer.unwrap();
+                assert_eq!(run.status, RunStatus::Completed, "run {i}");
+                assert_eq!(
+                    run.result.as_deref(),
+                    Some(format!("{{\"n\":{i}}}").as_str())
+                );
+                assert_eq!(run.finished_at, Some(3_000));
+            }
+        }
+    }
+    for (i, t) in tasks.iter().enumerate() {
+        let detail = store.get_run_detail(&ns, &t.run.id).await.unwrap().unwrap();
+        let completed = detail
+            .timeline
+            .iter()
+            .filter(|e| e.kind == TimelineKind::Completed)
+            .count();
+        if i < 7 {
+            assert_eq!(detail.run.status, RunStatus::Completed, "run {i}");
+            assert_eq!(detail.attempts.len(), 1);
+            assert_eq!(detail.attempts[0].ended_at, Some(3_000), "run {i}");
+            assert!(detail.attempts[0].failure.is_none());
+            assert_eq!(completed, 1, "run {i}: one timeline entry");
+        } else {
+            assert_ne!(detail.run.status, RunStatus::Completed, "run {i}");
+            assert_eq!(completed, 0, "run {i}");
+        }
+    }
+}
