@@ -20,9 +20,9 @@ use crate::engine::EngineResult;
 use crate::engine::model::{LeaseRef, RunRecord, RunStatus};
 use crate::engine::obs_model::TimelineKind;
 
+use super::attempt_ops::param;
 use super::convert::run_from_model;
 use super::entities::{runs, state_locks as locks};
-use super::run_ops::param;
 use super::timeline_ops::{self, Entry};
 use super::{child_ops, state_ops};
 

@@ -2,6 +2,7 @@
 //! store traits on SQLite (embedded, the default) and PostgreSQL (for several replicas on
 //! one database). Writes go through the group-commit [`writer`]; reads use the pool.
 
+mod attempt_ops;
 mod child_ops;
 mod claim_ops;
 mod combined_ops;

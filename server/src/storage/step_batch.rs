@@ -11,8 +11,9 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 use crate::engine::EngineResult;
 use crate::engine::model::{LeaseRef, NewStep, RunStatus};
 
+use super::attempt_ops::param;
 use super::convert::failure_to_text;
-use super::run_ops::{param, step_entry};
+use super::run_ops::step_entry;
 use super::timeline_ops;
 
 /// Results per statement (10 bound values each, far below SQLite's variable limit).
