@@ -130,7 +130,7 @@ examples() {
         PASSED=$((PASSED + 1))
     done
     # Go examples beyond the three seed flows.
-    for ex in payment_confirmation state_store; do
+    for ex in payment_confirmation state_store fan_out; do
         echo "--- Go example $ex"
         "$SCRATCH/go-examples/$ex" || fail "Go example $ex failed"
         PASSED=$((PASSED + 1))
@@ -138,6 +138,9 @@ examples() {
     echo "--- Python example payment_confirmation"
     "$ROOT/sdk-python/.venv/bin/python" "$ROOT/sdk-python/examples/payment_confirmation.py" ||
         fail "Python example payment_confirmation failed"
+    PASSED=$((PASSED + 1))
+    echo "--- Python example fan_out (triggers, child runs, wait_for_any, schedules)"
+    "$ROOT/sdk-python/.venv/bin/python" "$ROOT/sdk-python/examples/fan_out.py" || fail "Python example fan_out failed"
     PASSED=$((PASSED + 1))
     # TypeScript-only examples (the other SDKs add theirs in their own loops).
     for ex in payment_confirmation; do

@@ -391,7 +391,7 @@ done
 # ---------------------------------------------------------------------------------------------
 # (l) reliability suite at CI size: the scenarios on SQLite (kill -9 soak, paused worker,
 #     fencing, counters, herd, poison, auth, secrets, TLS, hostile input, flood, wall-clock
-#     jumps under libfaketime), the crash
+#     jumps under libfaketime, history limits), the crash
 #     scenarios on PostgreSQL. `reaper-race` needs a server built with the `failpoints`
 #     feature in its own target dir (minutes), so it runs on demand only.
 #     Full size: cargo run -p stackshift-reliability -- --full (docs/reliability.md)
@@ -400,7 +400,7 @@ phase "reliability suite"
 REL_BIN="$ROOT/target/debug/stackshift-reliability"
 [ -x "$REL_BIN" ] || fail "$REL_BIN was not produced by cargo build"
 REL_SCENARIOS=()
-for s in crash-soak paused-worker lock-fencing counters herd poison auth secrets tls hostile flood clock; do
+for s in crash-soak paused-worker lock-fencing counters herd poison auth secrets tls hostile flood clock history-limits; do
     REL_SCENARIOS+=(--scenario "$s")
 done
 with_timeout "$EXAMPLE_TIMEOUT" "reliability (sqlite)" "$REL_BIN" --server-bin "$SERVER_BIN" \

@@ -111,13 +111,15 @@ func tlsConfig(opts Options) (*tls.Config, error) {
 // Client starts, inspects, waits for, lists, cancels and retries runs, and creates workers.
 // It is safe for concurrent use; close it with Close.
 type Client struct {
-	conn     *grpc.ClientConn
-	jobs     pb.JobsServiceClient
-	worker   pb.WorkerServiceClient
-	state    pb.StateServiceClient
-	events   pb.EventsServiceClient
-	queues   pb.QueuesServiceClient
-	endpoint string
+	conn      *grpc.ClientConn
+	jobs      pb.JobsServiceClient
+	worker    pb.WorkerServiceClient
+	state     pb.StateServiceClient
+	events    pb.EventsServiceClient
+	queues    pb.QueuesServiceClient
+	schedules pb.ScheduleServiceClient
+	triggers  pb.TriggerServiceClient
+	endpoint  string
 }
 
 var printableASCII = regexp.MustCompile(`^[\x21-\x7e]+$`)
@@ -174,6 +176,7 @@ func New(opts Options) (*Client, error) {
 	return &Client{
 		conn: conn, jobs: pb.NewJobsServiceClient(conn), worker: pb.NewWorkerServiceClient(conn),
 		state: pb.NewStateServiceClient(conn), events: pb.NewEventsServiceClient(conn), queues: pb.NewQueuesServiceClient(conn),
+		schedules: pb.NewScheduleServiceClient(conn), triggers: pb.NewTriggerServiceClient(conn),
 		endpoint: endpoint,
 	}, nil
 }

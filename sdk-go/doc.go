@@ -31,9 +31,12 @@
 //
 // Handlers also get jc.Step.Sleep / SleepUntil (durable sleeps), jc.Step.WaitForEvent (an
 // event, or nil on timeout), jc.State (the state store, journaled in the run) and jc.Log (the
-// run's logger). The client adds Events (publish, list), State (outside runs), queue
-// management (Queue(name).Configure/Get/Pause/Resume, ListQueues) and the run's Timeline and
-// Logs on GetRun.
+// run's logger), child runs (jc.Step.Invoke, InvokeAll, InvokeChild; a failed child is a
+// *ChildFailedError) and combined waits (jc.Step.WaitForAny, WaitForAll over EventItem,
+// SleepItem and SleepUntilItem). The client adds Events (publish, list), State (outside
+// runs), queue management (Queue(name).Configure/Get/Pause/Resume, ListQueues), Schedules
+// (cron or interval), Triggers (event triggers; jobs can also declare them with
+// JobOptions.Triggers) and the run's Timeline and Logs on GetRun.
 //
 // # Guarantees
 //

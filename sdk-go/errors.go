@@ -136,10 +136,15 @@ type InterruptedError struct {
 
 func (e *InterruptedError) Error() string { return "attempt interrupted: " + e.Reason }
 
-// IsNonRetryable reports whether err (or an error it wraps) is non-retryable.
+// IsNonRetryable reports whether err (or an error it wraps) is non-retryable. A
+// *ChildFailedError is: the child's outcome is journaled, so a retry would see it again.
 func IsNonRetryable(err error) bool {
 	var nr *NonRetryableError
 	if errors.As(err, &nr) {
+		return true
+	}
+	var cf *ChildFailedError
+	if errors.As(err, &cf) {
 		return true
 	}
 	var sf *StepFailedError
@@ -161,6 +166,13 @@ func failureFromError(err error) Failure {
 	if errors.As(err, &sf) {
 		f.Type = sf.Failure.Type
 		f.Details = sf.Failure.Details
+	}
+	var cf *ChildFailedError
+	if errors.As(err, &cf) {
+		f.Type = "ChildFailed"
+		if b, err := json.Marshal(map[string]string{"runId": cf.RunID, "job": cf.Job, "status": string(cf.Status), "childErrorType": cf.Failure.Type}); err == nil {
+			f.Details = b
+		}
 	}
 	var nr *NonRetryableError
 	if errors.As(err, &nr) {

@@ -59,6 +59,9 @@ type PublishResult struct {
 	ResumedRunCount int64
 	// ResumedRunIDs are the resumed runs' ids, at most 100 (oldest wait first).
 	ResumedRunIDs []string
+	// StartedRunIDs are the runs this event's triggers started (see Client.Triggers and
+	// JobOptions.Triggers); empty for a duplicate.
+	StartedRunIDs []string
 }
 
 // Publish stores the event name with payload (any JSON-serializable value) and resumes every
@@ -81,7 +84,7 @@ func (e *Events) Publish(ctx context.Context, name string, payload any, opts *Pu
 	if resp.GetEvent() == nil {
 		return nil, &Error{Code: 13, Message: "unexpected response from server: no event"}
 	}
-	return &PublishResult{Event: eventFromPB(resp.GetEvent()), Duplicate: resp.GetDuplicate(), ResumedRunCount: resp.GetResumedRunCount(), ResumedRunIDs: resp.GetResumedRunIds()}, nil
+	return &PublishResult{Event: eventFromPB(resp.GetEvent()), Duplicate: resp.GetDuplicate(), ResumedRunCount: resp.GetResumedRunCount(), ResumedRunIDs: resp.GetResumedRunIds(), StartedRunIDs: resp.GetStartedRunIds()}, nil
 }
 
 // ListEventsOptions filter Events.List. Results are newest first.

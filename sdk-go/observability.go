@@ -21,6 +21,12 @@ const (
 	StepKindSleep StepKind = "sleep"
 	StepKindEvent StepKind = "event"
 	StepKindState StepKind = "state"
+	// StepKindChild is a child wait (Step.Invoke, InvokeAll, InvokeChild).
+	StepKindChild StepKind = "child"
+	// StepKindAny is a Step.WaitForAny.
+	StepKindAny StepKind = "any"
+	// StepKindAll is a Step.WaitForAll.
+	StepKindAll StepKind = "all"
 )
 
 func stepKindFromPB(k pb.JournalEntryKind) StepKind {
@@ -31,6 +37,12 @@ func stepKindFromPB(k pb.JournalEntryKind) StepKind {
 		return StepKindEvent
 	case pb.JournalEntryKind_JOURNAL_ENTRY_KIND_STATE:
 		return StepKindState
+	case pb.JournalEntryKind_JOURNAL_ENTRY_KIND_CHILD:
+		return StepKindChild
+	case pb.JournalEntryKind_JOURNAL_ENTRY_KIND_ANY:
+		return StepKindAny
+	case pb.JournalEntryKind_JOURNAL_ENTRY_KIND_ALL:
+		return StepKindAll
 	}
 	return StepKindStep
 }
@@ -39,12 +51,12 @@ func stepKindFromPB(k pb.JournalEntryKind) StepKind {
 type RunWait struct {
 	// StepID is the sleep's or wait's id, with its occurrence suffix.
 	StepID string
-	// Kind is StepKindSleep or StepKindEvent.
+	// Kind is StepKindSleep, StepKindEvent, StepKindChild, StepKindAny or StepKindAll.
 	Kind StepKind
 	// EventName and CorrelationKey are set for an event wait.
 	EventName      string
 	CorrelationKey string
-	// WakeAt is when the sleep ends or the event wait times out.
+	// WakeAt is when the sleep ends or the wait times out; zero for a child wait.
 	WakeAt time.Time
 	// Since is when the run suspended.
 	Since time.Time
@@ -54,7 +66,11 @@ func runWaitFromPB(w *pb.RunWait) *RunWait {
 	if w == nil {
 		return nil
 	}
-	return &RunWait{StepID: w.GetStepId(), Kind: stepKindFromPB(w.GetKind()), EventName: w.GetEventName(), CorrelationKey: w.GetCorrelationKey(), WakeAt: w.GetWakeAt().AsTime(), Since: w.GetSince().AsTime()}
+	out := &RunWait{StepID: w.GetStepId(), Kind: stepKindFromPB(w.GetKind()), EventName: w.GetEventName(), CorrelationKey: w.GetCorrelationKey(), Since: w.GetSince().AsTime()}
+	if w.GetWakeAt() != nil {
+		out.WakeAt = w.GetWakeAt().AsTime()
+	}
+	return out
 }
 
 // TimelineKind names what happened at one instant of a run's timeline: the proto enum name
@@ -79,6 +95,9 @@ const (
 	TimelineCancelled      TimelineKind = "CANCELLED"
 	TimelineRetried        TimelineKind = "RETRIED"
 	TimelineLogsTruncated  TimelineKind = "LOGS_TRUNCATED"
+	// TimelineTruncated marks the point where the server stopped recording this run's
+	// timeline (--max-timeline-entries); how the run ended is still recorded after it.
+	TimelineTruncated TimelineKind = "TIMELINE_TRUNCATED"
 )
 
 // TimelineEntry is one timestamped transition of a run.

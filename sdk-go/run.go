@@ -145,8 +145,13 @@ type Run struct {
 	NextAttemptAt  *time.Time
 	Priority       int32
 	ConcurrencyKey string
-	Attempts       []AttemptInfo // filled by GetRun / WaitForRun
-	Steps          []StepInfo    // filled by GetRun / WaitForRun
+	// ParentRunID is the run that started this one as a child run (Step.Invoke and
+	// friends); empty for a run started by a client, a schedule or a trigger.
+	ParentRunID string
+	// ParentStepID is the parent's step id that started this child run; empty otherwise.
+	ParentStepID string
+	Attempts     []AttemptInfo // filled by GetRun / WaitForRun
+	Steps        []StepInfo    // filled by GetRun / WaitForRun
 	// Wait is what a waiting run is suspended on (filled by GetRun / WaitForRun).
 	Wait *RunWait
 	// Timeline is everything that happened to the run, oldest first (GetRun / WaitForRun).
@@ -202,6 +207,7 @@ func runFromPB(r *pb.Run) (*Run, error) {
 		Payload: rawJSON(r.GetPayload()), Failure: failureFromPB(r.GetFailure()),
 		Attempt: r.GetAttempt(), MaxAttempts: r.GetMaxAttempts(), IdempotencyKey: r.GetIdempotencyKey(),
 		LeaseTimeout: r.GetLeaseTimeout().AsDuration(), Priority: r.GetPriority(), ConcurrencyKey: r.GetConcurrencyKey(),
+		ParentRunID: r.GetParentRunId(), ParentStepID: r.GetParentStepId(),
 		CreatedAt: r.GetCreatedAt().AsTime(), UpdatedAt: r.GetUpdatedAt().AsTime(),
 		FinishedAt:    optTime(r.GetFinishedAt(), r.GetFinishedAt() != nil),
 		NextAttemptAt: optTime(r.GetNextAttemptAt(), r.GetNextAttemptAt() != nil),

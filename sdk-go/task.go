@@ -20,6 +20,7 @@ const defaultLeaseTimeout = 30 * time.Second
 type registeredJob struct {
 	handler      HandlerFunc
 	leaseTimeout time.Duration
+	triggers     []JobTrigger
 }
 
 // taskEnv is what the worker shares with every task it executes.
@@ -143,7 +144,9 @@ func journalOf(task *pb.Task) map[string]recorded {
 			} else {
 				journal[e.GetId()] = recorded{kind: e.GetKind(), output: e.GetOutput()}
 			}
-		case pb.JournalEntryKind_JOURNAL_ENTRY_KIND_SLEEP, pb.JournalEntryKind_JOURNAL_ENTRY_KIND_EVENT:
+		case pb.JournalEntryKind_JOURNAL_ENTRY_KIND_SLEEP, pb.JournalEntryKind_JOURNAL_ENTRY_KIND_EVENT,
+			pb.JournalEntryKind_JOURNAL_ENTRY_KIND_CHILD, pb.JournalEntryKind_JOURNAL_ENTRY_KIND_ANY,
+			pb.JournalEntryKind_JOURNAL_ENTRY_KIND_ALL:
 			journal[e.GetId()] = recorded{kind: e.GetKind(), output: e.GetOutput()}
 		default:
 			continue // state calls, and kinds of later protocol versions

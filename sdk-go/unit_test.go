@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	pb "github.com/stackshift/stackshift/sdk-go/gen/stackshift/v1"
 )
 
 func TestParseDuration(t *testing.T) {
@@ -127,4 +130,76 @@ func TestConflictErrorMatchesFailedPrecondition(t *testing.T) {
 	if asConflict(status.Error(codes.FailedPrecondition, "stale lease"), nil) != nil {
 		t.Fatal("a FAILED_PRECONDITION without reason became a conflict")
 	}
+}
+
+func TestIssue10JournalOutputsDecode(t *testing.T) {
+	ev := `{"timedOut":false,"event":{"id":"e1","name":"n","correlationKey":"k","payload":{"a":1},"publishedAt":1700000000000}}`
+	anyRes, err := anyFromJournal([]byte(`{"timedOut":false,"index":1,"output":` + ev + `}`))
+	if err != nil || anyRes.TimedOut || anyRes.Index != 1 || anyRes.Result.Slept() || anyRes.Result.Event.ID != "e1" || string(anyRes.Result.Event.Payload) != `{"a":1}` {
+		t.Fatalf("any %+v %v", anyRes, err)
+	}
+	if r, err := anyFromJournal([]byte(`{"timedOut":true}`)); err != nil || !r.TimedOut {
+		t.Fatalf("any timed out %+v %v", r, err)
+	}
+	if r, err := anyFromJournal([]byte(`{"timedOut":false,"index":0,"output":null}`)); err != nil || r.Index != 0 || !r.Result.Slept() {
+		t.Fatalf("any slept %+v %v", r, err)
+	}
+	all, err := allFromJournal([]byte(`{"timedOut":true,"outputs":[` + ev + `,null,null],"resolved":[true,false,true]}`))
+	if err != nil || !all.TimedOut || len(all.Items) != 3 || all.Items[0].Event.CorrelationKey != "k" || all.Items[1] != nil || !all.Items[2].Slept() {
+		t.Fatalf("all %+v %v", all, err)
+	}
+	if _, err := allFromJournal([]byte(`{"timedOut":false}`)); err == nil {
+		t.Fatal("an ALL output without outputs must not decode")
+	}
+	outs, err := outcomesFromJournal([]byte(`{"children":[{"runId":"a","job":"j","status":"completed","result":{"n":2}},
+		{"runId":"b","job":"j","status":"failed","failure":{"message":"boom","errorType":"E","nonRetryable":true}},
+		{"runId":"c","job":"j","status":"cancelled"}]}`))
+	if err != nil || len(outs) != 3 {
+		t.Fatalf("outcomes %+v %v", outs, err)
+	}
+	var v struct{ N int }
+	if err := outs[0].Decode(&v); err != nil || v.N != 2 {
+		t.Fatalf("completed child: %v %+v", err, v)
+	}
+	var cf *ChildFailedError
+	err = outs[1].Decode(&v)
+	if !errors.As(err, &cf) || cf.RunID != "b" || cf.Failure.Type != "E" || !IsNonRetryable(err) || err.Error() != "child run b (j) failed: boom" {
+		t.Fatalf("failed child: %v", err)
+	}
+	if err := outs[2].Err(); err == nil || err.Error() != "child run c (j) was cancelled: " {
+		t.Fatalf("cancelled child: %v", err)
+	}
+	if _, err := outcomesFromJournal([]byte(`{"children":[{"runId":"a","status":"exploded"}]}`)); err == nil {
+		t.Fatal("an unknown child status must not decode")
+	}
+	f := failureFromError(fmt.Errorf("wrapped: %w", cf))
+	if !f.NonRetryable || f.Type != "ChildFailed" || !strings.Contains(string(f.Details), `"runId":"b"`) {
+		t.Fatalf("failure %+v", f)
+	}
+}
+
+func TestScheduleSpecValidation(t *testing.T) {
+	for _, spec := range []ScheduleSpec{{}, {Cron: "* * * * *", Every: time.Second}, {Every: time.Second, TimeZone: "UTC"}} {
+		if _, err := spec.toPB(); !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("%+v: %v", spec, err)
+		}
+	}
+	if _, err := catchUpToPB("sometimes"); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatal(err)
+	}
+	if got := scheduleSpecFromPB(mustSpec(t, ScheduleSpec{Cron: "0 9 * * *", TimeZone: "Europe/Paris"})); got.Cron != "0 9 * * *" || got.TimeZone != "Europe/Paris" {
+		t.Fatalf("%+v", got)
+	}
+	if got := scheduleSpecFromPB(mustSpec(t, ScheduleSpec{Every: 90 * time.Second})); got.Every != 90*time.Second {
+		t.Fatalf("%+v", got)
+	}
+}
+
+func mustSpec(t *testing.T, s ScheduleSpec) *pb.ScheduleSpec {
+	t.Helper()
+	spec, err := s.toPB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec
 }

@@ -1,6 +1,7 @@
 package stackshift
 
-// Durable sleeps and event waits on Step: Sleep, SleepUntil and WaitForEvent. Each sends
+// Durable sleeps and event waits on Step: Sleep, SleepUntil and WaitForEvent (child runs are
+// in children.go, combined waits in combined.go). Each sends
 // SuspendRun; the server either resolves the wait at once (the sleep's time has passed, or a
 // matching event is already in the run's inbox) and the handler continues, or stores the wait
 // and releases the lease, in which case the call returns an *InterruptedError, the worker stops
@@ -30,6 +31,12 @@ func kindName(k pb.JournalEntryKind) string {
 		return "event wait"
 	case pb.JournalEntryKind_JOURNAL_ENTRY_KIND_STATE:
 		return "state call"
+	case pb.JournalEntryKind_JOURNAL_ENTRY_KIND_CHILD:
+		return "child wait"
+	case pb.JournalEntryKind_JOURNAL_ENTRY_KIND_ANY:
+		return "wait for any"
+	case pb.JournalEntryKind_JOURNAL_ENTRY_KIND_ALL:
+		return "wait for all"
 	}
 	return "journal entry of an unknown kind"
 }
@@ -160,6 +167,12 @@ func (s *Step) suspend(id string, kind pb.JournalEntryKind, wait any, what strin
 		req.Wait = w
 	case *pb.SuspendRunRequest_Event:
 		req.Wait = w
+	case *pb.SuspendRunRequest_Child:
+		req.Wait = w
+	case *pb.SuspendRunRequest_Any:
+		req.Wait = w
+	case *pb.SuspendRunRequest_All:
+		req.Wait = w
 	}
 	resp, werr := write(l, "SuspendRun", func(cctx context.Context) (*pb.SuspendRunResponse, error) {
 		return s.client.SuspendRun(cctx, req)
@@ -191,6 +204,9 @@ func (s *Step) suspend(id string, kind pb.JournalEntryKind, wait any, what strin
 		return rawJSON(entry.GetOutput()), nil
 	case pb.SuspendOutcome_SUSPEND_OUTCOME_SUSPENDED:
 		until := ""
+		if n := len(resp.GetChildRunIds()); n > 0 {
+			until = fmt.Sprintf(" for %d child run(s)", n)
+		}
 		if resp.GetWakeAt() != nil {
 			until = " until " + resp.GetWakeAt().AsTime().Format(time.RFC3339)
 		}

@@ -50,6 +50,13 @@ type WorkerOptions struct {
 type JobOptions struct {
 	// LeaseTimeout for runs that set none at start (default 30 s).
 	LeaseTimeout time.Duration
+	// Triggers are event triggers the worker creates for this job when it starts, before it
+	// polls (an idempotent create; see JobTrigger). Publishing a matching event then starts a
+	// run of this job whose payload is the event (JobContext.TriggeredEvent). A declaration
+	// the server refuses (e.g. the same event, key and job exists with other options) makes
+	// Start and Run fail with a *TriggerDeclarationError. Removing a declaration does not
+	// delete its trigger: use Client.Triggers().Delete.
+	Triggers []JobTrigger
 }
 
 // Worker long-polls the server for tasks of its registered jobs on its queues, never holding
@@ -109,6 +116,7 @@ func (w *Worker) Job(name string, handler HandlerFunc, opts ...JobOptions) *Work
 	job := registeredJob{handler: handler}
 	if len(opts) > 0 {
 		job.leaseTimeout = opts[0].LeaseTimeout
+		job.triggers = append([]JobTrigger(nil), opts[0].Triggers...)
 	}
 	if _, ok := w.jobs[name]; !ok {
 		w.order = append(w.order, name)
@@ -117,12 +125,21 @@ func (w *Worker) Job(name string, handler HandlerFunc, opts ...JobOptions) *Work
 	return w
 }
 
-// Start begins polling in the background. Calling it twice is a no-op.
-func (w *Worker) Start() {
+// Start creates the event triggers declared on the registered jobs (JobOptions.Triggers),
+// then begins polling in the background. A refused declaration returns a
+// *TriggerDeclarationError and the worker does not start (Start may be called again).
+// Calling it again once started is a no-op.
+func (w *Worker) Start() error { return w.StartContext(context.Background()) }
+
+// StartContext is Start with a context for the trigger declarations' calls.
+func (w *Worker) StartContext(ctx context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.started {
-		return
+		return nil
+	}
+	if err := w.declareTriggers(ctx); err != nil {
+		return err
 	}
 	w.started = true
 	jobs := make(map[string]registeredJob, len(w.jobs))
@@ -137,6 +154,29 @@ func (w *Worker) Start() {
 	}
 	env := &taskEnv{client: w.client.worker, state: w.client.state, jobs: jobs, abandon: w.abandon, log: w.log}
 	go w.pollLoop(env, specs)
+	return nil
+}
+
+// declareTriggers creates every trigger declared on a registered job (idempotent on the
+// server), in registration order.
+func (w *Worker) declareTriggers(ctx context.Context) error {
+	for _, name := range w.order {
+		for _, t := range w.jobs[name].triggers {
+			queue := t.Queue
+			if queue == "" {
+				queue = w.opts.Queues[0]
+			}
+			created, err := w.client.Triggers().Create(ctx, NewEventTrigger{
+				Event: t.Event, CorrelationKey: t.CorrelationKey, Job: name, Queue: queue,
+				RetryPolicy: t.RetryPolicy, LeaseTimeout: t.LeaseTimeout, Priority: t.Priority,
+			})
+			if err != nil {
+				return &TriggerDeclarationError{Job: name, Event: t.Event, CorrelationKey: t.CorrelationKey, Err: err}
+			}
+			w.log.Info("event trigger declared", "job", name, "event", t.Event, "trigger_id", created.Trigger.ID, "created", created.Created)
+		}
+	}
+	return nil
 }
 
 // Shutdown stops polling, lets in-flight handlers finish within the grace period, abandons the
@@ -161,9 +201,12 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Run starts the worker and blocks until ctx is cancelled, then shuts down gracefully.
+// Run starts the worker and blocks until ctx is cancelled, then shuts down gracefully. It
+// returns at once with Start's error when the worker cannot start.
 func (w *Worker) Run(ctx context.Context) error {
-	w.Start()
+	if err := w.StartContext(ctx); err != nil {
+		return err
+	}
 	<-ctx.Done()
 	return w.Shutdown(context.Background())
 }

@@ -50,8 +50,12 @@ impl CliError {
                 endpoint: endpoint.to_owned(),
                 detail,
             },
-            stackshift::Error::PermissionDenied => {
-                Self::PermissionDenied("the API key may not do this".into())
+            stackshift::Error::PermissionDenied(detail) => {
+                Self::PermissionDenied(if detail.is_empty() {
+                    "the API key may not do this".into()
+                } else {
+                    detail
+                })
             }
             other => Self::Sdk(other),
         }

@@ -193,7 +193,7 @@ pub async fn run(
                 new = new.catch_up(parse_catch_up(&c)?);
             }
             let created = api.create(new).await.map_err(|e| match e {
-                stackshift::Error::AlreadyExists => CliError::Input(format!(
+                stackshift::Error::AlreadyExists(_) => CliError::Input(format!(
                     "schedule {id_copy} already exists with a different definition; delete it \
                      first (stackshift schedules delete {id_copy}) or choose another id"
                 )),

@@ -91,7 +91,7 @@ pub async fn run(
                 new = new.queue(q);
             }
             let (t, created) = api.create(new).await.map_err(|e| match e {
-                stackshift::Error::AlreadyExists => CliError::Input(format!(
+                stackshift::Error::AlreadyExists(_) => CliError::Input(format!(
                     "job {job} already has a trigger on event {event} with other options; \
                      delete it first (stackshift triggers list --job {job})"
                 )),

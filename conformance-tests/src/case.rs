@@ -77,6 +77,8 @@ pub enum Action {
     ExpectElapsed(ExpectElapsed),
     /// Check the order in which runs first started a step (ledger).
     ExpectOrder(ExpectOrder),
+    /// Name a run (or a group) whose id comes from a saved answer (`$saved.path`).
+    Bind(BindAction),
 }
 
 /// `start`: create runs with `StartRun`.
@@ -130,7 +132,8 @@ pub struct ClientAction {
     pub name: Option<String>,
     /// `wrong` (an unknown key) or `other` (a valid key of another namespace).
     pub api_key: Option<String>,
-    /// Every field given must equal the same field of the answer (after `$name` substitution).
+    /// Every field given must equal the same field of the answer (after `$name` substitution);
+    /// a key with dots is a path (`outputs.0.status`).
     pub expect: Option<serde_json::Map<String, Value>>,
     /// The gRPC status name the SDK's typed error must carry.
     pub expect_error: Option<String>,
@@ -144,6 +147,30 @@ pub struct ClientAction {
     pub expect_logs: Option<Vec<LogMatch>>,
     /// Name under which the answer is saved (`$name.path` in later arguments).
     pub save: Option<String>,
+    /// Field (dot-separated path) -> the length the list (or string) there must have.
+    pub expect_len: Option<BTreeMap<String, usize>>,
+    /// Field (dot-separated path) -> the least length the list there must have.
+    pub expect_min_len: Option<BTreeMap<String, usize>>,
+    /// Field (dot-separated path) -> a value the answer's field must differ from.
+    pub expect_not: Option<serde_json::Map<String, Value>>,
+    /// Field (dot-separated path) -> values the list there must contain.
+    pub expect_includes: Option<BTreeMap<String, Vec<Value>>>,
+    /// Field (dot-separated path) -> values the list there must not contain.
+    pub expect_excludes: Option<BTreeMap<String, Vec<Value>>>,
+    /// Repeat the call (every 100 ms) until every check passes, for at most this long
+    /// (`5s`); the last answer's failure is reported.
+    pub eventually: Option<String>,
+}
+
+/// `bind`: names a run, or a group of runs, by ids taken from a saved answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindAction {
+    /// The name for the run(s), usable as `run:` and `$name` afterwards.
+    #[serde(rename = "as")]
+    pub name: String,
+    /// `$saved.path` naming a run id (string) or a list of run ids (a group).
+    pub id: String,
 }
 
 /// A timeline entry to find: a kind name (`ATTEMPT_STARTED`) or `{kind, attempt, step_id}`.
@@ -182,6 +209,10 @@ pub struct PublishAction {
     pub matched: Option<i64>,
     /// Expected `duplicate`.
     pub duplicate: Option<bool>,
+    /// Expected number of runs started by event triggers (`started_run_ids`).
+    pub started: Option<usize>,
+    /// Name under which `{event_id, duplicate, matched, started_run_ids}` is saved.
+    pub save: Option<String>,
 }
 
 /// A value picked from a saved client answer (`saved`) or a run's result (`run`), by a
@@ -234,6 +265,8 @@ pub struct ExpectRun {
     pub status: Option<String>,
     pub attempt: Option<i32>,
     pub max_attempts: Option<i32>,
+    /// The parent run (`$name`), or `""` for a run no parent started.
+    pub parent_run_id: Option<String>,
     /// Exact JSON equality.
     pub result: Option<Value>,
     /// Parts of the result: dot-separated path (`outputs.0.granted`) -> exact JSON value.

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use serde_json::{Value, json};
+use serde_json::Value;
 use stackshift::proto as pb;
 use stackshift::{ClientOptions, StackShift};
 
 mod checks;
+mod client;
 mod extra;
 
 use crate::adapter::{Adapter, AdapterSpec};
@@ -376,6 +377,7 @@ impl<'a> CaseRun<'a> {
             Action::ExpectIncreasing(refs) => self.expect_increasing(refs).await?,
             Action::ExpectElapsed(e) => self.expect_elapsed(e).await?,
             Action::ExpectOrder(o) => self.expect_order(o)?,
+            Action::Bind(b) => self.bind(b)?,
             Action::ExpectMaxConcurrency(m) => {
                 let mut ids = BTreeSet::new();
                 for name in m.runs.names() {
@@ -397,88 +399,6 @@ impl<'a> CaseRun<'a> {
                     );
                 }
             }
-        }
-        Ok(())
-    }
-
-    async fn client_action(&mut self, a: &case::ClientAction) -> anyhow::Result<()> {
-        let mut args = match self.substitute(&Value::Object(a.args.clone())) {
-            Value::Object(map) => map,
-            _ => unreachable!("substitute keeps objects"),
-        };
-        if a.op == "start" && !args.contains_key("queue") {
-            args.insert("queue".into(), json!(self.queue));
-        }
-        match a.api_key.as_deref() {
-            None => {}
-            Some("wrong") => {
-                args.insert(
-                    "api_key".into(),
-                    json!("ssk_0000000000000000000000000000000000000000000000000000000000000000"),
-                );
-            }
-            Some("other") => {
-                args.insert("api_key".into(), json!(self.server.other_api_key));
-            }
-            Some(other) => bail!("api_key must be `wrong` or `other`, not {other:?}"),
-        }
-        let adapter = self.adapter.as_mut().context("no adapter running")?;
-        let answer = adapter.call(&a.op, args, CLIENT_CALL_TIMEOUT).await?;
-        if let Some(code) = &a.expect_error {
-            let error = answer
-                .get("error")
-                .with_context(|| format!("expected a {code} error, got {answer}"))?;
-            let got = error.get("code").and_then(Value::as_str).unwrap_or("");
-            ensure!(got == code, "expected a typed {code} error, got {error}");
-            let class = error.get("type").and_then(Value::as_str).unwrap_or("");
-            ensure!(
-                !class.is_empty(),
-                "the error has no type (the SDK must raise a typed error): {error}"
-            );
-            if let Some(reason) = &a.expect_reason {
-                let got = error.get("reason").and_then(Value::as_str).unwrap_or("");
-                ensure!(
-                    got == reason,
-                    "expected the typed conflict reason {reason}, got {got:?}: {error}"
-                );
-            }
-            return Ok(());
-        }
-        let ok = answer.get("ok").with_context(|| {
-            format!(
-                "the SDK call failed: {}",
-                answer.get("error").unwrap_or(&answer)
-            )
-        })?;
-        if let Some(expect) = &a.expect {
-            for (key, want) in expect {
-                let want = self.substitute(want);
-                let got = ok.get(key).unwrap_or(&Value::Null);
-                ensure!(
-                    got == &want,
-                    "field {key}: expected {want}, got {got} (answer {ok})"
-                );
-            }
-        }
-        if let Some(want) = &a.expect_ok {
-            let want = self.substitute(want);
-            ensure!(ok == &want, "the answer is {ok}, expected {want}");
-        }
-        if let Some(want) = &a.expect_timeline {
-            checks::check_timeline(want, ok.get("timeline").unwrap_or(&Value::Null))?;
-        }
-        if let Some(want) = &a.expect_logs {
-            checks::check_logs(want, ok.get("logs").unwrap_or(&Value::Null))?;
-        }
-        if let Some(name) = &a.save {
-            self.saved.insert(name.clone(), ok.clone());
-        }
-        if let Some(name) = &a.name {
-            let id = ok
-                .get("run_id")
-                .and_then(Value::as_str)
-                .context("the answer has no run_id")?;
-            self.runs.insert(name.clone(), vec![id.to_owned()]);
         }
         Ok(())
     }
@@ -640,5 +560,6 @@ fn describe(action: &Action) -> String {
         Action::ExpectIncreasing(_) => "expect_increasing".to_owned(),
         Action::ExpectElapsed(e) => format!("expect_elapsed {} {} -> {}", e.run, e.from, e.to),
         Action::ExpectOrder(o) => format!("expect_order {}", o.step),
+        Action::Bind(b) => format!("bind {} to {}", b.name, b.id),
     }
 }

@@ -4,7 +4,9 @@
 //! (`sdk-*/conformance/`) implement exactly the same catalogue.
 
 mod client_ops;
+mod schedule_ops;
 mod script;
+mod script_waits;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
-use stackshift::{JobContext, StackShift, Worker};
+use stackshift::{JobContext, JobOptions, JobTrigger, StackShift, Worker};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 /// Appends ledger lines; shared by every handler.
@@ -49,6 +51,9 @@ pub async fn main() -> anyhow::Result<()> {
     let client = StackShift::from_env()?;
 
     let script_ledger = ledger.clone();
+    // `conf.on_event` declares its trigger on the job; the worker creates it before polling.
+    let on_event =
+        JobOptions::default().trigger(JobTrigger::event(format!("conf.triggered.{queue}")));
     let worker = Worker::builder(client.clone())
         .queues([queue])
         .concurrency(concurrency)
@@ -59,8 +64,13 @@ pub async fn main() -> anyhow::Result<()> {
         .job("conf.echo", |ctx: JobContext<Value>| async move {
             anyhow::Ok(ctx.payload)
         })
+        .job_with_options(
+            "conf.on_event",
+            on_event,
+            |ctx: JobContext<Value>| async move { anyhow::Ok(ctx.payload) },
+        )
         .build();
-    let handle = worker.start();
+    let handle = worker.try_start().await?;
     let mut ops = client_ops::ClientOps::new(client.clone());
     println!("{}", json!({ "ready": true, "sdk": "rust" }));
 

@@ -27,6 +27,7 @@ mod m20261121_000060_create_schedules;
 mod m20261121_000061_create_event_triggers;
 mod m20261121_000070_alter_runs_parent;
 mod m20261121_000071_create_wait_items;
+mod m20261121_000080_add_run_history_counts;
 
 /// Applies every StackShift migration in order.
 pub struct Migrator;
@@ -55,6 +56,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000061_create_event_triggers::Migration),
             Box::new(m20261121_000070_alter_runs_parent::Migration),
             Box::new(m20261121_000071_create_wait_items::Migration),
+            Box::new(m20261121_000080_add_run_history_counts::Migration),
         ]
     }
 }

@@ -194,6 +194,12 @@ func (s *script) run(ctx context.Context, jc *stackshift.JobContext, ops []any) 
 			} else {
 				s.outputs = append(s.outputs, obj{"received": true, "payload": ev.Payload})
 			}
+		case op["invoke"] != nil, op["invoke_all"] != nil, op["wait_any"] != nil, op["wait_all"] != nil:
+			out, err := issue10Op(ctx, jc, op)
+			if err != nil {
+				return err
+			}
+			s.outputs = append(s.outputs, out)
 		case op["state_set"] != nil, op["state_get"] != nil, op["state_incr"] != nil, op["state_delete"] != nil, op["lock"] != nil:
 			if err := s.stateOp(ctx, jc, op); err != nil {
 				var conflict *stackshift.ConflictError
@@ -333,6 +339,7 @@ func runJSON(run *stackshift.Run) obj {
 		logs = append(logs, obj{"level": string(l.Level), "message": l.Message, "fields": fields, "step_id": l.StepID, "attempt": l.Attempt})
 	}
 	out["timeline"], out["logs"] = timeline, logs
+	out["parent_run_id"] = run.ParentRunID
 	return out
 }
 
@@ -453,7 +460,11 @@ func clientOp(ctx context.Context, def *stackshift.Client, op string, c obj) (an
 		if err != nil {
 			return nil, err
 		}
-		return obj{"event_id": res.Event.ID, "duplicate": res.Duplicate, "matched": res.ResumedRunCount}, nil
+		started := res.StartedRunIDs
+		if started == nil {
+			started = []string{}
+		}
+		return obj{"event_id": res.Event.ID, "duplicate": res.Duplicate, "matched": res.ResumedRunCount, "started_run_ids": started}, nil
 	case "state_get":
 		e, err := client.State().GetEntry(ctx, str(c, "key"))
 		if err != nil || e == nil {
@@ -510,6 +521,9 @@ func clientOp(ctx context.Context, def *stackshift.Client, op string, c obj) (an
 		}
 		return obj{"name": info.Name, "paused": info.Paused, "concurrency_limit": optInt(info.Config.ConcurrencyLimit), "key_concurrency_limit": optInt(info.Config.KeyConcurrencyLimit)}, nil
 	}
+	if result, handled, err := issue10ClientOp(ctx, client, op, c); handled {
+		return result, err
+	}
 	return nil, fmt.Errorf("unknown op %s", op)
 }
 
@@ -552,7 +566,14 @@ func main() {
 	worker.Job("conf.echo", func(ctx context.Context, jc *stackshift.JobContext) (any, error) {
 		return jc.Payload, nil
 	})
-	worker.Start()
+	// conf.on_event is declared with an event trigger: the worker creates it before polling.
+	worker.Job("conf.on_event", func(ctx context.Context, jc *stackshift.JobContext) (any, error) {
+		return jc.Payload, nil
+	}, stackshift.JobOptions{Triggers: []stackshift.JobTrigger{{Event: "conf.triggered." + os.Getenv("CONFORMANCE_QUEUE")}}})
+	if err := worker.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "go adapter:", err)
+		os.Exit(1)
+	}
 
 	out := json.NewEncoder(os.Stdout)
 	_ = out.Encode(obj{"ready": true, "sdk": "go"})

@@ -15,16 +15,24 @@ from datetime import datetime, timedelta
 from typing import Any, Optional
 
 from stackshift import (
+    AllResult,
     AttemptInterruptedError,
+    ChildFailedError,
+    ChildOutcome,
+    ChildRun,
     ConflictError,
+    EventTriggerDeclaration,
+    ItemResult,
     JobContext,
     NonRetryableError,
     RetryPolicy,
     QueueInfo,
     Run,
     StackShift,
+    Schedule,
     StackShiftError,
     StepFailedError,
+    WaitItem,
 )
 
 LEDGER = os.environ["CONFORMANCE_LEDGER"]
@@ -101,6 +109,36 @@ async def state_op(ctx: JobContext[Any], op: dict[str, Any], outputs: list[Any])
             await lock.release()
 
 
+def wait_items(items: list[dict[str, Any]]) -> list[WaitItem]:
+    """``{event: NAME, key?: K}`` or ``{sleep_ms: N}`` as wait items."""
+    return [
+        WaitItem.sleep(ms(item["sleep_ms"])) if "sleep_ms" in item else WaitItem.event(item["event"], item.get("key") or None)
+        for item in items
+    ]
+
+
+def item_output(result: Optional[ItemResult]) -> Any:
+    """An item's output: ``{name, key, payload}`` for an event item, ``null`` otherwise."""
+    if result is None or result.event is None:
+        return None
+    event = result.event
+    return {"name": event.name, "key": event.key or "", "payload": event.payload}
+
+
+def outcome_json(outcome: ChildOutcome) -> dict[str, Any]:
+    if outcome.status == "completed":
+        return {"status": "completed", "result": outcome.result}
+    return {"status": outcome.status, "message": outcome.failure.message if outcome.failure else ""}
+
+
+def all_json(result: AllResult) -> dict[str, Any]:
+    return {
+        "timed_out": result.timed_out,
+        "outputs": [item_output(item) for item in result.items],
+        "resolved": [item is not None for item in result.items],
+    }
+
+
 async def run_ops(ctx: JobContext[Any], ops: list[Any], outputs: list[Any], caught: list[Any]) -> None:
     for op in ops:
         state_key = next((op[name] for name in STATE_OPS if name in op), None)
@@ -117,6 +155,28 @@ async def run_ops(ctx: JobContext[Any], ops: list[Any], outputs: list[Any], caug
             key = op.get("key") or None
             event = await ctx.step.wait_for_event(op["wait_event"], op["event"], key=key, timeout=ms(op["timeout_ms"]))
             outputs.append({"received": False} if event is None else {"received": True, "payload": event.payload})
+        elif isinstance(op.get("invoke"), str):
+            try:
+                outputs.append(await ctx.step.invoke(op["invoke"], op["job"], op.get("payload")))
+            except ChildFailedError as e:
+                if op.get("propagate") is True:
+                    raise
+                outputs.append({"child_failed": True, "status": e.status, "message": e.failure.message})
+        elif isinstance(op.get("invoke_all"), str):
+            children = [ChildRun(c["job"], c.get("payload")) for c in op.get("children", [])]
+            outcomes = await ctx.step.invoke_all(op["invoke_all"], children)
+            outputs.append([outcome_json(o) for o in outcomes])
+        elif isinstance(op.get("wait_any"), str):
+            timeout = ms(op["timeout_ms"]) if isinstance(op.get("timeout_ms"), int) else None
+            got = await ctx.step.wait_for_any(op["wait_any"], wait_items(op.get("items", [])), timeout=timeout)
+            outputs.append(
+                {"timed_out": True}
+                if got.timed_out
+                else {"timed_out": False, "index": got.index, "output": item_output(got.result)}
+            )
+        elif isinstance(op.get("wait_all"), str):
+            timeout = ms(op["timeout_ms"]) if isinstance(op.get("timeout_ms"), int) else None
+            outputs.append(all_json(await ctx.step.wait_for_all(op["wait_all"], wait_items(op.get("items", [])), timeout=timeout)))
         elif isinstance(op.get("log"), str):
             fields = op.get("fields") if isinstance(op.get("fields"), dict) else {}
             getattr(ctx.log, str(op.get("level", "info")))(op["log"], **fields)
@@ -183,6 +243,15 @@ def echo(ctx: JobContext[Any]) -> Any:
     return ctx.payload
 
 
+@client.job(
+    "conf.on_event",
+    triggers=[EventTriggerDeclaration(f"conf.triggered.{os.environ['CONFORMANCE_QUEUE']}", queue_name=os.environ["CONFORMANCE_QUEUE"])],
+)
+def on_event(ctx: JobContext[Any]) -> Any:
+    """Started by the declared trigger; returns the event envelope unchanged."""
+    return ctx.payload
+
+
 def run_json(run: Run, detail: bool = False) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "run_id": run.id,
@@ -191,6 +260,7 @@ def run_json(run: Run, detail: bool = False) -> dict[str, Any]:
         "queue": run.queue,
         "result": run.result,
         "failure": {"message": run.failure.message, "non_retryable": run.failure.non_retryable} if run.failure else None,
+        "parent_run_id": run.parent_run_id or "",
     }
     if detail:
         answer["timeline"] = [{"kind": t.kind, "attempt": t.attempt, "step_id": t.step_id} for t in run.timeline]
@@ -207,6 +277,15 @@ def queue_json(queue: QueueInfo) -> dict[str, Any]:
         "paused": queue.paused,
         "concurrency_limit": queue.config.concurrency_limit,
         "key_concurrency_limit": queue.config.key_concurrency_limit,
+    }
+
+
+def schedule_json(schedule: Schedule) -> dict[str, Any]:
+    return {
+        "schedule_id": schedule.id,
+        "job": schedule.job,
+        "paused": schedule.paused,
+        "recent_run_ids": schedule.recent_run_ids,
     }
 
 
@@ -252,7 +331,59 @@ async def client_op(op: str, c: dict[str, Any]) -> Any:
         return {"run_ids": [r.id for r in page.runs]}
     if op == "publish_event":
         published = await ss.events.publish(c["name"], c.get("payload"), key=c.get("key"), id=c.get("event_id"))
-        return {"event_id": published.event.id, "duplicate": published.duplicate, "matched": published.resumed_run_count}
+        return {
+            "event_id": published.event.id,
+            "duplicate": published.duplicate,
+            "matched": published.resumed_run_count,
+            "started_run_ids": published.started_run_ids,
+        }
+    if op == "create_schedule":
+        every = ms(c["every_ms"]) if isinstance(c.get("every_ms"), int) else None
+        created = await ss.schedules.create(
+            c.get("schedule_id", ""),
+            c.get("job", ""),
+            c.get("payload"),
+            cron=c.get("cron"),
+            time_zone=c.get("time_zone"),
+            every=every,
+            queue_name=c.get("queue"),
+            catch_up=c.get("catch_up"),
+            paused=c.get("paused") is True,
+        )
+        return {**schedule_json(created.schedule), "created": created.created}
+    if op == "get_schedule":
+        return schedule_json(await ss.schedules.get(c["schedule_id"]))
+    if op == "pause_schedule":
+        return schedule_json(await ss.schedules.pause(c["schedule_id"]))
+    if op == "resume_schedule":
+        return schedule_json(await ss.schedules.resume(c["schedule_id"]))
+    if op == "delete_schedule":
+        await ss.schedules.delete(c["schedule_id"])
+        return None
+    if op == "list_schedules":
+        schedule_ids: list[str] = []
+        next_token: Optional[str] = None
+        while True:
+            schedules = await ss.schedules.list(page_size=1000, page_token=next_token)
+            schedule_ids += [s.id for s in schedules.schedules]
+            next_token = schedules.next_page_token
+            if next_token is None:
+                return {"schedule_ids": schedule_ids}
+    if op == "create_trigger":
+        trigger = await ss.triggers.create(c["event"], c["job"], key=c.get("key"), queue_name=c.get("queue"))
+        return {"trigger_id": trigger.trigger.id, "created": trigger.created}
+    if op == "list_triggers":
+        trigger_ids: list[str] = []
+        token: Optional[str] = None
+        while True:
+            triggers = await ss.triggers.list(event=c.get("event"), job=c.get("job"), page_size=1000, page_token=token)
+            trigger_ids += [t.id for t in triggers.triggers]
+            token = triggers.next_page_token
+            if token is None:
+                return {"trigger_ids": trigger_ids}
+    if op == "delete_trigger":
+        await ss.triggers.delete(c["trigger_id"])
+        return None
     if op == "state_get":
         return await ss.state.get(c["key"])
     if op == "state_set":

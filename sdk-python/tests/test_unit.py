@@ -99,3 +99,32 @@ def test_reserved_and_suffixed_ids_share_one_counter() -> None:
     assert [step._effective_id(i) for i in ("nap", "work", "nap")] == ["nap", "work", "nap#2"]
     with pytest.raises(NonRetryableError, match="reserved"):
         step._effective_id("state:1")
+
+
+def test_child_and_combined_wait_journal_outputs_decode() -> None:
+    from stackshift import ChildFailedError
+    from stackshift.children import outcomes_from_journal
+    from stackshift.waits import all_from_journal, any_from_journal
+
+    out = (
+        b'{"children":[{"runId":"a","job":"j","status":"completed","result":{"n":2}},'
+        b'{"runId":"b","job":"j","status":"cancelled","failure":{"message":"parent run p was cancelled",'
+        b'"errorType":"ParentCancelled","nonRetryable":false}}]}'
+    )
+    ok, cancelled = outcomes_from_journal(out)
+    assert ok.result_or_raise() == {"n": 2}
+    assert cancelled.failure is not None and cancelled.failure.type == "ParentCancelled"
+    with pytest.raises(ChildFailedError) as raised:
+        cancelled.result_or_raise()
+    assert raised.value.status == "cancelled" and raised.value.non_retryable
+    assert str(raised.value) == "child run b (j) was cancelled: parent run p was cancelled"
+    with pytest.raises(ValueError):
+        outcomes_from_journal(b'{"children":[{"runId":"a","status":"lost"}]}')
+
+    ev = b'{"timedOut":false,"event":{"id":"e1","name":"n","correlationKey":"k","payload":{"a":1},"publishedAt":1700000000000}}'
+    got = any_from_journal(b'{"timedOut":false,"index":1,"output":' + ev + b"}")
+    assert got.index == 1 and got.result is not None and got.result.event is not None
+    assert got.result.event.key == "k" and got.result.event.payload == {"a": 1}
+    assert any_from_journal(b'{"timedOut":true}').timed_out
+    all_ = all_from_journal(b'{"timedOut":true,"outputs":[' + ev + b',null,null],"resolved":[true,true,false]}')
+    assert all_.timed_out and all_.items[1] is not None and all_.items[1].kind == "sleep" and all_.items[2] is None

@@ -20,6 +20,8 @@
 //! `cargo run -p stackshift --example file_import`. Exits with status 1 when the outcome is
 //! wrong.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::Duration;
@@ -217,31 +219,31 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
             l.completed,
         )
     });
-    check(
+    support::check(
         failures,
         run.status == RunStatus::Completed,
         "the run completed",
     );
-    check(failures, run.attempt == 2, "it took exactly two attempts");
-    check(
+    support::check(failures, run.attempt == 2, "it took exactly two attempts");
+    support::check(
         failures,
         run.result == Some(json!({ "rows": ROWS })),
         &format!("the result is {{\"rows\": {ROWS}}}"),
     );
-    check(failures, downloads == 1, "the file was downloaded once");
-    check(
+    support::check(failures, downloads == 1, "the file was downloaded once");
+    support::check(
         failures,
         imported == (0..batches).collect::<Vec<_>>(),
         "every batch was imported exactly once, in order",
     );
-    check(failures, imported_rows == ROWS, "the imported rows add up");
-    check(
+    support::check(failures, imported_rows == ROWS, "the imported rows add up");
+    support::check(
         failures,
         completed == 1,
         "the file was marked complete once",
     );
     let counted: Option<i64> = client.state().get(&format!("files:{file_id}:rows")).await?;
-    check(
+    support::check(
         failures,
         counted == Some(ROWS as i64),
         &format!(
@@ -254,7 +256,7 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
         .filter(|s| s.id.starts_with("state:"))
         .map(|s| (s.id.as_str(), s.attempt))
         .collect();
-    check(
+    support::check(
         failures,
         state_calls.len() == batches
             && state_calls.contains(&("state:1", 1))
@@ -268,7 +270,7 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
         .map(|s| s.id.as_str())
         .filter(|id| !id.starts_with("state:"))
         .collect();
-    check(
+    support::check(
         failures,
         step_ids
             == [
@@ -281,7 +283,7 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
             ],
         "step ids carry occurrence suffixes (import-batch, import-batch#2, import-batch#3)",
     );
-    check(
+    support::check(
         failures,
         run.step("import-batch#2").is_some_and(|s| s.attempt == 1)
             && run.step("import-batch#3").is_some_and(|s| s.attempt == 2),
@@ -290,51 +292,21 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
     Ok(())
 }
 
-fn check(failures: &mut Vec<String>, ok: bool, what: &str) {
-    println!("  [{}] {what}", if ok { "ok" } else { "FAILED" });
-    if !ok {
-        failures.push(what.to_owned());
-    }
-}
-
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,stackshift=info".into()),
-        )
-        .init();
-    let client = match StackShift::from_env() {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("cannot create the client: {e}");
-            std::process::exit(1);
-        }
-    };
-    println!("server: {}", client.endpoint());
-    let worker = Worker::builder(client.clone())
-        .concurrency(4)
-        .shutdown_grace(Duration::from_secs(5))
-        .job("processUpload", process_upload)
-        .build()
-        .start();
-
-    let mut failures = Vec::new();
-    let outcome = scenario(&client, &mut failures).await;
-    worker.shutdown().await;
-
-    if let Err(e) = outcome {
-        eprintln!("example failed: {e:#}");
-        std::process::exit(1);
-    }
-    if !failures.is_empty() {
-        eprintln!(
-            "{} check(s) failed: {}",
-            failures.len(),
-            failures.join("; ")
-        );
-        std::process::exit(1);
-    }
-    println!("file_import: all checks passed");
+    support::run_example(
+        "file_import",
+        |client| {
+            Some(
+                Worker::builder(client.clone())
+                    .concurrency(4)
+                    .shutdown_grace(Duration::from_secs(5))
+                    .job("processUpload", process_upload)
+                    .build()
+                    .start(),
+            )
+        },
+        scenario,
+    )
+    .await;
 }

@@ -18,6 +18,8 @@
 //! `cargo run -p stackshift --example payment_confirmation`. Exits with status 1 when the
 //! outcome is wrong.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -169,7 +171,7 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
         "webhook for {} published early: resumed {} run(s)",
         early.payment_id, published.resumed_run_count
     );
-    check(
+    support::check(
         failures,
         published.resumed_run_count == 0,
         "the early event resumed nothing (the run was not waiting yet)",
@@ -185,12 +187,12 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
     let run2 = client.start(job, &late, StartOptions::default()).await?;
     println!("started run {} (payment {})", run2.id, late.payment_id);
     let waiting = wait_until_waiting(client, &run2.id).await?;
-    check(failures, waiting, "run 2 is waiting for its payment");
+    support::check(failures, waiting, "run 2 is waiting for its payment");
     let other = client
         .events()
         .publish(confirmed(&format!("pay_{suffix}_unrelated"), 1))
         .await?;
-    check(
+    support::check(
         failures,
         other.resumed_run_count == 0,
         "an event for another payment id resumed nothing",
@@ -203,7 +205,7 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
         "webhook for {} published late: resumed {:?}",
         late.payment_id, published.resumed_run_ids
     );
-    check(
+    support::check(
         failures,
         published.resumed_run_ids == [run2.id.clone()],
         "the late event resumed exactly run 2",
@@ -212,7 +214,7 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
         .events()
         .publish(confirmed(&late.payment_id, 9_900))
         .await?;
-    check(
+    support::check(
         failures,
         again.duplicate && again.resumed_run_count == 0,
         "the webhook delivered twice was stored once",
@@ -225,24 +227,24 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
 
     for (run, o, amount) in [(&done1, &early, 4_200), (&done2, &late, 9_900)] {
         let n = if run.id == done1.id { 1 } else { 2 };
-        check(
+        support::check(
             failures,
             run.status == RunStatus::Completed
                 && run.result == Some(json!({ "provisioned": true, "amount": amount })),
             &format!("run {n} completed with amount {amount}"),
         );
-        check(
+        support::check(
             failures,
             run.attempt == 1 && run.attempts.len() == 1,
             &format!("run {n} took one attempt (waiting is not a retry)"),
         );
-        check(
+        support::check(
             failures,
             run.step("wait-for-payment")
                 .is_some_and(|s| s.kind == StepKind::Event),
             &format!("run {n}'s timeline shows the event it received"),
         );
-        check(
+        support::check(
             failures,
             calls(&format!("invoice:{}", o.payment_id)) == 1,
             &format!("run {n} created its invoice once"),
@@ -287,41 +289,7 @@ fn report(run: &stackshift::Run) {
     }
 }
 
-fn check(failures: &mut Vec<String>, ok: bool, what: &str) {
-    println!("  [{}] {what}", if ok { "ok" } else { "FAILED" });
-    if !ok {
-        failures.push(what.to_owned());
-    }
-}
-
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,stackshift=info".into()),
-        )
-        .init();
-    let client = match StackShift::from_env() {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("cannot create the client: {e}");
-            std::process::exit(1);
-        }
-    };
-    println!("server: {}", client.endpoint());
-    let mut failures = Vec::new();
-    if let Err(e) = scenario(&client, &mut failures).await {
-        eprintln!("example failed: {e:#}");
-        std::process::exit(1);
-    }
-    if !failures.is_empty() {
-        eprintln!(
-            "{} check(s) failed: {}",
-            failures.len(),
-            failures.join("; ")
-        );
-        std::process::exit(1);
-    }
-    println!("payment_confirmation: all checks passed");
+    support::run_example("payment_confirmation", |_| None, scenario).await;
 }

@@ -11,6 +11,8 @@
 //! `cargo run -p stackshift --example payment_provisioning`. Exits with status 1 when the
 //! outcome is wrong.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -166,25 +168,25 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
         println!("  step {} recorded by attempt {}", step.id, step.attempt);
     }
 
-    check(
+    support::check(
         failures,
         run.status == RunStatus::Completed,
         "the run completed",
     );
-    check(failures, run.attempt == 2, "it took exactly two attempts");
-    check(
+    support::check(failures, run.attempt == 2, "it took exactly two attempts");
+    support::check(
         failures,
         run.result == Some(json!({ "provisioned": true })),
         "the result is {\"provisioned\": true}",
     );
     let first_failure = run.attempts.first().and_then(|a| a.failure.as_ref());
-    check(
+    support::check(
         failures,
         first_failure.is_some_and(|f| f.message.contains("timed out") && !f.non_retryable),
         "attempt 1 failed with the transient provisioning error",
     );
     let step_ids: Vec<&str> = run.steps.iter().map(|s| s.id.as_str()).collect();
-    check(
+    support::check(
         failures,
         step_ids
             == [
@@ -195,28 +197,28 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
             ],
         "all four steps are recorded, in order",
     );
-    check(
+    support::check(
         failures,
         run.step("verify-payment").is_some_and(|s| s.attempt == 1),
         "verify-payment was recorded by attempt 1",
     );
-    check(
+    support::check(
         failures,
         calls(&format!("verify:{}", payload.payment_id)) == 1,
         "verify-payment executed exactly once (replayed on the retry)",
     );
-    check(
+    support::check(
         failures,
         calls(&format!("provision:{}", payload.customer_id)) == 2,
         "provisioning executed twice (failed once, then succeeded)",
     );
-    check(
+    support::check(
         failures,
         calls(&format!("plan:{}", payload.customer_id)) == 1,
         "the plan was enabled once",
     );
     let email = format!("billing+{suffix}@example.com");
-    check(
+    support::check(
         failures,
         calls(&format!("receipt:{email}")) == 1,
         "one receipt was sent",
@@ -224,51 +226,21 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
     Ok(())
 }
 
-fn check(failures: &mut Vec<String>, ok: bool, what: &str) {
-    println!("  [{}] {what}", if ok { "ok" } else { "FAILED" });
-    if !ok {
-        failures.push(what.to_owned());
-    }
-}
-
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,stackshift=info".into()),
-        )
-        .init();
-    let client = match StackShift::from_env() {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("cannot create the client: {e}");
-            std::process::exit(1);
-        }
-    };
-    println!("server: {}", client.endpoint());
-    let worker = Worker::builder(client.clone())
-        .concurrency(4)
-        .shutdown_grace(Duration::from_secs(5))
-        .job("provisionAfterPayment", provision_after_payment)
-        .build()
-        .start();
-
-    let mut failures = Vec::new();
-    let outcome = scenario(&client, &mut failures).await;
-    worker.shutdown().await;
-
-    if let Err(e) = outcome {
-        eprintln!("example failed: {e:#}");
-        std::process::exit(1);
-    }
-    if !failures.is_empty() {
-        eprintln!(
-            "{} check(s) failed: {}",
-            failures.len(),
-            failures.join("; ")
-        );
-        std::process::exit(1);
-    }
-    println!("payment_provisioning: all checks passed");
+    support::run_example(
+        "payment_provisioning",
+        |client| {
+            Some(
+                Worker::builder(client.clone())
+                    .concurrency(4)
+                    .shutdown_grace(Duration::from_secs(5))
+                    .job("provisionAfterPayment", provision_after_payment)
+                    .build()
+                    .start(),
+            )
+        },
+        scenario,
+    )
+    .await;
 }

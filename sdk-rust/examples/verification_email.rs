@@ -6,6 +6,8 @@
 //! `cargo run -p stackshift --example verification_email`. Exits with status 1 when the
 //! outcome is wrong.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
@@ -92,17 +94,17 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
         "enqueued again: run {} (duplicate: {})",
         second.id, second.duplicate
     );
-    check(
+    support::check(
         failures,
         !first.duplicate,
         "the first enqueue is not a duplicate",
     );
-    check(
+    support::check(
         failures,
         second.duplicate,
         "the second enqueue is flagged as a duplicate",
     );
-    check(
+    support::check(
         failures,
         second.id == first.id,
         "both enqueues return the same run id",
@@ -118,27 +120,27 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
         run.attempt,
         run.result.clone().unwrap_or_default()
     );
-    check(
+    support::check(
         failures,
         run.status == RunStatus::Completed,
         "the run completed",
     );
-    check(
+    support::check(
         failures,
         run.queue == "emails",
         "the run is on the emails queue",
     );
-    check(
+    support::check(
         failures,
         emails_sent_to(&email) == 1,
         "exactly one email was sent",
     );
-    check(
+    support::check(
         failures,
         run.step("send-verification-email").is_some(),
         "the send step was recorded",
     );
-    check(
+    support::check(
         failures,
         run.result
             .as_ref()
@@ -149,52 +151,22 @@ async fn scenario(client: &StackShift, failures: &mut Vec<String>) -> anyhow::Re
     Ok(())
 }
 
-fn check(failures: &mut Vec<String>, ok: bool, what: &str) {
-    println!("  [{}] {what}", if ok { "ok" } else { "FAILED" });
-    if !ok {
-        failures.push(what.to_owned());
-    }
-}
-
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,stackshift=info".into()),
-        )
-        .init();
-    let client = match StackShift::from_env() {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("cannot create the client: {e}");
-            std::process::exit(1);
-        }
-    };
-    println!("server: {}", client.endpoint());
-    let worker = Worker::builder(client.clone())
-        .queues(["emails"])
-        .concurrency(4)
-        .shutdown_grace(Duration::from_secs(5))
-        .job("sendVerificationEmail", send_verification_email)
-        .build()
-        .start();
-
-    let mut failures = Vec::new();
-    let outcome = scenario(&client, &mut failures).await;
-    worker.shutdown().await;
-
-    if let Err(e) = outcome {
-        eprintln!("example failed: {e:#}");
-        std::process::exit(1);
-    }
-    if !failures.is_empty() {
-        eprintln!(
-            "{} check(s) failed: {}",
-            failures.len(),
-            failures.join("; ")
-        );
-        std::process::exit(1);
-    }
-    println!("verification_email: all checks passed");
+    support::run_example(
+        "verification_email",
+        |client| {
+            Some(
+                Worker::builder(client.clone())
+                    .queues(["emails"])
+                    .concurrency(4)
+                    .shutdown_grace(Duration::from_secs(5))
+                    .job("sendVerificationEmail", send_verification_email)
+                    .build()
+                    .start(),
+            )
+        },
+        scenario,
+    )
+    .await;
 }

@@ -78,10 +78,16 @@ pub struct StackShift {
 }
 
 impl StackShift {
-    /// A client configured from `STACKSHIFT_ENDPOINT` (default `http://127.0.0.1:7447`) and
-    /// `STACKSHIFT_API_KEY` (optional). See [`StackShift::new`].
+    /// A client configured from the environment, like the TypeScript, Python and Go SDKs:
+    /// `STACKSHIFT_ENDPOINT` (default `http://127.0.0.1:7447`), `STACKSHIFT_API_KEY`
+    /// (optional), and for an `https://` endpoint `STACKSHIFT_TLS_CA` (a PEM file of the CA
+    /// to trust instead of the web PKI roots) and `STACKSHIFT_TLS_CLIENT_CERT` +
+    /// `STACKSHIFT_TLS_CLIENT_KEY` (PEM files of the client identity for mutual TLS; both or
+    /// neither). An unreadable file is an [`Error::InvalidArgument`] naming the variable. See
+    /// [`StackShift::new`].
     pub fn from_env() -> Result<Self, Error> {
-        Self::new(ClientOptions::from_env())
+        let var = |name: &str| std::env::var(name).ok();
+        Self::new(options_from_env(ClientOptions::from_env(), var)?)
     }
 
     /// A client for these options. It connects lazily: creating it never fails because the
@@ -419,6 +425,42 @@ pub(crate) fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T
     request
 }
 
+/// Adds the TLS files named by `STACKSHIFT_TLS_*` (read through `var`; empty values count as
+/// unset) to `options`.
+fn options_from_env(
+    mut options: ClientOptions,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<ClientOptions, Error> {
+    let path = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    let read = |name: &str, path: String| {
+        std::fs::read(&path)
+            .map_err(|e| Error::InvalidArgument(format!("cannot read {name} ({path}): {e}")))
+    };
+    if let Some(ca) = path("STACKSHIFT_TLS_CA") {
+        options = options.tls_ca_pem(read("STACKSHIFT_TLS_CA", ca)?);
+    }
+    match (
+        path("STACKSHIFT_TLS_CLIENT_CERT"),
+        path("STACKSHIFT_TLS_CLIENT_KEY"),
+    ) {
+        (Some(cert), Some(key)) => {
+            options = options.tls_client_identity(
+                read("STACKSHIFT_TLS_CLIENT_CERT", cert)?,
+                read("STACKSHIFT_TLS_CLIENT_KEY", key)?,
+            );
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::InvalidArgument(
+                "set both STACKSHIFT_TLS_CLIENT_CERT and STACKSHIFT_TLS_CLIENT_KEY for mutual \
+                 TLS, or neither"
+                    .to_owned(),
+            ));
+        }
+    }
+    Ok(options)
+}
+
 /// TLS settings for an `https://` endpoint: the configured CA (else the web PKI roots) and
 /// the client identity for mutual TLS.
 fn tls_config(options: &ClientOptions) -> tonic::transport::ClientTlsConfig {
@@ -460,6 +502,69 @@ mod tests {
         StackShift::new(ClientOptions::new("https://example.com")).unwrap();
         StackShift::new(ClientOptions::new("https://example.com").tls_ca_pem(b"x".to_vec()))
             .unwrap();
+    }
+
+    #[test]
+    fn tls_files_come_from_the_environment() {
+        let dir = std::env::temp_dir().join(format!("ss-tls-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, b"CA").unwrap();
+        let env = |pairs: &[(&str, String)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            }
+        };
+        let ca_path = ca.display().to_string();
+        let base = || ClientOptions::new("https://example.com");
+
+        let none = options_from_env(base(), env(&[])).unwrap();
+        assert!(none.tls_ca_pem.is_none() && none.tls_client_identity.is_none());
+
+        let with_ca = options_from_env(base(), env(&[("STACKSHIFT_TLS_CA", ca_path.clone())]));
+        assert_eq!(with_ca.unwrap().tls_ca_pem.as_deref(), Some(&b"CA"[..]));
+
+        let mtls = options_from_env(
+            base(),
+            env(&[
+                ("STACKSHIFT_TLS_CLIENT_CERT", ca_path.clone()),
+                ("STACKSHIFT_TLS_CLIENT_KEY", ca_path.clone()),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            mtls.tls_client_identity,
+            Some((b"CA".to_vec(), b"CA".to_vec()))
+        );
+
+        let missing = options_from_env(
+            base(),
+            env(&[("STACKSHIFT_TLS_CA", "/nonexistent/ca.pem".to_owned())]),
+        )
+        .unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::InvalidArgument);
+        assert!(
+            missing.to_string().contains("STACKSHIFT_TLS_CA"),
+            "{missing}"
+        );
+
+        let half = options_from_env(
+            base(),
+            env(&[("STACKSHIFT_TLS_CLIENT_CERT", ca_path.clone())]),
+        )
+        .unwrap_err();
+        assert!(
+            half.to_string().contains("STACKSHIFT_TLS_CLIENT_KEY"),
+            "{half}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

@@ -252,6 +252,7 @@ impl From<i32> for TimelineKind {
             Ok(K::Cancelled) => TimelineKind::Cancelled,
             Ok(K::Retried) => TimelineKind::Retried,
             Ok(K::LogsTruncated) => TimelineKind::LogsTruncated,
+            Ok(K::TimelineTruncated) => TimelineKind::TimelineTruncated,
             Ok(K::Unspecified) | Err(_) => TimelineKind::Other(kind),
         }
     }

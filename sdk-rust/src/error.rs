@@ -24,9 +24,10 @@ pub enum Error {
     /// The run (or another named entity) does not exist (`NOT_FOUND`).
     #[error("not found: {0}")]
     NotFound(String),
-    /// The entity already exists (`ALREADY_EXISTS`).
-    #[error("already exists")]
-    AlreadyExists,
+    /// The entity already exists (`ALREADY_EXISTS`), e.g. a schedule id taken by another
+    /// definition; the server's message says which.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
     /// The operation does not fit the entity's state, e.g. retrying a completed run or
     /// writing with a stale lease (`FAILED_PRECONDITION`).
     #[error("failed precondition: {0}")]
@@ -35,8 +36,8 @@ pub enum Error {
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
     /// The API key may not do this (`PERMISSION_DENIED`).
-    #[error("permission denied")]
-    PermissionDenied,
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// A limit was exceeded, e.g. a payload over the server's size limit
     /// (`RESOURCE_EXHAUSTED`).
     #[error("resource exhausted: {0}")]
@@ -78,6 +79,36 @@ pub enum Error {
     /// handler and reports nothing.
     #[error("attempt interrupted")]
     Interrupted(#[source] Interrupted),
+    /// The server refused an event trigger a job declares ([`crate::JobTrigger`]), so the
+    /// worker did not start. [`Error::code`] is the code of the refusal (`source`):
+    /// `ALREADY_EXISTS` when a trigger for the same event, key and job exists with other
+    /// options (delete it first), `INVALID_ARGUMENT` for a bad name,
+    /// `RESOURCE_EXHAUSTED` past 100 triggers on the event.
+    #[error(
+        "job {job:?} declares a trigger on event {event:?} (correlation key {correlation_key:?}, queue {queue:?}) that the server refused: {}",
+        trigger_hint(source)
+    )]
+    TriggerRefused {
+        /// The declaring job.
+        job: String,
+        /// The trigger's event name.
+        event: String,
+        /// The trigger's correlation key (`""` = any).
+        correlation_key: String,
+        /// The queue of the trigger's runs.
+        queue: String,
+        /// The server's refusal.
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+/// The refusal of a declared trigger, with what to do about an existing one.
+fn trigger_hint(source: &Error) -> String {
+    match source {
+        Error::AlreadyExists(_) => "a trigger for the same event, correlation key and job already exists with other options; delete it (`stackshift triggers list --job JOB`, then `stackshift triggers delete ID`) or declare the same options".to_owned(),
+        other => other.to_string(),
+    }
 }
 
 impl Error {
@@ -89,10 +120,10 @@ impl Error {
         match self {
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
-            Error::AlreadyExists => Code::AlreadyExists,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unauthenticated(_) => Code::Unauthenticated,
-            Error::PermissionDenied => Code::PermissionDenied,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Cancelled(_) => Code::Cancelled,
             Error::Aborted(_) => Code::Aborted,
@@ -101,6 +132,7 @@ impl Error {
             Error::Json(_) => Code::InvalidArgument,
             Error::Conflict { .. } => Code::FailedPrecondition,
             Error::Interrupted(_) => Code::Aborted,
+            Error::TriggerRefused { source, .. } => source.code(),
         }
     }
 
@@ -133,7 +165,7 @@ impl From<Status> for Error {
         match status.code() {
             Code::InvalidArgument => Error::InvalidArgument(message),
             Code::NotFound => Error::NotFound(message),
-            Code::AlreadyExists => Error::AlreadyExists,
+            Code::AlreadyExists => Error::AlreadyExists(message),
             Code::FailedPrecondition => match status
                 .metadata()
                 .get(crate::state::REASON_METADATA)
@@ -146,7 +178,7 @@ impl From<Status> for Error {
                 None => Error::FailedPrecondition(message),
             },
             Code::Unauthenticated => Error::Unauthenticated(message),
-            Code::PermissionDenied => Error::PermissionDenied,
+            Code::PermissionDenied => Error::PermissionDenied(message),
             Code::ResourceExhausted => Error::ResourceExhausted(message),
             Code::Cancelled => Error::Cancelled(message),
             Code::Aborted => Error::Aborted(message),

@@ -97,7 +97,8 @@ pub use events::{
 };
 pub use log::Logger;
 pub use options::{
-    ClientOptions, DEFAULT_ENDPOINT, JobOptions, ListRunsOptions, RetryPolicy, StartOptions,
+    ClientOptions, DEFAULT_ENDPOINT, JobOptions, JobTrigger, ListRunsOptions, RetryPolicy,
+    StartOptions,
 };
 pub use queues::{QueueConfig, QueueInfo, QueuePage, QueueStats, QueuesClient, RateLimit};
 pub use run::{

@@ -1,6 +1,6 @@
 //! Options for the client ([`ClientOptions`]), for starting runs ([`StartOptions`],
 //! [`RetryPolicy`]), for listing runs ([`ListRunsOptions`]) and for registering jobs on a
-//! worker ([`JobOptions`]).
+//! worker ([`JobOptions`], [`JobTrigger`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -309,11 +309,15 @@ pub struct ListRunsOptions {
 }
 
 /// Per-job options for [`crate::WorkerBuilder::job_with_options`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobOptions {
     /// Lease timeout for runs of this job that did not set one at start (server default
     /// 30 s). The worker heartbeats every third of it.
     pub lease_timeout: Option<Duration>,
+    /// Event triggers declared on the job: each published event they match starts a run
+    /// of it. The worker creates them when it starts, before it polls (see
+    /// [`JobTrigger`]).
+    pub triggers: Vec<JobTrigger>,
 }
 
 impl JobOptions {
@@ -321,6 +325,69 @@ impl JobOptions {
     #[must_use]
     pub fn lease_timeout(mut self, timeout: Duration) -> Self {
         self.lease_timeout = Some(timeout);
+        self
+    }
+
+    /// Declares an event trigger on the job (may be given several times).
+    ///
+    /// ```
+    /// use stackshift::{JobOptions, JobTrigger};
+    /// let options = JobOptions::default()
+    ///     .trigger(JobTrigger::event("user.signed_up"))
+    ///     .trigger(JobTrigger::event("order.paid").correlation_key("eu").queue("billing"));
+    /// assert_eq!(options.triggers.len(), 2);
+    /// ```
+    #[must_use]
+    pub fn trigger(mut self, trigger: JobTrigger) -> Self {
+        self.triggers.push(trigger);
+        self
+    }
+}
+
+/// An event trigger declared on a job with [`JobOptions::trigger`]: every published event
+/// named `event` (with exactly `correlation_key`, when one is given) starts one run of the
+/// job, with the event as its payload ([`crate::TriggeredEvent`]).
+///
+/// The worker creates its declared triggers with the idempotent `CreateEventTrigger` when
+/// it starts, before it polls: a trigger that already exists with the same options is kept
+/// as it is, so every worker of a deployment may declare the same triggers. The runs go to
+/// the trigger's [`queue`](JobTrigger::queue), by default **the first queue the worker
+/// polls** (`default` when none was set), so the declaring worker serves them. The server's
+/// refusal (an invalid name, a trigger for the same event, key and job with other options,
+/// more than 100 triggers on the event) fails the worker's start with
+/// [`crate::Error::TriggerRefused`]. Removing a declaration does not delete the trigger:
+/// delete it with `client.triggers().delete(id)` or `stackshift triggers delete`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobTrigger {
+    /// The event name.
+    pub event: String,
+    /// Only events published with exactly this key start a run; `None` = any key.
+    pub correlation_key: Option<String>,
+    /// The queue of the runs; `None` = the worker's first queue.
+    pub queue: Option<String>,
+}
+
+impl JobTrigger {
+    /// Events named `name` start a run of the job.
+    pub fn event(name: impl Into<String>) -> Self {
+        Self {
+            event: name.into(),
+            correlation_key: None,
+            queue: None,
+        }
+    }
+
+    /// Only events with exactly this correlation key start a run.
+    #[must_use]
+    pub fn correlation_key(mut self, key: impl Into<String>) -> Self {
+        self.correlation_key = Some(key.into());
+        self
+    }
+
+    /// The queue of the runs (default: the worker's first queue).
+    #[must_use]
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
         self
     }
 }

@@ -312,6 +312,8 @@ pub enum TimelineKind {
     Retried,
     /// The run reached its log cap; later lines were dropped.
     LogsTruncated,
+    /// The run reached its timeline cap; later entries were dropped (except how it ended).
+    TimelineTruncated,
     /// A kind this SDK version does not know (the raw protobuf value).
     Other(i32),
 }
@@ -336,6 +338,7 @@ impl TimelineKind {
             TimelineKind::Cancelled => "cancelled",
             TimelineKind::Retried => "retried",
             TimelineKind::LogsTruncated => "logs_truncated",
+            TimelineKind::TimelineTruncated => "timeline_truncated",
             TimelineKind::Other(_) => "unknown",
         }
     }

@@ -8,6 +8,9 @@
 //! handlers get the grace period to finish, and whatever still runs after it is abandoned
 //! (the server redelivers those runs when their leases expire).
 //!
+//! Jobs may declare event triggers ([`crate::JobTrigger`] in [`JobOptions`]): the worker
+//! creates them before its first poll ([`Worker::try_start`] reports a refusal as an error).
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use serde::{Deserialize, Serialize};
@@ -37,6 +40,7 @@
 
 mod backoff;
 pub(crate) use backoff::Backoff;
+mod declare;
 pub(crate) mod lease;
 mod poller;
 mod registry;
@@ -52,6 +56,7 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::Error;
 use crate::client::StackShift;
 use crate::context::JobContext;
 use crate::options::JobOptions;
@@ -219,10 +224,56 @@ impl Worker {
     /// Starts polling in a background Tokio task and returns a handle to stop it. Dropping
     /// the handle does not stop the worker; call [`WorkerHandle::shutdown`].
     ///
+    /// When jobs declare event triggers ([`crate::JobTrigger`]) the background task creates
+    /// them first (retrying while the server is unreachable) and polls only once they
+    /// exist; a refused declaration is logged as an error and the worker stops without
+    /// polling ([`WorkerHandle::is_finished`]). Use [`Worker::try_start`] to get that
+    /// refusal as an error, and to know the triggers exist when it returns.
+    ///
     /// # Panics
     /// When called outside a Tokio runtime (like [`tokio::spawn`]).
     pub fn start(self) -> WorkerHandle {
+        let declared = declare::declarations(&self.registry, self.first_queue());
+        self.launch(declared)
+    }
+
+    /// Creates the event triggers the jobs declare ([`crate::JobTrigger`]), then starts
+    /// polling like [`Worker::start`]. Fails, without polling, when the server refuses a
+    /// declaration ([`Error::TriggerRefused`], carrying the refusal's code) or cannot be
+    /// reached ([`Error::Unavailable`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), stackshift::Error> {
+    /// use stackshift::{JobContext, JobOptions, JobTrigger, StackShift, TriggeredEvent, Worker};
+    /// let client = StackShift::from_env()?;
+    /// let handle = Worker::builder(client)
+    ///     .queues(["emails"])
+    ///     .job_with_options(
+    ///         "send-welcome-email",
+    ///         JobOptions::default().trigger(JobTrigger::event("user.signed_up")),
+    ///         |ctx: JobContext<TriggeredEvent>| async move { anyhow::Ok(ctx.payload.id) },
+    ///     )
+    ///     .build()
+    ///     .try_start()
+    ///     .await?; // the trigger exists: runs of it go to `emails`
+    /// # handle.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn try_start(self) -> Result<WorkerHandle, Error> {
+        let declared = declare::declarations(&self.registry, self.first_queue());
+        declare::create_all(&self.client.triggers(), &declared).await?;
+        Ok(self.launch(Vec::new()))
+    }
+
+    /// The queue declared triggers without a queue use.
+    fn first_queue(&self) -> &str {
+        self.queues.first().map_or("default", String::as_str)
+    }
+
+    /// Spawns the worker task: creates `declared` (if any), then polls.
+    fn launch(self, declared: Vec<declare::Declaration>) -> WorkerHandle {
         let shutdown = CancellationToken::new();
+        let triggers = self.client.triggers();
         let env = Arc::new(task::TaskEnv {
             client: self.client.worker_client(),
             state_client: self.client.state_client(),
@@ -237,10 +288,14 @@ impl Worker {
             shutdown_grace: self.shutdown_grace,
         };
         let span = tracing::info_span!("stackshift.worker", worker_id = %self.worker_id);
-        let join = tokio::spawn(tracing::Instrument::instrument(
-            poller::run(config, env, shutdown.clone()),
-            span,
-        ));
+        let token = shutdown.clone();
+        let work = async move {
+            if !declared.is_empty() && !declare::in_background(&triggers, &declared, &token).await {
+                return;
+            }
+            poller::run(config, env, token).await;
+        };
+        let join = tokio::spawn(tracing::Instrument::instrument(work, span));
         WorkerHandle {
             shutdown,
             join,

@@ -65,3 +65,28 @@ async fn worker_reconnects_with_backoff_not_in_a_busy_loop() {
         "{tries} connection attempts in 2 s"
     );
 }
+
+#[tokio::test]
+async fn declared_triggers_without_a_server() {
+    use stackshift::{JobOptions, JobTrigger};
+    let build = || {
+        let client = StackShift::new(ClientOptions::new("http://127.0.0.1:1")).unwrap();
+        Worker::builder(client)
+            .job_with_options(
+                "x",
+                JobOptions::default().trigger(JobTrigger::event("e")),
+                |_ctx: JobContext<()>| async { anyhow::Ok(()) },
+            )
+            .build()
+    };
+    // try_start reports the unreachable server as itself, not as a refused declaration.
+    let err = build().try_start().await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    // start keeps retrying the declaration in the background and still shuts down promptly.
+    let handle = build().start();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!handle.is_finished(), "the worker gave up");
+    let t = Instant::now();
+    handle.shutdown().await;
+    assert!(t.elapsed() < Duration::from_secs(5));
+}

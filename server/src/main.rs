@@ -2,6 +2,10 @@
 
 use clap::{Parser, Subcommand};
 use stackshift_server::engine::auth::generate_key;
+use stackshift_server::engine::history::{
+    DEFAULT_MAX_STEPS_PER_RUN, DEFAULT_MAX_TIMELINE_ENTRIES, HistoryLimits, MAX_MAX_STEPS_PER_RUN,
+    MAX_MAX_TIMELINE_ENTRIES, MIN_MAX_STEPS_PER_RUN, MIN_MAX_TIMELINE_ENTRIES,
+};
 use stackshift_server::engine::state::DEFAULT_MAX_VALUE_BYTES;
 use stackshift_server::engine::store::KeyStore;
 use stackshift_server::engine::{EngineConfig, now_ms, validate};
@@ -44,6 +48,15 @@ struct ServeArgs {
     /// Largest state-store value in bytes [default: 262144, or --max-payload-bytes if smaller].
     #[arg(long, env = "STACKSHIFT_MAX_STATE_VALUE_BYTES")]
     max_state_value_bytes: Option<usize>,
+    /// Most journal entries (step results, sleeps, waits, state calls, child waits) one run
+    /// may record (10 to 1000000); the request for one more is refused with
+    /// RESOURCE_EXHAUSTED (reason STEP_LIMIT) and the run fails with StepLimitExceeded.
+    #[arg(long, env = "STACKSHIFT_MAX_STEPS_PER_RUN", default_value_t = DEFAULT_MAX_STEPS_PER_RUN)]
+    max_steps_per_run: i64,
+    /// Most timeline entries kept per run (10 to 1000000); then one truncation marker, and
+    /// later entries are dropped except how the run ends.
+    #[arg(long, env = "STACKSHIFT_MAX_TIMELINE_ENTRIES", default_value_t = DEFAULT_MAX_TIMELINE_ENTRIES)]
+    max_timeline_entries: i64,
     /// Lease timeout in seconds when neither the run nor the job sets one.
     #[arg(long, env = "STACKSHIFT_DEFAULT_LEASE_SECS", default_value_t = 30)]
     default_lease_secs: u32,
@@ -144,6 +157,17 @@ async fn run_server(database_url: String, args: ServeArgs) -> anyhow::Result<()>
     if args.rate_limit_per_namespace == Some(0) {
         anyhow::bail!("--rate-limit-per-namespace must be at least 1 (omit it for no limit)");
     }
+    if !(MIN_MAX_STEPS_PER_RUN..=MAX_MAX_STEPS_PER_RUN).contains(&args.max_steps_per_run) {
+        anyhow::bail!(
+            "--max-steps-per-run must be between {MIN_MAX_STEPS_PER_RUN} and {MAX_MAX_STEPS_PER_RUN}"
+        );
+    }
+    if !(MIN_MAX_TIMELINE_ENTRIES..=MAX_MAX_TIMELINE_ENTRIES).contains(&args.max_timeline_entries) {
+        anyhow::bail!(
+            "--max-timeline-entries must be between {MIN_MAX_TIMELINE_ENTRIES} and \
+             {MAX_MAX_TIMELINE_ENTRIES}"
+        );
+    }
     if !(1..=3600).contains(&args.default_lease_secs) {
         anyhow::bail!("--default-lease-secs must be between 1 and 3600");
     }
@@ -155,6 +179,10 @@ async fn run_server(database_url: String, args: ServeArgs) -> anyhow::Result<()>
         default_lease_ms: i64::from(args.default_lease_secs) * 1000,
         max_state_value_bytes,
         event_retention_ms: args.event_retention_secs as i64 * 1000,
+        history: HistoryLimits {
+            max_steps_per_run: args.max_steps_per_run,
+            max_timeline_entries: args.max_timeline_entries,
+        },
         ..EngineConfig::default()
     };
     let config = ServeConfig {

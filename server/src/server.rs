@@ -87,7 +87,9 @@ pub async fn serve(
         .ok_or_else(|| anyhow::anyhow!("--listen {} resolves to no address", config.listen))?;
     // Bad TLS files fail the start, before anything listens.
     let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
-    let store = SqlStore::connect(&config.database_url).await?;
+    let store = SqlStore::connect(&config.database_url)
+        .await?
+        .with_history_limits(config.engine.history);
     let keys = store.count_active_keys().await?;
     let loopback = addr.ip().is_loopback();
     if keys == 0 {

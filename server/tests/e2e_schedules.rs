@@ -285,7 +285,7 @@ async fn validation_errors(db: Db) {
         ))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::AlreadyExists), "{err:?}");
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
     assert!(matches!(
         c.schedules().pause("nope").await.unwrap_err(),
         Error::NotFound(_)

@@ -148,6 +148,6 @@ async fn trigger_validation(db: Db) {
         .create(NewEventTrigger::new("ok", "job").priority(5))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::AlreadyExists), "{err:?}");
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
 }
 both_stores!(trigger_validation);

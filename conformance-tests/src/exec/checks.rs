@@ -142,6 +142,14 @@ pub(crate) fn check_run(
             run.max_attempts
         );
     }
+    if let Some(p) = &e.parent_run_id {
+        let want = substitute(&Value::String(p.clone()));
+        ensure!(
+            Value::String(run.parent_run_id.clone()) == want,
+            "parent_run_id is {:?}, expected {want}",
+            run.parent_run_id
+        );
+    }
     if let Some(r) = &e.result {
         let want = substitute(r);
         ensure!(

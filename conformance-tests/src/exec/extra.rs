@@ -41,6 +41,25 @@ impl CaseRun<'_> {
                 response.duplicate
             );
         }
+        if let Some(n) = p.started {
+            ensure!(
+                response.started_run_ids.len() == n,
+                "the event started {} runs ({:?}) through triggers, expected {n}",
+                response.started_run_ids.len(),
+                response.started_run_ids
+            );
+        }
+        if let Some(name) = &p.save {
+            self.saved.insert(
+                name.clone(),
+                serde_json::json!({
+                    "event_id": response.event.id,
+                    "duplicate": response.duplicate,
+                    "matched": response.resumed_run_count,
+                    "started_run_ids": response.started_run_ids,
+                }),
+            );
+        }
         Ok(())
     }
 

@@ -1,5 +1,5 @@
 //! The Rust adapter's client commands (stdin `{"id","op",...}`): runs, events, state, locks
-//! and queues through the SDK's public client API, answered as `docs/conformance.md` says.
+//! and queues (schedules and triggers: [`super::schedule_ops`]) through the SDK's public client API, answered as `docs/conformance.md` says.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,10 +25,10 @@ pub(super) fn error_json(e: &anyhow::Error) -> Value {
     let class = match error {
         Error::InvalidArgument(_) => "Error::InvalidArgument",
         Error::NotFound(_) => "Error::NotFound",
-        Error::AlreadyExists => "Error::AlreadyExists",
+        Error::AlreadyExists(_) => "Error::AlreadyExists",
         Error::FailedPrecondition(_) => "Error::FailedPrecondition",
         Error::Unauthenticated(_) => "Error::Unauthenticated",
-        Error::PermissionDenied => "Error::PermissionDenied",
+        Error::PermissionDenied(_) => "Error::PermissionDenied",
         Error::ResourceExhausted(_) => "Error::ResourceExhausted",
         Error::Cancelled(_) => "Error::Cancelled",
         Error::Aborted(_) => "Error::Aborted",
@@ -88,6 +88,7 @@ fn run_json(run: &Run) -> Value {
         "queue": run.queue,
         "result": run.result,
         "failure": run.failure.as_ref().map(|f| json!({ "message": f.message, "non_retryable": f.non_retryable })),
+        "parent_run_id": run.parent_run_id.as_deref().unwrap_or(""),
         "timeline": timeline,
         "logs": logs,
     })
@@ -213,6 +214,7 @@ impl ClientOps {
                     "event_id": published.event.id,
                     "duplicate": published.duplicate,
                     "matched": published.resumed_run_count,
+                    "started_run_ids": published.started_run_ids,
                 })
             }
             "state_get" => {
@@ -273,7 +275,10 @@ impl ClientOps {
             "pause_queue" => queue_json(&queue().pause().await?),
             "resume_queue" => queue_json(&queue().resume().await?),
             "get_queue" => queue_json(&queue().get().await?),
-            other => anyhow::bail!("unknown op {other:?}"),
+            other => match super::schedule_ops::call(client, other, c).await {
+                Some(answer) => answer?,
+                None => anyhow::bail!("unknown op {other:?}"),
+            },
         })
     }
 }

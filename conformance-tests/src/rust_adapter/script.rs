@@ -108,6 +108,8 @@ fn run_ops<'a>(
                     WaitResult::TimedOut => json!({ "received": false }),
                 };
                 state.outputs.push(value);
+            } else if let Some(value) = super::script_waits::run_op(ctx, op).await {
+                state.outputs.push(value?);
             } else if let Some(key) = state_key(op) {
                 state_op(ctx, op, key, state).await?;
             } else if let Some(message) = op.get("log").and_then(Value::as_str) {

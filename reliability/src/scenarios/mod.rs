@@ -8,6 +8,7 @@ mod crash_soak;
 mod fencing;
 mod flood;
 mod herd;
+mod history_limits;
 mod hostile;
 mod paused_worker;
 mod poison;
@@ -54,6 +55,8 @@ pub enum Name {
     Flood,
     /// The server's wall clock jumps +1 h and -1 h (libfaketime): no timer fires early or late.
     Clock,
+    /// Runs past every per-run history cap (steps, timeline, logs, sizes): codes and markers.
+    HistoryLimits,
 }
 
 impl Name {
@@ -73,6 +76,7 @@ impl Name {
             Name::Hostile,
             Name::Flood,
             Name::Clock,
+            Name::HistoryLimits,
         ]
     }
 
@@ -92,6 +96,7 @@ impl Name {
             Name::Hostile => "hostile",
             Name::Flood => "flood",
             Name::Clock => "clock",
+            Name::HistoryLimits => "history-limits",
         }
     }
 }
@@ -117,6 +122,7 @@ pub async fn run(name: Name, opts: &Opts) -> anyhow::Result<Report> {
         Name::Hostile => hostile::run(opts, &bin, &mut report).await?,
         Name::Flood => flood::run(opts, &bin, &mut report).await?,
         Name::Clock => clock::run(opts, &bin, &mut report).await?,
+        Name::HistoryLimits => history_limits::run(opts, &bin, &mut report).await?,
     }
     Ok(report)
 }

@@ -23,9 +23,12 @@ Example::
             run = await stackshift.wait_for_run(started.id)
 
 Handlers also get ``ctx.step.sleep`` / ``ctx.step.wait_for_event`` (durable waits),
-``ctx.state`` (the state store, journaled in the run) and ``ctx.log`` (run-scoped logs); the
-client has ``stackshift.state``, ``stackshift.events`` and ``stackshift.queue(name)``
-management.
+``ctx.step.wait_for_any`` / ``ctx.step.wait_for_all`` (combined waits over events and
+sleeps), ``ctx.step.invoke`` / ``ctx.step.invoke_all`` (child runs), ``ctx.state`` (the
+state store, journaled in the run) and ``ctx.log`` (run-scoped logs); the client has
+``stackshift.state``, ``stackshift.events``, ``stackshift.schedules``,
+``stackshift.triggers`` and ``stackshift.queue(name)`` management. Jobs can declare event
+triggers: ``@stackshift.job("welcome", triggers=["user.signed_up"])``.
 
 Guarantees: code inside a step that has not completed runs at least once; each step's recorded
 result and the run's result are recorded exactly once. ``step.run`` returns only once the server
@@ -34,6 +37,7 @@ stored the step's result.
 
 from ._duration import DurationLike, parse_duration
 from .client import DEFAULT_ENDPOINT, SDK_VERSION, StackShift
+from .children import ChildFailedError, ChildOutcome, ChildRun, ChildStatus
 from .context import Handler, JobContext, Occurrences, Step
 from .errors import (
     AbortedError,
@@ -73,7 +77,19 @@ from .run import (
     TimelineEntry,
     WaitInfo,
 )
+from .schedules import CatchUp, CreatedSchedule, Schedule, SchedulePage, Schedules
 from .state import KeyPage, Lock, State, StateEntry, StateKey
+from .triggers import (
+    CreatedEventTrigger,
+    EventTrigger,
+    EventTriggerDeclaration,
+    EventTriggerPage,
+    TriggerDeclarationError,
+    TriggeredEvent,
+    TriggerLike,
+    Triggers,
+)
+from .waits import AllResult, AnyResult, ItemResult, WaitItem
 from .worker import DEFAULT_CONCURRENCY, Worker
 
 __all__ = [
@@ -82,20 +98,33 @@ __all__ = [
     "FINAL_STATUSES",
     "SDK_VERSION",
     "AbortedError",
+    "AllResult",
     "AlreadyExistsError",
+    "AnyResult",
     "AttemptInfo",
     "AttemptInterruptedError",
     "CancelledError",
+    "CatchUp",
+    "ChildFailedError",
+    "ChildOutcome",
+    "ChildRun",
+    "ChildStatus",
     "ConflictError",
+    "CreatedEventTrigger",
+    "CreatedSchedule",
     "DeadlineExceededError",
     "DurationLike",
     "Event",
     "EventPage",
+    "EventTrigger",
+    "EventTriggerDeclaration",
+    "EventTriggerPage",
     "Events",
     "FailedPreconditionError",
     "Failure",
     "Handler",
     "InvalidArgumentError",
+    "ItemResult",
     "JobContext",
     "KeyPage",
     "Lock",
@@ -118,6 +147,9 @@ __all__ = [
     "Run",
     "RunPage",
     "RunStatus",
+    "Schedule",
+    "SchedulePage",
+    "Schedules",
     "StackShift",
     "StackShiftError",
     "StartedRun",
@@ -129,9 +161,14 @@ __all__ = [
     "StepInfo",
     "StepKind",
     "TimelineEntry",
+    "TriggerDeclarationError",
+    "TriggerLike",
+    "TriggeredEvent",
+    "Triggers",
     "UnauthenticatedError",
     "UnavailableError",
     "WaitInfo",
+    "WaitItem",
     "Worker",
     "is_non_retryable",
     "parse_duration",

@@ -1,6 +1,8 @@
 """The client: :class:`StackShift` starts, inspects, waits for, lists, cancels and retries runs,
-registers job handlers and creates workers; ``queue(name)`` enqueues onto and manages a named
-queue, ``events`` publishes and lists events, and ``state`` reads and writes the state store.
+registers job handlers (optionally with event triggers) and creates workers; ``queue(name)``
+enqueues onto and manages a named queue, ``events`` publishes and lists events, ``state``
+reads and writes the state store, ``schedules`` manages schedules and ``triggers`` event
+triggers.
 
 Example::
 
@@ -21,7 +23,7 @@ import os
 import re
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, overload
+from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar, Union, overload
 from urllib.parse import urlparse
 
 import grpc
@@ -36,7 +38,9 @@ from .errors import InvalidArgumentError, from_rpc_error
 from .events import Events
 from .queues import Queue, QueuePage, queue_from_proto
 from .run import RetryPolicy, Run, RunPage, StartedRun, status_to_proto
+from .schedules import Schedules
 from .state import State
+from .triggers import TriggerLike, Triggers, declaration
 from .v1 import (
     common_pb2,
     events_pb2_grpc,
@@ -44,7 +48,9 @@ from .v1 import (
     jobs_pb2_grpc,
     queues_pb2,
     queues_pb2_grpc,
+    schedules_pb2_grpc,
     state_pb2_grpc,
+    triggers_pb2_grpc,
     worker_pb2_grpc,
 )
 from .worker import DEFAULT_CONCURRENCY, Worker
@@ -130,11 +136,17 @@ class StackShift:
         self._state_stub: Any = None
         self._events_stub: Any = None
         self._queues_stub: Any = None
+        self._schedules_stub: Any = None
+        self._triggers_stub: Any = None
         self._registry: dict[str, RegisteredJob] = {}
         #: The state store, outside runs (calls apply directly, not journaled).
         self.state = State(self._state)
         #: Publishes and lists events.
         self.events = Events(self._events)
+        #: Creates and manages schedules.
+        self.schedules = Schedules(self._schedules)
+        #: Creates and manages event triggers.
+        self.triggers = Triggers(self._triggers)
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -162,6 +174,8 @@ class StackShift:
         self._state_stub = AuthStub(state_pb2_grpc.StateServiceStub(self._channel), self._metadata)
         self._events_stub = AuthStub(events_pb2_grpc.EventsServiceStub(self._channel), self._metadata)
         self._queues_stub = AuthStub(queues_pb2_grpc.QueuesServiceStub(self._channel), self._metadata)
+        self._schedules_stub = AuthStub(schedules_pb2_grpc.ScheduleServiceStub(self._channel), self._metadata)
+        self._triggers_stub = AuthStub(triggers_pb2_grpc.TriggerServiceStub(self._channel), self._metadata)
 
     def _state(self) -> Any:
         self._connect()
@@ -174,6 +188,14 @@ class StackShift:
     def _queues(self) -> Any:
         self._connect()
         return self._queues_stub
+
+    def _schedules(self) -> Any:
+        self._connect()
+        return self._schedules_stub
+
+    def _triggers(self) -> Any:
+        self._connect()
+        return self._triggers_stub
 
     @property
     def jobs(self) -> Any:
@@ -317,21 +339,55 @@ class StackShift:
     # -- jobs and workers ---------------------------------------------------------------------
 
     @overload
-    def job(self, name: str, handler: None = None, *, lease_timeout: Optional[DurationLike] = None) -> Callable[[H], H]: ...
+    def job(
+        self,
+        name: str,
+        handler: None = None,
+        *,
+        lease_timeout: Optional[DurationLike] = None,
+        triggers: Optional[Sequence[TriggerLike]] = None,
+    ) -> Callable[[H], H]: ...
 
     @overload
-    def job(self, name: str, handler: H, *, lease_timeout: Optional[DurationLike] = None) -> H: ...
+    def job(
+        self,
+        name: str,
+        handler: H,
+        *,
+        lease_timeout: Optional[DurationLike] = None,
+        triggers: Optional[Sequence[TriggerLike]] = None,
+    ) -> H: ...
 
-    def job(self, name: str, handler: Optional[H] = None, *, lease_timeout: Optional[DurationLike] = None) -> Any:
+    def job(
+        self,
+        name: str,
+        handler: Optional[H] = None,
+        *,
+        lease_timeout: Optional[DurationLike] = None,
+        triggers: Optional[Sequence[TriggerLike]] = None,
+    ) -> Any:
         """Registers a handler for the job ``name``; workers created afterwards run it. Works as
         a decorator (``@stackshift.job("name")``) or a call (``stackshift.job("name", fn)``).
-        Registering a name twice keeps the last handler."""
+        Registering a name twice keeps the last handler.
+
+        ``triggers`` declares event triggers: event names, or
+        :class:`~stackshift.EventTriggerDeclaration` values (correlation key, queue, run
+        options). Each matching event published starts a run of the job whose payload is the
+        event (:class:`~stackshift.TriggeredEvent`). A worker running the job creates its
+        triggers (idempotently) when it starts, before it polls; runs go to the worker's first
+        queue unless the declaration names one. A declaration the server refuses (e.g. a
+        trigger for the same event, key and job with other options) makes the worker's start
+        raise :class:`~stackshift.TriggerDeclarationError`. Removing a declaration does not
+        delete the stored trigger (``stackshift.triggers.delete``)."""
         timeout = None if lease_timeout is None else to_timedelta(lease_timeout, "lease_timeout").total_seconds()
+        if isinstance(triggers, str):
+            raise InvalidArgumentError(f"the triggers of job {name} must be a list, e.g. triggers=[{triggers!r}]")
+        declared = [declaration(t, name) for t in triggers or ()]
 
         def register(fn: H) -> H:
             if not callable(fn):
                 raise InvalidArgumentError(f"the handler of job {name} must be callable")
-            self._registry[name] = RegisteredJob(handler=fn, lease_timeout=timeout)
+            self._registry[name] = RegisteredJob(handler=fn, lease_timeout=timeout, triggers=declared)
             return fn
 
         return register if handler is None else register(handler)
@@ -351,7 +407,7 @@ class StackShift:
         poll_wait: DurationLike = "30s",
     ) -> Worker:
         """A worker for every job registered so far. Start it with ``async with``, ``start()``
-        or ``run_until()``."""
+        or ``run_until()``; it first creates the event triggers its jobs declare."""
         self._connect()
         return Worker(
             self._worker_stub,
@@ -362,4 +418,5 @@ class StackShift:
             shutdown_grace=shutdown_grace,
             poll_wait=poll_wait,
             state_stub=self._state_stub,
+            triggers_stub=self._triggers_stub,
         )

@@ -1,6 +1,7 @@
 """What a handler receives: :class:`JobContext` (the payload, the run's identity, the
 journaled state store and the run's logger) and :class:`Step`, which runs memoized steps,
-durable sleeps and event waits."""
+durable sleeps, event waits, combined waits (``wait_for_any`` / ``wait_for_all``) and child
+runs (``invoke`` / ``invoke_all`` / ``invoke_child``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import inspect
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Optional, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Optional, Sequence, TypeVar, Union, overload
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -23,11 +24,13 @@ from .errors import (
     is_interrupted,
     is_non_retryable,
 )
+from .children import MAX_CHILDREN, ChildOutcome, ChildRun, outcomes_from_journal
 from .events import Event, event_from_wait_output
 from .log import Logger, current_step
 from .run import Failure
 from .state import State
 from .v1 import common_pb2, worker_pb2
+from .waits import AllResult, AnyResult, WaitItem, all_from_journal, any_from_journal
 
 if TYPE_CHECKING:
     from ._worker.lease import Lease
@@ -41,7 +44,7 @@ P = TypeVar("P")
 class Waited:
     """A sleep or event wait that ended, from the journal."""
 
-    #: ``JOURNAL_ENTRY_KIND_SLEEP`` or ``JOURNAL_ENTRY_KIND_EVENT``.
+    #: ``JOURNAL_ENTRY_KIND_SLEEP``, ``_EVENT``, ``_CHILD``, ``_ANY`` or ``_ALL``.
     kind: int
     #: The journaled output (JSON bytes).
     output: bytes
@@ -54,7 +57,21 @@ _KIND_NAMES: dict[int, str] = {
     common_pb2.JOURNAL_ENTRY_KIND_STEP: "step",
     common_pb2.JOURNAL_ENTRY_KIND_SLEEP: "sleep",
     common_pb2.JOURNAL_ENTRY_KIND_EVENT: "event wait",
+    common_pb2.JOURNAL_ENTRY_KIND_CHILD: "child run wait",
+    common_pb2.JOURNAL_ENTRY_KIND_ANY: "wait for any",
+    common_pb2.JOURNAL_ENTRY_KIND_ALL: "wait for all",
 }
+
+#: The journal kinds of waits (everything the worker suspends on).
+WAIT_KINDS = frozenset(
+    {
+        common_pb2.JOURNAL_ENTRY_KIND_SLEEP,
+        common_pb2.JOURNAL_ENTRY_KIND_EVENT,
+        common_pb2.JOURNAL_ENTRY_KIND_CHILD,
+        common_pb2.JOURNAL_ENTRY_KIND_ANY,
+        common_pb2.JOURNAL_ENTRY_KIND_ALL,
+    }
+)
 
 
 def _kind_name(kind: int) -> str:
@@ -132,8 +149,9 @@ class Step:
     Once the run is cancelled or the lease is lost, the handler is cancelled (``fn`` included),
     and ``step.run`` raises :class:`AttemptInterruptedError`.
 
-    ``step.sleep``, ``step.sleep_until`` and ``step.wait_for_event`` take their effective ids
-    from the same counter and share the id space. Ids starting with ``state:`` are reserved
+    ``step.sleep``, ``step.sleep_until``, ``step.wait_for_event``, ``step.wait_for_any``,
+    ``step.wait_for_all``, ``step.invoke``, ``step.invoke_all`` and ``step.invoke_child`` take
+    their effective ids from the same counter and share the id space. Ids starting with ``state:`` are reserved
     for state calls.
     """
 
@@ -296,6 +314,115 @@ class Step:
         except ValueError as e:
             raise NonRetryableError(f"the recorded result of wait {step_id}: {e}") from e
 
+    async def wait_for_any(
+        self, step_id: str, items: Sequence[WaitItem], *, timeout: Optional[DurationLike] = None
+    ) -> AnyResult:
+        """Waits durably until the **first** of ``items`` (1 to 100 :class:`WaitItem`) resolves,
+        or until ``timeout`` (for the whole wait; ``None`` is allowed only when a sleep item
+        bounds the wait) passes. When several items can resolve at once, the lowest index
+        wins; event items of other indexes do not consume their events. Event items follow
+        the inbox rules of :meth:`wait_for_event`. While nothing resolved the run is
+        ``waiting`` and holds no worker slot; ids, replay and interruption behave as for
+        :meth:`sleep`.
+
+        Example::
+
+            got = await ctx.step.wait_for_any(
+                "approval-or-reminder",
+                [WaitItem.event("order.approved", key=order_id), WaitItem.sleep("24h")],
+            )
+            if got.index == 0:
+                ...  # approved: got.result.event.payload
+            else:
+                ...  # a day passed: send a reminder
+        """
+        wait = _combined("wait_for_any", step_id, items, timeout)
+        output = await self._suspend(step_id, common_pb2.JOURNAL_ENTRY_KIND_ANY, "waiting for any of several items", any_=wait)
+        try:
+            return any_from_journal(output)
+        except ValueError as e:
+            raise NonRetryableError(f"the recorded result of wait {step_id}: {e}") from e
+
+    async def wait_for_all(
+        self, step_id: str, items: Sequence[WaitItem], *, timeout: Optional[DurationLike] = None
+    ) -> AllResult:
+        """Waits durably until **every** one of ``items`` resolved, or until ``timeout`` (for the
+        whole wait; required unless every item is a sleep) passes. Two items for the same
+        event name and key take two successive events. ``result.items[i]`` is ``None`` for an
+        item that had not resolved at the timeout. Otherwise like :meth:`wait_for_any`.
+
+        Example::
+
+            signed = await ctx.step.wait_for_all(
+                "both-signatures",
+                [WaitItem.event("contract.signed", key="buyer_1"), WaitItem.event("contract.signed", key="seller_1")],
+                timeout="7d",
+            )
+            if signed.timed_out:
+                raise NonRetryableError("not signed by both within a week")
+        """
+        wait = _combined("wait_for_all", step_id, items, timeout)
+        output = await self._suspend(step_id, common_pb2.JOURNAL_ENTRY_KIND_ALL, "waiting for all of several items", all_=wait)
+        try:
+            return all_from_journal(output)
+        except ValueError as e:
+            raise NonRetryableError(f"the recorded result of wait {step_id}: {e}") from e
+
+    async def invoke(self, step_id: str, job: str, payload: Any = None) -> Any:
+        """Starts a child run of ``job`` with ``payload`` on the parent's queue and waits
+        durably for its result. A failed or cancelled child raises
+        :class:`~stackshift.ChildFailedError` (non-retryable: letting it propagate fails the
+        parent without retries).
+
+        The child is started once per run and id: a replay finds the same child. While the
+        child runs, the parent is ``waiting`` and holds no worker slot (a worker with a single
+        slot can run both). Cancelling the parent cancels the child. When the run suspends,
+        this raises :class:`AttemptInterruptedError`: let it propagate.
+
+        Example::
+
+            url = await ctx.step.invoke("thumbnail", "resize-image", {"image": "cat.png", "width": 128})
+        """
+        outcome = await self.invoke_child(step_id, ChildRun(job=job, payload=payload))
+        return outcome.result_or_raise()
+
+    async def invoke_child(self, step_id: str, child: ChildRun) -> ChildOutcome:
+        """Like :meth:`invoke` with the child's options (:class:`~stackshift.ChildRun`: queue,
+        priority, lease timeout, concurrency key, retry policy), returning its raw
+        :class:`~stackshift.ChildOutcome` (a failed child is an outcome here, not an error)."""
+        outcomes = await self.invoke_all(step_id, [child])
+        if not outcomes:
+            raise NonRetryableError(f"the recorded child wait {step_id} has no child")
+        return outcomes[-1]
+
+    async def invoke_all(self, step_id: str, children: Sequence[ChildRun]) -> list[ChildOutcome]:
+        """Fan-out: starts every child (1 to 1,000 :class:`~stackshift.ChildRun`) and waits
+        durably until all of them are final. Returns their outcomes in the order given; a
+        failed or cancelled child is an outcome (``status`` ``"failed"``/``"cancelled"``), not
+        an error (``outcome.result_or_raise()`` turns it into one).
+
+        Example::
+
+            outcomes = await ctx.step.invoke_all(
+                "process-chunks", [ChildRun("process-chunk", {"chunk": i}) for i in range(50)]
+            )
+            total = sum(o.result_or_raise() for o in outcomes)
+        """
+        children = list(children)
+        if not 1 <= len(children) <= MAX_CHILDREN:
+            raise NonRetryableError(f"step.invoke_all({step_id!r}) needs 1 to {MAX_CHILDREN} child runs, got {len(children)}")
+        try:
+            specs = [c.to_proto() for c in children]
+        except Exception as e:
+            raise NonRetryableError(f"step.invoke_all({step_id!r}): {e}") from e
+        output = await self._suspend(
+            step_id, common_pb2.JOURNAL_ENTRY_KIND_CHILD, "waiting for child runs", child=worker_pb2.ChildWait(children=specs)
+        )
+        try:
+            return outcomes_from_journal(output)
+        except ValueError as e:
+            raise NonRetryableError(f"the recorded result of child wait {step_id}: {e}") from e
+
     async def _suspend(
         self,
         step_id: str,
@@ -304,6 +431,9 @@ class Step:
         *,
         sleep: Optional[worker_pb2.SleepWait] = None,
         event: Optional[worker_pb2.EventWait] = None,
+        child: Optional[worker_pb2.ChildWait] = None,
+        any_: Optional[worker_pb2.CombinedWait] = None,
+        all_: Optional[worker_pb2.CombinedWait] = None,
     ) -> bytes:
         """Assigns the effective id, replays a journaled result, or sends ``SuspendRun``.
         Returns the wait's journaled output; when the run suspends, interrupts the attempt (as
@@ -335,6 +465,12 @@ class Step:
             request.sleep.CopyFrom(sleep)
         if event is not None:
             request.event.CopyFrom(event)
+        if child is not None:
+            request.child.CopyFrom(child)
+        if any_ is not None:
+            request.any.CopyFrom(any_)
+        if all_ is not None:
+            request.all.CopyFrom(all_)
         result = await write(lease, "SuspendRun", lambda timeout: self._stub.SuspendRun(request, timeout=timeout))
         if isinstance(result, Interrupted):
             raise result.error
@@ -356,6 +492,8 @@ class Step:
             until = ""
             if response.HasField("wake_at"):
                 until = " until " + response.wake_at.ToDatetime(tzinfo=timezone.utc).isoformat()
+            if response.child_run_ids:
+                until = f" ({len(response.child_run_ids)} child run(s))"
             lease.suspend(f"the run is {what} ({effective}){until}")
             raise lease.error()
         raise RuntimeError(f"SuspendRun answered an unknown outcome {response.outcome}")
@@ -381,6 +519,23 @@ class Step:
             if error.code in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "OUT_OF_RANGE"):
                 raise NonRetryableError(f"could not record step {step_id}: {error}") from error
             raise RuntimeError(f"could not record step {step_id}: {error}") from error
+
+
+def _combined(
+    method: str, step_id: str, items: Sequence[WaitItem], timeout: Optional[DurationLike]
+) -> worker_pb2.CombinedWait:
+    """The ``CombinedWait`` of a ``wait_for_any`` / ``wait_for_all`` call (a bad argument
+    raises :class:`NonRetryableError`)."""
+    items = list(items)
+    if not all(isinstance(i, WaitItem) for i in items):
+        raise NonRetryableError(f"step.{method}({step_id!r}): items must be WaitItem values")
+    wait = worker_pb2.CombinedWait(items=[i.to_proto() for i in items])
+    if timeout is not None:
+        try:
+            wait.timeout.CopyFrom(to_proto(to_timedelta(timeout, "timeout")))
+        except Exception as e:
+            raise NonRetryableError(f"step.{method}({step_id!r}): {e}") from e
+    return wait
 
 
 @dataclass

@@ -50,6 +50,9 @@ class PublishedEvent:
     resumed_run_count: int
     #: The ids of the resumed runs.
     resumed_run_ids: list[str] = field(default_factory=list)
+    #: The ids of the runs the event started through event triggers (one per subscribed
+    #: job; empty for a duplicate).
+    started_run_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -107,7 +110,8 @@ class Events:
         match only events without one). ``id`` deduplicates: publishing an id the server already
         stores does nothing and answers ``duplicate=True``. Runs waiting for the event resume
         (``resumed_run_count``); runs created before the event but not yet waiting receive it
-        when they reach their wait.
+        when they reach their wait. Jobs subscribed to the event through triggers each get a
+        new run (``started_run_ids``).
         """
         request = events_pb2.PublishEventRequest(
             name=name, payload=_json.encode(payload, "event payload"), id=id or "", correlation_key=key or ""
@@ -118,6 +122,7 @@ class Events:
             duplicate=response.duplicate,
             resumed_run_count=response.resumed_run_count,
             resumed_run_ids=list(response.resumed_run_ids),
+            started_run_ids=list(response.started_run_ids),
         )
 
     async def list(

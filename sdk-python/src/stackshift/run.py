@@ -125,14 +125,18 @@ class AttemptInfo:
     failure: Optional[Failure] = None
 
 
-#: What a journal entry records: a step, a state call, a sleep or an event wait.
-StepKind = Literal["step", "state", "sleep", "event"]
+#: What a journal entry records: a step, a state call, a sleep, an event wait, a child run
+#: wait (``invoke``/``invoke_all``) or a combined wait (``wait_for_any``/``wait_for_all``).
+StepKind = Literal["step", "state", "sleep", "event", "child", "any", "all"]
 
 _KIND_FROM_PB: dict[int, StepKind] = {
     common_pb2.JOURNAL_ENTRY_KIND_STEP: "step",
     common_pb2.JOURNAL_ENTRY_KIND_STATE: "state",
     common_pb2.JOURNAL_ENTRY_KIND_SLEEP: "sleep",
     common_pb2.JOURNAL_ENTRY_KIND_EVENT: "event",
+    common_pb2.JOURNAL_ENTRY_KIND_CHILD: "child",
+    common_pb2.JOURNAL_ENTRY_KIND_ANY: "any",
+    common_pb2.JOURNAL_ENTRY_KIND_ALL: "all",
 }
 
 #: A log line's level.
@@ -204,7 +208,7 @@ class WaitInfo:
     """What a ``waiting`` run waits for."""
 
     step_id: str
-    #: ``"sleep"`` or ``"event"``.
+    #: ``"sleep"``, ``"event"``, ``"child"``, ``"any"`` or ``"all"``.
     kind: StepKind
     #: The event name (event waits).
     event_name: str = ""
@@ -262,6 +266,11 @@ class Run:
     timeline: list[TimelineEntry] = field(default_factory=list)
     #: The handler's log lines, oldest first (filled by ``get_run``/``wait_for_run`` only).
     logs: list[LogEntry] = field(default_factory=list)
+    #: The run that started this one with ``step.invoke``/``invoke_all`` (``None`` for a run
+    #: started otherwise).
+    parent_run_id: Optional[str] = None
+    #: The parent's step id of the child wait that started this run.
+    parent_step_id: Optional[str] = None
 
     @property
     def is_final(self) -> bool:
@@ -341,6 +350,8 @@ class Run:
                 )
                 for entry in r.logs
             ],
+            parent_run_id=r.parent_run_id or None,
+            parent_step_id=r.parent_step_id or None,
         )
 
 

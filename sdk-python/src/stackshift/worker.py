@@ -2,7 +2,8 @@
 holding more tasks than it has concurrency slots, runs each handler (replaying recorded steps),
 heartbeats every third of the lease, and reports outcomes. Shutdown is graceful: polling stops,
 in-flight handlers get the grace period to finish, and whatever still runs after it is
-abandoned (the server redelivers those runs when their leases expire).
+abandoned (the server redelivers those runs when their leases expire). Before it polls, the
+worker creates the event triggers its jobs declare (idempotent ``CreateEventTrigger``).
 
 Use it as an async context manager::
 
@@ -27,7 +28,10 @@ import grpc.aio
 
 from ._duration import DurationLike, to_proto, to_timedelta
 from ._worker.lease import Backoff, sleep_unless
+from ._stub import call
 from ._worker.task import RegisteredJob, TaskEnv, WorkerStub, execute
+from .errors import InvalidArgumentError, StackShiftError
+from .triggers import TriggerDeclarationError, create_request
 from .v1 import worker_pb2
 
 log = logging.getLogger("stackshift")
@@ -56,8 +60,11 @@ class Worker:
         shutdown_grace: DurationLike = "30s",
         poll_wait: DurationLike = "30s",
         state_stub: Any = None,
+        triggers_stub: Any = None,
     ) -> None:
         self._stub = stub
+        self._triggers_stub = triggers_stub
+        self._triggers_declared = False
         self._state_stub = state_stub
         self._jobs = dict(jobs)
         self.queues = list(queues) if queues else ["default"]
@@ -77,8 +84,75 @@ class Worker:
         """Handlers currently running."""
         return self._in_flight
 
+    async def declare_triggers(self) -> None:
+        """Creates the event triggers the worker's jobs declare (idempotent: an existing
+        identical trigger is kept). ``async with`` and :meth:`run_until` call it before
+        polling; :meth:`start` does it first thing in the background (retrying while the
+        server is unreachable).
+
+        Raises:
+            TriggerDeclarationError: the server refused a declaration, e.g.
+                ``ALREADY_EXISTS`` for a trigger of the same event, key and job with other
+                options, or ``INVALID_ARGUMENT`` for a bad event name.
+            UnavailableError: the server could not be reached.
+        """
+        if self._triggers_declared:
+            return
+        for name, job in self._jobs.items():
+            for declared in job.triggers:
+                queue = declared.queue_name or self.queues[0]
+                try:
+                    if self._triggers_stub is None:
+                        raise InvalidArgumentError("this worker has no trigger service (create it with StackShift.worker)")
+                    request = create_request(
+                        declared.event,
+                        name,
+                        key=declared.key,
+                        queue_name=queue,
+                        retry_policy=declared.retry_policy,
+                        lease_timeout=declared.lease_timeout,
+                        priority=declared.priority,
+                    )
+                    answer = await call(self._triggers_stub, "CreateEventTrigger", request)
+                except StackShiftError as e:
+                    if e.is_transient:
+                        raise
+                    raise TriggerDeclarationError(name, declared.event, declared.key or "", queue, e) from e
+                log.info(
+                    "declared event trigger in place: job %s event %s trigger %s (created %s)",
+                    name,
+                    declared.event,
+                    answer.trigger.id,
+                    answer.created,
+                )
+        self._triggers_declared = True
+
+    async def _declare_in_background(self) -> bool:
+        """For :meth:`start`: declares the triggers, retrying while the server is unreachable.
+        False when the worker must not poll (shutdown requested meanwhile); a refusal
+        raises."""
+        backoff = Backoff()
+        while True:
+            try:
+                await self.declare_triggers()
+                return True
+            except TriggerDeclarationError as e:
+                log.error("worker %s does not start: %s", self.worker_id, e)
+                raise
+            except StackShiftError as e:
+                if not e.is_transient:
+                    raise
+                delay = backoff.next()
+                log.warning("cannot create the declared event triggers yet (%s); retrying in %.0f ms", e, delay * 1000)
+                await sleep_unless(self._stop.wait, delay)
+                if self._stop.is_set():
+                    return False
+
     def start(self) -> "Worker":
-        """Starts polling in the background (in the running event loop); returns ``self``."""
+        """Starts polling in the background (in the running event loop); returns ``self``.
+        Declared triggers are created first; if that fails the worker logs the error and does
+        not poll, and :meth:`shutdown` raises the :class:`TriggerDeclarationError`. Prefer
+        ``async with``, which raises it at once."""
         if self._loop_task is None:
             self._loop_task = asyncio.ensure_future(self._poll_loop())
         return self
@@ -91,7 +165,9 @@ class Worker:
             await self._loop_task
 
     async def run_until(self, stop: Union[asyncio.Event, Awaitable[object], None] = None) -> None:
-        """Runs until ``stop`` is set/completes (default: SIGINT or SIGTERM), then shuts down."""
+        """Creates the declared triggers, runs until ``stop`` is set/completes (default: SIGINT
+        or SIGTERM), then shuts down."""
+        await self.declare_triggers()
         self.start()
         if stop is None:
             event = asyncio.Event()
@@ -110,6 +186,7 @@ class Worker:
         await self.shutdown()
 
     async def __aenter__(self) -> "Worker":
+        await self.declare_triggers()
         return self.start()
 
     async def __aexit__(
@@ -126,6 +203,8 @@ class Worker:
             jobs.append(spec)
         if not jobs:
             log.error("worker has no jobs registered; it will not poll")
+            return
+        if not await self._declare_in_background():
             return
         env = TaskEnv(stub=self._stub, jobs=self._jobs, abandon=self._abandon, state_stub=self._state_stub)
         log.info("worker %s started: queues %s, jobs %s, concurrency %d", self.worker_id, self.queues, list(self._jobs), self.concurrency)

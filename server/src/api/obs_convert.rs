@@ -28,6 +28,7 @@ pub fn kind_to_pb(k: TimelineKind) -> pb::TimelineEntryKind {
         TimelineKind::Cancelled => P::Cancelled,
         TimelineKind::Retried => P::Retried,
         TimelineKind::LogsTruncated => P::LogsTruncated,
+        TimelineKind::TimelineTruncated => P::TimelineTruncated,
     }
 }
 

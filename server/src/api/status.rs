@@ -4,7 +4,8 @@ use tonic::{Code, Status};
 
 use crate::engine::EngineError;
 
-/// Trailing metadata naming the reason of a state conflict (`VERSION_MISMATCH`, ...).
+/// Trailing metadata naming the reason of a state conflict (`VERSION_MISMATCH`, ...) or
+/// of a step-limit refusal (`STEP_LIMIT`).
 pub const STATE_REASON_METADATA: &str = "stackshift-error-reason";
 
 impl From<EngineError> for Status {
@@ -13,7 +14,9 @@ impl From<EngineError> for Status {
             EngineError::InvalidArgument(_) => Code::InvalidArgument,
             EngineError::NotFound(_) => Code::NotFound,
             EngineError::AlreadyExists(_) => Code::AlreadyExists,
-            EngineError::ResourceExhausted(_) => Code::ResourceExhausted,
+            EngineError::ResourceExhausted(_) | EngineError::StepLimit(_) => {
+                Code::ResourceExhausted
+            }
             EngineError::FailedPrecondition(_) | EngineError::StateConflict(_) => {
                 Code::FailedPrecondition
             }
@@ -33,6 +36,15 @@ impl From<EngineError> for Status {
             status.metadata_mut().insert(
                 STATE_REASON_METADATA,
                 tonic::metadata::MetadataValue::from_static(c.reason.as_str()),
+            );
+        }
+        if let EngineError::StepLimit(_) = &e {
+            // Lets a worker tell the step limit (its run is failed) from a size limit.
+            status.metadata_mut().insert(
+                STATE_REASON_METADATA,
+                tonic::metadata::MetadataValue::from_static(
+                    crate::engine::history::STEP_LIMIT_REASON,
+                ),
             );
         }
         status

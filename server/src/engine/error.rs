@@ -36,6 +36,10 @@ pub enum EngineError {
     /// mismatch, a lock not held, ...); gRPC `FAILED_PRECONDITION` with a reason.
     #[error("{0}")]
     StateConflict(super::state::StateConflict),
+    /// The run reached `--max-steps-per-run`: the new journal entry was refused and the run
+    /// failed (`StepLimitExceeded`); gRPC `RESOURCE_EXHAUSTED` with reason `STEP_LIMIT`.
+    #[error("{0}")]
+    StepLimit(String),
     /// An unexpected storage failure.
     #[error("storage error: {0}")]
     Storage(String),

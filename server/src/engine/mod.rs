@@ -7,6 +7,7 @@ pub mod dispatcher;
 pub mod error;
 pub mod event_model;
 pub mod event_ops;
+pub mod history;
 pub mod lease;
 pub mod metrics;
 pub mod model;
@@ -70,6 +71,8 @@ pub struct EngineConfig {
     pub max_state_value_bytes: usize,
     /// How long events are kept (and deduplicated by id); older ones are deleted.
     pub event_retention_ms: i64,
+    /// Per-run history caps (journal entries, timeline entries); the store enforces them.
+    pub history: history::HistoryLimits,
 }
 
 impl Default for EngineConfig {
@@ -84,6 +87,7 @@ impl Default for EngineConfig {
             max_idempotency_ttl_ms: 365 * 24 * 3_600_000,
             max_state_value_bytes: state::DEFAULT_MAX_VALUE_BYTES,
             event_retention_ms: event_ops::DEFAULT_EVENT_RETENTION_MS,
+            history: history::HistoryLimits::default(),
         }
     }
 }

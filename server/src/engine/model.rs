@@ -166,6 +166,9 @@ pub struct RunRecord {
     pub parent_run_id: Option<String>,
     /// The parent's wait step id that started this run.
     pub parent_step_id: Option<String>,
+    /// Journal entries recorded (or reserved by a pending wait) so far; see
+    /// [`super::history::HistoryLimits`].
+    pub step_count: i64,
 }
 
 /// One delivery of a run to a worker.

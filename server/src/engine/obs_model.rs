@@ -47,11 +47,13 @@ pub enum TimelineKind {
     Retried,
     /// The run reached its log cap.
     LogsTruncated,
+    /// The run reached its timeline cap; later entries are dropped (except how it ends).
+    TimelineTruncated,
 }
 
 impl TimelineKind {
     /// Every kind, for parsing.
-    pub const ALL: [TimelineKind; 16] = [
+    pub const ALL: [TimelineKind; 17] = [
         Self::Created,
         Self::AttemptStarted,
         Self::AttemptResumed,
@@ -68,6 +70,7 @@ impl TimelineKind {
         Self::Cancelled,
         Self::Retried,
         Self::LogsTruncated,
+        Self::TimelineTruncated,
     ];
 
     /// The stored name.
@@ -89,6 +92,7 @@ impl TimelineKind {
             Self::Cancelled => "cancelled",
             Self::Retried => "retried",
             Self::LogsTruncated => "logs_truncated",
+            Self::TimelineTruncated => "timeline_truncated",
         }
     }
 

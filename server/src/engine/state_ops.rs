@@ -40,12 +40,21 @@ impl Engine {
         run: Option<RunCallInput>,
     ) -> EngineResult<(StateResult, bool)> {
         let run = run.map(|r| state::run_call(namespace, r)).transpose()?;
+        let run_id = run.as_ref().map(|r| r.lease.run_id.clone());
         let call = StateCall {
             namespace: namespace.to_owned(),
             op,
             run,
         };
-        let out = self.store.state_apply(call, now_ms()).await?;
+        let out = match self.store.state_apply(call, now_ms()).await {
+            Ok(out) => out,
+            Err(e) => {
+                return Err(match run_id {
+                    Some(id) => self.after_store_error(e, namespace, &id).await,
+                    None => e,
+                });
+            }
+        };
         let result = out.result.map_err(EngineError::StateConflict)?;
         if !out.replayed {
             match &result {

@@ -53,10 +53,14 @@ impl Engine {
             run_id: run_id.to_owned(),
             token: token.to_owned(),
         };
-        let out = self
+        let out = match self
             .store
             .suspend_run(lease, step_id.to_owned(), spec, now)
-            .await?;
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => return Err(self.after_store_error(e, namespace, run_id).await),
+        };
         self.run_changed(run_id);
         if let SuspendOutcome::Suspended {
             wake_at,
@@ -130,6 +134,36 @@ impl Engine {
             self.dispatcher
                 .signal(&parent.namespace, &parent.queue, &parent.job);
         }
+    }
+
+    /// Follows up a store error: when it is a step-limit refusal, the store failed the run
+    /// in the same commit, so finish it here as a failed run would be (watchers, metrics,
+    /// queue capacity, the parent's child wait). Returns the error to answer.
+    pub(super) async fn after_store_error(
+        &self,
+        e: EngineError,
+        namespace: &str,
+        run_id: &str,
+    ) -> EngineError {
+        if !matches!(e, EngineError::StepLimit(_)) {
+            return e;
+        }
+        tracing::warn!(run_id, namespace, "run failed: step limit reached");
+        match self.store.get_run(namespace, run_id).await {
+            Ok(Some(run)) if run.status == RunStatus::Failed => {
+                self.queue_released(namespace, &run.queue);
+                self.watchers.finished(run_id);
+                self.metrics
+                    .runs(namespace, &run.job, &run.queue, |c| c.failed += 1);
+                self.child_finished(&run).await;
+                self.run_changed(run_id);
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, run_id, "reading a run failed by the step limit")
+            }
+        }
+        e
     }
 
     /// Resolves every wait that fell due at or before `now` (in batches) and wakes pollers

@@ -252,7 +252,10 @@ impl Engine {
         };
         let now = now_ms();
         let duration = step.started_at.map(|s| now - s);
-        let already = self.store.complete_step(lease, step, now).await?;
+        let already = match self.store.complete_step(lease, step, now).await {
+            Ok(already) => already,
+            Err(e) => return Err(self.after_store_error(e, namespace, run_id).await),
+        };
         if !already {
             if let Some(ms) = duration {
                 self.metrics.step_duration.observe_ms(ms);

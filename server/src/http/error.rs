@@ -31,7 +31,7 @@ impl From<EngineError> for HttpError {
             EngineError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
             EngineError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             EngineError::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
-            EngineError::ResourceExhausted(_) => {
+            EngineError::ResourceExhausted(_) | EngineError::StepLimit(_) => {
                 (StatusCode::TOO_MANY_REQUESTS, "resource_exhausted")
             }
             EngineError::FailedPrecondition(_) | EngineError::StateConflict(_) => {

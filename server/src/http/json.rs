@@ -166,6 +166,7 @@ fn timeline_entry(e: &crate::engine::obs_model::TimelineRecord) -> Value {
         K::Cancelled => "run cancelled",
         K::Retried => "run retried",
         K::LogsTruncated => "logs truncated",
+        K::TimelineTruncated => "timeline truncated",
     }
     .to_owned();
     if e.attempt > 0 {

@@ -54,6 +54,7 @@ pub fn run_from_model(m: runs::Model) -> Result<RunRecord, StorageError> {
         concurrency_key: m.concurrency_key,
         parent_run_id: m.parent_run_id,
         parent_step_id: m.parent_step_id,
+        step_count: m.step_count,
     })
 }
 

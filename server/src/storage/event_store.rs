@@ -16,6 +16,7 @@ use crate::engine::event_model::{
 use crate::engine::model::LeaseRef;
 use crate::engine::store::{EventStore, Wakeup};
 
+use super::limits::{LimitHit, Limited};
 use super::sql::SqlStore;
 use super::{event_ops, wait_ops};
 
@@ -105,10 +106,10 @@ impl EventStore for SqlStore {
             let namespace = lease.namespace.clone();
             self.write_released(
                 move |c| Box::pin(wait_ops::suspend(c, lease, step_id, wait, now)),
-                |out: &SuspendOutcome| match out {
-                    SuspendOutcome::Suspended {
+                |out: &Limited<SuspendOutcome>| match out {
+                    Ok(SuspendOutcome::Suspended {
                         wake_at, children, ..
-                    } => {
+                    }) => {
                         let created: Vec<ResumedRun> = children
                             .iter()
                             .filter(|(_, created)| *created)
@@ -123,17 +124,19 @@ impl EventStore for SqlStore {
                         w.extend(wake_at.map(Wakeup::TimerAt));
                         w
                     }
-                    SuspendOutcome::Satisfied(_) => Vec::new(),
+                    Ok(SuspendOutcome::Satisfied(_)) | Err(_) => Vec::new(),
                 },
-                move |out: &SuspendOutcome| match out {
-                    SuspendOutcome::Suspended { queue, .. } => {
+                move |out: &Limited<SuspendOutcome>| match out {
+                    Ok(SuspendOutcome::Suspended { queue, .. }) => {
                         vec![(namespace.clone(), queue.clone())]
                     }
-                    SuspendOutcome::Satisfied(_) => Vec::new(),
+                    Ok(SuspendOutcome::Satisfied(_)) => Vec::new(),
+                    Err(hit) => hit.released(),
                 },
             )
         })
-        .await
+        .await?
+        .map_err(LimitHit::into_error)
     }
 
     async fn resolve_due_waits(&self, now: i64, limit: u64) -> EngineResult<Vec<ResumedRun>> {

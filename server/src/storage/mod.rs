@@ -13,6 +13,7 @@ pub mod error;
 mod event_ops;
 mod event_store;
 mod key_ops;
+pub mod limits;
 mod notify;
 mod obs_store;
 mod queue_ops;

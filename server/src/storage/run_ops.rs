@@ -19,6 +19,7 @@ use sea_orm::TryIntoModel;
 
 use super::convert::{failure_to_text, run_from_model};
 use super::entities::{attempts, idempotency_keys, runs, steps};
+use super::limits::{self, Limited};
 use super::timeline_ops::{self, Entry};
 use super::wait_ops;
 use super::{child_ops, state_ops};
@@ -81,6 +82,9 @@ fn insert_model(new: &NewRun) -> runs::ActiveModel {
         parent_run_id: Set(new.parent.as_ref().map(|p| p.run_id.clone())),
         parent_step_id: Set(new.parent.as_ref().map(|p| p.step_id.clone())),
         parent_index: Set(new.parent.as_ref().map(|p| p.index)),
+        step_count: Set(0),
+        // The `created` entry, inserted with the row.
+        timeline_count: Set(1),
     }
 }
 
@@ -144,7 +148,8 @@ pub async fn start_run<C: ConnectionTrait>(c: &C, new: NewRun) -> EngineResult<S
     runs::Entity::insert(model.clone())
         .exec_without_returning(c)
         .await?;
-    timeline_ops::add(c, Entry::new(&new.id, TimelineKind::Created, new.now)).await?;
+    // Counted by the row itself (`timeline_count` 1).
+    timeline_ops::insert(c, vec![Entry::new(&new.id, TimelineKind::Created, new.now)]).await?;
     // The inserted row is exactly `model`: no read back.
     let row = model
         .try_into_model()
@@ -185,18 +190,22 @@ pub async fn heartbeat<C: ConnectionTrait>(
 }
 
 /// Records a step result once; the primary key rejects a second result for one step.
+/// `Ok(true)` when this step id was already recorded (a replay, never refused). A new
+/// entry past the step limit fails the run instead (see [`limits::check_steps`]).
 ///
-/// One statement in the common case: an `INSERT ... SELECT` from the run's row guarded by
-/// the lease (token, `running`, not expired; the row locked on PostgreSQL), with
-/// `ON CONFLICT DO NOTHING` and `RETURNING` the attempt for the timeline entry. When it
-/// inserts nothing, the full lease check runs (answering the precise error), and a valid
-/// lease means the step was recorded before (`true`).
+/// Two statements in the common case: an `INSERT ... SELECT` from the run's row guarded by
+/// the lease (token, `running`, not expired; the row locked on PostgreSQL) and by the step
+/// limit (`step_count` below the cap), with `ON CONFLICT DO NOTHING` and `RETURNING` the
+/// attempt for the timeline entry, then the `step_count` increment. When it inserts
+/// nothing, the full lease check runs (answering the precise error), then a recorded step
+/// is a replay and a run at the cap is failed.
 pub async fn complete_step<C: ConnectionTrait>(
     c: &C,
     lease: LeaseRef,
     step: NewStep,
     now: i64,
-) -> EngineResult<bool> {
+) -> EngineResult<Limited<bool>> {
+    let max = limits::current().max_steps_per_run;
     let size = step.output.as_ref().map_or(0, |o| o.len() as i64);
     let select = Query::select()
         .column(runs::Column::Id)
@@ -214,6 +223,7 @@ pub async fn complete_step<C: ConnectionTrait>(
         .and_where(runs::Column::LeaseToken.eq(lease.token.as_str()))
         .and_where(runs::Column::Status.eq(RunStatus::Running.as_str()))
         .and_where(runs::Column::LeaseExpiresAt.gt(now))
+        .and_where(runs::Column::StepCount.lt(max))
         .lock(LockType::Update)
         .to_owned();
     let insert = Query::insert()
@@ -240,14 +250,57 @@ pub async fn complete_step<C: ConnectionTrait>(
         .to_owned();
     let row = c.query_one(&insert).await?;
     let Some(row) = row else {
-        // Nothing inserted: a lease that fails the check answers its error; a valid one
-        // means the step was already recorded.
-        load_leased(c, &lease, now, Access::Write).await?;
-        return Ok(true);
+        // Nothing inserted: a lease that fails the check answers its error; with a valid
+        // one the step was recorded before (a replay), or the run is at the step limit.
+        let run = load_leased(c, &lease, now, Access::Write).await?;
+        return complete_step_checked(c, run, step, now).await;
     };
     let attempt: i32 = row.try_get("", steps::Column::Attempt.as_str())?;
-    timeline_ops::add(c, step_entry(&lease.run_id, attempt, &step, size, now)).await?;
-    Ok(false)
+    // Counts the journal entry (at once) and its timeline entry.
+    timeline_ops::add_counting_step(c, step_entry(&lease.run_id, attempt, &step, size, now))
+        .await?;
+    Ok(Ok(false))
+}
+
+/// [`complete_step`] once the lease is checked (the run row locked): a replay, the step
+/// limit, or the plain insert.
+async fn complete_step_checked<C: ConnectionTrait>(
+    c: &C,
+    run: RunRecord,
+    step: NewStep,
+    now: i64,
+) -> EngineResult<Limited<bool>> {
+    let key = (run.id.clone(), step.step_id.clone());
+    if steps::Entity::find_by_id(key).one(c).await?.is_some() {
+        return Ok(Ok(true));
+    }
+    if let Some(hit) = limits::check_steps(c, &run, now).await? {
+        return Ok(Err(hit));
+    }
+    let size = step.output.as_ref().map_or(0, |o| o.len() as i64);
+    let entry = step_entry(&run.id, run.attempt, &step, size, now);
+    let inserted = steps::Entity::insert(steps::ActiveModel {
+        run_id: Set(run.id.clone()),
+        step_id: Set(step.step_id),
+        kind: Set(step.kind.as_str().to_owned()),
+        attempt: Set(run.attempt),
+        output: Set(step.output),
+        failure: Set(step.failure.as_ref().map(failure_to_text)),
+        output_size: Set(size),
+        started_at: Set(step.started_at),
+        completed_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::columns([steps::Column::RunId, steps::Column::StepId])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(c)
+    .await?;
+    if inserted == 1 {
+        timeline_ops::add_counting_step(c, entry).await?;
+    }
+    Ok(Ok(inserted == 0))
 }
 
 /// The timeline entry of a recorded step result.
@@ -342,7 +395,7 @@ pub async fn complete_run<C: ConnectionTrait>(
 }
 
 /// Applies the outcome of a failed attempt: queue again after a delay, or fail the run.
-async fn apply_failure<C: ConnectionTrait>(
+pub(super) async fn apply_failure<C: ConnectionTrait>(
     c: &C,
     mut run: RunRecord,
     failure: Failure,

@@ -27,6 +27,7 @@ use super::complete_batch::CompleteWrite;
 use super::convert::{attempt_from_model, run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps};
 use super::error::StorageError;
+use super::limits::LimitHit;
 use super::step_batch::StepWrite;
 use super::writer::{self, Writer, WriterStats};
 use super::{child_ops, claim_ops, key_ops, notify, queue_ops, run_ops, timeline_ops, wait_ops};
@@ -198,6 +199,14 @@ impl SqlStore {
         Ok(out)
     }
 
+    /// Sets the per-run history limits this store enforces (defaults: see
+    /// [`HistoryLimits`](crate::engine::history::HistoryLimits)). Call before sharing the
+    /// store.
+    pub fn with_history_limits(self, limits: crate::engine::history::HistoryLimits) -> Self {
+        self.writer.set_history_limits(limits);
+        self
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -345,9 +354,31 @@ impl RunStore for SqlStore {
     }
 
     async fn complete_step(&self, lease: LeaseRef, step: NewStep, now: i64) -> EngineResult<bool> {
-        self.writer
+        match self
+            .writer
             .record_step(StepWrite { lease, step, now })
-            .await
+            .await?
+        {
+            Ok(replayed) => Ok(replayed),
+            Err(hit) => {
+                if self.backend == Backend::Postgres {
+                    // The failed run released its queue's capacity: tell the other
+                    // replicas (the refusal itself is already committed).
+                    let released = hit.released();
+                    let notified = self
+                        .write_released(
+                            |_| Box::pin(async { Ok(()) }),
+                            |_: &()| vec![],
+                            move |_: &()| released.clone(),
+                        )
+                        .await;
+                    if let Err(e) = notified {
+                        tracing::warn!(error = %e, "cannot announce the capacity a step-limited run released");
+                    }
+                }
+                Err(LimitHit::into_error(hit))
+            }
+        }
     }
 
     async fn complete_run(

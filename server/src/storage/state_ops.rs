@@ -25,6 +25,7 @@ use crate::engine::{EngineError, EngineResult};
 use super::entities::{
     state_entries as entries, state_lock_floors as floors, state_locks as locks, steps,
 };
+use super::limits::{self, Limited};
 use super::notify;
 use super::run_ops::load_run;
 
@@ -62,12 +63,13 @@ fn entry_of(m: entries::Model) -> StateEntry {
 }
 
 /// Applies a call: with a run binding, checks the lease, replays a journaled call id, or
-/// applies the operation and journals its outcome, all in the caller's transaction.
+/// applies the operation and journals its outcome, all in the caller's transaction. A new
+/// journal entry past the step limit fails the run instead (see [`limits::check_steps`]).
 pub async fn apply<C: ConnectionTrait>(
     c: &C,
     call: StateCall,
     now: i64,
-) -> EngineResult<StateOutcome> {
+) -> EngineResult<Limited<StateOutcome>> {
     let StateCall { namespace, op, run } = call;
     let mut journal = None;
     if let Some(rc) = &run {
@@ -90,10 +92,13 @@ pub async fn apply<C: ConnectionTrait>(
                 .map_err(|e| {
                     EngineError::Storage(format!("journal entry {} is corrupt: {e}", rc.call_id))
                 })?;
-            return Ok(StateOutcome {
+            return Ok(Ok(StateOutcome {
                 result: rec.replay(&op, &rc.call_id)?,
                 replayed: true,
-            });
+            }));
+        }
+        if let Some(hit) = limits::check_steps(c, &run, now).await? {
+            return Ok(Err(hit));
         }
         journal = Some((run, rc.call_id.clone()));
     }
@@ -126,12 +131,13 @@ pub async fn apply<C: ConnectionTrait>(
             })
             .exec_without_returning(c)
             .await?;
+            limits::count_steps(c, &run.id, 1).await?;
         }
     }
-    Ok(StateOutcome {
+    Ok(Ok(StateOutcome {
         result,
         replayed: false,
-    })
+    }))
 }
 
 async fn apply_op<C: ConnectionTrait>(

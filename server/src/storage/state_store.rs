@@ -8,6 +8,7 @@ use crate::engine::state::{StateCall, StateEntry, StateOp, StateOutcome, StateRe
 use crate::engine::store::{StateStore, Wakeup};
 
 use super::SqlStore;
+use super::limits::{LimitHit, Limited};
 use super::state_ops;
 
 #[async_trait]
@@ -35,23 +36,30 @@ impl StateStore for SqlStore {
     async fn state_apply(&self, call: StateCall, now: i64) -> EngineResult<StateOutcome> {
         let released = matches!(call.op, StateOp::Release { .. })
             .then(|| (call.namespace.clone(), call.op.key().to_owned()));
-        self.write_notify(
+        self.write_released(
             move |c| Box::pin(state_ops::apply(c, call, now)),
-            move |out: &StateOutcome| match (&released, out) {
+            move |out: &Limited<StateOutcome>| match (&released, out) {
                 (
                     Some((namespace, key)),
-                    StateOutcome {
+                    Ok(StateOutcome {
                         result: Ok(StateResult::Released),
                         replayed: false,
-                    },
+                    }),
                 ) => vec![Wakeup::LockReleased {
                     namespace: namespace.clone(),
                     key: key.clone(),
                 }],
                 _ => Vec::new(),
             },
+            |out: &Limited<StateOutcome>| {
+                out.as_ref()
+                    .err()
+                    .map(LimitHit::released)
+                    .unwrap_or_default()
+            },
         )
-        .await
+        .await?
+        .map_err(LimitHit::into_error)
     }
 
     async fn sweep_state(&self, now: i64, limit: u64) -> EngineResult<u64> {

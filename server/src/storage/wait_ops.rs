@@ -27,6 +27,7 @@ use crate::engine::{EngineError, EngineResult};
 use super::convert::{run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps, waits};
 use super::error::StorageError;
+use super::limits::{self, Limited};
 use super::run_ops::load_run;
 use super::timeline_ops::{self, Entry as Tl};
 use super::{child_ops, combined_ops, event_ops};
@@ -149,7 +150,7 @@ async fn satisfied<C: ConnectionTrait>(
         _ if entry.output == TIMED_OUT_OUTPUT => TimelineKind::WaitTimedOut,
         _ => TimelineKind::EventMatched,
     };
-    timeline_ops::add(
+    timeline_ops::add_counting_step(
         c,
         Tl::new(&run.id, tl, now)
             .attempt(run.attempt)
@@ -175,7 +176,7 @@ pub async fn suspend<C: ConnectionTrait>(
     step_id: String,
     spec: WaitSpec,
     now: i64,
-) -> EngineResult<SuspendOutcome> {
+) -> EngineResult<Limited<SuspendOutcome>> {
     if let WaitSpec::Event {
         name,
         correlation_key,
@@ -204,7 +205,11 @@ pub async fn suspend<C: ConnectionTrait>(
                 spec.kind().as_str()
             )));
         }
-        return Ok(SuspendOutcome::Satisfied(recorded));
+        return Ok(Ok(SuspendOutcome::Satisfied(recorded)));
+    }
+    // The wait's journal entry is counted now (reserved while the wait is pending).
+    if let Some(hit) = limits::check_steps(c, &run, now).await? {
+        return Ok(Err(hit));
     }
     let mut children = Vec::new();
     let mut wake_at = spec.wake_at();
@@ -216,7 +221,9 @@ pub async fn suspend<C: ConnectionTrait>(
         } => {
             match combined_ops::start(c, &run, &step_id, *mode, items, *timeout_at, now).await? {
                 combined_ops::Started::Resolved(output) => {
-                    return satisfied(c, &run, step_id, spec.kind(), output, now).await;
+                    return satisfied(c, &run, step_id, spec.kind(), output, now)
+                        .await
+                        .map(Ok);
                 }
                 combined_ops::Started::Pending(at) => wake_at = at,
             }
@@ -227,14 +234,17 @@ pub async fn suspend<C: ConnectionTrait>(
             let all: Vec<RunRecord> = children.iter().map(|(r, _)| r.clone()).collect();
             if all.iter().all(|r| r.status.is_final()) {
                 let output = children_output(&all);
-                return satisfied(c, &run, step_id, StepKind::Child, output, now).await;
+                return satisfied(c, &run, step_id, StepKind::Child, output, now)
+                    .await
+                    .map(Ok);
             }
             (None, None)
         }
         WaitSpec::Sleep { until } => {
             if *until <= now {
                 return satisfied(c, &run, step_id, StepKind::Sleep, SLEEP_OUTPUT.into(), now)
-                    .await;
+                    .await
+                    .map(Ok);
             }
             (None, None)
         }
@@ -260,16 +270,20 @@ pub async fn suspend<C: ConnectionTrait>(
                 )
                 .await?;
                 let output = event_output(&event);
-                return satisfied(c, &run, step_id, StepKind::Event, output, now).await;
+                return satisfied(c, &run, step_id, StepKind::Event, output, now)
+                    .await
+                    .map(Ok);
             }
             if *timeout_at <= now {
                 let output = TIMED_OUT_OUTPUT.to_owned();
-                return satisfied(c, &run, step_id, StepKind::Event, output, now).await;
+                return satisfied(c, &run, step_id, StepKind::Event, output, now)
+                    .await
+                    .map(Ok);
             }
             (Some(name.clone()), Some(correlation_key.clone()))
         }
     };
-    timeline_ops::add(
+    timeline_ops::add_counting_step(
         c,
         Tl::new(&run.id, TimelineKind::Waiting, now)
             .attempt(run.attempt)
@@ -313,11 +327,11 @@ pub async fn suspend<C: ConnectionTrait>(
         .filter(runs::Column::Id.eq(run.id.as_str()))
         .exec(c)
         .await?;
-    Ok(SuspendOutcome::Suspended {
+    Ok(Ok(SuspendOutcome::Suspended {
         wake_at,
         queue: run.queue.clone(),
         children,
-    })
+    }))
 }
 
 /// Locks the runs among `ids` that are still waiting (in id order) and returns them with

@@ -6,13 +6,15 @@
 //! share one durable commit (one fsync on SQLite with `synchronous=FULL`), and a failing
 //! write rolls back its own savepoint without affecting the others in the batch.
 //!
-//! Timeline entries of a batch are inserted together just before the commit (see
-//! `timeline_ops::deferred`); a write that rolls back its savepoint drops its entries.
+//! Timeline entries of a batch are counted against the runs' timeline caps and inserted
+//! together just before the commit (see `timeline_ops::deferred`); a write that rolls back
+//! its savepoint drops its entries. Every batch runs with the writer's history limits in
+//! force (`super::limits`; [`Writer::set_history_limits`]).
 //!
 //! SQLite gets one writer task (SQLite has one writer anyway, and this avoids busy
 //! errors); PostgreSQL gets several, so commits overlap.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use futures::future::BoxFuture;
 use sea_orm::{
@@ -22,8 +24,10 @@ use sea_orm::{
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::complete_batch::{self, CompleteWrite};
+use super::limits::Limited;
 use super::step_batch::{self, StepWrite};
 use super::{run_ops, timeline_ops};
+use crate::engine::history::HistoryLimits;
 use crate::engine::model::RunRecord;
 use crate::engine::{EngineError, EngineResult};
 
@@ -39,8 +43,9 @@ enum Job {
     /// Any write: a closure run in its own savepoint.
     Body(Body),
     /// A step result, recorded with the batch's other step results in one statement
-    /// (`step_batch`); the caller learns whether it was recorded before.
-    Step(StepWrite, oneshot::Sender<EngineResult<bool>>),
+    /// (`step_batch`); the caller learns whether it was recorded before, or that the step
+    /// limit refused it (and failed the run).
+    Step(StepWrite, oneshot::Sender<EngineResult<Limited<bool>>>),
     /// A run completion (SQLite), applied with the batch's other completions
     /// (`complete_batch`).
     Complete(CompleteWrite, oneshot::Sender<EngineResult<RunRecord>>),
@@ -55,7 +60,7 @@ pub struct WriterStats {
     pub writes: std::sync::atomic::AtomicU64,
     /// Statements (round trips to the database) the writer ran: the writes' own statements
     /// (counted by the connection's metric callback, see [`count_statement`]) plus the
-    /// writer's `BEGIN`, savepoints, timeline flush and `COMMIT`.
+    /// writer's `BEGIN`, savepoints and `COMMIT` (run unprepared, so counted by hand).
     pub statements: std::sync::atomic::AtomicU64,
     /// Commits by batch size: bucket `i` counts batches of at most `2^i` writes
     /// (cumulative buckets are derived at scrape time; see `BATCH_BUCKETS`).
@@ -70,6 +75,8 @@ pub const BATCH_BUCKETS: usize = 10;
 pub struct Writer {
     tx: mpsc::Sender<Job>,
     stats: Arc<WriterStats>,
+    /// History limits in force in every write of this writer (see `super::limits`).
+    limits: Arc<RwLock<HistoryLimits>>,
 }
 
 /// Counts one statement in `stats` when it runs inside a writer task (install as the
@@ -92,15 +99,27 @@ impl Writer {
     ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(16 * MAX_BATCH);
         let rx = Arc::new(Mutex::new(rx));
+        let limits = Arc::new(RwLock::new(HistoryLimits::default()));
         for _ in 0..tasks.max(1) {
-            tokio::spawn(timeline_ops::deferred(writer_loop(
+            let writes = writer_loop(
                 db.clone(),
                 rx.clone(),
                 stats.clone(),
                 sqlite,
-            )));
+                limits.clone(),
+            );
+            tokio::spawn(super::limits::scope(
+                HistoryLimits::default(),
+                timeline_ops::deferred(writes),
+            ));
         }
-        Self { tx, stats }
+        Self { tx, stats, limits }
+    }
+
+    /// Sets the history limits the writes of this writer (every handle) enforce from its
+    /// next batch on.
+    pub fn set_history_limits(&self, limits: HistoryLimits) {
+        *self.limits.write().unwrap_or_else(PoisonError::into_inner) = limits;
     }
 
     /// Commit statistics.
@@ -131,8 +150,8 @@ impl Writer {
     }
 
     /// Records a step result in the next group commit (see [`step_batch`]); true when the
-    /// step had a result already.
-    pub async fn record_step(&self, write: StepWrite) -> EngineResult<bool> {
+    /// step had a result already; a refusal by the step limit (the run failed) otherwise.
+    pub async fn record_step(&self, write: StepWrite) -> EngineResult<Limited<bool>> {
         let (otx, orx) = oneshot::channel();
         self.submit(Job::Step(write, otx), orx).await
     }
@@ -173,6 +192,7 @@ async fn writer_loop(
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     stats: Arc<WriterStats>,
     sqlite: bool,
+    limits: Arc<RwLock<HistoryLimits>>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -182,6 +202,7 @@ async fn writer_loop(
                 return;
             }
         }
+        super::limits::set(*limits.read().unwrap_or_else(PoisonError::into_inner));
         let options = TransactionOptions {
             isolation_level: (!sqlite).then_some(IsolationLevel::ReadCommitted),
             access_mode: (!sqlite).then_some(AccessMode::ReadWrite),
@@ -279,7 +300,7 @@ async fn writer_loop(
             let body: Body = match job {
                 Job::Step(w, reply) => {
                     if recorded.next().unwrap_or(false) {
-                        finishers.push(reply_finish(reply, Ok(false)));
+                        finishers.push(reply_finish(reply, Ok(Ok(false))));
                         continue;
                     }
                     Box::new(move |txn| {
@@ -331,9 +352,9 @@ async fn writer_loop(
         let n = finishers.len() as u64;
         let mut broken = broken.map(EngineError::from);
         if broken.is_none() {
-            match timeline_ops::flush(&txn).await {
-                Ok(k) => own_statements += k,
-                Err(e) => broken = Some(e),
+            // Its statements are counted by the connection's metric callback.
+            if let Err(e) = timeline_ops::flush(&txn).await {
+                broken = Some(e);
             }
         }
         timeline_ops::rollback_to(0);

@@ -61,6 +61,10 @@ const (
 	TimelineEntryKind_TIMELINE_ENTRY_KIND_RETRIED TimelineEntryKind = 15
 	// The run reached its log cap; later log lines are dropped.
 	TimelineEntryKind_TIMELINE_ENTRY_KIND_LOGS_TRUNCATED TimelineEntryKind = 16
+	// The run reached its timeline cap (`--max-timeline-entries`, in
+	// `detail.max_timeline_entries`); later entries are dropped, except how the run ends
+	// (completed, failed, cancelled).
+	TimelineEntryKind_TIMELINE_ENTRY_KIND_TIMELINE_TRUNCATED TimelineEntryKind = 17
 )
 
 // Enum value maps for TimelineEntryKind.
@@ -83,25 +87,27 @@ var (
 		14: "TIMELINE_ENTRY_KIND_CANCELLED",
 		15: "TIMELINE_ENTRY_KIND_RETRIED",
 		16: "TIMELINE_ENTRY_KIND_LOGS_TRUNCATED",
+		17: "TIMELINE_ENTRY_KIND_TIMELINE_TRUNCATED",
 	}
 	TimelineEntryKind_value = map[string]int32{
-		"TIMELINE_ENTRY_KIND_UNSPECIFIED":     0,
-		"TIMELINE_ENTRY_KIND_CREATED":         1,
-		"TIMELINE_ENTRY_KIND_ATTEMPT_STARTED": 2,
-		"TIMELINE_ENTRY_KIND_ATTEMPT_RESUMED": 3,
-		"TIMELINE_ENTRY_KIND_STEP_COMPLETED":  4,
-		"TIMELINE_ENTRY_KIND_STEP_FAILED":     5,
-		"TIMELINE_ENTRY_KIND_WAITING":         6,
-		"TIMELINE_ENTRY_KIND_EVENT_MATCHED":   7,
-		"TIMELINE_ENTRY_KIND_TIMER_FIRED":     8,
-		"TIMELINE_ENTRY_KIND_WAIT_TIMED_OUT":  9,
-		"TIMELINE_ENTRY_KIND_RETRY_SCHEDULED": 10,
-		"TIMELINE_ENTRY_KIND_LEASE_EXPIRED":   11,
-		"TIMELINE_ENTRY_KIND_COMPLETED":       12,
-		"TIMELINE_ENTRY_KIND_FAILED":          13,
-		"TIMELINE_ENTRY_KIND_CANCELLED":       14,
-		"TIMELINE_ENTRY_KIND_RETRIED":         15,
-		"TIMELINE_ENTRY_KIND_LOGS_TRUNCATED":  16,
+		"TIMELINE_ENTRY_KIND_UNSPECIFIED":        0,
+		"TIMELINE_ENTRY_KIND_CREATED":            1,
+		"TIMELINE_ENTRY_KIND_ATTEMPT_STARTED":    2,
+		"TIMELINE_ENTRY_KIND_ATTEMPT_RESUMED":    3,
+		"TIMELINE_ENTRY_KIND_STEP_COMPLETED":     4,
+		"TIMELINE_ENTRY_KIND_STEP_FAILED":        5,
+		"TIMELINE_ENTRY_KIND_WAITING":            6,
+		"TIMELINE_ENTRY_KIND_EVENT_MATCHED":      7,
+		"TIMELINE_ENTRY_KIND_TIMER_FIRED":        8,
+		"TIMELINE_ENTRY_KIND_WAIT_TIMED_OUT":     9,
+		"TIMELINE_ENTRY_KIND_RETRY_SCHEDULED":    10,
+		"TIMELINE_ENTRY_KIND_LEASE_EXPIRED":      11,
+		"TIMELINE_ENTRY_KIND_COMPLETED":          12,
+		"TIMELINE_ENTRY_KIND_FAILED":             13,
+		"TIMELINE_ENTRY_KIND_CANCELLED":          14,
+		"TIMELINE_ENTRY_KIND_RETRIED":            15,
+		"TIMELINE_ENTRY_KIND_LOGS_TRUNCATED":     16,
+		"TIMELINE_ENTRY_KIND_TIMELINE_TRUNCATED": 17,
 	}
 )
 
@@ -429,7 +435,7 @@ const file_stackshift_v1_observability_proto_rawDesc = "" +
 	"\astep_id\x18\x05 \x01(\tR\x06stepId\x12*\n" +
 	"\x02at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +
 	"\aattempt\x18\a \x01(\x05R\aattempt\x12\x1c\n" +
-	"\ttruncated\x18\b \x01(\bR\ttruncated*\x8c\x05\n" +
+	"\ttruncated\x18\b \x01(\bR\ttruncated*\xb8\x05\n" +
 	"\x11TimelineEntryKind\x12#\n" +
 	"\x1fTIMELINE_ENTRY_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bTIMELINE_ENTRY_KIND_CREATED\x10\x01\x12'\n" +
@@ -448,7 +454,8 @@ const file_stackshift_v1_observability_proto_rawDesc = "" +
 	"\x1aTIMELINE_ENTRY_KIND_FAILED\x10\r\x12!\n" +
 	"\x1dTIMELINE_ENTRY_KIND_CANCELLED\x10\x0e\x12\x1f\n" +
 	"\x1bTIMELINE_ENTRY_KIND_RETRIED\x10\x0f\x12&\n" +
-	"\"TIMELINE_ENTRY_KIND_LOGS_TRUNCATED\x10\x10*w\n" +
+	"\"TIMELINE_ENTRY_KIND_LOGS_TRUNCATED\x10\x10\x12*\n" +
+	"&TIMELINE_ENTRY_KIND_TIMELINE_TRUNCATED\x10\x11*w\n" +
 	"\bLogLevel\x12\x19\n" +
 	"\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n" +

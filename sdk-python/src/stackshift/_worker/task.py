@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional, Protocol
 
@@ -17,11 +17,12 @@ import grpc
 import grpc.aio
 
 from .. import _json
-from ..context import Handler, JobContext, Recorded, Step, Waited
+from ..context import WAIT_KINDS, Handler, JobContext, Recorded, Step, Waited
 from ..errors import failure_from_error, is_interrupted
 from ..log import run_logger
 from ..run import Failure, status_from_proto
 from ..state import State
+from ..triggers import EventTriggerDeclaration
 from ..v1 import common_pb2, worker_pb2
 from .lease import LEASE_LOST, GaveUp, Interrupted, Lease, Ok, Rejected, WriteResult, lost_reason, sleep_unless, write
 
@@ -50,6 +51,8 @@ class RegisteredJob:
     handler: Handler
     #: Lease timeout for runs that set none at start, in seconds.
     lease_timeout: Optional[float] = None
+    #: Event triggers the job declares; the worker creates them when it starts.
+    triggers: list[EventTriggerDeclaration] = field(default_factory=list)
 
 
 @dataclass
@@ -152,11 +155,11 @@ def _log_interrupted(fields: str, lease: Lease) -> None:
 
 
 def _journal_of(task: worker_pb2.Task) -> dict[str, Recorded]:
-    """The journal's step, sleep and event-wait entries by id. State calls are left out: the
+    """The journal's step and wait (sleep, event, child, any, all) entries by id. State calls are left out: the
     server answers a journaled call id with its recorded result."""
     journal: dict[str, Recorded] = {}
     for entry in task.journal:
-        if entry.kind in (common_pb2.JOURNAL_ENTRY_KIND_SLEEP, common_pb2.JOURNAL_ENTRY_KIND_EVENT):
+        if entry.kind in WAIT_KINDS:
             output = entry.output if entry.WhichOneof("outcome") == "output" and entry.output else b"null"
             journal[entry.id] = Waited(kind=entry.kind, output=output)
             continue

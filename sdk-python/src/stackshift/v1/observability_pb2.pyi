@@ -60,6 +60,11 @@ class _TimelineEntryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Tim
     """`RetryRun` queued a failed or cancelled run again."""
     TIMELINE_ENTRY_KIND_LOGS_TRUNCATED: _TimelineEntryKind.ValueType  # 16
     """The run reached its log cap; later log lines are dropped."""
+    TIMELINE_ENTRY_KIND_TIMELINE_TRUNCATED: _TimelineEntryKind.ValueType  # 17
+    """The run reached its timeline cap (`--max-timeline-entries`, in
+    `detail.max_timeline_entries`); later entries are dropped, except how the run ends
+    (completed, failed, cancelled).
+    """
 
 class TimelineEntryKind(_TimelineEntryKind, metaclass=_TimelineEntryKindEnumTypeWrapper):
     """TimelineEntryKind names what happened to a run at one instant of its timeline."""
@@ -100,6 +105,11 @@ TIMELINE_ENTRY_KIND_RETRIED: TimelineEntryKind.ValueType  # 15
 """`RetryRun` queued a failed or cancelled run again."""
 TIMELINE_ENTRY_KIND_LOGS_TRUNCATED: TimelineEntryKind.ValueType  # 16
 """The run reached its log cap; later log lines are dropped."""
+TIMELINE_ENTRY_KIND_TIMELINE_TRUNCATED: TimelineEntryKind.ValueType  # 17
+"""The run reached its timeline cap (`--max-timeline-entries`, in
+`detail.max_timeline_entries`); later entries are dropped, except how the run ends
+(completed, failed, cancelled).
+"""
 Global___TimelineEntryKind: _TypeAlias = TimelineEntryKind  # noqa: Y015
 
 class _LogLevel:

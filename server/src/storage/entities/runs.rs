@@ -38,6 +38,8 @@ pub struct Model {
     pub parent_run_id: Option<String>,
     pub parent_step_id: Option<String>,
     pub parent_index: Option<i32>,
+    pub step_count: i64,
+    pub timeline_count: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -5,6 +5,7 @@
 mod children;
 mod combined;
 mod events;
+mod history;
 mod keys;
 mod obs;
 mod queues;
@@ -154,6 +155,18 @@ async fn postgres_store_contract() {
     };
     let store = SqlStore::connect(&url).await.unwrap();
     run_tests(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn history_limits_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("history.db").display());
+    let store = SqlStore::connect(&url).await.unwrap();
+    history::run(Arc::new(store.with_history_limits(history::LIMITS))).await;
+    if let Some(url) = fresh_postgres_url("history").await {
+        let store = SqlStore::connect(&url).await.unwrap();
+        history::run(Arc::new(store.with_history_limits(history::LIMITS))).await;
+    }
 }
 
 #[tokio::test]
