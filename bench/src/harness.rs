@@ -120,6 +120,9 @@ pub struct CommitStats {
     pub commits: f64,
     /// Writes committed.
     pub writes: f64,
+    /// Statements (database round trips) the writer ran; `None` from a server that does
+    /// not export `stackshift_writer_statements_total`.
+    pub statements: Option<f64>,
 }
 
 impl CommitStats {
@@ -128,6 +131,7 @@ impl CommitStats {
         CommitStats {
             commits: self.commits - before.commits,
             writes: self.writes - before.writes,
+            statements: self.statements.zip(before.statements).map(|(a, b)| a - b),
         }
     }
 }
@@ -219,6 +223,7 @@ impl Server {
         Ok(CommitStats {
             commits: value("stackshift_commit_batch_size_count")?,
             writes: value("stackshift_commit_batch_size_sum")?,
+            statements: value("stackshift_writer_statements_total").ok(),
         })
     }
 

@@ -175,6 +175,11 @@ async fn metrics_after_a_workload(db: Db) {
     assert!(get("stackshift_step_duration_seconds_bucket{le=\"0.01\"}") <= 3.0);
     assert!(get("stackshift_commit_batch_size_count") > 0.0);
     assert!(get("stackshift_commit_batch_size_sum") >= get("stackshift_commit_batch_size_count"));
+    // Every commit runs at least BEGIN, a savepoint and COMMIT.
+    assert!(
+        get("stackshift_writer_statements_total")
+            >= 3.0 * get("stackshift_commit_batch_size_count")
+    );
     assert_eq!(
         get("stackshift_commit_batch_size_bucket{le=\"+Inf\"}"),
         get("stackshift_commit_batch_size_count")

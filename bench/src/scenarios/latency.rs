@@ -74,7 +74,7 @@ pub async fn latency(opts: &Opts, bin: &PathBuf) -> anyhow::Result<Report> {
     let mut ms = probe.measure(samples).await?;
     probe.stop().await;
     let mut report = Report::new("latency", opts);
-    commit_figures(&mut report, &[&server], before);
+    commit_figures(&mut report, &[&server], before, samples);
     server.stop();
     context(&mut report, opts, samples, 1);
     report.figure(

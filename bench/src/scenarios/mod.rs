@@ -118,17 +118,23 @@ pub async fn wait_queue(
 
 /// The servers' group-commit counters summed.
 pub fn commit_stats(servers: &[&Server]) -> anyhow::Result<CommitStats> {
-    let mut sum = CommitStats::default();
+    let mut sum = CommitStats {
+        statements: Some(0.0),
+        ..CommitStats::default()
+    };
     for s in servers {
         let c = s.commit_stats()?;
         sum.commits += c.commits;
         sum.writes += c.writes;
+        sum.statements = sum.statements.zip(c.statements).map(|(a, b)| a + b);
     }
     Ok(sum)
 }
 
-/// Adds the group-commit figures since `before`: commits, writes and writes per commit.
-pub fn commit_figures(report: &mut Report, servers: &[&Server], before: CommitStats) {
+/// Adds the group-commit figures since `before`: commits, writes and writes per commit,
+/// and the writer's statements per run (`runs` runs were processed since `before`) when
+/// the servers export them.
+pub fn commit_figures(report: &mut Report, servers: &[&Server], before: CommitStats, runs: usize) {
     match commit_stats(servers) {
         Ok(now) => {
             let d = now.since(before);
@@ -140,6 +146,15 @@ pub fn commit_figures(report: &mut Report, servers: &[&Server], before: CommitSt
                 d.writes / d.commits.max(1.0),
                 "",
             );
+            if let Some(statements) = d.statements {
+                report.figure("statements", "writer statements", statements, "");
+                report.figure(
+                    "statements_per_run",
+                    "writer statements per run (mean)",
+                    statements / (runs.max(1) as f64),
+                    "",
+                );
+            }
         }
         Err(e) => eprintln!("cannot read the servers' commit counters: {e:#}"),
     }

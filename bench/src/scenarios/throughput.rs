@@ -124,7 +124,7 @@ async fn three_step_runs(
         execs.duplicates() as f64,
         "",
     );
-    commit_figures(&mut report, servers, before);
+    commit_figures(&mut report, servers, before, runs);
     Ok(report)
 }
 
@@ -185,7 +185,7 @@ pub async fn burndown(opts: &Opts, bin: &PathBuf) -> anyhow::Result<Report> {
         enqueue_writes.writes / enqueue_writes.commits.max(1.0),
         "",
     );
-    commit_figures(&mut report, &[&server], enqueued);
+    commit_figures(&mut report, &[&server], enqueued, runs);
     server.stop();
     if stats.failed > 0 {
         bail!("{} runs failed", stats.failed);

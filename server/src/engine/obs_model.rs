@@ -215,6 +215,8 @@ pub struct CommitStats {
     pub commits: u64,
     /// Writes committed.
     pub writes: u64,
+    /// Statements (database round trips) the group-commit writer ran.
+    pub statements: u64,
     /// `(upper bound, commits with at most that many writes)`, not cumulative.
     pub batches: Vec<(u64, u64)>,
 }

@@ -242,6 +242,13 @@ impl Engine {
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", stats.commits);
         let _ = writeln!(out, "{name}_sum {}", stats.writes);
         let _ = writeln!(out, "{name}_count {}", stats.commits);
+        let name = "stackshift_writer_statements_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Statements (database round trips) run by the group-commit writer, \
+             including BEGIN, savepoints and COMMIT.\n# TYPE {name} counter\n{name} {}",
+            stats.statements
+        );
         out
     }
 

@@ -8,6 +8,7 @@ use super::error::{EngineError, EngineResult};
 use super::model::{
     ClaimRequest, ClaimedTask, FailOutcome, Failure, HeartbeatOutcome, LeaseRef, NewStep, StepKind,
 };
+use super::queue_model::ClaimOutcome;
 use super::requests::{PollInput, StepOutcome};
 use super::{Engine, now_ms, validate};
 
@@ -87,7 +88,7 @@ impl Engine {
             // committed after this read signals this poll, which consumed its signal
             // before the read).
             let out = if self.store.has_claimable(&req).await? {
-                self.store.claim_queued(req.clone()).await?
+                self.claim_detached(req.clone()).await?
             } else {
                 Default::default()
             };
@@ -129,16 +130,26 @@ impl Engine {
     /// Keeps tasks claimed for a poll that went away (its request was dropped) for the next
     /// matching poll, instead of leaving them leased to nobody until their leases expire.
     pub(crate) fn orphaned(&self, namespace: &str, tasks: Vec<ClaimedTask>) {
-        let Some(first) = tasks.iter().map(|t| t.lease_deadline).min() else {
-            return;
-        };
-        tracing::debug!(
-            tasks = tasks.len(),
-            "a poll went away with claimed tasks; the next matching poll gets them"
-        );
-        // The reaper still expires them if no poll takes them in time.
-        self.timer.schedule(first);
-        self.dispatcher.orphaned(namespace, tasks);
+        keep_orphans(&self.dispatcher, &self.timer, namespace, tasks);
+    }
+
+    /// Claims in a task of its own, so that a poll dropped while its claim waits in the
+    /// writer (its caller went away) cannot lose the claimed tasks: they go to the next
+    /// matching poll ([`Engine::orphaned`]).
+    async fn claim_detached(&self, req: ClaimRequest) -> EngineResult<ClaimOutcome> {
+        let store = self.store.clone();
+        let dispatcher = self.dispatcher.clone();
+        let timer = self.timer.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let namespace = req.namespace.clone();
+            let out = store.claim_queued(req).await;
+            if let Err(Ok(out)) = tx.send(out) {
+                keep_orphans(&dispatcher, &timer, &namespace, out.tasks);
+            }
+        });
+        rx.await
+            .map_err(|_| EngineError::Unavailable("the claim was interrupted".into()))?
     }
 
     /// Counts and announces tasks a poll is about to return.
@@ -162,7 +173,16 @@ impl Engine {
         namespace: &str,
         waiter: &super::dispatcher::WaiterGuard,
     ) -> Option<Vec<ClaimedTask>> {
-        let tasks = waiter.take_handoff()?.await.ok()?;
+        let tasks = match waiter.take_handoff()?.await {
+            Ok(tasks) => tasks,
+            Err(_) => {
+                // The start's request was dropped before it answered: if its write
+                // committed, the tasks it claimed for this poll are delivered again when
+                // their leases expire.
+                tracing::warn!("a start handing tasks to this poll went away");
+                return None;
+            }
+        };
         if tasks.is_empty() {
             return None;
         }
@@ -318,4 +338,23 @@ impl Engine {
         }
         Ok(f)
     }
+}
+
+/// [`Engine::orphaned`], for code that holds the engine's parts rather than the engine.
+fn keep_orphans(
+    dispatcher: &super::dispatcher::Dispatcher,
+    timer: &super::timer::Timer,
+    namespace: &str,
+    tasks: Vec<ClaimedTask>,
+) {
+    let Some(first) = tasks.iter().map(|t| t.lease_deadline).min() else {
+        return;
+    };
+    tracing::debug!(
+        tasks = tasks.len(),
+        "a poll went away with claimed tasks; the next matching poll gets them"
+    );
+    // The reaper still expires them if no poll takes them in time.
+    timer.schedule(first);
+    dispatcher.orphaned(namespace, tasks);
 }

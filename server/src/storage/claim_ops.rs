@@ -34,9 +34,9 @@ use crate::engine::EngineResult;
 use crate::engine::model::{ClaimRequest, ClaimedTask, RunStatus};
 use crate::engine::queue_model::{ClaimOutcome, QueueConfig};
 
+use super::attempt_ops::{self, AttemptRows};
 use super::entities::{queue_starts, queues, runs};
 use super::queue_ops::config_from_model;
-use super::run_ops::{self, AttemptRows};
 
 /// Selection rounds per queue when per-key limits made a batch skip runs. Each round
 /// claims at least one run, so this only bounds the work of one claim.
@@ -126,7 +126,7 @@ pub async fn claim_queued<C: ConnectionTrait>(
         .await?;
     }
     pending.insert(c).await?;
-    run_ops::load_journals(c, &mut out.tasks).await?;
+    attempt_ops::load_journals(c, &mut out.tasks).await?;
     Ok(out)
 }
 
@@ -391,6 +391,7 @@ async fn start_level<C: ConnectionTrait>(
             None => HashMap::new(),
         };
         let mut skipped = 0;
+        let mut take = Vec::with_capacity(rows.len());
         for row in rows {
             if let (Some(limit), Some(key)) = (config.key_concurrency_limit, &row.concurrency_key) {
                 let n = tally.entry(key.clone()).or_insert(0);
@@ -400,12 +401,11 @@ async fn start_level<C: ConnectionTrait>(
                 }
                 *n += 1;
             }
-            if let Some(task) =
-                run_ops::start_attempt(c, req, row, config.lease_timeout_ms, pending).await?
-            {
-                tasks.push(task);
-            }
+            take.push(row);
         }
+        tasks.extend(
+            attempt_ops::start_attempts(c, req, take, config.lease_timeout_ms, pending).await?,
+        );
         // Without skips the batch either filled `cap` or drained the level. With skips,
         // select again: the keys now at their limit are excluded by the query itself.
         if skipped == 0 {

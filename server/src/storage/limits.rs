@@ -1,9 +1,11 @@
-//! The history limits in force for the write being run. The writer sets them around every
-//! write closure ([`scope`]), so the transactional bodies that add journal or timeline rows
-//! read them with [`current`] without taking them as arguments. Also the step-limit check
+//! The history limits in force for the write being run. Each writer task runs in a
+//! [`scope`] and puts its writer's limits in force at the start of every batch ([`set`]),
+//! so the transactional bodies that add journal or timeline rows read them with
+//! [`current`] without taking them as arguments. Also the step-limit check
 //! every write that adds a journal entry makes ([`check_steps`]) and the counter it keeps
 //! ([`count_steps`]).
 
+use std::cell::Cell;
 use std::future::Future;
 
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -17,17 +19,23 @@ use super::entities::runs;
 use super::run_ops;
 
 tokio::task_local! {
-    static LIMITS: HistoryLimits;
+    static LIMITS: Cell<HistoryLimits>;
 }
 
-/// Runs `f` with `limits` in force.
+/// Runs `f` with `limits` in force (until a [`set`] inside it).
 pub async fn scope<F: Future>(limits: HistoryLimits, f: F) -> F::Output {
-    LIMITS.scope(limits, f).await
+    LIMITS.scope(Cell::new(limits), f).await
+}
+
+/// Puts `limits` in force in the current [`scope`] (a writer task sets them per batch);
+/// no effect outside one.
+pub fn set(limits: HistoryLimits) {
+    let _ = LIMITS.try_with(|l| l.set(limits));
 }
 
 /// The limits in force (the defaults outside a [`scope`]).
 pub fn current() -> HistoryLimits {
-    LIMITS.try_with(|l| *l).unwrap_or_default()
+    LIMITS.try_with(Cell::get).unwrap_or_default()
 }
 
 /// A journal entry refused by the step limit: the run was failed (`StepLimitExceeded`) in

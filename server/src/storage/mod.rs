@@ -2,9 +2,11 @@
 //! store traits on SQLite (embedded, the default) and PostgreSQL (for several replicas on
 //! one database). Writes go through the group-commit [`writer`]; reads use the pool.
 
+mod attempt_ops;
 mod child_ops;
 mod claim_ops;
 mod combined_ops;
+mod complete_batch;
 pub mod convert;
 pub mod entities;
 pub mod error;
@@ -22,6 +24,7 @@ mod schedule_store;
 mod sql;
 mod state_ops;
 mod state_store;
+mod step_batch;
 pub mod testing;
 #[cfg(test)]
 mod tests;

@@ -49,6 +49,7 @@ impl ObsStore for SqlStore {
         CommitStats {
             commits: s.commits.load(Relaxed),
             writes: s.writes.load(Relaxed),
+            statements: s.statements.load(Relaxed),
             batches: (0..BATCH_BUCKETS)
                 .map(|i| (1u64 << i, s.batches[i].load(Relaxed)))
                 .collect(),

@@ -1,23 +1,23 @@
 //! Transactional bodies of run writes. Each function runs inside one savepoint of a group
 //! commit (see `writer`); domain rules (leases, retries) come from the engine.
 
-use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
+use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IdenStatic, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait,
 };
 
 use crate::engine::lease::{self, Access};
 use crate::engine::model::{
-    ClaimRequest, ClaimedTask, ExpiredLeases, FailOutcome, Failure, HeartbeatOutcome, LeaseRef,
-    NewRun, NewStep, RunRecord, RunStatus, StartOutcome,
+    ExpiredLeases, FailOutcome, Failure, HeartbeatOutcome, LeaseRef, NewRun, NewStep, RunRecord,
+    RunStatus, StartOutcome,
 };
 use crate::engine::retry::{self, RetryDecision};
 use crate::engine::{EngineError, EngineResult};
 
 use sea_orm::TryIntoModel;
 
-use super::convert::{failure_to_text, run_from_model, step_from_model};
+use super::convert::{failure_to_text, run_from_model};
 use super::entities::{attempts, idempotency_keys, runs, steps};
 use super::limits::{self, Limited};
 use super::timeline_ops::{self, Entry};
@@ -157,150 +157,6 @@ pub async fn start_run<C: ConnectionTrait>(c: &C, new: NewRun) -> EngineResult<S
     Ok(StartOutcome::Created(run_from_model(row)?))
 }
 
-fn new_token() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 16];
-    rand::rng().fill_bytes(&mut b);
-    hex::encode(b)
-}
-
-/// The `attempts` rows and timeline entries of the attempts one claim started, inserted
-/// together (two statements per claim instead of two per attempt).
-#[derive(Default)]
-pub struct AttemptRows {
-    attempts: Vec<attempts::ActiveModel>,
-    timeline: Vec<Entry>,
-}
-
-impl AttemptRows {
-    /// Inserts the collected rows (call inside the claim's transaction).
-    pub async fn insert<C: ConnectionTrait>(self, c: &C) -> EngineResult<()> {
-        for chunk in self.attempts.chunks(200) {
-            attempts::Entity::insert_many(chunk.iter().cloned())
-                .exec_without_returning(c)
-                .await?;
-        }
-        timeline_ops::add_many(c, self.timeline).await
-    }
-}
-
-/// Starts an attempt on a queued run that a claim selected and locked: status `running`, a
-/// fresh lease and an `attempts` row. The lease duration is the run's own, else the
-/// queue's default, else the worker's for the job, else the server default. `None` when
-/// the run is no longer queued (another claim took it first). The new `attempts` row and
-/// the timeline entry go to `rows`, which the claim inserts once for all its attempts
-/// ([`AttemptRows::insert`]) before its transaction ends.
-pub async fn start_attempt<C: ConnectionTrait>(
-    c: &C,
-    req: &ClaimRequest,
-    row: runs::Model,
-    queue_lease_ms: Option<i64>,
-    rows: &mut AttemptRows,
-) -> EngineResult<Option<ClaimedTask>> {
-    let mut run = run_from_model(row)?;
-    // A run resumed after a sleep or an event wait continues its open attempt; only a run
-    // delivered before can be resuming.
-    let resumed = run.attempt > 0 && !wait_ops::resuming(c, &[run.id.clone()]).await?.is_empty();
-    let lease_ms = run
-        .lease_timeout_ms
-        .or(queue_lease_ms)
-        .or_else(|| {
-            req.jobs
-                .iter()
-                .find(|j| j.name == run.job)
-                .and_then(|j| j.lease_timeout_ms)
-        })
-        .unwrap_or(req.default_lease_ms);
-    let token = new_token();
-    let deadline = req.now + lease_ms;
-    let attempt = if resumed {
-        run.attempt
-    } else {
-        run.attempt + 1
-    };
-    let updated = runs::Entity::update_many()
-        .col_expr(
-            runs::Column::Status,
-            Expr::value(RunStatus::Running.as_str()),
-        )
-        .col_expr(runs::Column::Attempt, Expr::value(attempt))
-        .col_expr(runs::Column::LeaseToken, Expr::value(token.clone()))
-        .col_expr(runs::Column::LeaseExpiresAt, Expr::value(deadline))
-        .col_expr(runs::Column::EffectiveLeaseMs, Expr::value(lease_ms))
-        .col_expr(runs::Column::WorkerId, Expr::value(req.worker_id.clone()))
-        .col_expr(runs::Column::UpdatedAt, Expr::value(req.now))
-        .filter(runs::Column::Id.eq(run.id.as_str()))
-        .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
-        .exec(c)
-        .await?
-        .rows_affected;
-    if updated != 1 {
-        return Ok(None);
-    }
-    if resumed {
-        wait_ops::reassign_attempt(c, &run.id, attempt, &req.worker_id).await?;
-    } else {
-        rows.attempts.push(attempts::ActiveModel {
-            run_id: Set(run.id.clone()),
-            number: Set(attempt),
-            worker_id: Set(req.worker_id.clone()),
-            started_at: Set(req.now),
-            ended_at: Set(None),
-            failure: Set(None),
-        });
-    }
-    let kind = if resumed {
-        TimelineKind::AttemptResumed
-    } else {
-        TimelineKind::AttemptStarted
-    };
-    rows.timeline.push(
-        Entry::new(&run.id, kind, req.now)
-            .attempt(attempt)
-            .detail(serde_json::json!({ "worker_id": req.worker_id, "lease_ms": lease_ms })),
-    );
-    run.status = RunStatus::Running;
-    run.attempt = attempt;
-    run.lease_token = Some(token.clone());
-    run.lease_expires_at = Some(deadline);
-    run.effective_lease_ms = Some(lease_ms);
-    run.worker_id = Some(req.worker_id.clone());
-    run.updated_at = req.now;
-    Ok(Some(ClaimedTask {
-        run,
-        lease_token: token,
-        lease_deadline: deadline,
-        lease_ms,
-        journal: Vec::new(),
-        resumed,
-    }))
-}
-
-/// Fills each claimed task's journal with the steps its run recorded so far.
-pub async fn load_journals<C: ConnectionTrait>(
-    c: &C,
-    tasks: &mut [ClaimedTask],
-) -> EngineResult<()> {
-    if tasks.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<String> = tasks.iter().map(|t| t.run.id.clone()).collect();
-    let journal = steps::Entity::find()
-        .filter(steps::Column::RunId.is_in(ids))
-        .order_by_asc(steps::Column::CompletedAt)
-        .order_by_asc(steps::Column::StepId)
-        .all(c)
-        .await?;
-    for step in journal {
-        let run_id = step.run_id.clone();
-        let rec = step_from_model(step)?;
-        if let Some(t) = tasks.iter_mut().find(|t| t.run.id == run_id) {
-            t.journal.push(rec);
-        }
-    }
-    Ok(())
-}
-
 /// Extends a lease; a cancelled run answers `cancel_requested` instead of an error.
 pub async fn heartbeat<C: ConnectionTrait>(
     c: &C,
@@ -336,24 +192,93 @@ pub async fn heartbeat<C: ConnectionTrait>(
 /// Records a step result once; the primary key rejects a second result for one step.
 /// `Ok(true)` when this step id was already recorded (a replay, never refused). A new
 /// entry past the step limit fails the run instead (see [`limits::check_steps`]).
+///
+/// Two statements in the common case: an `INSERT ... SELECT` from the run's row guarded by
+/// the lease (token, `running`, not expired; the row locked on PostgreSQL) and by the step
+/// limit (`step_count` below the cap), with `ON CONFLICT DO NOTHING` and `RETURNING` the
+/// attempt for the timeline entry, then the `step_count` increment. When it inserts
+/// nothing, the full lease check runs (answering the precise error), then a recorded step
+/// is a replay and a run at the cap is failed.
 pub async fn complete_step<C: ConnectionTrait>(
     c: &C,
     lease: LeaseRef,
     step: NewStep,
     now: i64,
 ) -> EngineResult<Limited<bool>> {
-    let run = load_leased(c, &lease, now, Access::Write).await?;
-    if run.step_count >= limits::current().max_steps_per_run {
-        let key = (run.id.clone(), step.step_id.clone());
-        if steps::Entity::find_by_id(key).one(c).await?.is_some() {
-            return Ok(Ok(true));
-        }
-        if let Some(hit) = limits::check_steps(c, &run, now).await? {
-            return Ok(Err(hit));
-        }
+    let max = limits::current().max_steps_per_run;
+    let size = step.output.as_ref().map_or(0, |o| o.len() as i64);
+    let select = Query::select()
+        .column(runs::Column::Id)
+        .expr(Expr::val(step.step_id.clone()))
+        .expr(Expr::val(step.kind.as_str()))
+        .column(runs::Column::Attempt)
+        .expr(Expr::val(step.output.clone()))
+        .expr(Expr::val(step.failure.as_ref().map(failure_to_text)))
+        .expr(Expr::val(size))
+        .expr(Expr::val(step.started_at))
+        .expr(Expr::val(now))
+        .from(runs::Entity)
+        .and_where(runs::Column::Id.eq(lease.run_id.as_str()))
+        .and_where(runs::Column::Namespace.eq(lease.namespace.as_str()))
+        .and_where(runs::Column::LeaseToken.eq(lease.token.as_str()))
+        .and_where(runs::Column::Status.eq(RunStatus::Running.as_str()))
+        .and_where(runs::Column::LeaseExpiresAt.gt(now))
+        .and_where(runs::Column::StepCount.lt(max))
+        .lock(LockType::Update)
+        .to_owned();
+    let insert = Query::insert()
+        .into_table(steps::Entity)
+        .columns([
+            steps::Column::RunId,
+            steps::Column::StepId,
+            steps::Column::Kind,
+            steps::Column::Attempt,
+            steps::Column::Output,
+            steps::Column::Failure,
+            steps::Column::OutputSize,
+            steps::Column::StartedAt,
+            steps::Column::CompletedAt,
+        ])
+        .select_from(select)
+        .map_err(|e| EngineError::Storage(format!("step insert: {e}")))?
+        .on_conflict(
+            OnConflict::columns([steps::Column::RunId, steps::Column::StepId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .returning_col(steps::Column::Attempt)
+        .to_owned();
+    let row = c.query_one(&insert).await?;
+    let Some(row) = row else {
+        // Nothing inserted: a lease that fails the check answers its error; with a valid
+        // one the step was recorded before (a replay), or the run is at the step limit.
+        let run = load_leased(c, &lease, now, Access::Write).await?;
+        return complete_step_checked(c, run, step, now).await;
+    };
+    let attempt: i32 = row.try_get("", steps::Column::Attempt.as_str())?;
+    // Counts the journal entry (at once) and its timeline entry.
+    timeline_ops::add_counting_step(c, step_entry(&lease.run_id, attempt, &step, size, now))
+        .await?;
+    Ok(Ok(false))
+}
+
+/// [`complete_step`] once the lease is checked (the run row locked): a replay, the step
+/// limit, or the plain insert.
+async fn complete_step_checked<C: ConnectionTrait>(
+    c: &C,
+    run: RunRecord,
+    step: NewStep,
+    now: i64,
+) -> EngineResult<Limited<bool>> {
+    let key = (run.id.clone(), step.step_id.clone());
+    if steps::Entity::find_by_id(key).one(c).await?.is_some() {
+        return Ok(Ok(true));
+    }
+    if let Some(hit) = limits::check_steps(c, &run, now).await? {
+        return Ok(Err(hit));
     }
     let size = step.output.as_ref().map_or(0, |o| o.len() as i64);
-    let entry = step_entry(&run, &step, size, now);
+    let entry = step_entry(&run.id, run.attempt, &step, size, now);
     let inserted = steps::Entity::insert(steps::ActiveModel {
         run_id: Set(run.id.clone()),
         step_id: Set(step.step_id),
@@ -373,22 +298,22 @@ pub async fn complete_step<C: ConnectionTrait>(
     .exec_without_returning(c)
     .await?;
     if inserted == 1 {
-        // One statement counts the journal entry and the timeline entry.
         timeline_ops::add_counting_step(c, entry).await?;
     }
     Ok(Ok(inserted == 0))
 }
 
-fn step_entry(run: &RunRecord, step: &NewStep, size: i64, now: i64) -> Entry {
+/// The timeline entry of a recorded step result.
+pub(super) fn step_entry(run_id: &str, attempt: i32, step: &NewStep, size: i64, now: i64) -> Entry {
     let duration = step.started_at.map(|s| (now - s).max(0));
     match &step.failure {
-        None => Entry::new(&run.id, TimelineKind::StepCompleted, now)
+        None => Entry::new(run_id, TimelineKind::StepCompleted, now)
             .detail(serde_json::json!({ "duration_ms": duration, "output_size": size })),
-        Some(f) => Entry::new(&run.id, TimelineKind::StepFailed, now).detail(
+        Some(f) => Entry::new(run_id, TimelineKind::StepFailed, now).detail(
             serde_json::json!({ "duration_ms": duration, "error": f.message, "error_type": f.error_type }),
         ),
     }
-    .attempt(run.attempt)
+    .attempt(attempt)
     .step(&step.step_id)
 }
 
@@ -413,31 +338,51 @@ async fn end_attempt<C: ConnectionTrait>(
 }
 
 /// Completes a run. A resent completion by the same attempt is accepted unchanged.
+///
+/// The run's update is guarded by the lease and returns the updated row (`UPDATE ...
+/// RETURNING`), so the common case reads nothing first; when it updates nothing, the full
+/// lease check answers the precise error or accepts a resent completion.
 pub async fn complete_run<C: ConnectionTrait>(
     c: &C,
     lease: LeaseRef,
     result: String,
     now: i64,
 ) -> EngineResult<RunRecord> {
-    let mut run = load_leased(c, &lease, now, Access::Complete).await?;
-    if run.status == RunStatus::Completed {
-        return Ok(run);
-    }
-    runs::Entity::update_many()
+    let mut update = runs::Entity::update_many()
         .col_expr(
             runs::Column::Status,
             Expr::value(RunStatus::Completed.as_str()),
         )
-        .col_expr(runs::Column::Result, Expr::value(result.clone()))
+        .col_expr(runs::Column::Result, Expr::value(result))
         .col_expr(
             runs::Column::LeaseExpiresAt,
             Expr::value(Option::<i64>::None),
         )
         .col_expr(runs::Column::FinishedAt, Expr::value(now))
         .col_expr(runs::Column::UpdatedAt, Expr::value(now))
-        .filter(runs::Column::Id.eq(run.id.as_str()))
-        .exec(c)
+        .filter(runs::Column::Id.eq(lease.run_id.as_str()))
+        .filter(runs::Column::Namespace.eq(lease.namespace.as_str()))
+        .filter(runs::Column::LeaseToken.eq(lease.token.as_str()))
+        .filter(runs::Column::Status.eq(RunStatus::Running.as_str()))
+        .filter(runs::Column::LeaseExpiresAt.gt(now))
+        .into_query();
+    update.returning_all();
+    let updated = runs::Entity::find()
+        .from_raw_sql(c.get_database_backend().build(&update))
+        .one(c)
         .await?;
+    let Some(row) = updated else {
+        let run = load_leased(c, &lease, now, Access::Complete).await?;
+        if run.status == RunStatus::Completed {
+            return Ok(run);
+        }
+        // Unreachable: a running run with a live lease matches the update's guard.
+        return Err(EngineError::Unavailable(format!(
+            "run {} changed while it was being completed; retry",
+            run.id
+        )));
+    };
+    let run = run_from_model(row)?;
     end_attempt(c, &run, None, now).await?;
     state_ops::release_run_locks(c, &run.id, now).await?;
     timeline_ops::add(
@@ -445,9 +390,6 @@ pub async fn complete_run<C: ConnectionTrait>(
         Entry::new(&run.id, TimelineKind::Completed, now).attempt(run.attempt),
     )
     .await?;
-    run.status = RunStatus::Completed;
-    run.result = Some(result);
-    run.finished_at = Some(now);
     child_ops::on_final(c, &run, now).await?;
     Ok(run)
 }

@@ -23,12 +23,14 @@ use crate::engine::model::{
 use crate::engine::queue_model::ClaimOutcome;
 use crate::engine::store::{KeyStore, QueueStore, RunStore, Wakeup};
 
+use super::complete_batch::CompleteWrite;
 use super::convert::{attempt_from_model, run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps};
 use super::error::StorageError;
-use super::limits::{LimitHit, Limited};
-use super::writer::Writer;
-use super::{child_ops, claim_ops, key_ops, notify, queue_ops, run_ops, wait_ops};
+use super::limits::LimitHit;
+use super::step_batch::StepWrite;
+use super::writer::{self, Writer, WriterStats};
+use super::{child_ops, claim_ops, key_ops, notify, queue_ops, run_ops, timeline_ops, wait_ops};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,13 +96,16 @@ impl SqlStore {
                 opts.max_connections(32).min_connections(2);
             }
         }
-        let db = Database::connect(opts).await?;
+        let mut db = Database::connect(opts).await?;
         Migrator::up(&db, None).await?;
         let writers = match backend {
             Backend::Sqlite => 1,
             Backend::Postgres => 4,
         };
-        let writer = Writer::spawn(db.clone(), writers, backend == Backend::Sqlite);
+        let stats = Arc::new(WriterStats::default());
+        let counted = stats.clone();
+        db.set_metric_callback(move |_| writer::count_statement(&counted));
+        let writer = Writer::spawn(db.clone(), writers, backend == Backend::Sqlite, stats);
         let origin: Arc<str> = uuid::Uuid::now_v7().simple().to_string().into();
         Ok(Self {
             db,
@@ -155,12 +160,14 @@ impl SqlStore {
                                 // In its own savepoint: a failing claim leaves the start
                                 // intact (the poll then claims by itself).
                                 let sp = c.begin().await?;
+                                let mark = timeline_ops::mark();
                                 match claim_ops::claim_queued(&sp, req, rotation).await {
                                     Ok(claim) => {
                                         sp.commit().await?;
                                         claim
                                     }
                                     Err(e) => {
+                                        timeline_ops::rollback_to(mark);
                                         sp.rollback().await?;
                                         tracing::warn!(error = %e, "claim at start failed");
                                         ClaimOutcome::default()
@@ -195,7 +202,7 @@ impl SqlStore {
     /// Sets the per-run history limits this store enforces (defaults: see
     /// [`HistoryLimits`](crate::engine::history::HistoryLimits)). Call before sharing the
     /// store.
-    pub fn with_history_limits(mut self, limits: crate::engine::history::HistoryLimits) -> Self {
+    pub fn with_history_limits(self, limits: crate::engine::history::HistoryLimits) -> Self {
         self.writer.set_history_limits(limits);
         self
     }
@@ -347,18 +354,31 @@ impl RunStore for SqlStore {
     }
 
     async fn complete_step(&self, lease: LeaseRef, step: NewStep, now: i64) -> EngineResult<bool> {
-        self.write_released(
-            move |c| Box::pin(run_ops::complete_step(c, lease, step, now)),
-            |_: &Limited<bool>| vec![],
-            |out: &Limited<bool>| {
-                out.as_ref()
-                    .err()
-                    .map(LimitHit::released)
-                    .unwrap_or_default()
-            },
-        )
-        .await?
-        .map_err(LimitHit::into_error)
+        match self
+            .writer
+            .record_step(StepWrite { lease, step, now })
+            .await?
+        {
+            Ok(replayed) => Ok(replayed),
+            Err(hit) => {
+                if self.backend == Backend::Postgres {
+                    // The failed run released its queue's capacity: tell the other
+                    // replicas (the refusal itself is already committed).
+                    let released = hit.released();
+                    let notified = self
+                        .write_released(
+                            |_| Box::pin(async { Ok(()) }),
+                            |_: &()| vec![],
+                            move |_: &()| released.clone(),
+                        )
+                        .await;
+                    if let Err(e) = notified {
+                        tracing::warn!(error = %e, "cannot announce the capacity a step-limited run released");
+                    }
+                }
+                Err(LimitHit::into_error(hit))
+            }
+        }
     }
 
     async fn complete_run(
@@ -367,6 +387,13 @@ impl RunStore for SqlStore {
         result: String,
         now: i64,
     ) -> EngineResult<RunRecord> {
+        if self.backend == Backend::Sqlite {
+            // No notifications to publish: applied with the batch's other completions.
+            return self
+                .writer
+                .complete_run(CompleteWrite { lease, result, now })
+                .await;
+        }
         self.write_released(
             move |c| Box::pin(run_ops::complete_run(c, lease, result, now)),
             |_: &RunRecord| vec![],

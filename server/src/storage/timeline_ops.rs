@@ -3,13 +3,25 @@
 //! as the changes it describes. A run keeps at most `--max-timeline-entries` entries (its
 //! `timeline_count` column counts them), then one truncation marker. Log lines are appended
 //! under a lease with a per-run cap.
+//!
+//! Inside the group-commit writer ([`deferred`] scope) [`add`] and [`add_many`] do not
+//! insert at once: they append to the batch's buffer, which the writer counts and inserts
+//! just before the commit ([`flush`]), in the order the writes added them: one
+//! `UPDATE runs ... FROM (VALUES ...) RETURNING` per 500 runs moves the runs'
+//! `timeline_count` and tells where each entry falls under the cap, then one multi-row
+//! insert per 200 admitted entries. A write whose savepoint rolls back drops its entries
+//! ([`mark`] / [`rollback_to`]) before they are counted. Nothing reads the timeline or
+//! `timeline_count` inside a write transaction, so deferring them to the end of the same
+//! transaction changes no outcome. Outside the writer every add counts and inserts at once.
+
+use std::cell::RefCell;
 
 use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, Value,
 };
 
 use crate::engine::lease::{self, Access};
@@ -20,6 +32,7 @@ use crate::engine::obs_model::{
 };
 use crate::engine::{EngineError, EngineResult};
 
+use super::attempt_ops::param;
 use super::entities::{run_logs, run_timeline, runs};
 use super::error::StorageError;
 use super::limits;
@@ -127,14 +140,22 @@ fn admit(entry: Entry, pos: i64, cap: i64, out: &mut Vec<Entry>) {
 }
 
 /// Writes one timeline entry (call inside the transition's transaction), honouring the
-/// run's timeline cap.
+/// run's timeline cap (inside the writer: counted and inserted with the batch's other
+/// entries just before the commit).
 pub async fn add<C: ConnectionTrait>(c: &C, entry: Entry) -> EngineResult<()> {
     add_many(c, vec![entry]).await
 }
 
-/// Writes the timeline entry of a new journal entry and counts both (one statement moves
-/// the run's `step_count` and `timeline_count`).
+/// Writes the timeline entry of a new journal entry and counts both (outside the writer
+/// one statement moves the run's `step_count` and `timeline_count`; inside it
+/// `step_count` moves at once, so later writes of the batch see it, and the timeline entry
+/// is deferred like [`add`]'s).
 pub async fn add_counting_step<C: ConnectionTrait>(c: &C, entry: Entry) -> EngineResult<()> {
+    if in_writer() {
+        limits::count_steps(c, &entry.run_id, 1).await?;
+        let _ = defer(vec![entry], false);
+        return Ok(());
+    }
     write(c, vec![entry], 1).await
 }
 
@@ -142,7 +163,10 @@ pub async fn add_counting_step<C: ConnectionTrait>(c: &C, entry: Entry) -> Engin
 /// one `UPDATE ... RETURNING` per distinct number of entries per run (one for the usual
 /// one entry per run) moves the runs' `timeline_count` and tells where each entry falls.
 pub async fn add_many<C: ConnectionTrait>(c: &C, entries: Vec<Entry>) -> EngineResult<()> {
-    write(c, entries, 0).await
+    match defer(entries, false) {
+        Some(entries) => write(c, entries, 0).await,
+        None => Ok(()),
+    }
 }
 
 /// [`add_many`], also adding `steps` to the `step_count` of each run concerned.
@@ -198,13 +222,146 @@ async fn write<C: ConnectionTrait>(c: &C, entries: Vec<Entry>, steps: i64) -> En
         let pos = *pos;
         admit(e, pos, cap, &mut rows);
     }
-    insert(c, rows).await
+    insert_now(c, &rows).await
 }
 
 /// Inserts entries already admitted under the cap (their run's `timeline_count` was moved
-/// by the caller).
+/// by the caller); deferred inside the writer, keeping their place among the batch's
+/// entries.
 pub async fn insert<C: ConnectionTrait>(c: &C, rows: Vec<Entry>) -> EngineResult<()> {
-    for chunk in rows.chunks(200) {
+    match defer(rows, true) {
+        Some(rows) => insert_now(c, &rows).await,
+        None => Ok(()),
+    }
+}
+
+tokio::task_local! {
+    /// Timeline entries of the current group-commit batch, not counted nor inserted yet.
+    static DEFERRED: RefCell<Vec<Pending>>;
+}
+
+/// A buffered timeline entry.
+struct Pending {
+    entry: Entry,
+    /// Already counted in its run's `timeline_count` and admitted (the `created` entry of a
+    /// run inserted with `timeline_count` 1).
+    counted: bool,
+    /// The timeline cap in force when it was added.
+    cap: i64,
+}
+
+/// Runs `fut` (a writer task) with a deferred-timeline buffer: [`add`] and [`add_many`]
+/// inside it buffer their entries until [`flush`].
+pub async fn deferred<F: std::future::Future>(fut: F) -> F::Output {
+    DEFERRED.scope(RefCell::new(Vec::new()), fut).await
+}
+
+/// True inside a [`deferred`] scope (the group-commit writer).
+pub fn in_writer() -> bool {
+    DEFERRED.try_with(|_| ()).is_ok()
+}
+
+/// The current length of the deferred buffer, to pass to [`rollback_to`] when the work
+/// started now rolls back (0 outside a [`deferred`] scope).
+pub fn mark() -> usize {
+    DEFERRED.try_with(|d| d.borrow().len()).unwrap_or(0)
+}
+
+/// Drops the entries buffered since `mark` (their savepoint rolled back).
+pub fn rollback_to(mark: usize) {
+    let _ = DEFERRED.try_with(|d| d.borrow_mut().truncate(mark));
+}
+
+/// Buffers `entries` inside a [`deferred`] scope; gives them back outside one.
+fn defer(entries: Vec<Entry>, counted: bool) -> Option<Vec<Entry>> {
+    let cap = limits::current().max_timeline_entries;
+    let mut entries = Some(entries);
+    let _ = DEFERRED.try_with(|d| {
+        if let Some(e) = entries.take() {
+            d.borrow_mut().extend(e.into_iter().map(|entry| Pending {
+                entry,
+                counted,
+                cap,
+            }));
+        }
+    });
+    entries
+}
+
+/// Counts and inserts the buffered entries (the writer calls this once per batch, before
+/// the commit), honouring each run's timeline cap.
+pub async fn flush<C: ConnectionTrait>(c: &C) -> EngineResult<()> {
+    let pending = DEFERRED
+        .try_with(|d| std::mem::take(&mut *d.borrow_mut()))
+        .unwrap_or_default();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    // Entries to count per run.
+    let mut per_run: HashMap<&str, i64> = HashMap::new();
+    for p in pending.iter().filter(|p| !p.counted) {
+        *per_run.entry(p.entry.run_id.as_str()).or_insert(0) += 1;
+    }
+    let mut per_run: Vec<(&str, i64)> = per_run.into_iter().collect();
+    // A stable order, so that concurrent writers lock the rows in the same order.
+    per_run.sort_unstable();
+    let mut before: HashMap<String, i64> = HashMap::with_capacity(per_run.len());
+    for chunk in per_run.chunks(COUNT_CHUNK) {
+        for row in c
+            .query_all_raw(count_update(c.get_database_backend(), chunk))
+            .await?
+        {
+            let id: String = row.try_get("", "id")?;
+            let count: i64 = row.try_get("", "timeline_count")?;
+            let n = chunk
+                .binary_search_by(|(r, _)| (*r).cmp(id.as_str()))
+                .map_or(0, |i| chunk[i].1);
+            before.insert(id, count - n);
+        }
+    }
+    let mut rows = Vec::with_capacity(pending.len());
+    for p in pending {
+        if p.counted {
+            rows.push(p.entry);
+            continue;
+        }
+        let pos = before.entry(p.entry.run_id.clone()).or_insert(0);
+        *pos += 1;
+        let pos = *pos;
+        admit(p.entry, pos, p.cap, &mut rows);
+    }
+    insert_now(c, &rows).await
+}
+
+/// Runs per counting statement of [`flush`] (2 bound values each).
+const COUNT_CHUNK: usize = 500;
+
+/// `UPDATE runs SET timeline_count = timeline_count + n FROM (VALUES (id, n), ...)`,
+/// returning each run's new count.
+fn count_update(backend: DbBackend, chunk: &[(&str, i64)]) -> Statement {
+    let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 2);
+    let mut tuples = Vec::with_capacity(chunk.len());
+    for (id, n) in chunk {
+        let first = values.len();
+        values.extend([Value::from(id.to_string()), Value::from(*n)]);
+        tuples.push(format!(
+            "({}, {})",
+            param(backend, first),
+            param(backend, first + 1)
+        ));
+    }
+    // VALUES columns are named column1, column2 on both SQLite and PostgreSQL.
+    let sql = format!(
+        "UPDATE runs SET timeline_count = runs.timeline_count + v.column2 \
+         FROM (VALUES {}) AS v WHERE runs.id = v.column1 \
+         RETURNING runs.id AS id, runs.timeline_count AS timeline_count",
+        tuples.join(", ")
+    );
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+async fn insert_now<C: ConnectionTrait>(c: &C, entries: &[Entry]) -> EngineResult<()> {
+    for chunk in entries.chunks(200) {
         run_timeline::Entity::insert_many(chunk.iter().cloned().map(active))
             .exec_without_returning(c)
             .await?;

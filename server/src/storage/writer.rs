@@ -6,10 +6,15 @@
 //! share one durable commit (one fsync on SQLite with `synchronous=FULL`), and a failing
 //! write rolls back its own savepoint without affecting the others in the batch.
 //!
+//! Timeline entries of a batch are counted against the runs' timeline caps and inserted
+//! together just before the commit (see `timeline_ops::deferred`); a write that rolls back
+//! its savepoint drops its entries. Every batch runs with the writer's history limits in
+//! force (`super::limits`; [`Writer::set_history_limits`]).
+//!
 //! SQLite gets one writer task (SQLite has one writer anyway, and this avoids busy
 //! errors); PostgreSQL gets several, so commits overlap.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use futures::future::BoxFuture;
 use sea_orm::{
@@ -18,13 +23,33 @@ use sea_orm::{
 };
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use super::complete_batch::{self, CompleteWrite};
+use super::limits::Limited;
+use super::step_batch::{self, StepWrite};
+use super::{run_ops, timeline_ops};
+use crate::engine::history::HistoryLimits;
+use crate::engine::model::RunRecord;
 use crate::engine::{EngineError, EngineResult};
 
 /// Most writes in one commit.
 pub const MAX_BATCH: usize = 512;
 
 type Finish = Box<dyn FnOnce(EngineResult<()>) + Send>;
-type Job = Box<dyn for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, (bool, Finish)> + Send>;
+type Body =
+    Box<dyn for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, (bool, Finish)> + Send>;
+
+/// A queued write.
+enum Job {
+    /// Any write: a closure run in its own savepoint.
+    Body(Body),
+    /// A step result, recorded with the batch's other step results in one statement
+    /// (`step_batch`); the caller learns whether it was recorded before, or that the step
+    /// limit refused it (and failed the run).
+    Step(StepWrite, oneshot::Sender<EngineResult<Limited<bool>>>),
+    /// A run completion (SQLite), applied with the batch's other completions
+    /// (`complete_batch`).
+    Complete(CompleteWrite, oneshot::Sender<EngineResult<RunRecord>>),
+}
 
 /// Observed batch sizes, for tests and the benchmark.
 #[derive(Debug, Default)]
@@ -33,6 +58,10 @@ pub struct WriterStats {
     pub commits: std::sync::atomic::AtomicU64,
     /// Writes committed.
     pub writes: std::sync::atomic::AtomicU64,
+    /// Statements (round trips to the database) the writer ran: the writes' own statements
+    /// (counted by the connection's metric callback, see [`count_statement`]) plus the
+    /// writer's `BEGIN`, savepoints and `COMMIT` (run unprepared, so counted by hand).
+    pub statements: std::sync::atomic::AtomicU64,
     /// Commits by batch size: bucket `i` counts batches of at most `2^i` writes
     /// (cumulative buckets are derived at scrape time; see `BATCH_BUCKETS`).
     pub batches: [std::sync::atomic::AtomicU64; BATCH_BUCKETS],
@@ -46,29 +75,51 @@ pub const BATCH_BUCKETS: usize = 10;
 pub struct Writer {
     tx: mpsc::Sender<Job>,
     stats: Arc<WriterStats>,
-    /// History limits in force in every write (see `super::limits`).
-    limits: crate::engine::history::HistoryLimits,
+    /// History limits in force in every write of this writer (see `super::limits`).
+    limits: Arc<RwLock<HistoryLimits>>,
+}
+
+/// Counts one statement in `stats` when it runs inside a writer task (install as the
+/// connection's metric callback; statements on the read pool are not counted).
+pub fn count_statement(stats: &WriterStats) {
+    if timeline_ops::in_writer() {
+        stats
+            .statements
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Writer {
-    /// Spawns `tasks` writer tasks over `db`.
-    pub fn spawn(db: DatabaseConnection, tasks: usize, sqlite: bool) -> Self {
+    /// Spawns `tasks` writer tasks over `db`, counting into `stats`.
+    pub fn spawn(
+        db: DatabaseConnection,
+        tasks: usize,
+        sqlite: bool,
+        stats: Arc<WriterStats>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(16 * MAX_BATCH);
         let rx = Arc::new(Mutex::new(rx));
-        let stats = Arc::new(WriterStats::default());
+        let limits = Arc::new(RwLock::new(HistoryLimits::default()));
         for _ in 0..tasks.max(1) {
-            tokio::spawn(writer_loop(db.clone(), rx.clone(), stats.clone(), sqlite));
+            let writes = writer_loop(
+                db.clone(),
+                rx.clone(),
+                stats.clone(),
+                sqlite,
+                limits.clone(),
+            );
+            tokio::spawn(super::limits::scope(
+                HistoryLimits::default(),
+                timeline_ops::deferred(writes),
+            ));
         }
-        Self {
-            tx,
-            stats,
-            limits: Default::default(),
-        }
+        Self { tx, stats, limits }
     }
 
-    /// Sets the history limits the writes of this handle (and its later clones) enforce.
-    pub fn set_history_limits(&mut self, limits: crate::engine::history::HistoryLimits) {
-        self.limits = limits;
+    /// Sets the history limits the writes of this writer (every handle) enforce from its
+    /// next batch on.
+    pub fn set_history_limits(&self, limits: HistoryLimits) {
+        *self.limits.write().unwrap_or_else(PoisonError::into_inner) = limits;
     }
 
     /// Commit statistics.
@@ -85,10 +136,9 @@ impl Writer {
             + 'static,
     {
         let (otx, orx) = oneshot::channel::<EngineResult<T>>();
-        let limits = self.limits;
-        let job: Job = Box::new(move |txn| {
+        let job: Body = Box::new(move |txn| {
             Box::pin(async move {
-                let out = super::limits::scope(limits, f(txn)).await;
+                let out = f(txn).await;
                 let ok = out.is_ok();
                 let finish: Finish = Box::new(move |commit: EngineResult<()>| {
                     let _ = otx.send(commit.and(out));
@@ -96,6 +146,27 @@ impl Writer {
                 (ok, finish)
             })
         });
+        self.submit(Job::Body(job), orx).await
+    }
+
+    /// Records a step result in the next group commit (see [`step_batch`]); true when the
+    /// step had a result already; a refusal by the step limit (the run failed) otherwise.
+    pub async fn record_step(&self, write: StepWrite) -> EngineResult<Limited<bool>> {
+        let (otx, orx) = oneshot::channel();
+        self.submit(Job::Step(write, otx), orx).await
+    }
+
+    /// Completes a run in the next group commit (see [`complete_batch`]; SQLite only).
+    pub async fn complete_run(&self, write: CompleteWrite) -> EngineResult<RunRecord> {
+        let (otx, orx) = oneshot::channel();
+        self.submit(Job::Complete(write, otx), orx).await
+    }
+
+    async fn submit<T>(
+        &self,
+        job: Job,
+        orx: oneshot::Receiver<EngineResult<T>>,
+    ) -> EngineResult<T> {
         self.tx
             .send(job)
             .await
@@ -106,11 +177,22 @@ impl Writer {
     }
 }
 
+/// Answers a batched write once the commit's outcome is known.
+fn reply_finish<T: Send + 'static>(
+    reply: oneshot::Sender<EngineResult<T>>,
+    out: EngineResult<T>,
+) -> Finish {
+    Box::new(move |commit: EngineResult<()>| {
+        let _ = reply.send(commit.and(out));
+    })
+}
+
 async fn writer_loop(
     db: DatabaseConnection,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     stats: Arc<WriterStats>,
     sqlite: bool,
+    limits: Arc<RwLock<HistoryLimits>>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -120,6 +202,7 @@ async fn writer_loop(
                 return;
             }
         }
+        super::limits::set(*limits.read().unwrap_or_else(PoisonError::into_inner));
         let options = TransactionOptions {
             isolation_level: (!sqlite).then_some(IsolationLevel::ReadCommitted),
             access_mode: (!sqlite).then_some(AccessMode::ReadWrite),
@@ -136,32 +219,153 @@ async fn writer_loop(
         };
         let mut finishers = Vec::with_capacity(batch.len());
         let mut broken = txn.execute_unprepared("SAVEPOINT w").await.err();
-        let total = batch.len();
-        for (i, job) in batch.drain(..).enumerate() {
+        let mut own_statements = 2; // BEGIN, SAVEPOINT
+        timeline_ops::rollback_to(0);
+        // `w` holds committed-to-be work of earlier writes: the next write that runs
+        // statements first releases it and opens a fresh one (one round trip). A failed
+        // write rolls back to `w`, which stays open and empty.
+        let mut dirty = false;
+        // First the batch's step results, together.
+        let steps: Vec<&StepWrite> = batch
+            .iter()
+            .filter_map(|j| match j {
+                Job::Step(w, _) => Some(w),
+                _ => None,
+            })
+            .collect();
+        let mut recorded = vec![false; steps.len()];
+        if broken.is_none() && !steps.is_empty() {
+            match step_batch::record(&txn, &steps).await {
+                Ok(flags) => {
+                    dirty = flags.iter().any(|f| *f);
+                    recorded = flags;
+                }
+                Err(e) => {
+                    // Each result then goes on its own below, with its precise outcome.
+                    tracing::warn!(error = %e, results = steps.len(), "batched step results failed");
+                    timeline_ops::rollback_to(0);
+                    own_statements += 1;
+                    broken = txn
+                        .execute_unprepared("ROLLBACK TO SAVEPOINT w")
+                        .await
+                        .err();
+                }
+            }
+        }
+        drop(steps);
+        // Then the completions, together, in a savepoint of their own.
+        let completions: Vec<&CompleteWrite> = batch
+            .iter()
+            .filter_map(|j| match j {
+                Job::Complete(w, _) => Some(w),
+                _ => None,
+            })
+            .collect();
+        let mut completed: Vec<Option<RunRecord>> = Vec::new();
+        if broken.is_none() && !completions.is_empty() {
+            if dirty {
+                own_statements += 1;
+                broken = txn
+                    .execute_unprepared("RELEASE SAVEPOINT w; SAVEPOINT w")
+                    .await
+                    .err();
+                dirty = false;
+            }
+            let mark = timeline_ops::mark();
+            if broken.is_none() {
+                match complete_batch::apply(&txn, &completions).await {
+                    Ok(runs) => {
+                        dirty = runs.iter().any(Option::is_some);
+                        completed = runs;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, completions = completions.len(), "batched completions failed");
+                        timeline_ops::rollback_to(mark);
+                        own_statements += 1;
+                        broken = txn
+                            .execute_unprepared("ROLLBACK TO SAVEPOINT w")
+                            .await
+                            .err();
+                    }
+                }
+            }
+        }
+        drop(completions);
+        let mut recorded = recorded.into_iter();
+        let mut completed = completed.into_iter();
+        for job in batch.drain(..) {
             if broken.is_some() {
                 break; // the remaining callers get `Unavailable`
             }
-            let (ok, finish) = job(&txn).await;
-            finishers.push(finish);
-            // One round trip between writes: keep this write and open the next one's
-            // savepoint together. `ROLLBACK TO` keeps the savepoint open for the next write.
-            // The last successful write needs nothing: the commit releases it.
-            let last = i + 1 == total;
-            let end = match (ok, last) {
-                (true, true) => continue,
-                (true, false) => "RELEASE SAVEPOINT w; SAVEPOINT w",
-                (false, _) => "ROLLBACK TO SAVEPOINT w",
+            let body: Body = match job {
+                Job::Step(w, reply) => {
+                    if recorded.next().unwrap_or(false) {
+                        finishers.push(reply_finish(reply, Ok(Ok(false))));
+                        continue;
+                    }
+                    Box::new(move |txn| {
+                        Box::pin(async move {
+                            let out = run_ops::complete_step(txn, w.lease, w.step, w.now).await;
+                            (out.is_ok(), reply_finish(reply, out))
+                        })
+                    })
+                }
+                Job::Complete(w, reply) => {
+                    if let Some(run) = completed.next().flatten() {
+                        finishers.push(reply_finish(reply, Ok(run)));
+                        continue;
+                    }
+                    Box::new(move |txn| {
+                        Box::pin(async move {
+                            let out = run_ops::complete_run(txn, w.lease, w.result, w.now).await;
+                            (out.is_ok(), reply_finish(reply, out))
+                        })
+                    })
+                }
+                Job::Body(body) => body,
             };
-            if let Err(e) = txn.execute_unprepared(end).await {
-                broken = Some(e);
+            if dirty {
+                own_statements += 1;
+                if let Err(e) = txn
+                    .execute_unprepared("RELEASE SAVEPOINT w; SAVEPOINT w")
+                    .await
+                {
+                    broken = Some(e);
+                    break;
+                }
+                dirty = false;
+            }
+            let mark = timeline_ops::mark();
+            let (ok, finish) = body(&txn).await;
+            finishers.push(finish);
+            if ok {
+                dirty = true;
+            } else {
+                timeline_ops::rollback_to(mark);
+                own_statements += 1;
+                if let Err(e) = txn.execute_unprepared("ROLLBACK TO SAVEPOINT w").await {
+                    broken = Some(e);
+                }
             }
         }
         batch.clear();
         let n = finishers.len() as u64;
+        let mut broken = broken.map(EngineError::from);
+        if broken.is_none() {
+            // Its statements are counted by the connection's metric callback.
+            if let Err(e) = timeline_ops::flush(&txn).await {
+                broken = Some(e);
+            }
+        }
+        timeline_ops::rollback_to(0);
+        own_statements += 1; // COMMIT or ROLLBACK
+        stats
+            .statements
+            .fetch_add(own_statements, std::sync::atomic::Ordering::Relaxed);
         let result = match broken {
             Some(e) => {
                 let _ = txn.rollback().await;
-                Err(EngineError::from(e))
+                Err(e)
             }
             None => txn.commit().await.map_err(EngineError::from),
         };

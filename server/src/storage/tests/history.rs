@@ -282,10 +282,54 @@ pub async fn timeline_cap_and_marker(store: &Arc<dyn Store>) {
     assert_eq!(d.run.status, RunStatus::Completed);
 }
 
+/// Many concurrent step results of one run (one group commit when the writer batches
+/// them): the step cap holds, and the timeline entries counted together keep the cap, then
+/// one marker, then how the run ended.
+pub async fn both_caps_within_one_batch(store: &Arc<dyn Store>) {
+    let ns = ns("onebatch");
+    let t = crate::engine::now_ms();
+    // created + attempt_started = 2 entries.
+    let l = leased(store, &ns, t).await;
+    let mut tasks = Vec::new();
+    for i in 0..LIMITS.max_steps_per_run + 4 {
+        let (store, l) = (store.clone(), l.clone());
+        tasks.push(tokio::spawn(async move {
+            store.complete_step(l, step(&format!("b{i}")), t + 1).await
+        }));
+    }
+    let (mut recorded, mut limited) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(false) => recorded += 1,
+            Err(EngineError::StepLimit(_)) => limited += 1,
+            Err(EngineError::FailedPrecondition(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(recorded, LIMITS.max_steps_per_run);
+    assert_eq!(limited, 1);
+    assert_failed_by_limit(store, &l, LIMITS.max_steps_per_run as usize).await;
+    let d = store.get_run_detail(&ns, &l.run_id).await.unwrap().unwrap();
+    let kinds: Vec<TimelineKind> = d.timeline.iter().map(|e| e.kind).collect();
+    // 2 + 10 step entries = the cap of 12; then the marker and how the run ended.
+    assert_eq!(kinds.len(), 14, "{kinds:?}");
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == TimelineKind::StepCompleted)
+            .count(),
+        10,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds[12], TimelineKind::TimelineTruncated, "{kinds:?}");
+    assert_eq!(kinds[13], TimelineKind::Failed, "{kinds:?}");
+}
+
 /// Runs the history checks against a store configured with [`LIMITS`].
 pub async fn run(store: Arc<dyn Store>) {
     step_results_up_to_the_cap(&store).await;
     every_entry_kind_counts(&store).await;
     concurrent_steps_at_the_cap(&store).await;
     timeline_cap_and_marker(&store).await;
+    both_caps_within_one_batch(&store).await;
 }

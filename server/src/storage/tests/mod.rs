@@ -34,6 +34,8 @@ pub async fn run_tests(store: Arc<dyn Store>) {
     worker::start_and_claim(&store).await;
     worker::lease_rules(&store).await;
     worker::steps_recorded_once(&store).await;
+    worker::steps_recorded_together(&store).await;
+    worker::completions_together(&store).await;
     worker::failure_and_backoff(&store).await;
     worker::lease_expiry(&store).await;
     worker::timers(&store).await;

@@ -460,3 +460,160 @@ pub async fn start_and_claim(store: &Arc<dyn Store>) {
     assert!(matches!(out, StartOutcome::Duplicate(r) if r.id == first.id));
     assert!(claim.tasks.is_empty());
 }
+
+/// Step results arriving together (one group commit records them with one statement):
+/// each is recorded once, a resent result answers "already recorded", and a result under
+/// a stale, expired or cancelled lease is refused exactly as on its own.
+pub async fn steps_recorded_together(store: &Arc<dyn Store>) {
+    use crate::engine::obs_model::TimelineKind;
+    let ns = ns("steps-together");
+    let mut runs = Vec::new();
+    for i in 0..12 {
+        runs.push(start(store, new_run(&ns, "job", "q", 1_000 + i)).await);
+    }
+    let tasks = store
+        .claim(claim_req(&ns, &["q"], &["job"], 12, 2_000))
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 12);
+    let cancelled = &tasks[11];
+    store
+        .cancel_run(
+            &ns,
+            &cancelled.run.id,
+            Failure::new("stop", "Cancel"),
+            2_001,
+        )
+        .await
+        .unwrap();
+    let mut calls = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let l = lease(&ns, &t.run.id, &t.lease_token);
+        // Runs 0-8: one result, sent twice for the even ones. Run 9: a stale token.
+        // Run 10: after the lease expired (claimed at 2,000 with a 30 s lease). Run 11:
+        // cancelled.
+        let (l, now) = match i {
+            9 => (lease(&ns, &t.run.id, "not-the-token"), 3_000),
+            10 => (l, 2_000 + 30_000),
+            _ => (l, 3_000),
+        };
+        calls.push((i, store.complete_step(l.clone(), step("s", "1"), now)));
+        if i < 9 && i % 2 == 0 {
+            calls.push((i, store.complete_step(l, step("s", "1"), now)));
+        }
+    }
+    let (which, futures): (Vec<usize>, Vec<_>) = calls.into_iter().unzip();
+    let answers = futures::future::join_all(futures).await;
+    let mut fresh = [0; 12];
+    for (i, answer) in which.into_iter().zip(answers) {
+        match i {
+            9 | 10 => assert!(
+                matches!(answer, Err(EngineError::FailedPrecondition(_))),
+                "run {i}: {answer:?}"
+            ),
+            11 => assert!(
+                matches!(answer, Err(EngineError::Cancelled(_))),
+                "run 11: {answer:?}"
+            ),
+            _ => fresh[i] += u32::from(!answer.unwrap()),
+        }
+    }
+    for (i, t) in tasks.iter().enumerate() {
+        let detail = store.get_run_detail(&ns, &t.run.id).await.unwrap().unwrap();
+        let completed = detail
+            .timeline
+            .iter()
+            .filter(|e| e.kind == TimelineKind::StepCompleted)
+            .count();
+        if i < 9 {
+            assert_eq!(
+                fresh[i], 1,
+                "run {i}: recorded once, the resend answered as such"
+            );
+            assert_eq!(detail.steps.len(), 1, "run {i}");
+            assert_eq!(detail.steps[0].attempt, 1);
+            assert_eq!(detail.steps[0].output.as_deref(), Some("1"));
+            assert_eq!(completed, 1, "run {i}: one timeline entry");
+        } else {
+            assert!(detail.steps.is_empty(), "run {i}: nothing recorded");
+            assert_eq!(completed, 0, "run {i}");
+        }
+    }
+}
+
+/// Completions arriving together (on SQLite one group commit applies them with one
+/// statement): each run completes once with its attempt ended, a resent completion is
+/// accepted unchanged, and a stale, expired or cancelled lease is refused as on its own.
+pub async fn completions_together(store: &Arc<dyn Store>) {
+    use crate::engine::obs_model::TimelineKind;
+    let ns = ns("complete-together");
+    for i in 0..10 {
+        start(store, new_run(&ns, "job", "q", 1_000 + i)).await;
+    }
+    let tasks = store
+        .claim(claim_req(&ns, &["q"], &["job"], 10, 2_000))
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 10);
+    store
+        .cancel_run(&ns, &tasks[9].run.id, Failure::new("stop", "Cancel"), 2_001)
+        .await
+        .unwrap();
+    let mut calls = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let l = lease(&ns, &t.run.id, &t.lease_token);
+        // Runs 0-6: completed, the even ones twice. Run 7: a stale token. Run 8: after
+        // the lease expired. Run 9: cancelled.
+        let (l, now) = match i {
+            7 => (lease(&ns, &t.run.id, "not-the-token"), 3_000),
+            8 => (l, 2_000 + 30_000),
+            _ => (l, 3_000),
+        };
+        let result = format!("{{\"n\":{i}}}");
+        calls.push((i, store.complete_run(l.clone(), result.clone(), now)));
+        if i < 7 && i % 2 == 0 {
+            calls.push((i, store.complete_run(l, result, now)));
+        }
+    }
+    let (which, futures): (Vec<usize>, Vec<_>) = calls.into_iter().unzip();
+    let answers = futures::future::join_all(futures).await;
+    for (i, answer) in which.into_iter().zip(answers) {
+        match i {
+            7 | 8 => assert!(
+                matches!(answer, Err(EngineError::FailedPrecondition(_))),
+                "run {i}: {answer:?}"
+            ),
+            9 => assert!(
+                matches!(answer, Err(EngineError::Cancelled(_))),
+                "run 9: {answer:?}"
+            ),
+            _ => {
+                let run = answer.unwrap();
+                assert_eq!(run.status, RunStatus::Completed, "run {i}");
+                assert_eq!(
+                    run.result.as_deref(),
+                    Some(format!("{{\"n\":{i}}}").as_str())
+                );
+                assert_eq!(run.finished_at, Some(3_000));
+            }
+        }
+    }
+    for (i, t) in tasks.iter().enumerate() {
+        let detail = store.get_run_detail(&ns, &t.run.id).await.unwrap().unwrap();
+        let completed = detail
+            .timeline
+            .iter()
+            .filter(|e| e.kind == TimelineKind::Completed)
+            .count();
+        if i < 7 {
+            assert_eq!(detail.run.status, RunStatus::Completed, "run {i}");
+            assert_eq!(detail.attempts.len(), 1);
+            assert_eq!(detail.attempts[0].ended_at, Some(3_000), "run {i}");
+            assert!(detail.attempts[0].failure.is_none());
+            assert_eq!(completed, 1, "run {i}: one timeline entry");
+        } else {
+            assert_ne!(detail.run.status, RunStatus::Completed, "run {i}");
+            assert_eq!(completed, 0, "run {i}");
+        }
+    }
+}

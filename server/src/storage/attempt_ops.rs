@@ -1,0 +1,232 @@
+//! Claimed attempts: starting the attempts of the runs a claim selected (one `UPDATE ...
+//! FROM (VALUES ...)` for all of them), collecting their `attempts` rows and timeline
+//! entries, and loading the journals of runs delivered again.
+
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, Statement, Value,
+};
+
+use crate::engine::EngineResult;
+use crate::engine::model::{ClaimRequest, ClaimedTask, RunRecord, RunStatus};
+use crate::engine::obs_model::TimelineKind;
+
+use super::convert::{run_from_model, step_from_model};
+use super::entities::{attempts, runs, steps};
+use super::timeline_ops::{self, Entry};
+use super::wait_ops;
+
+fn new_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// The `attempts` rows and timeline entries of the attempts one claim started, inserted
+/// together (two statements per claim instead of two per attempt).
+#[derive(Default)]
+pub struct AttemptRows {
+    attempts: Vec<attempts::ActiveModel>,
+    timeline: Vec<Entry>,
+}
+
+impl AttemptRows {
+    /// Inserts the collected rows (call inside the claim's transaction).
+    pub async fn insert<C: ConnectionTrait>(self, c: &C) -> EngineResult<()> {
+        for chunk in self.attempts.chunks(200) {
+            attempts::Entity::insert_many(chunk.iter().cloned())
+                .exec_without_returning(c)
+                .await?;
+        }
+        timeline_ops::add_many(c, self.timeline).await
+    }
+}
+
+/// Starts an attempt on each queued run a claim selected and locked: status `running`, a
+/// fresh lease and an `attempts` row. The lease duration is the run's own, else the
+/// queue's default, else the worker's for the job, else the server default. A run no
+/// longer queued (another claim took it first) is left out. All the runs are updated with
+/// one `UPDATE ... FROM (VALUES ...)` statement (per 200 runs) that returns the ids it
+/// updated; the new `attempts` rows and timeline entries go to `rows`, which the claim
+/// inserts once for all its attempts ([`AttemptRows::insert`]) before its transaction ends.
+pub async fn start_attempts<C: ConnectionTrait>(
+    c: &C,
+    req: &ClaimRequest,
+    selected: Vec<runs::Model>,
+    queue_lease_ms: Option<i64>,
+    rows: &mut AttemptRows,
+) -> EngineResult<Vec<ClaimedTask>> {
+    if selected.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A run resumed after a sleep or an event wait continues its open attempt; only a run
+    // delivered before can be resuming.
+    let delivered_before: Vec<String> = selected
+        .iter()
+        .filter(|r| r.attempt > 0)
+        .map(|r| r.id.clone())
+        .collect();
+    let resuming = wait_ops::resuming(c, &delivered_before).await?;
+    let mut prepared = Vec::with_capacity(selected.len());
+    for row in selected {
+        let run = run_from_model(row)?;
+        let resumed = resuming.contains(&run.id);
+        let lease_ms = run
+            .lease_timeout_ms
+            .or(queue_lease_ms)
+            .or_else(|| {
+                req.jobs
+                    .iter()
+                    .find(|j| j.name == run.job)
+                    .and_then(|j| j.lease_timeout_ms)
+            })
+            .unwrap_or(req.default_lease_ms);
+        let attempt = if resumed {
+            run.attempt
+        } else {
+            run.attempt + 1
+        };
+        prepared.push((run, resumed, lease_ms, attempt, new_token()));
+    }
+    let mut updated = std::collections::HashSet::new();
+    for chunk in prepared.chunks(200) {
+        let stmt = attempts_update(c.get_database_backend(), req, chunk);
+        for row in c.query_all_raw(stmt).await? {
+            updated.insert(row.try_get::<String>("", "id")?);
+        }
+    }
+    let mut tasks = Vec::with_capacity(updated.len());
+    for (mut run, resumed, lease_ms, attempt, token) in prepared {
+        if !updated.contains(&run.id) {
+            continue;
+        }
+        let deadline = req.now + lease_ms;
+        if resumed {
+            wait_ops::reassign_attempt(c, &run.id, attempt, &req.worker_id).await?;
+        } else {
+            rows.attempts.push(attempts::ActiveModel {
+                run_id: Set(run.id.clone()),
+                number: Set(attempt),
+                worker_id: Set(req.worker_id.clone()),
+                started_at: Set(req.now),
+                ended_at: Set(None),
+                failure: Set(None),
+            });
+        }
+        let kind = if resumed {
+            TimelineKind::AttemptResumed
+        } else {
+            TimelineKind::AttemptStarted
+        };
+        rows.timeline.push(
+            Entry::new(&run.id, kind, req.now)
+                .attempt(attempt)
+                .detail(serde_json::json!({ "worker_id": req.worker_id, "lease_ms": lease_ms })),
+        );
+        run.status = RunStatus::Running;
+        run.attempt = attempt;
+        run.lease_token = Some(token.clone());
+        run.lease_expires_at = Some(deadline);
+        run.effective_lease_ms = Some(lease_ms);
+        run.worker_id = Some(req.worker_id.clone());
+        run.updated_at = req.now;
+        tasks.push(ClaimedTask {
+            run,
+            lease_token: token,
+            lease_deadline: deadline,
+            lease_ms,
+            journal: Vec::new(),
+            resumed,
+        });
+    }
+    Ok(tasks)
+}
+
+/// `UPDATE runs ... FROM (VALUES (id, attempt, token, deadline, lease_ms), ...)` for the
+/// runs of one claim still queued, returning the ids it updated.
+fn attempts_update(
+    backend: DbBackend,
+    req: &ClaimRequest,
+    chunk: &[(RunRecord, bool, i64, i32, String)],
+) -> Statement {
+    let mut values: Vec<Value> = vec![
+        Value::from(req.worker_id.clone()),
+        Value::from(req.now),
+        Value::from(RunStatus::Running.as_str().to_owned()),
+        Value::from(RunStatus::Queued.as_str().to_owned()),
+    ];
+    let mut tuples = Vec::with_capacity(chunk.len());
+    for (run, _, lease_ms, attempt, token) in chunk {
+        let first = values.len();
+        values.extend([
+            Value::from(run.id.clone()),
+            Value::from(*attempt),
+            Value::from(token.clone()),
+            Value::from(req.now + lease_ms),
+            Value::from(*lease_ms),
+        ]);
+        tuples.push(format!(
+            "({})",
+            (first..values.len())
+                .map(|i| param(backend, i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    // VALUES columns are named column1..column5 on both SQLite and PostgreSQL.
+    let sql = format!(
+        "UPDATE runs SET status = {status}, attempt = v.column2, lease_token = v.column3, \
+         lease_expires_at = v.column4, effective_lease_ms = v.column5, worker_id = {worker}, \
+         updated_at = {now} \
+         FROM (VALUES {tuples}) AS v \
+         WHERE runs.id = v.column1 AND runs.status = {queued} \
+         RETURNING runs.id AS id",
+        worker = param(backend, 0),
+        now = param(backend, 1),
+        status = param(backend, 2),
+        queued = param(backend, 3),
+        tuples = tuples.join(", "),
+    );
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// The placeholder of the `i`-th (0-based) bound value: numbered on both backends (`$n`,
+/// `?n`), so the SQL may name the values in any order.
+pub(super) fn param(backend: DbBackend, i: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("${}", i + 1),
+        _ => format!("?{}", i + 1),
+    }
+}
+
+/// Fills each claimed task's journal with the steps its run recorded so far. A run on its
+/// first attempt (not resumed) has recorded nothing yet: steps are recorded only under an
+/// attempt's lease, so a claim of new runs only reads nothing.
+pub async fn load_journals<C: ConnectionTrait>(
+    c: &C,
+    tasks: &mut [ClaimedTask],
+) -> EngineResult<()> {
+    let ids: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.resumed || t.run.attempt > 1)
+        .map(|t| t.run.id.clone())
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let journal = steps::Entity::find()
+        .filter(steps::Column::RunId.is_in(ids))
+        .order_by_asc(steps::Column::CompletedAt)
+        .order_by_asc(steps::Column::StepId)
+        .all(c)
+        .await?;
+    for step in journal {
+        let run_id = step.run_id.clone();
+        let rec = step_from_model(step)?;
+        if let Some(t) = tasks.iter_mut().find(|t| t.run.id == run_id) {
+            t.journal.push(rec);
+        }
+    }
+    Ok(())
+}

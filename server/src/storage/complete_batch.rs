@@ -1,0 +1,180 @@
+//! Run completions of one SQLite group commit applied together: one `UPDATE runs ... FROM
+//! (VALUES ...) RETURNING *` per [`CHUNK`] completions (guarded by the lease exactly as
+//! `run_ops::complete_run`), one `UPDATE attempts ... FROM (VALUES ...)` ending their
+//! attempts, and one read of the state locks they hold; lock releases and parent wakeups
+//! run per completion only where needed. A completion the update did not apply (stale or
+//! expired lease, a resent completion, a cancelled run) goes through
+//! `run_ops::complete_run` on its own, which answers the precise outcome.
+//!
+//! SQLite only (`RETURNING *` names the updated table's columns there; PostgreSQL would
+//! add the `VALUES` columns): PostgreSQL keeps one write per completion, each publishing its
+//! own notifications (`SqlStore::write_released`).
+
+use std::collections::HashSet;
+
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Statement, Value,
+};
+
+use crate::engine::EngineResult;
+use crate::engine::model::{LeaseRef, RunRecord, RunStatus};
+use crate::engine::obs_model::TimelineKind;
+
+use super::attempt_ops::param;
+use super::convert::run_from_model;
+use super::entities::{runs, state_locks as locks};
+use super::timeline_ops::{self, Entry};
+use super::{child_ops, state_ops};
+
+/// Completions per statement.
+pub const CHUNK: usize = 200;
+
+/// One run completion to apply.
+pub struct CompleteWrite {
+    /// The lease it was reported under.
+    pub lease: LeaseRef,
+    /// The run's result (JSON text).
+    pub result: String,
+    /// When the server received it.
+    pub now: i64,
+}
+
+/// Completes the runs whose lease holds; returns the completed run per write (same order),
+/// `None` for the writes to apply on their own.
+pub async fn apply<C: ConnectionTrait>(
+    c: &C,
+    writes: &[&CompleteWrite],
+) -> EngineResult<Vec<Option<RunRecord>>> {
+    let mut out: Vec<Option<RunRecord>> = (0..writes.len()).map(|_| None).collect();
+    for (n, chunk) in writes.chunks(CHUNK).enumerate() {
+        let base = n * CHUNK;
+        let rows = runs::Entity::find()
+            .from_raw_sql(update_runs(c, chunk))
+            .all(c)
+            .await?;
+        let mut done = Vec::with_capacity(rows.len());
+        for row in rows {
+            let run = run_from_model(row)?;
+            // Each run appears once per chunk at most in the result; a resent completion
+            // in the same chunk matched nothing the second time (status no longer running).
+            if let Some(i) = chunk.iter().enumerate().position(|(i, w)| {
+                out[base + i].is_none() && w.lease.run_id == run.id && holds(&w.lease, &run)
+            }) {
+                done.push((i, run));
+            }
+        }
+        if done.is_empty() {
+            continue;
+        }
+        end_attempts(c, chunk, &done).await?;
+        let ids: Vec<&str> = done.iter().map(|(_, r)| r.id.as_str()).collect();
+        // Locks still held at the earliest `now` of the chunk (a superset: each release
+        // below checks its own instant again).
+        let earliest = chunk.iter().map(|w| w.now).min().unwrap_or(0);
+        let holders: HashSet<String> = locks::Entity::find()
+            .select_only()
+            .column(locks::Column::HolderRunId)
+            .filter(locks::Column::HolderRunId.is_in(ids))
+            .filter(locks::Column::ExpiresAt.gt(earliest))
+            .into_tuple::<Option<String>>()
+            .all(c)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        for (i, run) in done {
+            let now = chunk[i].now;
+            if holders.contains(&run.id) {
+                state_ops::release_run_locks(c, &run.id, now).await?;
+            }
+            timeline_ops::add(
+                c,
+                Entry::new(&run.id, TimelineKind::Completed, now).attempt(run.attempt),
+            )
+            .await?;
+            if run.parent_run_id.is_some() {
+                child_ops::on_final(c, &run, now).await?;
+            }
+            out[base + i] = Some(run);
+        }
+    }
+    Ok(out)
+}
+
+fn holds(lease: &LeaseRef, run: &RunRecord) -> bool {
+    run.lease_token.as_deref() == Some(lease.token.as_str()) && run.namespace == lease.namespace
+}
+
+fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> Statement {
+    let backend = c.get_database_backend();
+    let mut values: Vec<Value> = vec![
+        Value::from(RunStatus::Completed.as_str().to_owned()),
+        Value::from(RunStatus::Running.as_str().to_owned()),
+    ];
+    let mut tuples = Vec::with_capacity(chunk.len());
+    for w in chunk {
+        let first = values.len();
+        values.extend([
+            Value::from(w.lease.run_id.clone()),
+            Value::from(w.lease.namespace.clone()),
+            Value::from(w.lease.token.clone()),
+            Value::from(w.result.clone()),
+            Value::from(w.now),
+        ]);
+        tuples.push(format!(
+            "({})",
+            (first..values.len())
+                .map(|i| param(backend, i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let sql = format!(
+        "UPDATE runs SET status = {completed}, result = v.column4, lease_expires_at = NULL, \
+         finished_at = v.column5, updated_at = v.column5 \
+         FROM (VALUES {tuples}) AS v \
+         WHERE runs.id = v.column1 AND runs.namespace = v.column2 \
+         AND runs.lease_token = v.column3 AND runs.status = {running} \
+         AND runs.lease_expires_at > v.column5 \
+         RETURNING *",
+        completed = param(backend, 0),
+        running = param(backend, 1),
+        tuples = tuples.join(", "),
+    );
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+async fn end_attempts<C: ConnectionTrait>(
+    c: &C,
+    chunk: &[&CompleteWrite],
+    done: &[(usize, RunRecord)],
+) -> EngineResult<()> {
+    let backend = c.get_database_backend();
+    let mut values: Vec<Value> = Vec::with_capacity(done.len() * 3);
+    let mut tuples = Vec::with_capacity(done.len());
+    for (i, run) in done {
+        let first = values.len();
+        values.extend([
+            Value::from(run.id.clone()),
+            Value::from(run.attempt),
+            Value::from(chunk[*i].now),
+        ]);
+        tuples.push(format!(
+            "({})",
+            (first..values.len())
+                .map(|i| param(backend, i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let sql = format!(
+        "UPDATE attempts SET ended_at = v.column3, failure = NULL \
+         FROM (VALUES {}) AS v \
+         WHERE attempts.run_id = v.column1 AND attempts.number = v.column2 \
+         AND attempts.ended_at IS NULL",
+        tuples.join(", ")
+    );
+    c.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    Ok(())
+}

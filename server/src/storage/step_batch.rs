@@ -1,0 +1,149 @@
+//! Step results of one group commit recorded together: one `INSERT ... SELECT` over a
+//! `VALUES` list joined to `runs` per [`CHUNK`] results, instead of one statement (and one
+//! savepoint) per result. The join is the lease guard of `run_ops::complete_step` (token,
+//! `running`, not expired; the rows locked on PostgreSQL) and its step-limit guard: the
+//! `k`-th result of a run in the statement (from 0) needs `step_count + k` below
+//! `--max-steps-per-run`, so the statement never takes a run past its cap (a result after
+//! a replayed one of the same run may be held back needlessly; it then goes on its own).
+//! `ON CONFLICT DO NOTHING` keeps the first result of a step; `RETURNING` says which
+//! results were inserted, and one `UPDATE runs ... FROM (VALUES ...)` adds them to the
+//! runs' `step_count` (their timeline entries are counted when the writer flushes them). A
+//! result the statement did not insert (stale lease, cancelled run, already recorded, at
+//! the step limit) goes through `run_ops::complete_step` on its own, which answers the
+//! precise outcome (a refusal with `STEP_LIMIT` that fails the run at the cap).
+
+use std::collections::HashMap;
+
+use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+
+use crate::engine::EngineResult;
+use crate::engine::model::{LeaseRef, NewStep, RunStatus};
+
+use super::attempt_ops::param;
+use super::convert::failure_to_text;
+use super::limits;
+use super::run_ops::step_entry;
+use super::timeline_ops;
+
+/// Results per statement (11 bound values each, far below SQLite's variable limit).
+pub const CHUNK: usize = 200;
+
+/// One step result to record.
+pub struct StepWrite {
+    /// The lease it was reported under.
+    pub lease: LeaseRef,
+    /// The result.
+    pub step: NewStep,
+    /// When the server received it.
+    pub now: i64,
+}
+
+/// Inserts the results whose lease holds and whose step has no result yet, adds their
+/// timeline entries, and returns which ones were inserted (same order as `writes`).
+pub async fn record<C: ConnectionTrait>(c: &C, writes: &[&StepWrite]) -> EngineResult<Vec<bool>> {
+    let mut inserted = vec![false; writes.len()];
+    let max = limits::current().max_steps_per_run;
+    for (n, chunk) in writes.chunks(CHUNK).enumerate() {
+        let base = n * CHUNK;
+        let backend = c.get_database_backend();
+        let rows = c.query_all_raw(statement(backend, chunk, max)).await?;
+        let mut per_run: HashMap<&str, i64> = HashMap::new();
+        for row in rows {
+            let run_id: String = row.try_get("", "run_id")?;
+            let step_id: String = row.try_get("", "step_id")?;
+            let attempt: i32 = row.try_get("", "attempt")?;
+            // The first write of this step in the chunk is the one inserted (conflicts
+            // within the statement keep the first row).
+            if let Some(i) = chunk.iter().enumerate().position(|(i, w)| {
+                !inserted[base + i] && w.lease.run_id == run_id && w.step.step_id == step_id
+            }) {
+                inserted[base + i] = true;
+                let w = chunk[i];
+                *per_run.entry(w.lease.run_id.as_str()).or_insert(0) += 1;
+                let size = output_size(&w.step);
+                timeline_ops::add(c, step_entry(&run_id, attempt, &w.step, size, w.now)).await?;
+            }
+        }
+        if !per_run.is_empty() {
+            let mut per_run: Vec<(&str, i64)> = per_run.into_iter().collect();
+            per_run.sort_unstable();
+            c.execute_raw(count_update(backend, &per_run)).await?;
+        }
+    }
+    Ok(inserted)
+}
+
+/// `UPDATE runs SET step_count = step_count + n FROM (VALUES (id, n), ...)`.
+fn count_update(backend: DbBackend, per_run: &[(&str, i64)]) -> Statement {
+    let mut values: Vec<Value> = Vec::with_capacity(per_run.len() * 2);
+    let mut tuples = Vec::with_capacity(per_run.len());
+    for (id, n) in per_run {
+        let first = values.len();
+        values.extend([Value::from(id.to_string()), Value::from(*n)]);
+        tuples.push(format!(
+            "({}, {})",
+            param(backend, first),
+            param(backend, first + 1)
+        ));
+    }
+    let sql = format!(
+        "UPDATE runs SET step_count = runs.step_count + v.column2 \
+         FROM (VALUES {}) AS v WHERE runs.id = v.column1",
+        tuples.join(", ")
+    );
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+fn output_size(step: &NewStep) -> i64 {
+    step.output.as_ref().map_or(0, |o| o.len() as i64)
+}
+
+fn statement(backend: DbBackend, chunk: &[&StepWrite], max: i64) -> Statement {
+    let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11 + 1);
+    values.push(Value::from(max));
+    let mut rows = Vec::with_capacity(chunk.len());
+    // The place of each result among the statement's results of its run.
+    let mut ordinal: HashMap<&str, i64> = HashMap::new();
+    for w in chunk {
+        let k = ordinal.entry(w.lease.run_id.as_str()).or_insert(0);
+        let place = *k;
+        *k += 1;
+        let first = values.len();
+        values.extend([
+            Value::from(w.lease.run_id.clone()),
+            Value::from(w.step.step_id.clone()),
+            Value::from(w.step.kind.as_str().to_owned()),
+            Value::from(w.step.output.clone()),
+            Value::from(w.step.failure.as_ref().map(failure_to_text)),
+            Value::from(output_size(&w.step)),
+            Value::from(w.step.started_at),
+            Value::from(w.now),
+            Value::from(w.lease.namespace.clone()),
+            Value::from(w.lease.token.clone()),
+            Value::from(place),
+        ]);
+        let params: Vec<String> = (first..values.len()).map(|i| param(backend, i)).collect();
+        rows.push(format!("({})", params.join(", ")));
+    }
+    // VALUES columns are named column1..column11 on both SQLite and PostgreSQL.
+    let lock = match backend {
+        DbBackend::Postgres => " FOR UPDATE OF r",
+        _ => "",
+    };
+    let sql = format!(
+        "INSERT INTO steps (run_id, step_id, kind, attempt, output, failure, output_size, \
+         started_at, completed_at) \
+         SELECT r.id, v.column2, v.column3, r.attempt, v.column4, v.column5, v.column6, \
+         v.column7, v.column8 \
+         FROM (VALUES {}) AS v JOIN runs r ON r.id = v.column1 \
+         WHERE r.namespace = v.column9 AND r.lease_token = v.column10 \
+         AND r.status = '{}' AND r.lease_expires_at > v.column8 \
+         AND r.step_count + v.column11 < {max}{lock} \
+         ON CONFLICT (run_id, step_id) DO NOTHING \
+         RETURNING run_id, step_id, attempt",
+        rows.join(", "),
+        RunStatus::Running.as_str(),
+        max = param(backend, 0),
+    );
+    Statement::from_sql_and_values(backend, sql, values)
+}
