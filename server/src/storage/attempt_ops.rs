@@ -200,6 +200,40 @@ pub(super) fn param(backend: DbBackend, i: usize) -> String {
     }
 }
 
+/// `UPDATE runs SET <column> = runs.<column> + n FROM (VALUES (id, n), ...)`: adds each
+/// run's `n` to one of its history counters (`step_count`, `timeline_count`), with
+/// `RETURNING id, <column>` (the new values) when `returning`. VALUES columns are named
+/// `column1`, `column2` on both SQLite and PostgreSQL.
+pub(super) fn add_to_run_counter(
+    backend: DbBackend,
+    column: &str,
+    per_run: &[(&str, i64)],
+    returning: bool,
+) -> Statement {
+    let mut values: Vec<Value> = Vec::with_capacity(per_run.len() * 2);
+    let mut tuples = Vec::with_capacity(per_run.len());
+    for (id, n) in per_run {
+        let first = values.len();
+        values.extend([Value::from(id.to_string()), Value::from(*n)]);
+        tuples.push(format!(
+            "({}, {})",
+            param(backend, first),
+            param(backend, first + 1)
+        ));
+    }
+    let mut sql = format!(
+        "UPDATE runs SET {column} = runs.{column} + v.column2 \
+         FROM (VALUES {}) AS v WHERE runs.id = v.column1",
+        tuples.join(", ")
+    );
+    if returning {
+        sql.push_str(&format!(
+            " RETURNING runs.id AS id, runs.{column} AS {column}"
+        ));
+    }
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
 /// Fills each claimed task's journal with the steps its run recorded so far. A run on its
 /// first attempt (not resumed) has recorded nothing yet: steps are recorded only under an
 /// attempt's lease, so a claim of new runs only reads nothing.

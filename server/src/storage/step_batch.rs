@@ -19,7 +19,7 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 use crate::engine::EngineResult;
 use crate::engine::model::{LeaseRef, NewStep, RunStatus};
 
-use super::attempt_ops::param;
+use super::attempt_ops::{add_to_run_counter, param};
 use super::convert::failure_to_text;
 use super::limits;
 use super::run_ops::step_entry;
@@ -67,31 +67,11 @@ pub async fn record<C: ConnectionTrait>(c: &C, writes: &[&StepWrite]) -> EngineR
         if !per_run.is_empty() {
             let mut per_run: Vec<(&str, i64)> = per_run.into_iter().collect();
             per_run.sort_unstable();
-            c.execute_raw(count_update(backend, &per_run)).await?;
+            c.execute_raw(add_to_run_counter(backend, "step_count", &per_run, false))
+                .await?;
         }
     }
     Ok(inserted)
-}
-
-/// `UPDATE runs SET step_count = step_count + n FROM (VALUES (id, n), ...)`.
-fn count_update(backend: DbBackend, per_run: &[(&str, i64)]) -> Statement {
-    let mut values: Vec<Value> = Vec::with_capacity(per_run.len() * 2);
-    let mut tuples = Vec::with_capacity(per_run.len());
-    for (id, n) in per_run {
-        let first = values.len();
-        values.extend([Value::from(id.to_string()), Value::from(*n)]);
-        tuples.push(format!(
-            "({}, {})",
-            param(backend, first),
-            param(backend, first + 1)
-        ));
-    }
-    let sql = format!(
-        "UPDATE runs SET step_count = runs.step_count + v.column2 \
-         FROM (VALUES {}) AS v WHERE runs.id = v.column1",
-        tuples.join(", ")
-    );
-    Statement::from_sql_and_values(backend, sql, values)
 }
 
 fn output_size(step: &NewStep) -> i64 {

@@ -20,8 +20,8 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement, Value,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 use crate::engine::lease::{self, Access};
@@ -32,7 +32,7 @@ use crate::engine::obs_model::{
 };
 use crate::engine::{EngineError, EngineResult};
 
-use super::attempt_ops::param;
+use super::attempt_ops::add_to_run_counter;
 use super::entities::{run_logs, run_timeline, runs};
 use super::error::StorageError;
 use super::limits;
@@ -308,7 +308,12 @@ pub async fn flush<C: ConnectionTrait>(c: &C) -> EngineResult<()> {
     let mut before: HashMap<String, i64> = HashMap::with_capacity(per_run.len());
     for chunk in per_run.chunks(COUNT_CHUNK) {
         for row in c
-            .query_all_raw(count_update(c.get_database_backend(), chunk))
+            .query_all_raw(add_to_run_counter(
+                c.get_database_backend(),
+                "timeline_count",
+                chunk,
+                true,
+            ))
             .await?
         {
             let id: String = row.try_get("", "id")?;
@@ -335,30 +340,6 @@ pub async fn flush<C: ConnectionTrait>(c: &C) -> EngineResult<()> {
 
 /// Runs per counting statement of [`flush`] (2 bound values each).
 const COUNT_CHUNK: usize = 500;
-
-/// `UPDATE runs SET timeline_count = timeline_count + n FROM (VALUES (id, n), ...)`,
-/// returning each run's new count.
-fn count_update(backend: DbBackend, chunk: &[(&str, i64)]) -> Statement {
-    let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 2);
-    let mut tuples = Vec::with_capacity(chunk.len());
-    for (id, n) in chunk {
-        let first = values.len();
-        values.extend([Value::from(id.to_string()), Value::from(*n)]);
-        tuples.push(format!(
-            "({}, {})",
-            param(backend, first),
-            param(backend, first + 1)
-        ));
-    }
-    // VALUES columns are named column1, column2 on both SQLite and PostgreSQL.
-    let sql = format!(
-        "UPDATE runs SET timeline_count = runs.timeline_count + v.column2 \
-         FROM (VALUES {}) AS v WHERE runs.id = v.column1 \
-         RETURNING runs.id AS id, runs.timeline_count AS timeline_count",
-        tuples.join(", ")
-    );
-    Statement::from_sql_and_values(backend, sql, values)
-}
 
 async fn insert_now<C: ConnectionTrait>(c: &C, entries: &[Entry]) -> EngineResult<()> {
     for chunk in entries.chunks(200) {
