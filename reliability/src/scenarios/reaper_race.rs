@@ -8,8 +8,9 @@
 //!   before ending their attempts; completions arrive around the expiry instant.
 //!
 //! Check, per run: if `CompleteRun` answered OK the run is completed with that result and is
-//! never delivered again; otherwise it answered FAILED_PRECONDITION and a second attempt
-//! completes the run. A completed run is never overwritten (re-queued, failed, re-delivered).
+//! never delivered again; otherwise it answered FAILED_PRECONDITION and a later attempt
+//! completes the run (a later attempt's completion may be rejected too, but only after its
+//! own lease deadline: it can queue behind another round's reaper pause). A completed run is never overwritten (re-queued, failed, re-delivered).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,6 +65,22 @@ fn failpoint_binary(opts: &Opts, normal: &Path) -> anyhow::Result<PathBuf> {
     let f = std::fs::File::options().append(true).open(&bin)?;
     f.set_modified(std::time::SystemTime::now())?;
     Ok(bin)
+}
+
+/// Milliseconds since the Unix epoch now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The task's lease deadline in milliseconds since the Unix epoch (0 when absent).
+fn deadline_ms(t: &pb::Task) -> i64 {
+    t.lease_deadline
+        .as_ref()
+        .map(|d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000)
+        .unwrap_or(0)
 }
 
 #[derive(Default)]
@@ -137,7 +154,7 @@ async fn round(
     tokio::time::sleep(delay).await;
     let c1 = complete(&mut raw, &task, "attempt-1").await;
     let accepted = c1 == tonic::Code::Ok;
-    let expect = if accepted {
+    let expect: String = if accepted {
         // Completed: the reaper must not re-queue it; nothing is delivered again.
         if let Some(t) = poll(&mut raw, &queue, Duration::from_secs(3)).await? {
             bad.push(format!(
@@ -145,33 +162,62 @@ async fn round(
                 t.attempt
             ));
         }
-        "attempt-1"
+        "attempt-1".to_owned()
     } else {
         if c1 != tonic::Code::FailedPrecondition {
             bad.push(format!("{queue}: racing CompleteRun answered {c1:?}"));
         }
-        let t2 = poll(&mut raw, &queue, Duration::from_secs(10)).await?;
-        match t2 {
-            Some(t2) if !finish => {
+        // Each rejected completion must be followed by a re-delivery as a later attempt.
+        // A later attempt's completion may itself lose a race: its 1 s lease can expire
+        // while it waits behind another round's reaper pause (1.5 s inside the SQLite
+        // writer), which is the same legitimate outcome; the run has 5 attempts.
+        let mut last_attempt = task.attempt;
+        let mut won = None;
+        while won.is_none() {
+            let Some(t) = poll(&mut raw, &queue, Duration::from_secs(10)).await? else {
+                bad.push(format!(
+                    "{queue}: rejected completion of attempt {last_attempt}, but the run was not delivered again"
+                ));
+                break;
+            };
+            if t.attempt <= last_attempt {
+                bad.push(format!(
+                    "{queue}: re-delivered as attempt {} after attempt {last_attempt}",
+                    t.attempt
+                ));
+            }
+            last_attempt = t.attempt;
+            if !finish {
                 // Re-delivered as a new attempt: the run was not completed by attempt 1.
-                if t2.attempt < 2 {
-                    bad.push(format!("{queue}: re-delivered as attempt {}", t2.attempt));
-                }
                 return Ok((accepted, bad));
             }
-            Some(t2) => {
-                let c2 = complete(&mut raw, &t2, "attempt-2").await;
-                if c2 != tonic::Code::Ok {
+            let result = format!("attempt-{}", t.attempt);
+            match complete(&mut raw, &t, &result).await {
+                tonic::Code::Ok => won = Some(result),
+                tonic::Code::FailedPrecondition if t.attempt < 5 => {
+                    // Legitimate only once the lease is over (server and client share
+                    // the clock): a completion inside a valid lease must be accepted.
+                    if now_ms() < deadline_ms(&t) {
+                        bad.push(format!(
+                            "{queue}: attempt {}'s CompleteRun was rejected inside its lease",
+                            t.attempt
+                        ));
+                        break;
+                    }
+                }
+                c => {
                     bad.push(format!(
-                        "{queue}: second attempt's CompleteRun answered {c2:?}"
+                        "{queue}: attempt {}'s CompleteRun answered {c:?}",
+                        t.attempt
                     ));
+                    break;
                 }
             }
-            None => bad.push(format!(
-                "{queue}: rejected completion, but the run was not delivered again"
-            )),
         }
-        "attempt-2"
+        match won {
+            Some(result) => result,
+            None => return Ok((accepted, bad)),
+        }
     };
     let run = raw
         .jobs
@@ -222,19 +268,31 @@ pub async fn run(
         let mut spec = ServerSpec::new(&bin, &db)?;
         spec.env.push(("STACKSHIFT_FAILPOINTS".into(), fp.into()));
         let server = Server::start(spec)?;
+        // The reaper pause holds the SQLite writer for 1.5 s, longer than the 1 s lease,
+        // so concurrent rounds would pause each other's later attempts past their leases
+        // over and over: those rounds run one after another. The store pause is outside
+        // the writer, so its rounds run together.
         let mut tasks = Vec::new();
+        let mut done = Vec::new();
         for r in 0..rounds {
             let delay = Duration::from_millis(rng.random_range(delays.0..=delays.1));
-            tasks.push(tokio::spawn(round(
+            let task = tokio::spawn(round(
                 server.raw()?,
                 format!("race-{name}-{r}"),
                 delay,
                 finish,
-            )));
+            ));
+            if finish {
+                done.push(task.await??);
+            } else {
+                tasks.push(task);
+            }
+        }
+        for task in tasks {
+            done.push(task.await??);
         }
         let mut t = Tally::default();
-        for task in tasks {
-            let (accepted, bad) = task.await??;
+        for (accepted, bad) in done {
             if accepted {
                 t.accepted += 1
             } else {
