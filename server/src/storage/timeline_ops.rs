@@ -240,12 +240,23 @@ tokio::task_local! {
     static DEFERRED: RefCell<Vec<Pending>>;
 }
 
+/// How a buffered entry is counted in its run's `timeline_count`.
+#[derive(Clone, Copy)]
+enum Counted {
+    /// Not yet: [`flush`] counts it.
+    No,
+    /// Counted and admitted already (the `created` entry of a run inserted with
+    /// `timeline_count` 1).
+    Admitted,
+    /// Counted by the transition's own `UPDATE runs` (see [`add_counted`]), which left the
+    /// counter at this value: admitted by [`flush`] without a statement of its own.
+    At(i64),
+}
+
 /// A buffered timeline entry.
 struct Pending {
     entry: Entry,
-    /// Already counted in its run's `timeline_count` and admitted (the `created` entry of a
-    /// run inserted with `timeline_count` 1).
-    counted: bool,
+    counted: Counted,
     /// The timeline cap in force when it was added.
     cap: i64,
 }
@@ -274,18 +285,57 @@ pub fn rollback_to(mark: usize) {
 
 /// Buffers `entries` inside a [`deferred`] scope; gives them back outside one.
 fn defer(entries: Vec<Entry>, counted: bool) -> Option<Vec<Entry>> {
+    let counted = if counted {
+        Counted::Admitted
+    } else {
+        Counted::No
+    };
+    defer_with(entries.into_iter().map(|e| (e, counted)).collect())
+        .map(|v| v.into_iter().map(|(e, _)| e).collect())
+}
+
+fn defer_with(entries: Vec<(Entry, Counted)>) -> Option<Vec<(Entry, Counted)>> {
     let cap = limits::current().max_timeline_entries;
     let mut entries = Some(entries);
     let _ = DEFERRED.try_with(|d| {
         if let Some(e) = entries.take() {
-            d.borrow_mut().extend(e.into_iter().map(|entry| Pending {
-                entry,
-                counted,
-                cap,
-            }));
+            d.borrow_mut()
+                .extend(e.into_iter().map(|(entry, counted)| Pending {
+                    entry,
+                    counted,
+                    cap,
+                }));
         }
     });
     entries
+}
+
+/// Writes timeline entries whose runs' `timeline_count` the transition's own
+/// `UPDATE runs` already moved (`timeline_count = timeline_count + k ... RETURNING
+/// timeline_count`), so no second update of the run row counts them: each entry comes with
+/// its position, the run's counter right after counting it (the `k` entries of one run in
+/// one transition: `count - k + 1` to `count`, in order). Admitted under the cap exactly as
+/// [`add`]'s entries are (inside the writer at the flush, in the batch's order; outside it
+/// at once).
+pub async fn add_counted<C: ConnectionTrait>(
+    c: &C,
+    entries: Vec<(Entry, i64)>,
+) -> EngineResult<()> {
+    let entries = entries
+        .into_iter()
+        .map(|(e, pos)| (e, Counted::At(pos)))
+        .collect();
+    let Some(entries) = defer_with(entries) else {
+        return Ok(());
+    };
+    let cap = limits::current().max_timeline_entries;
+    let mut rows = Vec::with_capacity(entries.len());
+    for (e, counted) in entries {
+        if let Counted::At(pos) = counted {
+            admit(e, pos, cap, &mut rows);
+        }
+    }
+    insert_now(c, &rows).await
 }
 
 /// Counts and inserts the buffered entries (the writer calls this once per batch, before
@@ -297,20 +347,28 @@ pub async fn flush<C: ConnectionTrait>(c: &C) -> EngineResult<()> {
     if pending.is_empty() {
         return Ok(());
     }
-    // Entries to count per run.
+    // Entries to count per run, and the entries their transitions counted already.
     let mut per_run: HashMap<&str, i64> = HashMap::new();
-    for p in pending.iter().filter(|p| !p.counted) {
-        *per_run.entry(p.entry.run_id.as_str()).or_insert(0) += 1;
+    // Per run: the position of its first entry counted by its transition, and how many.
+    let mut folded: HashMap<&str, (i64, i64)> = HashMap::new();
+    for p in &pending {
+        match p.counted {
+            Counted::No => *per_run.entry(p.entry.run_id.as_str()).or_insert(0) += 1,
+            Counted::At(pos) => folded.entry(p.entry.run_id.as_str()).or_insert((pos, 0)).1 += 1,
+            Counted::Admitted => {}
+        }
     }
     let mut per_run: Vec<(&str, i64)> = per_run.into_iter().collect();
     // A stable order, so that concurrent writers lock the rows in the same order.
     per_run.sort_unstable();
-    let mut before: HashMap<String, i64> = HashMap::with_capacity(per_run.len());
+    // Per run: its counter before the batch's entries to admit (counted here or by their
+    // transitions), which take the next positions in the order they were added.
+    let mut before: HashMap<String, i64> = HashMap::with_capacity(per_run.len() + folded.len());
     for chunk in per_run.chunks(COUNT_CHUNK) {
         for row in c
             .query_all_raw(add_to_run_counter(
                 c.get_database_backend(),
-                "timeline_count",
+                &["timeline_count"],
                 chunk,
                 true,
             ))
@@ -321,12 +379,18 @@ pub async fn flush<C: ConnectionTrait>(c: &C) -> EngineResult<()> {
             let n = chunk
                 .binary_search_by(|(r, _)| (*r).cmp(id.as_str()))
                 .map_or(0, |i| chunk[i].1);
-            before.insert(id, count - n);
+            let earlier = folded.get(id.as_str()).map_or(0, |(_, k)| *k);
+            before.insert(id, count - n - earlier);
+        }
+    }
+    for (id, (first, _)) in folded {
+        if !before.contains_key(id) {
+            before.insert(id.to_owned(), first - 1);
         }
     }
     let mut rows = Vec::with_capacity(pending.len());
     for p in pending {
-        if p.counted {
+        if let Counted::Admitted = p.counted {
             rows.push(p.entry);
             continue;
         }
