@@ -35,8 +35,8 @@ use crate::engine::{EngineError, EngineResult};
 use super::attempt_ops::add_to_run_counter;
 use super::entities::{run_logs, run_timeline, runs};
 use super::error::StorageError;
-use super::limits;
 use super::run_ops::load_run;
+use super::{limits, notify};
 
 /// A timeline entry to write.
 #[derive(Debug, Clone)]
@@ -262,9 +262,20 @@ struct Pending {
 }
 
 /// Runs `fut` (a writer task) with a deferred-timeline buffer: [`add`] and [`add_many`]
-/// inside it buffer their entries until [`flush`].
+/// inside it buffer their entries until [`flush`]; also with the batch's notification
+/// buffer (`notify::deferred`), which [`mark`] and [`rollback_to`] cover too.
 pub async fn deferred<F: std::future::Future>(fut: F) -> F::Output {
-    DEFERRED.scope(RefCell::new(Vec::new()), fut).await
+    DEFERRED
+        .scope(RefCell::new(Vec::new()), notify::deferred(fut))
+        .await
+}
+
+/// A place in a batch's deferred work (timeline entries and notifications), see [`mark`];
+/// the default is the batch's start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mark {
+    timeline: usize,
+    notices: usize,
 }
 
 /// True inside a [`deferred`] scope (the group-commit writer).
@@ -272,15 +283,19 @@ pub fn in_writer() -> bool {
     DEFERRED.try_with(|_| ()).is_ok()
 }
 
-/// The current length of the deferred buffer, to pass to [`rollback_to`] when the work
-/// started now rolls back (0 outside a [`deferred`] scope).
-pub fn mark() -> usize {
-    DEFERRED.try_with(|d| d.borrow().len()).unwrap_or(0)
+/// The current end of the deferred buffers, to pass to [`rollback_to`] when the work
+/// started now rolls back (the start outside a [`deferred`] scope).
+pub fn mark() -> Mark {
+    Mark {
+        timeline: DEFERRED.try_with(|d| d.borrow().len()).unwrap_or(0),
+        notices: notify::mark(),
+    }
 }
 
-/// Drops the entries buffered since `mark` (their savepoint rolled back).
-pub fn rollback_to(mark: usize) {
-    let _ = DEFERRED.try_with(|d| d.borrow_mut().truncate(mark));
+/// Drops the entries and notifications buffered since `mark` (their savepoint rolled back).
+pub fn rollback_to(mark: Mark) {
+    let _ = DEFERRED.try_with(|d| d.borrow_mut().truncate(mark.timeline));
+    notify::rollback_to(mark.notices);
 }
 
 /// Buffers `entries` inside a [`deferred`] scope; gives them back outside one.

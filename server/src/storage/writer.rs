@@ -26,7 +26,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use super::complete_batch::{self, CompleteWrite};
 use super::limits::Limited;
 use super::step_batch::{self, StepWrite};
-use super::{queue_store, run_ops, timeline_ops};
+use super::{notify, queue_store, run_ops, timeline_ops};
 use crate::engine::history::HistoryLimits;
 use crate::engine::model::RunRecord;
 use crate::engine::{EngineError, EngineResult};
@@ -228,7 +228,7 @@ async fn writer_loop(
         let mut finishers = Vec::with_capacity(batch.len());
         let mut broken = txn.execute_unprepared("SAVEPOINT w").await.err();
         let mut own_statements = 2; // BEGIN, SAVEPOINT
-        timeline_ops::rollback_to(0);
+        timeline_ops::rollback_to(Default::default());
         // `w` holds committed-to-be work of earlier writes: the next write that runs
         // statements first releases it and opens a fresh one (one round trip). A failed
         // write rolls back to `w`, which stays open and empty.
@@ -251,7 +251,7 @@ async fn writer_loop(
                 Err(e) => {
                     // Each result then goes on its own below, with its precise outcome.
                     tracing::warn!(error = %e, results = steps.len(), "batched step results failed");
-                    timeline_ops::rollback_to(0);
+                    timeline_ops::rollback_to(Default::default());
                     own_statements += 1;
                     broken = txn
                         .execute_unprepared("ROLLBACK TO SAVEPOINT w")
@@ -389,9 +389,11 @@ async fn writer_loop(
             // Its statements are counted by the connection's metric callback.
             if let Err(e) = timeline_ops::flush(&txn).await {
                 broken = Some(e);
+            } else if let Err(e) = notify::flush(&txn).await {
+                broken = Some(e);
             }
         }
-        timeline_ops::rollback_to(0);
+        timeline_ops::rollback_to(Default::default());
         own_statements += 1; // COMMIT or ROLLBACK
         stats
             .statements
