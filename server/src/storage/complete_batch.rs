@@ -1,14 +1,13 @@
-//! Run completions of one SQLite group commit applied together: one `UPDATE runs ... FROM
-//! (VALUES ...) RETURNING *` per [`CHUNK`] completions (guarded by the lease exactly as
-//! `run_ops::complete_run`), one `UPDATE attempts ... FROM (VALUES ...)` ending their
-//! attempts, and one read of the state locks they hold; lock releases and parent wakeups
-//! run per completion only where needed. A completion the update did not apply (stale or
-//! expired lease, a resent completion, a cancelled run) goes through
-//! `run_ops::complete_run` on its own, which answers the precise outcome.
-//!
-//! SQLite only (`RETURNING *` names the updated table's columns there; PostgreSQL would
-//! add the `VALUES` columns): PostgreSQL keeps one write per completion, each publishing its
-//! own notifications (`SqlStore::write_released`).
+//! Run completions of one group commit applied together (both stores): one `UPDATE runs
+//! ... FROM (VALUES ...) RETURNING` per [`CHUNK`] completions (guarded by the lease exactly
+//! as `run_ops::complete_run`; it also counts each run's `completed` timeline entry in
+//! `timeline_count`), one `UPDATE attempts ... FROM (VALUES ...)` ending their attempts,
+//! and one read of the state locks they hold; lock releases and parent wakeups run per
+//! completion only where needed. A completion the update did not apply (stale or expired
+//! lease, a resent completion, a cancelled run) goes through `run_ops::complete_run` on
+//! its own, which answers the precise outcome. On PostgreSQL the writer then announces the
+//! capacity the batch's completions released, once per limited queue
+//! (`queue_store::publish_released`).
 
 use std::collections::HashSet;
 

@@ -50,7 +50,10 @@ pub async fn flush<C: ConnectionTrait>(c: &C) -> EngineResult<()> {
         .try_with(|p| std::mem::take(&mut *p.borrow_mut()))
         .unwrap_or_default();
     let mut seen = std::collections::HashSet::with_capacity(pending.len());
-    let distinct: Vec<String> = pending.into_iter().filter(|p| seen.insert(p.clone())).collect();
+    let distinct: Vec<String> = pending
+        .into_iter()
+        .filter(|p| seen.insert(p.clone()))
+        .collect();
     for chunk in distinct.chunks(FLUSH_CHUNK) {
         let calls: Vec<String> = (0..chunk.len())
             .map(|i| format!("pg_notify($1, ${})", i + 2))

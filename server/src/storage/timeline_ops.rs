@@ -4,15 +4,23 @@
 //! `timeline_count` column counts them), then one truncation marker. Log lines are appended
 //! under a lease with a per-run cap.
 //!
-//! Inside the group-commit writer ([`deferred`] scope) [`add`] and [`add_many`] do not
-//! insert at once: they append to the batch's buffer, which the writer counts and inserts
-//! just before the commit ([`flush`]), in the order the writes added them: one
-//! `UPDATE runs ... FROM (VALUES ...) RETURNING` per 500 runs moves the runs'
-//! `timeline_count` and tells where each entry falls under the cap, then one multi-row
-//! insert per 200 admitted entries. A write whose savepoint rolls back drops its entries
-//! ([`mark`] / [`rollback_to`]) before they are counted. Nothing reads the timeline or
-//! `timeline_count` inside a write transaction, so deferring them to the end of the same
-//! transaction changes no outcome. Outside the writer every add counts and inserts at once.
+//! The hot transitions (claims, batched step results, completions) count their entries in
+//! their own `UPDATE runs` (`timeline_count = timeline_count + k ... RETURNING
+//! timeline_count`) and hand them over with [`add_counted`], so a run row is not updated a
+//! second time (on PostgreSQL every update writes a new row version) only to count them.
+//!
+//! Inside the group-commit writer ([`deferred`] scope) [`add`], [`add_many`] and
+//! [`add_counted`] do not insert at once: they append to the batch's buffer, which the
+//! writer admits and inserts just before the commit ([`flush`]), in the order the writes
+//! added them: one `UPDATE runs ... FROM (VALUES ...) RETURNING` per 500 runs moves the
+//! `timeline_count` of the runs with entries not counted yet (none in the common case),
+//! then every run's entries take the positions after its counter's value before them, in
+//! order, and are admitted under the cap; then one multi-row insert per 200 admitted
+//! entries. A write whose savepoint rolls back drops its entries ([`mark`] /
+//! [`rollback_to`]) before they are admitted, and its counter update with it. Nothing
+//! reads the timeline or `timeline_count` inside a write transaction, so deferring them to
+//! the end of the same transaction changes no outcome. Outside the writer every add counts
+//! (or is counted already) and inserts at once.
 
 use std::cell::RefCell;
 
@@ -353,8 +361,11 @@ pub async fn add_counted<C: ConnectionTrait>(
     insert_now(c, &rows).await
 }
 
-/// Counts and inserts the buffered entries (the writer calls this once per batch, before
-/// the commit), honouring each run's timeline cap.
+/// Counts (those not counted by their transitions), admits and inserts the buffered
+/// entries (the writer calls this once per batch, before the commit), honouring each run's
+/// timeline cap. A run's entries take consecutive positions in the order they were added,
+/// after its counter's value before the first of them: the same positions whether their
+/// transitions counted them or this flush does.
 pub async fn flush<C: ConnectionTrait>(c: &C) -> EngineResult<()> {
     let pending = DEFERRED
         .try_with(|d| std::mem::take(&mut *d.borrow_mut()))

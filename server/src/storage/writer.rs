@@ -6,10 +6,13 @@
 //! share one durable commit (one fsync on SQLite with `synchronous=FULL`), and a failing
 //! write rolls back its own savepoint without affecting the others in the batch.
 //!
-//! Timeline entries of a batch are counted against the runs' timeline caps and inserted
-//! together just before the commit (see `timeline_ops::deferred`); a write that rolls back
-//! its savepoint drops its entries. Every batch runs with the writer's history limits in
-//! force (`super::limits`; [`Writer::set_history_limits`]).
+//! Timeline entries of a batch are admitted under the runs' timeline caps and inserted
+//! together just before the commit (see `timeline_ops::deferred`), and so are the batch's
+//! PostgreSQL notifications (`notify::deferred`: each distinct payload once); a write that
+//! rolls back its savepoint drops its entries and notifications. Every batch runs with the
+//! writer's history limits in force (`super::limits`; [`Writer::set_history_limits`]).
+//! Step results and completions are typed jobs applied together (`step_batch`,
+//! `complete_batch`) on both stores.
 //!
 //! SQLite gets one writer task (SQLite has one writer anyway, and this avoids busy
 //! errors); PostgreSQL gets several, so commits overlap.
