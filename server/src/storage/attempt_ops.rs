@@ -28,7 +28,8 @@ fn new_token() -> String {
 #[derive(Default)]
 pub struct AttemptRows {
     attempts: Vec<attempts::ActiveModel>,
-    timeline: Vec<Entry>,
+    /// Each entry with its run's `timeline_count` after the claim's update counted it.
+    timeline: Vec<(Entry, i64)>,
 }
 
 impl AttemptRows {
@@ -39,7 +40,7 @@ impl AttemptRows {
                 .exec_without_returning(c)
                 .await?;
         }
-        timeline_ops::add_many(c, self.timeline).await
+        timeline_ops::add_counted(c, self.timeline).await
     }
 }
 
@@ -89,18 +90,22 @@ pub async fn start_attempts<C: ConnectionTrait>(
         };
         prepared.push((run, resumed, lease_ms, attempt, new_token()));
     }
-    let mut updated = std::collections::HashSet::new();
+    // Updated run -> its `timeline_count`, which the update moved for its entry.
+    let mut updated = std::collections::HashMap::new();
     for chunk in prepared.chunks(200) {
         let stmt = attempts_update(c.get_database_backend(), req, chunk);
         for row in c.query_all_raw(stmt).await? {
-            updated.insert(row.try_get::<String>("", "id")?);
+            updated.insert(
+                row.try_get::<String>("", "id")?,
+                row.try_get::<i64>("", "timeline_count")?,
+            );
         }
     }
     let mut tasks = Vec::with_capacity(updated.len());
     for (mut run, resumed, lease_ms, attempt, token) in prepared {
-        if !updated.contains(&run.id) {
+        let Some(&timeline_pos) = updated.get(&run.id) else {
             continue;
-        }
+        };
         let deadline = req.now + lease_ms;
         if resumed {
             wait_ops::reassign_attempt(c, &run.id, attempt, &req.worker_id).await?;
@@ -119,11 +124,12 @@ pub async fn start_attempts<C: ConnectionTrait>(
         } else {
             TimelineKind::AttemptStarted
         };
-        rows.timeline.push(
+        rows.timeline.push((
             Entry::new(&run.id, kind, req.now)
                 .attempt(attempt)
                 .detail(serde_json::json!({ "worker_id": req.worker_id, "lease_ms": lease_ms })),
-        );
+            timeline_pos,
+        ));
         run.status = RunStatus::Running;
         run.attempt = attempt;
         run.lease_token = Some(token.clone());
@@ -144,7 +150,9 @@ pub async fn start_attempts<C: ConnectionTrait>(
 }
 
 /// `UPDATE runs ... FROM (VALUES (id, attempt, token, deadline, lease_ms), ...)` for the
-/// runs of one claim still queued, returning the ids it updated.
+/// runs of one claim still queued, returning the ids it updated and their `timeline_count`,
+/// which it moves for the attempt's timeline entry (so the entry needs no update of its
+/// own, see `timeline_ops::add_counted`).
 fn attempts_update(
     backend: DbBackend,
     req: &ClaimRequest,
@@ -178,10 +186,10 @@ fn attempts_update(
     let sql = format!(
         "UPDATE runs SET status = {status}, attempt = v.column2, lease_token = v.column3, \
          lease_expires_at = v.column4, effective_lease_ms = v.column5, worker_id = {worker}, \
-         updated_at = {now} \
+         updated_at = {now}, timeline_count = runs.timeline_count + 1 \
          FROM (VALUES {tuples}) AS v \
          WHERE runs.id = v.column1 AND runs.status = {queued} \
-         RETURNING runs.id AS id",
+         RETURNING runs.id AS id, runs.timeline_count AS timeline_count",
         worker = param(backend, 0),
         now = param(backend, 1),
         status = param(backend, 2),
@@ -200,13 +208,13 @@ pub(super) fn param(backend: DbBackend, i: usize) -> String {
     }
 }
 
-/// `UPDATE runs SET <column> = runs.<column> + n FROM (VALUES (id, n), ...)`: adds each
-/// run's `n` to one of its history counters (`step_count`, `timeline_count`), with
-/// `RETURNING id, <column>` (the new values) when `returning`. VALUES columns are named
+/// `UPDATE runs SET <column> = runs.<column> + n, ... FROM (VALUES (id, n), ...)`: adds each
+/// run's `n` to some of its history counters (`step_count`, `timeline_count`), with
+/// `RETURNING id, <columns>` (the new values) when `returning`. VALUES columns are named
 /// `column1`, `column2` on both SQLite and PostgreSQL.
 pub(super) fn add_to_run_counter(
     backend: DbBackend,
-    column: &str,
+    columns: &[&str],
     per_run: &[(&str, i64)],
     returning: bool,
 ) -> Statement {
@@ -221,15 +229,20 @@ pub(super) fn add_to_run_counter(
             param(backend, first + 1)
         ));
     }
+    let set: Vec<String> = columns
+        .iter()
+        .map(|column| format!("{column} = runs.{column} + v.column2"))
+        .collect();
     let mut sql = format!(
-        "UPDATE runs SET {column} = runs.{column} + v.column2 \
-         FROM (VALUES {}) AS v WHERE runs.id = v.column1",
+        "UPDATE runs SET {} FROM (VALUES {}) AS v WHERE runs.id = v.column1",
+        set.join(", "),
         tuples.join(", ")
     );
     if returning {
-        sql.push_str(&format!(
-            " RETURNING runs.id AS id, runs.{column} AS {column}"
-        ));
+        sql.push_str(" RETURNING runs.id AS id");
+        for column in columns {
+            sql.push_str(&format!(", runs.{column} AS {column}"));
+        }
     }
     Statement::from_sql_and_values(backend, sql, values)
 }

@@ -1,19 +1,19 @@
-//! Run completions of one SQLite group commit applied together: one `UPDATE runs ... FROM
-//! (VALUES ...) RETURNING *` per [`CHUNK`] completions (guarded by the lease exactly as
-//! `run_ops::complete_run`), one `UPDATE attempts ... FROM (VALUES ...)` ending their
-//! attempts, and one read of the state locks they hold; lock releases and parent wakeups
-//! run per completion only where needed. A completion the update did not apply (stale or
-//! expired lease, a resent completion, a cancelled run) goes through
-//! `run_ops::complete_run` on its own, which answers the precise outcome.
-//!
-//! SQLite only (`RETURNING *` names the updated table's columns there; PostgreSQL would
-//! add the `VALUES` columns): PostgreSQL keeps one write per completion, each publishing its
-//! own notifications (`SqlStore::write_released`).
+//! Run completions of one group commit applied together (both stores): one `UPDATE runs
+//! ... FROM (VALUES ...) RETURNING` per [`CHUNK`] completions (guarded by the lease exactly
+//! as `run_ops::complete_run`; it also counts each run's `completed` timeline entry in
+//! `timeline_count`), one `UPDATE attempts ... FROM (VALUES ...)` ending their attempts,
+//! and one read of the state locks they hold; lock releases and parent wakeups run per
+//! completion only where needed. A completion the update did not apply (stale or expired
+//! lease, a resent completion, a cancelled run) goes through `run_ops::complete_run` on
+//! its own, which answers the precise outcome. On PostgreSQL the writer then announces the
+//! capacity the batch's completions released, once per limited queue
+//! (`queue_store::publish_released`).
 
 use std::collections::HashSet;
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Statement, Value,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect, Statement,
+    Value,
 };
 
 use crate::engine::EngineResult;
@@ -54,20 +54,22 @@ pub async fn apply<C: ConnectionTrait>(
             .await?;
         let mut done = Vec::with_capacity(rows.len());
         for row in rows {
+            // The update counted the run's `completed` timeline entry.
+            let timeline_pos = row.timeline_count;
             let run = run_from_model(row)?;
             // Each run appears once per chunk at most in the result; a resent completion
             // in the same chunk matched nothing the second time (status no longer running).
             if let Some(i) = chunk.iter().enumerate().position(|(i, w)| {
                 out[base + i].is_none() && w.lease.run_id == run.id && holds(&w.lease, &run)
             }) {
-                done.push((i, run));
+                done.push((i, run, timeline_pos));
             }
         }
         if done.is_empty() {
             continue;
         }
         end_attempts(c, chunk, &done).await?;
-        let ids: Vec<&str> = done.iter().map(|(_, r)| r.id.as_str()).collect();
+        let ids: Vec<&str> = done.iter().map(|(_, r, _)| r.id.as_str()).collect();
         // Locks still held at the earliest `now` of the chunk (a superset: each release
         // below checks its own instant again).
         let earliest = chunk.iter().map(|w| w.now).min().unwrap_or(0);
@@ -82,14 +84,17 @@ pub async fn apply<C: ConnectionTrait>(
             .into_iter()
             .flatten()
             .collect();
-        for (i, run) in done {
+        for (i, run, timeline_pos) in done {
             let now = chunk[i].now;
             if holders.contains(&run.id) {
                 state_ops::release_run_locks(c, &run.id, now).await?;
             }
-            timeline_ops::add(
+            timeline_ops::add_counted(
                 c,
-                Entry::new(&run.id, TimelineKind::Completed, now).attempt(run.attempt),
+                vec![(
+                    Entry::new(&run.id, TimelineKind::Completed, now).attempt(run.attempt),
+                    timeline_pos,
+                )],
             )
             .await?;
             if run.parent_run_id.is_some() {
@@ -131,28 +136,40 @@ fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> Statement
     }
     let sql = format!(
         "UPDATE runs SET status = {completed}, result = v.column4, lease_expires_at = NULL, \
-         finished_at = v.column5, updated_at = v.column5 \
+         finished_at = v.column5, updated_at = v.column5, \
+         timeline_count = runs.timeline_count + 1 \
          FROM (VALUES {tuples}) AS v \
          WHERE runs.id = v.column1 AND runs.namespace = v.column2 \
          AND runs.lease_token = v.column3 AND runs.status = {running} \
          AND runs.lease_expires_at > v.column5 \
-         RETURNING *",
+         RETURNING {returning}",
         completed = param(backend, 0),
         running = param(backend, 1),
         tuples = tuples.join(", "),
+        returning = returning_runs(backend),
     );
     Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// The updated `runs` columns: `RETURNING *` names only the updated table's columns on
+/// SQLite, but adds the `FROM` list's on PostgreSQL, where `runs.*` is needed (which
+/// SQLite does not accept).
+fn returning_runs(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::Postgres => "runs.*",
+        _ => "*",
+    }
 }
 
 async fn end_attempts<C: ConnectionTrait>(
     c: &C,
     chunk: &[&CompleteWrite],
-    done: &[(usize, RunRecord)],
+    done: &[(usize, RunRecord, i64)],
 ) -> EngineResult<()> {
     let backend = c.get_database_backend();
     let mut values: Vec<Value> = Vec::with_capacity(done.len() * 3);
     let mut tuples = Vec::with_capacity(done.len());
-    for (i, run) in done {
+    for (i, run, _) in done {
         let first = values.len();
         values.extend([
             Value::from(run.id.clone()),

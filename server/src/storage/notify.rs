@@ -2,7 +2,11 @@
 //! timer) also run `pg_notify` inside their transaction, so the notification is delivered
 //! exactly when the write commits; every replica LISTENs and wakes its own pollers or timer.
 //! Each store has an origin id so a replica ignores its own notifications (its engine has
-//! already acted on them).
+//! already acted on them). Inside the group-commit writer the notifications of a batch are
+//! buffered and sent together just before its commit ([`deferred`], [`flush`]).
+
+use std::cell::RefCell;
+use std::future::Future;
 
 use sea_orm::sqlx::postgres::PgListener;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
@@ -14,7 +18,63 @@ use crate::engine::store::Wakeup;
 /// The notification channel.
 pub const CHANNEL: &str = "stackshift_wakeup";
 
-/// Publishes `wakeup` when the surrounding transaction commits.
+tokio::task_local! {
+    /// Notifications of the current group-commit batch, not sent yet.
+    static PENDING: RefCell<Vec<String>>;
+}
+
+/// Runs `fut` (a writer task) with a notification buffer: [`publish`] inside it buffers the
+/// payload until [`flush`], which sends the batch's distinct payloads together just before
+/// the commit (PostgreSQL delivers a transaction's notifications at its commit anyway, and
+/// folds identical ones), instead of one `pg_notify` round trip per write.
+pub async fn deferred<F: Future>(fut: F) -> F::Output {
+    PENDING.scope(RefCell::new(Vec::new()), fut).await
+}
+
+/// The current length of the buffer, to pass to [`rollback_to`] when the work started now
+/// rolls back (0 outside a [`deferred`] scope).
+pub fn mark() -> usize {
+    PENDING.try_with(|p| p.borrow().len()).unwrap_or(0)
+}
+
+/// Drops the notifications buffered since `mark` (their savepoint rolled back, which would
+/// have discarded a `NOTIFY` run inside it too).
+pub fn rollback_to(mark: usize) {
+    let _ = PENDING.try_with(|p| p.borrow_mut().truncate(mark));
+}
+
+/// Sends the buffered notifications (the writer calls this once per batch, before the
+/// commit): each distinct payload once, [`FLUSH_CHUNK`] per statement.
+pub async fn flush<C: ConnectionTrait>(c: &C) -> EngineResult<()> {
+    let pending = PENDING
+        .try_with(|p| std::mem::take(&mut *p.borrow_mut()))
+        .unwrap_or_default();
+    let mut seen = std::collections::HashSet::with_capacity(pending.len());
+    let distinct: Vec<String> = pending
+        .into_iter()
+        .filter(|p| seen.insert(p.clone()))
+        .collect();
+    for chunk in distinct.chunks(FLUSH_CHUNK) {
+        let calls: Vec<String> = (0..chunk.len())
+            .map(|i| format!("pg_notify($1, ${})", i + 2))
+            .collect();
+        let mut values = vec![CHANNEL.into()];
+        values.extend(chunk.iter().map(|p| p.clone().into()));
+        c.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!("SELECT {}", calls.join(", ")),
+            values,
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Notifications per statement of [`flush`].
+const FLUSH_CHUNK: usize = 100;
+
+/// Publishes `wakeup` when the surrounding transaction commits (inside the writer: with the
+/// batch's other notifications, see [`deferred`]).
 pub async fn publish<C: ConnectionTrait>(c: &C, origin: &str, wakeup: &Wakeup) -> EngineResult<()> {
     let payload = match wakeup {
         Wakeup::Ready {
@@ -25,6 +85,15 @@ pub async fn publish<C: ConnectionTrait>(c: &C, origin: &str, wakeup: &Wakeup) -
         Wakeup::TimerAt(at) => format!("t\t{origin}\t{at}"),
         Wakeup::Capacity { namespace, queue } => format!("c\t{origin}\t{namespace}\t{queue}"),
         Wakeup::LockReleased { namespace, key } => format!("l\t{origin}\t{namespace}\t{key}"),
+    };
+    let mut payload = Some(payload);
+    let _ = PENDING.try_with(|p| {
+        if let Some(payload) = payload.take() {
+            p.borrow_mut().push(payload);
+        }
+    });
+    let Some(payload) = payload else {
+        return Ok(());
     };
     c.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,

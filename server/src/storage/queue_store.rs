@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use sea_orm::DatabaseTransaction;
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
 
 use crate::engine::EngineResult;
 use crate::engine::model::{ClaimRequest, NewRun, StartOutcome};
@@ -16,6 +16,31 @@ use crate::engine::store::{QueueStore, Wakeup};
 
 use super::sql::{Backend, SqlStore};
 use super::{claim_ops, notify, queue_ops};
+
+/// Publishes (PostgreSQL, inside the write's transaction) one `Capacity` wakeup per
+/// distinct `(namespace, queue)` of `released` whose queue is limited: one read and at most
+/// one notification per queue, however many of the write's runs released it.
+pub(super) async fn publish_released<C: ConnectionTrait>(
+    c: &C,
+    origin: &str,
+    released: Vec<(String, String)>,
+) -> EngineResult<()> {
+    let mut done: Vec<(String, String)> = Vec::new();
+    for (namespace, queue) in released {
+        if done.iter().any(|(n, q)| *n == namespace && *q == queue) {
+            continue;
+        }
+        if queue_ops::is_limited(c, &namespace, &queue).await? {
+            let w = Wakeup::Capacity {
+                namespace: namespace.clone(),
+                queue: queue.clone(),
+            };
+            notify::publish(c, origin, &w).await?;
+        }
+        done.push((namespace, queue));
+    }
+    Ok(())
+}
 
 impl SqlStore {
     /// Runs a write; on PostgreSQL also publishes, in its transaction, the `wakeups` it
@@ -46,20 +71,7 @@ impl SqlStore {
                     for w in wakeups(&out) {
                         notify::publish(c, &origin, &w).await?;
                     }
-                    let mut done: Vec<(String, String)> = Vec::new();
-                    for (namespace, queue) in released(&out) {
-                        if done.iter().any(|(n, q)| *n == namespace && *q == queue) {
-                            continue;
-                        }
-                        if queue_ops::is_limited(c, &namespace, &queue).await? {
-                            let w = Wakeup::Capacity {
-                                namespace: namespace.clone(),
-                                queue: queue.clone(),
-                            };
-                            notify::publish(c, &origin, &w).await?;
-                        }
-                        done.push((namespace, queue));
-                    }
+                    publish_released(c, &origin, released(&out)).await?;
                     Ok(out)
                 })
             })

@@ -360,6 +360,11 @@ pub async fn complete_run<C: ConnectionTrait>(
         )
         .col_expr(runs::Column::FinishedAt, Expr::value(now))
         .col_expr(runs::Column::UpdatedAt, Expr::value(now))
+        // Counts the `completed` timeline entry (`timeline_ops::add_counted`).
+        .col_expr(
+            runs::Column::TimelineCount,
+            sea_orm::sea_query::ExprTrait::add(Expr::col(runs::Column::TimelineCount), 1),
+        )
         .filter(runs::Column::Id.eq(lease.run_id.as_str()))
         .filter(runs::Column::Namespace.eq(lease.namespace.as_str()))
         .filter(runs::Column::LeaseToken.eq(lease.token.as_str()))
@@ -382,12 +387,16 @@ pub async fn complete_run<C: ConnectionTrait>(
             run.id
         )));
     };
+    let timeline_pos = row.timeline_count;
     let run = run_from_model(row)?;
     end_attempt(c, &run, None, now).await?;
     state_ops::release_run_locks(c, &run.id, now).await?;
-    timeline_ops::add(
+    timeline_ops::add_counted(
         c,
-        Entry::new(&run.id, TimelineKind::Completed, now).attempt(run.attempt),
+        vec![(
+            Entry::new(&run.id, TimelineKind::Completed, now).attempt(run.attempt),
+            timeline_pos,
+        )],
     )
     .await?;
     child_ops::on_final(c, &run, now).await?;

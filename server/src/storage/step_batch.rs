@@ -6,8 +6,9 @@
 //! `--max-steps-per-run`, so the statement never takes a run past its cap (a result after
 //! a replayed one of the same run may be held back needlessly; it then goes on its own).
 //! `ON CONFLICT DO NOTHING` keeps the first result of a step; `RETURNING` says which
-//! results were inserted, and one `UPDATE runs ... FROM (VALUES ...)` adds them to the
-//! runs' `step_count` (their timeline entries are counted when the writer flushes them). A
+//! results were inserted, and one `UPDATE runs ... FROM (VALUES ...) RETURNING` adds them to
+//! the runs' `step_count` and counts their timeline entries in `timeline_count` (admitted
+//! under the timeline cap when the writer flushes them, `timeline_ops::add_counted`). A
 //! result the statement did not insert (stale lease, cancelled run, already recorded, at
 //! the step limit) goes through `run_ops::complete_step` on its own, which answers the
 //! precise outcome (a refusal with `STEP_LIMIT` that fails the run at the cap).
@@ -48,6 +49,8 @@ pub async fn record<C: ConnectionTrait>(c: &C, writes: &[&StepWrite]) -> EngineR
         let backend = c.get_database_backend();
         let rows = c.query_all_raw(statement(backend, chunk, max)).await?;
         let mut per_run: HashMap<&str, i64> = HashMap::new();
+        // The results inserted, in the order their timeline entries are added.
+        let mut added: Vec<(usize, i32)> = Vec::new();
         for row in rows {
             let run_id: String = row.try_get("", "run_id")?;
             let step_id: String = row.try_get("", "step_id")?;
@@ -58,18 +61,45 @@ pub async fn record<C: ConnectionTrait>(c: &C, writes: &[&StepWrite]) -> EngineR
                 !inserted[base + i] && w.lease.run_id == run_id && w.step.step_id == step_id
             }) {
                 inserted[base + i] = true;
-                let w = chunk[i];
-                *per_run.entry(w.lease.run_id.as_str()).or_insert(0) += 1;
-                let size = output_size(&w.step);
-                timeline_ops::add(c, step_entry(&run_id, attempt, &w.step, size, w.now)).await?;
+                *per_run.entry(chunk[i].lease.run_id.as_str()).or_insert(0) += 1;
+                added.push((i, attempt));
             }
         }
-        if !per_run.is_empty() {
-            let mut per_run: Vec<(&str, i64)> = per_run.into_iter().collect();
-            per_run.sort_unstable();
-            c.execute_raw(add_to_run_counter(backend, "step_count", &per_run, false))
-                .await?;
+        if per_run.is_empty() {
+            continue;
         }
+        let mut per_run: Vec<(&str, i64)> = per_run.into_iter().collect();
+        per_run.sort_unstable();
+        // One update moves both counters; the new `timeline_count` places the entries.
+        let mut next: HashMap<String, i64> = HashMap::with_capacity(per_run.len());
+        for row in c
+            .query_all_raw(add_to_run_counter(
+                backend,
+                &["step_count", "timeline_count"],
+                &per_run,
+                true,
+            ))
+            .await?
+        {
+            let id: String = row.try_get("", "id")?;
+            let count: i64 = row.try_get("", "timeline_count")?;
+            let n = per_run
+                .binary_search_by(|(r, _)| (*r).cmp(id.as_str()))
+                .map_or(0, |i| per_run[i].1);
+            next.insert(id, count - n);
+        }
+        let mut entries = Vec::with_capacity(added.len());
+        for (i, attempt) in added {
+            let w = chunk[i];
+            let pos = next.entry(w.lease.run_id.clone()).or_insert(0);
+            *pos += 1;
+            let size = output_size(&w.step);
+            entries.push((
+                step_entry(&w.lease.run_id, attempt, &w.step, size, w.now),
+                *pos,
+            ));
+        }
+        timeline_ops::add_counted(c, entries).await?;
     }
     Ok(inserted)
 }

@@ -4,15 +4,23 @@
 //! `timeline_count` column counts them), then one truncation marker. Log lines are appended
 //! under a lease with a per-run cap.
 //!
-//! Inside the group-commit writer ([`deferred`] scope) [`add`] and [`add_many`] do not
-//! insert at once: they append to the batch's buffer, which the writer counts and inserts
-//! just before the commit ([`flush`]), in the order the writes added them: one
-//! `UPDATE runs ... FROM (VALUES ...) RETURNING` per 500 runs moves the runs'
-//! `timeline_count` and tells where each entry falls under the cap, then one multi-row
-//! insert per 200 admitted entries. A write whose savepoint rolls back drops its entries
-//! ([`mark`] / [`rollback_to`]) before they are counted. Nothing reads the timeline or
-//! `timeline_count` inside a write transaction, so deferring them to the end of the same
-//! transaction changes no outcome. Outside the writer every add counts and inserts at once.
+//! The hot transitions (claims, batched step results, completions) count their entries in
+//! their own `UPDATE runs` (`timeline_count = timeline_count + k ... RETURNING
+//! timeline_count`) and hand them over with [`add_counted`], so a run row is not updated a
+//! second time (on PostgreSQL every update writes a new row version) only to count them.
+//!
+//! Inside the group-commit writer ([`deferred`] scope) [`add`], [`add_many`] and
+//! [`add_counted`] do not insert at once: they append to the batch's buffer, which the
+//! writer admits and inserts just before the commit ([`flush`]), in the order the writes
+//! added them: one `UPDATE runs ... FROM (VALUES ...) RETURNING` per 500 runs moves the
+//! `timeline_count` of the runs with entries not counted yet (none in the common case),
+//! then every run's entries take the positions after its counter's value before them, in
+//! order, and are admitted under the cap; then one multi-row insert per 200 admitted
+//! entries. A write whose savepoint rolls back drops its entries ([`mark`] /
+//! [`rollback_to`]) before they are admitted, and its counter update with it. Nothing
+//! reads the timeline or `timeline_count` inside a write transaction, so deferring them to
+//! the end of the same transaction changes no outcome. Outside the writer every add counts
+//! (or is counted already) and inserts at once.
 
 use std::cell::RefCell;
 
@@ -35,8 +43,8 @@ use crate::engine::{EngineError, EngineResult};
 use super::attempt_ops::add_to_run_counter;
 use super::entities::{run_logs, run_timeline, runs};
 use super::error::StorageError;
-use super::limits;
 use super::run_ops::load_run;
+use super::{limits, notify};
 
 /// A timeline entry to write.
 #[derive(Debug, Clone)]
@@ -240,20 +248,42 @@ tokio::task_local! {
     static DEFERRED: RefCell<Vec<Pending>>;
 }
 
+/// How a buffered entry is counted in its run's `timeline_count`.
+#[derive(Clone, Copy)]
+enum Counted {
+    /// Not yet: [`flush`] counts it.
+    No,
+    /// Counted and admitted already (the `created` entry of a run inserted with
+    /// `timeline_count` 1).
+    Admitted,
+    /// Counted by the transition's own `UPDATE runs` (see [`add_counted`]), which left the
+    /// counter at this value: admitted by [`flush`] without a statement of its own.
+    At(i64),
+}
+
 /// A buffered timeline entry.
 struct Pending {
     entry: Entry,
-    /// Already counted in its run's `timeline_count` and admitted (the `created` entry of a
-    /// run inserted with `timeline_count` 1).
-    counted: bool,
+    counted: Counted,
     /// The timeline cap in force when it was added.
     cap: i64,
 }
 
 /// Runs `fut` (a writer task) with a deferred-timeline buffer: [`add`] and [`add_many`]
-/// inside it buffer their entries until [`flush`].
+/// inside it buffer their entries until [`flush`]; also with the batch's notification
+/// buffer (`notify::deferred`), which [`mark`] and [`rollback_to`] cover too.
 pub async fn deferred<F: std::future::Future>(fut: F) -> F::Output {
-    DEFERRED.scope(RefCell::new(Vec::new()), fut).await
+    DEFERRED
+        .scope(RefCell::new(Vec::new()), notify::deferred(fut))
+        .await
+}
+
+/// A place in a batch's deferred work (timeline entries and notifications), see [`mark`];
+/// the default is the batch's start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mark {
+    timeline: usize,
+    notices: usize,
 }
 
 /// True inside a [`deferred`] scope (the group-commit writer).
@@ -261,35 +291,81 @@ pub fn in_writer() -> bool {
     DEFERRED.try_with(|_| ()).is_ok()
 }
 
-/// The current length of the deferred buffer, to pass to [`rollback_to`] when the work
-/// started now rolls back (0 outside a [`deferred`] scope).
-pub fn mark() -> usize {
-    DEFERRED.try_with(|d| d.borrow().len()).unwrap_or(0)
+/// The current end of the deferred buffers, to pass to [`rollback_to`] when the work
+/// started now rolls back (the start outside a [`deferred`] scope).
+pub fn mark() -> Mark {
+    Mark {
+        timeline: DEFERRED.try_with(|d| d.borrow().len()).unwrap_or(0),
+        notices: notify::mark(),
+    }
 }
 
-/// Drops the entries buffered since `mark` (their savepoint rolled back).
-pub fn rollback_to(mark: usize) {
-    let _ = DEFERRED.try_with(|d| d.borrow_mut().truncate(mark));
+/// Drops the entries and notifications buffered since `mark` (their savepoint rolled back).
+pub fn rollback_to(mark: Mark) {
+    let _ = DEFERRED.try_with(|d| d.borrow_mut().truncate(mark.timeline));
+    notify::rollback_to(mark.notices);
 }
 
 /// Buffers `entries` inside a [`deferred`] scope; gives them back outside one.
 fn defer(entries: Vec<Entry>, counted: bool) -> Option<Vec<Entry>> {
+    let counted = if counted {
+        Counted::Admitted
+    } else {
+        Counted::No
+    };
+    defer_with(entries.into_iter().map(|e| (e, counted)).collect())
+        .map(|v| v.into_iter().map(|(e, _)| e).collect())
+}
+
+fn defer_with(entries: Vec<(Entry, Counted)>) -> Option<Vec<(Entry, Counted)>> {
     let cap = limits::current().max_timeline_entries;
     let mut entries = Some(entries);
     let _ = DEFERRED.try_with(|d| {
         if let Some(e) = entries.take() {
-            d.borrow_mut().extend(e.into_iter().map(|entry| Pending {
-                entry,
-                counted,
-                cap,
-            }));
+            d.borrow_mut()
+                .extend(e.into_iter().map(|(entry, counted)| Pending {
+                    entry,
+                    counted,
+                    cap,
+                }));
         }
     });
     entries
 }
 
-/// Counts and inserts the buffered entries (the writer calls this once per batch, before
-/// the commit), honouring each run's timeline cap.
+/// Writes timeline entries whose runs' `timeline_count` the transition's own
+/// `UPDATE runs` already moved (`timeline_count = timeline_count + k ... RETURNING
+/// timeline_count`), so no second update of the run row counts them: each entry comes with
+/// its position, the run's counter right after counting it (the `k` entries of one run in
+/// one transition: `count - k + 1` to `count`, in order). Admitted under the cap exactly as
+/// [`add`]'s entries are (inside the writer at the flush, in the batch's order; outside it
+/// at once).
+pub async fn add_counted<C: ConnectionTrait>(
+    c: &C,
+    entries: Vec<(Entry, i64)>,
+) -> EngineResult<()> {
+    let entries = entries
+        .into_iter()
+        .map(|(e, pos)| (e, Counted::At(pos)))
+        .collect();
+    let Some(entries) = defer_with(entries) else {
+        return Ok(());
+    };
+    let cap = limits::current().max_timeline_entries;
+    let mut rows = Vec::with_capacity(entries.len());
+    for (e, counted) in entries {
+        if let Counted::At(pos) = counted {
+            admit(e, pos, cap, &mut rows);
+        }
+    }
+    insert_now(c, &rows).await
+}
+
+/// Counts (those not counted by their transitions), admits and inserts the buffered
+/// entries (the writer calls this once per batch, before the commit), honouring each run's
+/// timeline cap. A run's entries take consecutive positions in the order they were added,
+/// after its counter's value before the first of them: the same positions whether their
+/// transitions counted them or this flush does.
 pub async fn flush<C: ConnectionTrait>(c: &C) -> EngineResult<()> {
     let pending = DEFERRED
         .try_with(|d| std::mem::take(&mut *d.borrow_mut()))
@@ -297,20 +373,28 @@ pub async fn flush<C: ConnectionTrait>(c: &C) -> EngineResult<()> {
     if pending.is_empty() {
         return Ok(());
     }
-    // Entries to count per run.
+    // Entries to count per run, and the entries their transitions counted already.
     let mut per_run: HashMap<&str, i64> = HashMap::new();
-    for p in pending.iter().filter(|p| !p.counted) {
-        *per_run.entry(p.entry.run_id.as_str()).or_insert(0) += 1;
+    // Per run: the position of its first entry counted by its transition, and how many.
+    let mut folded: HashMap<&str, (i64, i64)> = HashMap::new();
+    for p in &pending {
+        match p.counted {
+            Counted::No => *per_run.entry(p.entry.run_id.as_str()).or_insert(0) += 1,
+            Counted::At(pos) => folded.entry(p.entry.run_id.as_str()).or_insert((pos, 0)).1 += 1,
+            Counted::Admitted => {}
+        }
     }
     let mut per_run: Vec<(&str, i64)> = per_run.into_iter().collect();
     // A stable order, so that concurrent writers lock the rows in the same order.
     per_run.sort_unstable();
-    let mut before: HashMap<String, i64> = HashMap::with_capacity(per_run.len());
+    // Per run: its counter before the batch's entries to admit (counted here or by their
+    // transitions), which take the next positions in the order they were added.
+    let mut before: HashMap<String, i64> = HashMap::with_capacity(per_run.len() + folded.len());
     for chunk in per_run.chunks(COUNT_CHUNK) {
         for row in c
             .query_all_raw(add_to_run_counter(
                 c.get_database_backend(),
-                "timeline_count",
+                &["timeline_count"],
                 chunk,
                 true,
             ))
@@ -321,12 +405,18 @@ pub async fn flush<C: ConnectionTrait>(c: &C) -> EngineResult<()> {
             let n = chunk
                 .binary_search_by(|(r, _)| (*r).cmp(id.as_str()))
                 .map_or(0, |i| chunk[i].1);
-            before.insert(id, count - n);
+            let earlier = folded.get(id.as_str()).map_or(0, |(_, k)| *k);
+            before.insert(id, count - n - earlier);
+        }
+    }
+    for (id, (first, _)) in folded {
+        if !before.contains_key(id) {
+            before.insert(id.to_owned(), first - 1);
         }
     }
     let mut rows = Vec::with_capacity(pending.len());
     for p in pending {
-        if p.counted {
+        if let Counted::Admitted = p.counted {
             rows.push(p.entry);
             continue;
         }

@@ -6,10 +6,13 @@
 //! share one durable commit (one fsync on SQLite with `synchronous=FULL`), and a failing
 //! write rolls back its own savepoint without affecting the others in the batch.
 //!
-//! Timeline entries of a batch are counted against the runs' timeline caps and inserted
-//! together just before the commit (see `timeline_ops::deferred`); a write that rolls back
-//! its savepoint drops its entries. Every batch runs with the writer's history limits in
-//! force (`super::limits`; [`Writer::set_history_limits`]).
+//! Timeline entries of a batch are admitted under the runs' timeline caps and inserted
+//! together just before the commit (see `timeline_ops::deferred`), and so are the batch's
+//! PostgreSQL notifications (`notify::deferred`: each distinct payload once); a write that
+//! rolls back its savepoint drops its entries and notifications. Every batch runs with the
+//! writer's history limits in force (`super::limits`; [`Writer::set_history_limits`]).
+//! Step results and completions are typed jobs applied together (`step_batch`,
+//! `complete_batch`) on both stores.
 //!
 //! SQLite gets one writer task (SQLite has one writer anyway, and this avoids busy
 //! errors); PostgreSQL gets several, so commits overlap.
@@ -26,7 +29,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use super::complete_batch::{self, CompleteWrite};
 use super::limits::Limited;
 use super::step_batch::{self, StepWrite};
-use super::{run_ops, timeline_ops};
+use super::{notify, queue_store, run_ops, timeline_ops};
 use crate::engine::history::HistoryLimits;
 use crate::engine::model::RunRecord;
 use crate::engine::{EngineError, EngineResult};
@@ -46,8 +49,7 @@ enum Job {
     /// (`step_batch`); the caller learns whether it was recorded before, or that the step
     /// limit refused it (and failed the run).
     Step(StepWrite, oneshot::Sender<EngineResult<Limited<bool>>>),
-    /// A run completion (SQLite), applied with the batch's other completions
-    /// (`complete_batch`).
+    /// A run completion, applied with the batch's other completions (`complete_batch`).
     Complete(CompleteWrite, oneshot::Sender<EngineResult<RunRecord>>),
 }
 
@@ -91,10 +93,15 @@ pub fn count_statement(stats: &WriterStats) {
 
 impl Writer {
     /// Spawns `tasks` writer tasks over `db`, counting into `stats`.
+    ///
+    /// `origin` (PostgreSQL): the store's notification origin; the writer then publishes,
+    /// in each batch's transaction, the queue capacity its completions released (see
+    /// [`Writer::complete_run`]).
     pub fn spawn(
         db: DatabaseConnection,
         tasks: usize,
         sqlite: bool,
+        origin: Option<Arc<str>>,
         stats: Arc<WriterStats>,
     ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(16 * MAX_BATCH);
@@ -106,6 +113,7 @@ impl Writer {
                 rx.clone(),
                 stats.clone(),
                 sqlite,
+                origin.clone(),
                 limits.clone(),
             );
             tokio::spawn(super::limits::scope(
@@ -156,7 +164,9 @@ impl Writer {
         self.submit(Job::Step(write, otx), orx).await
     }
 
-    /// Completes a run in the next group commit (see [`complete_batch`]; SQLite only).
+    /// Completes a run in the next group commit (see [`complete_batch`]). On PostgreSQL the
+    /// batch's completions also announce the capacity they released on limited queues:
+    /// one `Capacity` notification per queue and batch, in the batch's transaction.
     pub async fn complete_run(&self, write: CompleteWrite) -> EngineResult<RunRecord> {
         let (otx, orx) = oneshot::channel();
         self.submit(Job::Complete(write, otx), orx).await
@@ -192,6 +202,7 @@ async fn writer_loop(
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     stats: Arc<WriterStats>,
     sqlite: bool,
+    origin: Option<Arc<str>>,
     limits: Arc<RwLock<HistoryLimits>>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
@@ -220,7 +231,7 @@ async fn writer_loop(
         let mut finishers = Vec::with_capacity(batch.len());
         let mut broken = txn.execute_unprepared("SAVEPOINT w").await.err();
         let mut own_statements = 2; // BEGIN, SAVEPOINT
-        timeline_ops::rollback_to(0);
+        timeline_ops::rollback_to(Default::default());
         // `w` holds committed-to-be work of earlier writes: the next write that runs
         // statements first releases it and opens a fresh one (one round trip). A failed
         // write rolls back to `w`, which stays open and empty.
@@ -243,7 +254,7 @@ async fn writer_loop(
                 Err(e) => {
                     // Each result then goes on its own below, with its precise outcome.
                     tracing::warn!(error = %e, results = steps.len(), "batched step results failed");
-                    timeline_ops::rollback_to(0);
+                    timeline_ops::rollback_to(Default::default());
                     own_statements += 1;
                     broken = txn
                         .execute_unprepared("ROLLBACK TO SAVEPOINT w")
@@ -273,7 +284,23 @@ async fn writer_loop(
             }
             let mark = timeline_ops::mark();
             if broken.is_none() {
-                match complete_batch::apply(&txn, &completions).await {
+                let applied = match complete_batch::apply(&txn, &completions).await {
+                    Ok(runs) => match &origin {
+                        Some(origin) => {
+                            let released = runs
+                                .iter()
+                                .flatten()
+                                .map(|r| (r.namespace.clone(), r.queue.clone()))
+                                .collect();
+                            queue_store::publish_released(&txn, origin, released)
+                                .await
+                                .map(|()| runs)
+                        }
+                        None => Ok(runs),
+                    },
+                    Err(e) => Err(e),
+                };
+                match applied {
                     Ok(runs) => {
                         dirty = runs.iter().any(Option::is_some);
                         completed = runs;
@@ -315,9 +342,19 @@ async fn writer_loop(
                         finishers.push(reply_finish(reply, Ok(run)));
                         continue;
                     }
+                    let origin = origin.clone();
                     Box::new(move |txn| {
                         Box::pin(async move {
-                            let out = run_ops::complete_run(txn, w.lease, w.result, w.now).await;
+                            let mut out =
+                                run_ops::complete_run(txn, w.lease, w.result, w.now).await;
+                            if let (Ok(run), Some(origin)) = (&out, origin) {
+                                let released = vec![(run.namespace.clone(), run.queue.clone())];
+                                if let Err(e) =
+                                    queue_store::publish_released(txn, &origin, released).await
+                                {
+                                    out = Err(e);
+                                }
+                            }
                             (out.is_ok(), reply_finish(reply, out))
                         })
                     })
@@ -355,9 +392,11 @@ async fn writer_loop(
             // Its statements are counted by the connection's metric callback.
             if let Err(e) = timeline_ops::flush(&txn).await {
                 broken = Some(e);
+            } else if let Err(e) = notify::flush(&txn).await {
+                broken = Some(e);
             }
         }
-        timeline_ops::rollback_to(0);
+        timeline_ops::rollback_to(Default::default());
         own_statements += 1; // COMMIT or ROLLBACK
         stats
             .statements

@@ -170,6 +170,16 @@ async fn history_limits_contract() {
 }
 
 #[tokio::test]
+async fn postgres_completions_announce_capacity() {
+    let Some(url) = fresh_postgres_url("capacity").await else {
+        return;
+    };
+    let a = SqlStore::connect(&url).await.unwrap();
+    let b = SqlStore::connect(&url).await.unwrap();
+    queues::completions_announce_capacity(&a, &b).await;
+}
+
+#[tokio::test]
 async fn waiting_runs_hold_no_queue_capacity() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("waiting.db").display());

@@ -535,3 +535,77 @@ pub async fn waiting_runs_hold_no_capacity(sql: &super::SqlStore) {
     let stats = store.queue_stats(&q, 2_003).await.unwrap();
     assert_eq!((stats.waiting, stats.running), (1, 1));
 }
+
+/// PostgreSQL, two stores on one database (two replicas): completions arriving together
+/// (batched by the writer) on a limited queue tell the other replica that capacity was
+/// released, at most once per group commit (the writer publishes one `Capacity`
+/// notification per queue and batch; PostgreSQL would also fold identical notifications of
+/// one transaction); an unlimited queue's completions announce nothing.
+pub async fn completions_announce_capacity(
+    a: &crate::storage::SqlStore,
+    b: &crate::storage::SqlStore,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
+
+    use crate::engine::store::{RunStore, Wakeup};
+
+    let store: Arc<dyn Store> = Arc::new(a.clone());
+    let ns = ns("qcap-announce");
+    let limited = QueueConfig {
+        concurrency_limit: Some(100),
+        ..QueueConfig::default()
+    };
+    store
+        .upsert_queue(&ns, "lim", limited, None, 0)
+        .await
+        .unwrap();
+    for i in 0..12 {
+        let queue = if i < 8 { "lim" } else { "free" };
+        start(&store, new_run(&ns, "job", queue, 1_000 + i)).await;
+    }
+    let tasks = claim(
+        &store,
+        claim_req(&ns, &["lim", "free"], &["job"], 20, 2_000),
+    )
+    .await
+    .tasks;
+    assert_eq!(tasks.len(), 12);
+    let mut rx = b.subscribe().expect("PostgreSQL stores publish wakeups");
+    // The listener says it is connected with a resync wakeup.
+    loop {
+        let w = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the listener connects")
+            .expect("the listener runs");
+        if w == Wakeup::TimerAt(0) {
+            break;
+        }
+    }
+    let commits = a.writer.stats().commits.load(Relaxed);
+    let done = futures::future::join_all(
+        tasks
+            .iter()
+            .map(|t| store.complete_run(lease(t), "1".into(), 3_000)),
+    )
+    .await;
+    assert!(done.iter().all(Result::is_ok), "{done:?}");
+    let commits = a.writer.stats().commits.load(Relaxed) - commits;
+    let (mut lim, mut free) = (0u64, 0u64);
+    while let Ok(Some(w)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+        if let Wakeup::Capacity { namespace, queue } = w
+            && namespace == ns
+        {
+            match queue.as_str() {
+                "lim" => lim += 1,
+                _ => free += 1,
+            }
+        }
+    }
+    assert!(lim >= 1, "the released capacity is announced");
+    assert!(
+        lim <= commits,
+        "{lim} notifications for 8 completions in {commits} commits"
+    );
+    assert_eq!(free, 0, "an unlimited queue announces nothing");
+}
