@@ -141,7 +141,7 @@ fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> Statement
         running = param(backend, 1),
         tuples = tuples.join(", "),
     );
-    Statement::from_sql_and_values(backend, sql, values)
+    super::placeholders::statement(backend, sql, values)
 }
 
 async fn end_attempts<C: ConnectionTrait>(
@@ -174,7 +174,7 @@ async fn end_attempts<C: ConnectionTrait>(
          AND attempts.ended_at IS NULL",
         tuples.join(", ")
     );
-    c.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+    c.execute_raw(super::placeholders::statement(backend, sql, values))
         .await?;
     Ok(())
 }
