@@ -51,7 +51,7 @@ pub async fn has_claimable<C: ConnectionTrait>(c: &C, req: &ClaimRequest) -> Eng
         .select_only()
         .column(runs::Column::Id)
         .filter(runs::Column::Namespace.eq(req.namespace.as_str()))
-        .filter(status_is(RunStatus::Queued))
+        .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
         .filter(runs::Column::Queue.is_in(req.queues.iter().map(String::as_str)))
         .filter(runs::Column::Job.is_in(req.jobs.iter().map(|j| j.name.as_str())))
         .filter(runs::Column::AvailableAt.lte(req.now))
@@ -244,7 +244,7 @@ async fn count_running<C: ConnectionTrait>(c: &C, ns: &str, queue: &str) -> Engi
         .column_as(Expr::from(Func::count(Expr::col(runs::Column::Id))), "n")
         .filter(runs::Column::Namespace.eq(ns))
         .filter(runs::Column::Queue.eq(queue))
-        .filter(status_is(RunStatus::Running))
+        .filter(runs::Column::Status.eq(RunStatus::Running.as_str()))
         .into_tuple::<i64>()
         .one(c)
         .await?
@@ -267,7 +267,7 @@ async fn running_per_key<C: ConnectionTrait>(
         .column_as(Expr::from(Func::count(Expr::col(runs::Column::Id))), "n")
         .filter(runs::Column::Namespace.eq(ns))
         .filter(runs::Column::Queue.eq(queue))
-        .filter(status_is(RunStatus::Running))
+        .filter(runs::Column::Status.eq(RunStatus::Running.as_str()))
         .filter(runs::Column::ConcurrencyKey.is_in(keys))
         .group_by(runs::Column::ConcurrencyKey)
         .into_tuple::<(String, i64)>()
@@ -293,7 +293,7 @@ async fn next_level<C: ConnectionTrait>(
         )
         .filter(runs::Column::Namespace.eq(ns))
         .filter(runs::Column::Queue.eq(queue))
-        .filter(status_is(RunStatus::Queued));
+        .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()));
     if let Some(p) = below {
         q = q.filter(runs::Column::Priority.lt(p));
     }
@@ -345,7 +345,7 @@ async fn start_level<C: ConnectionTrait>(
         }
         let mut select = runs::Entity::find()
             .filter(runs::Column::Namespace.eq(ns))
-            .filter(status_is(RunStatus::Queued))
+            .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
             .filter(runs::Column::Queue.eq(queue))
             .filter(runs::Column::Priority.eq(priority))
             .filter(runs::Column::Job.is_in(job_names.iter().copied()))
@@ -356,7 +356,7 @@ async fn start_level<C: ConnectionTrait>(
                 .from(runs::Entity)
                 .and_where(runs::Column::Namespace.eq(ns))
                 .and_where(runs::Column::Queue.eq(queue))
-                .and_where(status_is(RunStatus::Running))
+                .and_where(runs::Column::Status.eq(RunStatus::Running.as_str()))
                 .and_where(runs::Column::ConcurrencyKey.is_not_null())
                 .group_by_col(runs::Column::ConcurrencyKey)
                 .and_having(sea_orm::sea_query::ExprTrait::gte(
@@ -413,16 +413,4 @@ async fn start_level<C: ConnectionTrait>(
         }
     }
     Ok(())
-}
-
-/// `runs.status = '<status>'` with the status written into the SQL, not bound: SQLite
-/// decides at prepare time whether a query may use the partial indexes on `runs` (`WHERE
-/// status = 'queued'`, `'running'`); with a bound status it compares the bound value and
-/// marks the statement to be prepared again whenever that parameter is rebound, i.e. on
-/// every execution of a cached statement (7 % of the server's samples in `burndown`).
-pub(super) fn status_is(status: RunStatus) -> sea_orm::sea_query::SimpleExpr {
-    sea_orm::sea_query::ExprTrait::eq(
-        Expr::col((runs::Entity, runs::Column::Status)),
-        Expr::cust(format!("'{}'", status.as_str())),
-    )
 }

@@ -12,7 +12,6 @@ use crate::engine::model::RunStatus;
 use crate::engine::queue_model::{QueueConfig, QueueRecord, QueueStats, RateLimit};
 use crate::engine::requests::RetryPolicyInput;
 
-use super::claim_ops::status_is;
 use super::entities::{queue_starts, queues, runs};
 
 /// How many concurrency keys `running_by_key` reports.
@@ -272,7 +271,7 @@ pub async fn stats<C: ConnectionTrait>(
             None => {}
         }
     }
-    let queued = || in_queue().filter(status_is(RunStatus::Queued));
+    let queued = || in_queue().filter(runs::Column::Status.eq(RunStatus::Queued.as_str()));
     if stats.queued > 0 {
         stats.delayed = queued()
             .column_as(count_expr(), "n")
@@ -296,7 +295,7 @@ pub async fn stats<C: ConnectionTrait>(
         stats.running_by_key = in_queue()
             .column(runs::Column::ConcurrencyKey)
             .column_as(count_expr(), "n")
-            .filter(status_is(RunStatus::Running))
+            .filter(runs::Column::Status.eq(RunStatus::Running.as_str()))
             .filter(runs::Column::ConcurrencyKey.is_not_null())
             .group_by(runs::Column::ConcurrencyKey)
             .order_by_desc(count_expr())

@@ -23,7 +23,6 @@ use crate::engine::model::{
 use crate::engine::queue_model::ClaimOutcome;
 use crate::engine::store::{KeyStore, QueueStore, RunStore, Wakeup};
 
-use super::claim_ops::status_is;
 use super::complete_batch::CompleteWrite;
 use super::convert::{attempt_from_model, run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps};
@@ -464,7 +463,7 @@ impl RunStore for SqlStore {
         let any = runs::Entity::find()
             .select_only()
             .column(runs::Column::Id)
-            .filter(status_is(RunStatus::Running))
+            .filter(runs::Column::Status.eq(RunStatus::Running.as_str()))
             .filter(runs::Column::LeaseExpiresAt.lte(now))
             .limit(1)
             .into_tuple::<String>()
@@ -501,7 +500,7 @@ impl RunStore for SqlStore {
             .column(runs::Column::Namespace)
             .column(runs::Column::Queue)
             .column(runs::Column::Job)
-            .filter(status_is(RunStatus::Queued))
+            .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
             .filter(runs::Column::AvailableAt.gt(after))
             .filter(runs::Column::AvailableAt.lte(until))
             .order_by_asc(runs::Column::AvailableAt)
@@ -518,7 +517,7 @@ impl RunStore for SqlStore {
                 Expr::from(Func::min(Expr::col(runs::Column::AvailableAt))),
                 "m",
             )
-            .filter(status_is(RunStatus::Queued))
+            .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
             .filter(runs::Column::AvailableAt.gt(after))
             .into_tuple::<Option<i64>>()
             .one(&self.db)
@@ -530,7 +529,7 @@ impl RunStore for SqlStore {
                 Expr::from(Func::min(Expr::col(runs::Column::LeaseExpiresAt))),
                 "m",
             )
-            .filter(status_is(RunStatus::Running))
+            .filter(runs::Column::Status.eq(RunStatus::Running.as_str()))
             .into_tuple::<Option<i64>>()
             .one(&self.db)
             .await?
