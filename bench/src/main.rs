@@ -137,6 +137,11 @@ impl Report {
     }
 }
 
+/// mimalloc instead of the system allocator: the Rust SDK workers run in this process
+/// (docs/performance.md, round 3).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -119,6 +119,11 @@ enum KeysCommand {
     },
 }
 
+/// mimalloc instead of the system allocator: the server allocates per request and per
+/// statement (docs/performance.md, round 3).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     stackshift_server::engine::init_clock();

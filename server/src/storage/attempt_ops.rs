@@ -196,7 +196,7 @@ fn attempts_update(
         queued = param(backend, 3),
         tuples = tuples.join(", "),
     );
-    Statement::from_sql_and_values(backend, sql, values)
+    super::placeholders::statement(backend, sql, values)
 }
 
 /// The placeholder of the `i`-th (0-based) bound value: numbered on both backends (`$n`,
@@ -244,7 +244,7 @@ pub(super) fn add_to_run_counter(
             sql.push_str(&format!(", runs.{column} AS {column}"));
         }
     }
-    Statement::from_sql_and_values(backend, sql, values)
+    super::placeholders::statement(backend, sql, values)
 }
 
 /// Fills each claimed task's journal with the steps its run recorded so far. A run on its

@@ -148,7 +148,7 @@ fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> Statement
         tuples = tuples.join(", "),
         returning = returning_runs(backend),
     );
-    Statement::from_sql_and_values(backend, sql, values)
+    super::placeholders::statement(backend, sql, values)
 }
 
 /// The updated `runs` columns: `RETURNING *` names only the updated table's columns on
@@ -191,7 +191,7 @@ async fn end_attempts<C: ConnectionTrait>(
          AND attempts.ended_at IS NULL",
         tuples.join(", ")
     );
-    c.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+    c.execute_raw(super::placeholders::statement(backend, sql, values))
         .await?;
     Ok(())
 }

@@ -230,8 +230,11 @@ pub async fn is_limited<C: ConnectionTrait>(
         .is_some_and(|m| config_from_model(&m).is_limited()))
 }
 
+/// `COUNT(*)`: answered from the index alone. (`COUNT(id)` read every counted row from the
+/// table on SQLite, whose indexes hold the rowid, not `id`: about 100 ms for a queue of
+/// 100k runs instead of 16 ms.)
 fn count_expr() -> Expr {
-    Expr::from(Func::count(Expr::col(runs::Column::Id)))
+    Expr::cust("COUNT(*)")
 }
 
 /// Live counts of a queue, each from an index: `(namespace, queue, status)` for the counts

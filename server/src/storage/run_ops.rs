@@ -52,7 +52,7 @@ async fn load_leased<C: ConnectionTrait>(
     Ok(run)
 }
 
-fn insert_model(new: &NewRun) -> runs::ActiveModel {
+pub(super) fn insert_model(new: &NewRun) -> runs::ActiveModel {
     runs::ActiveModel {
         id: Set(new.id.clone()),
         namespace: Set(new.namespace.clone()),

@@ -152,6 +152,12 @@ impl SqlStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(&key);
+        if self.backend == Backend::Sqlite && known && claim.is_none() && new.idempotency.is_none()
+        {
+            // A plain start: inserted with the batch's other plain starts (`start_batch`).
+            let out = self.writer.start_run(new).await?;
+            return Ok((out, ClaimOutcome::default()));
+        }
         let out = self
             .write_notify(
                 move |c| {

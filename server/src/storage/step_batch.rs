@@ -155,5 +155,5 @@ fn statement(backend: DbBackend, chunk: &[&StepWrite], max: i64) -> Statement {
         RunStatus::Running.as_str(),
         max = param(backend, 0),
     );
-    Statement::from_sql_and_values(backend, sql, values)
+    super::placeholders::statement(backend, sql, values)
 }

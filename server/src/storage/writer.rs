@@ -29,9 +29,9 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use super::complete_batch::{self, CompleteWrite};
 use super::limits::Limited;
 use super::step_batch::{self, StepWrite};
-use super::{notify, queue_store, run_ops, timeline_ops};
+use super::{notify, queue_store, run_ops, start_batch, timeline_ops};
 use crate::engine::history::HistoryLimits;
-use crate::engine::model::RunRecord;
+use crate::engine::model::{NewRun, RunRecord, StartOutcome};
 use crate::engine::{EngineError, EngineResult};
 
 /// Most writes in one commit.
@@ -51,6 +51,9 @@ enum Job {
     Step(StepWrite, oneshot::Sender<EngineResult<Limited<bool>>>),
     /// A run completion, applied with the batch's other completions (`complete_batch`).
     Complete(CompleteWrite, oneshot::Sender<EngineResult<RunRecord>>),
+    /// A plain start (SQLite; see `start_batch` for which starts are plain), inserted with
+    /// the batch's other plain starts.
+    Start(Box<NewRun>, oneshot::Sender<EngineResult<StartOutcome>>),
 }
 
 /// Observed batch sizes, for tests and the benchmark.
@@ -170,6 +173,12 @@ impl Writer {
     pub async fn complete_run(&self, write: CompleteWrite) -> EngineResult<RunRecord> {
         let (otx, orx) = oneshot::channel();
         self.submit(Job::Complete(write, otx), orx).await
+    }
+
+    /// Starts a plain run in the next group commit (see [`start_batch`]; SQLite only).
+    pub async fn start_run(&self, new: NewRun) -> EngineResult<StartOutcome> {
+        let (otx, orx) = oneshot::channel();
+        self.submit(Job::Start(Box::new(new), otx), orx).await
     }
 
     async fn submit<T>(
@@ -318,8 +327,48 @@ async fn writer_loop(
             }
         }
         drop(completions);
+        // Then the plain starts, together, in a savepoint of their own.
+        let starts: Vec<&NewRun> = batch
+            .iter()
+            .filter_map(|j| match j {
+                Job::Start(n, _) => Some(&**n),
+                _ => None,
+            })
+            .collect();
+        let mut started: Vec<RunRecord> = Vec::new();
+        if broken.is_none() && !starts.is_empty() {
+            if dirty {
+                own_statements += 1;
+                broken = txn
+                    .execute_unprepared("RELEASE SAVEPOINT w; SAVEPOINT w")
+                    .await
+                    .err();
+                dirty = false;
+            }
+            let mark = timeline_ops::mark();
+            if broken.is_none() {
+                match start_batch::insert(&txn, &starts).await {
+                    Ok(runs) => {
+                        dirty = true;
+                        started = runs;
+                    }
+                    Err(e) => {
+                        // Each start then goes on its own below, with its precise outcome.
+                        tracing::warn!(error = %e, starts = starts.len(), "batched starts failed");
+                        timeline_ops::rollback_to(mark);
+                        own_statements += 1;
+                        broken = txn
+                            .execute_unprepared("ROLLBACK TO SAVEPOINT w")
+                            .await
+                            .err();
+                    }
+                }
+            }
+        }
+        drop(starts);
         let mut recorded = recorded.into_iter();
         let mut completed = completed.into_iter();
+        let mut started = started.into_iter();
         for job in batch.drain(..) {
             if broken.is_some() {
                 break; // the remaining callers get `Unavailable`
@@ -355,6 +404,18 @@ async fn writer_loop(
                                     out = Err(e);
                                 }
                             }
+                            (out.is_ok(), reply_finish(reply, out))
+                        })
+                    })
+                }
+                Job::Start(new, reply) => {
+                    if let Some(run) = started.next() {
+                        finishers.push(reply_finish(reply, Ok(StartOutcome::Created(run))));
+                        continue;
+                    }
+                    Box::new(move |txn| {
+                        Box::pin(async move {
+                            let out = run_ops::start_run(txn, *new).await;
                             (out.is_ok(), reply_finish(reply, out))
                         })
                     })

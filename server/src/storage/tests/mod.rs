@@ -27,6 +27,7 @@ use super::testing::fresh_postgres_url;
 pub async fn run_tests(store: Arc<dyn Store>) {
     runs::start_and_idempotency(&store).await;
     runs::concurrent_idempotent_starts(&store).await;
+    runs::starts_together(&store).await;
     runs::list_and_filters(&store).await;
     runs::cancel_and_retry(&store).await;
     runs::namespace_isolation(&store).await;

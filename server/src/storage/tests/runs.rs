@@ -225,3 +225,130 @@ pub async fn namespace_isolation(store: &Arc<dyn Store>) {
         Err(EngineError::NotFound(_))
     ));
 }
+
+/// Starts sent together so that one group commit holds them: plain starts (batched into
+/// one `INSERT` on SQLite), idempotent ones, one on a new queue, and ones that fail (an id
+/// already taken by a committed run, and two starts sharing an id). Each is answered
+/// exactly as on its own, and the failing ones take no other start down with them.
+pub async fn starts_together(store: &Arc<dyn Store>) {
+    use crate::engine::obs_model::TimelineKind;
+    let ns = ns("starts-together");
+    let now = 5_000_000;
+    // Queue `q` is known (committed) before the batch; `fresh` is not.
+    let first = start(store, new_run(&ns, "job", "q", now)).await;
+    let lone_conflict = {
+        let mut r = new_run(&ns, "job", "q", now);
+        r.id = first.id.clone();
+        store
+            .start_run(r)
+            .await
+            .expect_err("a start reusing a run id fails")
+    };
+    let mut plain = Vec::new();
+    for i in 0..20 {
+        let mut r = new_run(&ns, "job", "q", now + i);
+        r.priority = i as i32 % 3;
+        r.concurrency_key = (i % 2 == 0).then(|| format!("k{i}"));
+        r.lease_timeout_ms = (i % 5 == 0).then_some(5_000);
+        r.available_at = now + i + (i % 4) * 1_000;
+        plain.push(r);
+    }
+    let mut idem = Vec::new();
+    for _ in 0..2 {
+        let mut r = new_run(&ns, "job", "q", now);
+        r.idempotency = Some(("together".into(), now + 60_000));
+        idem.push(r);
+    }
+    let mut conflict = new_run(&ns, "job", "q", now);
+    conflict.id = first.id.clone();
+    let twin_a = new_run(&ns, "job", "q", now);
+    let mut twin_b = new_run(&ns, "job", "q", now);
+    twin_b.id = twin_a.id.clone();
+    let fresh = new_run(&ns, "job", "fresh", now);
+
+    let mut all = Vec::new();
+    all.extend(plain.iter().cloned());
+    all.push(conflict.clone());
+    all.extend(idem.iter().cloned());
+    all.push(twin_a.clone());
+    all.push(fresh.clone());
+    all.push(twin_b.clone());
+    let answers = futures::future::join_all(all.iter().cloned().map(|r| store.start_run(r))).await;
+    let (plain_answers, rest) = answers.split_at(plain.len());
+    for (r, answer) in plain.iter().zip(plain_answers) {
+        match answer {
+            Ok(StartOutcome::Created(run)) => {
+                assert_eq!(run.id, r.id);
+                assert_eq!(run.status, RunStatus::Queued);
+                assert_eq!(run.priority, r.priority);
+                assert_eq!(run.concurrency_key, r.concurrency_key);
+                assert_eq!(run.lease_timeout_ms, r.lease_timeout_ms);
+                assert_eq!(run.available_at, r.available_at);
+                let stored = store.get_run(&ns, &r.id).await.unwrap().unwrap();
+                assert_eq!(&stored, run, "the answer is the stored row");
+            }
+            other => panic!("plain start: {other:?}"),
+        }
+    }
+    match &rest[0] {
+        Err(e) => assert_eq!(
+            std::mem::discriminant(e),
+            std::mem::discriminant(&lone_conflict),
+            "a conflicting id fails as on its own: {e:?} vs {lone_conflict:?}"
+        ),
+        Ok(other) => panic!("conflicting id started: {other:?}"),
+    }
+    let idem_ids: Vec<String> = rest[1..3]
+        .iter()
+        .map(|a| match a {
+            Ok(StartOutcome::Created(r) | StartOutcome::Duplicate(r)) => r.id.clone(),
+            Err(e) => panic!("idempotent start: {e:?}"),
+        })
+        .collect();
+    assert_eq!(
+        idem_ids[0], idem_ids[1],
+        "both idempotent starts name one run"
+    );
+    let created = rest[1..3]
+        .iter()
+        .filter(|a| matches!(a, Ok(StartOutcome::Created(_))))
+        .count();
+    assert_eq!(created, 1, "exactly one idempotent start creates the run");
+    assert!(
+        matches!(&rest[4], Ok(StartOutcome::Created(r)) if r.queue == "fresh"),
+        "start on a new queue: {:?}",
+        rest[4]
+    );
+    let twins = [&rest[3], &rest[5]];
+    assert_eq!(
+        twins.iter().filter(|a| a.is_ok()).count(),
+        1,
+        "of two starts sharing an id exactly one is created: {twins:?}"
+    );
+    for e in twins.iter().filter_map(|a| a.as_ref().err()) {
+        assert_eq!(
+            std::mem::discriminant(e),
+            std::mem::discriminant(&lone_conflict)
+        );
+    }
+
+    // What is stored: the first run unchanged, every created run once, each with exactly
+    // one `created` timeline entry.
+    assert_eq!(store.get_run(&ns, &first.id).await.unwrap().unwrap(), first);
+    let listed = store
+        .list_runs(&ns, &RunFilter::default(), None, 100)
+        .await
+        .unwrap();
+    // first + 20 plain + 1 idempotent + 1 twin + 1 fresh.
+    assert_eq!(listed.len(), 24, "{listed:?}");
+    for run in &listed {
+        let detail = store.get_run_detail(&ns, &run.id).await.unwrap().unwrap();
+        let created = detail
+            .timeline
+            .iter()
+            .filter(|e| e.kind == TimelineKind::Created)
+            .count();
+        assert_eq!(created, 1, "run {}: {:?}", run.id, detail.timeline);
+    }
+    assert!(store.get_run(&ns, &fresh.id).await.unwrap().is_some());
+}

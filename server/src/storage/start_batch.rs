@@ -1,0 +1,53 @@
+//! Plain starts of one SQLite group commit inserted together: one multi-row `INSERT INTO
+//! runs` per [`CHUNK`] starts instead of a savepoint round trip and an `INSERT` each.
+//!
+//! A start is *plain* when it is exactly one `INSERT runs` today: no idempotency key (no
+//! `idempotency_keys` row to race for), no claim for a parked poll in its transaction, and
+//! a queue known to exist (no queue row to create). The caller (`SqlStore::start_with`)
+//! decides; everything else keeps its own savepoint. When the batched insert fails (a
+//! conflicting run id, a database error), the writer rolls it back
+//! and applies every start of the batch on its own with `run_ops::start_run`, which answers
+//! each one exactly as before (the failing one fails, the others are created).
+
+use sea_orm::{ConnectionTrait, EntityTrait, TryIntoModel};
+
+use crate::engine::model::{NewRun, RunRecord};
+use crate::engine::obs_model::TimelineKind;
+use crate::engine::{EngineError, EngineResult};
+
+use super::convert::run_from_model;
+use super::entities::runs;
+use super::run_ops::insert_model;
+use super::timeline_ops::{self, Entry};
+
+/// Starts per statement (30 bound values each, far below SQLite's variable limit).
+pub const CHUNK: usize = 128;
+
+/// Inserts the runs of `starts` (all or nothing) and buffers their `created` timeline
+/// entries; returns the created runs in the same order.
+pub async fn insert<C: ConnectionTrait>(c: &C, starts: &[&NewRun]) -> EngineResult<Vec<RunRecord>> {
+    let mut created = Vec::with_capacity(starts.len());
+    for chunk in starts.chunks(CHUNK) {
+        let models: Vec<runs::ActiveModel> = chunk.iter().map(|n| insert_model(n)).collect();
+        runs::Entity::insert_many(models.iter().cloned())
+            .exec_without_returning(c)
+            .await?;
+        for model in models {
+            // The inserted row is exactly `model`: no read back.
+            let row = model
+                .try_into_model()
+                .map_err(|e| EngineError::Storage(format!("run row: {e}")))?;
+            created.push(run_from_model(row)?);
+        }
+    }
+    // Counted by the rows themselves (`timeline_count` 1).
+    timeline_ops::insert(
+        c,
+        starts
+            .iter()
+            .map(|n| Entry::new(&n.id, TimelineKind::Created, n.now))
+            .collect(),
+    )
+    .await?;
+    Ok(created)
+}
