@@ -183,6 +183,14 @@ impl Dispatcher {
         Some(Handoff { req, tx })
     }
 
+    /// True when a parked waiter of `namespace` could be reserved (for some queue and job).
+    pub fn has_parked(&self, namespace: &str) -> bool {
+        self.lock().by_namespace.get(namespace).is_some_and(|ws| {
+            ws.iter()
+                .any(|w| w.parked && w.pending.is_none() && w.req.is_some())
+        })
+    }
+
     /// Signals that a run of `job` on `queue` became deliverable: wakes one matching waiter.
     /// Returns false when no waiter could take the signal.
     pub fn signal(&self, namespace: &str, queue: &str, job: &str) -> bool {

@@ -341,7 +341,7 @@ impl Engine {
 }
 
 /// [`Engine::orphaned`], for code that holds the engine's parts rather than the engine.
-fn keep_orphans(
+pub(super) fn keep_orphans(
     dispatcher: &super::dispatcher::Dispatcher,
     timer: &super::timer::Timer,
     namespace: &str,
