@@ -435,7 +435,7 @@ impl Drop for WaiterGuard {
 
 #[cfg(test)]
 #[allow(clippy::expect_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn s(v: &[&str]) -> Vec<String> {
@@ -547,7 +547,8 @@ mod tests {
         assert_eq!(d.waiting(), 1, "only the plain waiter is left");
     }
 
-    fn task(run_id: &str, queue: &str, job: &str, deadline: i64) -> ClaimedTask {
+    /// A claimed task of `job` on `queue` in namespace `ns`, leased until `deadline`.
+    pub(crate) fn task(run_id: &str, queue: &str, job: &str, deadline: i64) -> ClaimedTask {
         use crate::engine::model::{RetryPolicy, RunRecord, RunStatus};
         ClaimedTask {
             run: RunRecord {

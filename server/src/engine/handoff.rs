@@ -193,4 +193,28 @@ mod tests {
             assert_eq!(rx.blocking_recv().unwrap(), Vec::new());
         }
     }
+
+    #[tokio::test]
+    async fn tasks_of_a_poll_that_went_away_become_orphans() {
+        use crate::engine::dispatcher::tests::task;
+        let d = Dispatcher::new();
+        let gone = d.register_claim(&req("q", "a", 1));
+        gone.park();
+        let r = Reservations::new(d.clone(), "ns", 1_000);
+        assert_eq!(r.pick(&resumed(&[("q", "a")])).len(), 1);
+        // The poll's request is dropped before the publish commits.
+        drop(gone);
+        let claimed = ClaimOutcome {
+            tasks: vec![task("r0", "q", "a", 31_000)],
+            ..Default::default()
+        };
+        let taken = r.deliver(vec![claimed], &Timer::default());
+        assert_eq!(taken, HashSet::from(["r0".to_owned()]));
+        // The next poll of the job gets it, once.
+        let next = req("q", "a", 5);
+        let got = d.take_orphans(&next, 2_000);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].run.id, "r0");
+        assert!(d.take_orphans(&next, 2_000).is_empty());
+    }
 }

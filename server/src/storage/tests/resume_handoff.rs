@@ -89,7 +89,10 @@ pub async fn publish_and_claim(store: &Arc<dyn Store>) {
     assert_eq!(shown.len(), 1);
     assert_eq!(shown[0].len(), 4);
     assert_eq!(claims.len(), 2, "one claim per request, in order");
-    assert!(claims[1].tasks.is_empty(), "a poll of another job gets nothing");
+    assert!(
+        claims[1].tasks.is_empty(),
+        "a poll of another job gets nothing"
+    );
     let tasks = &claims[0].tasks;
     assert_eq!(tasks.len(), 2);
     let mut got: Vec<&str> = tasks.iter().map(|t| t.run.id.as_str()).collect();
