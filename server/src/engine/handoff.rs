@@ -119,6 +119,7 @@ fn serves(req: &ClaimRequest, queue: &str, job: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::engine::event_model::{EventRecord, ResumedRun};
