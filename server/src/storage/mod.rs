@@ -3,7 +3,6 @@
 //! one database). Writes go through the group-commit [`writer`]; reads use the pool.
 
 mod attempt_ops;
-mod checkpoint;
 mod child_ops;
 mod claim_ops;
 mod combined_ops;

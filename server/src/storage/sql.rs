@@ -90,8 +90,6 @@ impl SqlStore {
                         .synchronous(SqliteSynchronous::Full)
                         .busy_timeout(Duration::from_secs(10))
                         .foreign_keys(true)
-                        // Checkpoints run off the commit path (`super::checkpoint`).
-                        .pragma("wal_autocheckpoint", "0")
                 });
             }
             Backend::Postgres => {
@@ -107,15 +105,7 @@ impl SqlStore {
         let stats = Arc::new(WriterStats::default());
         let counted = stats.clone();
         db.set_metric_callback(move |_| writer::count_statement(&counted));
-        let writer = Writer::spawn(
-            db.clone(),
-            writers,
-            backend == Backend::Sqlite,
-            stats.clone(),
-        );
-        if backend == Backend::Sqlite {
-            super::checkpoint::spawn(db.clone(), &writer, stats);
-        }
+        let writer = Writer::spawn(db.clone(), writers, backend == Backend::Sqlite, stats);
         let origin: Arc<str> = uuid::Uuid::now_v7().simple().to_string().into();
         Ok(Self {
             db,

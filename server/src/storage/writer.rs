@@ -122,13 +122,6 @@ impl Writer {
         *self.limits.write().unwrap_or_else(PoisonError::into_inner) = limits;
     }
 
-    /// A check that is true while some handle of this writer is alive (for tasks that
-    /// must end with the store).
-    pub(super) fn watch(&self) -> impl Fn() -> bool + Send + Sync + 'static {
-        let weak = self.tx.downgrade();
-        move || weak.upgrade().is_some()
-    }
-
     /// Commit statistics.
     pub fn stats(&self) -> &WriterStats {
         &self.stats

@@ -208,58 +208,6 @@ async fn sqlite_runs_in_wal_with_full_sync() {
     assert_eq!(sync, 2, "synchronous must be FULL (2)");
 }
 
-/// Automatic checkpoints are off (they would stall the commit that crosses the WAL
-/// threshold); the store's checkpointer moves committed pages into the database file.
-#[tokio::test]
-async fn sqlite_checkpoints_off_the_commit_path() {
-    use sea_orm::{ConnectionTrait, Statement};
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("checkpoint.db");
-    let store: Arc<dyn Store> = Arc::new(
-        SqlStore::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap(),
-    );
-    // Let the checkpointer catch up with the migrations.
-    tokio::time::sleep(super::checkpoint::CHECK_EVERY * 5).await;
-    let size = || std::fs::metadata(&path).unwrap().len();
-    let before = size();
-    let ns = ns("checkpoint");
-    for chunk in 0..10 {
-        futures::future::join_all(
-            (0..200).map(|i| start(&store, new_run(&ns, "job", "q", chunk * 1_000 + i))),
-        )
-        .await;
-    }
-    let mut after = size();
-    for _ in 0..50 {
-        if after > before {
-            break;
-        }
-        tokio::time::sleep(super::checkpoint::CHECK_EVERY).await;
-        after = size();
-    }
-    assert!(
-        after > before,
-        "committed pages reached the database file ({before} -> {after} bytes)"
-    );
-    let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    let db = store.connection();
-    let auto: i64 = db
-        .query_one_raw(Statement::from_string(
-            db.get_database_backend(),
-            "PRAGMA wal_autocheckpoint".to_owned(),
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get_by_index(0)
-        .unwrap();
-    assert_eq!(auto, 0, "no checkpoint inside a commit");
-}
-
 #[tokio::test]
 async fn migrations_apply_twice_and_roll_back() {
     use stackshift_migrations::{Migrator, MigratorTrait};
