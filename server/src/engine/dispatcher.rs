@@ -10,9 +10,10 @@
 //! A start can also hand its new run straight to a parked poll ([`Dispatcher::reserve`]):
 //! the start claims for that poll in its own transaction (one commit instead of two before
 //! a handler runs) and passes the claimed tasks through a channel. Only a *parked* waiter
-//! (asleep, between two claims) is reserved, and the poll takes the handoff whenever it
-//! wakes or leaves ([`WaiterGuard::consume`], [`WaiterGuard::close`]), so a handoff is
-//! lost only when the poll's request itself is dropped (the client went away).
+//! (asleep, or only reading, between two claims of its own) is reserved, and the poll takes
+//! the handoff whenever it wakes, is about to claim ([`WaiterGuard::begin_claim`]) or leaves
+//! ([`WaiterGuard::consume`], [`WaiterGuard::close`]), so a handoff is lost only when the
+//! poll's request itself is dropped (the client went away).
 //!
 //! Tasks claimed for a poll that went away (a worker shut down, a client timed out) are
 //! **orphans** ([`Dispatcher::orphaned`]): instead of sitting leased to nobody until their
@@ -73,7 +74,8 @@ struct Waiter {
     blocked: Vec<String>,
     /// The poll's claim request, when it accepts handoffs.
     req: Option<ClaimRequest>,
-    /// Asleep between two claims (only a parked waiter may be reserved).
+    /// Between two claims of its own, asleep or only reading (only a parked waiter may be
+    /// reserved).
     parked: bool,
 }
 
@@ -181,6 +183,14 @@ impl Dispatcher {
         w.parked = false;
         w.notify.notify_one();
         Some(Handoff { req, tx })
+    }
+
+    /// True when a parked waiter of `namespace` could be reserved (for some queue and job).
+    pub fn has_parked(&self, namespace: &str) -> bool {
+        self.lock().by_namespace.get(namespace).is_some_and(|ws| {
+            ws.iter()
+                .any(|w| w.parked && w.pending.is_none() && w.req.is_some())
+        })
     }
 
     /// Signals that a run of `job` on `queue` became deliverable: wakes one matching waiter.
@@ -337,11 +347,27 @@ impl WaiterGuard {
         seq
     }
 
-    /// Marks this waiter asleep until its next [`WaiterGuard::consume`]: from now on a
-    /// start may reserve it.
+    /// Marks this waiter reservable until its next [`WaiterGuard::consume`] or
+    /// [`WaiterGuard::begin_claim`]: from now on a start may reserve it. A poll parks both
+    /// while it only reads (looking for work) and while it sleeps.
     pub fn park(&self) {
         if let Some(w) = self.find(&mut self.dispatcher.lock()) {
             w.parked = true;
+        }
+    }
+
+    /// Called before the poll claims by itself: false when a start reserved this waiter
+    /// meanwhile (the poll takes that handoff instead of claiming); otherwise the waiter
+    /// cannot be reserved until it parks again.
+    pub fn begin_claim(&self) -> bool {
+        let mut inner = self.dispatcher.lock();
+        match self.find(&mut inner) {
+            Some(w) if matches!(w.pending, Some(Pending::Handoff(_))) => false,
+            Some(w) => {
+                w.parked = false;
+                true
+            }
+            None => true,
         }
     }
 
@@ -427,7 +453,7 @@ impl Drop for WaiterGuard {
 
 #[cfg(test)]
 #[allow(clippy::expect_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn s(v: &[&str]) -> Vec<String> {
@@ -539,7 +565,27 @@ mod tests {
         assert_eq!(d.waiting(), 1, "only the plain waiter is left");
     }
 
-    fn task(run_id: &str, queue: &str, job: &str, deadline: i64) -> ClaimedTask {
+    #[tokio::test]
+    async fn a_poll_reserved_while_it_reads_takes_the_handoff_instead_of_claiming() {
+        let d = Dispatcher::new();
+        let w = d.register_claim(&claim_request());
+        w.consume();
+        w.park(); // looking for work (a read), not claiming yet
+        let h = d
+            .reserve("ns", "q", "job")
+            .expect("reservable while it reads");
+        assert!(!w.begin_claim(), "reserved: no claim of its own");
+        w.consume();
+        assert!(h.tx.send(Vec::new()).is_ok());
+        assert!(w.take_handoff().expect("kept by consume").await.is_ok());
+        // Not reserved: the claim goes ahead and nothing can reserve it meanwhile.
+        w.park();
+        assert!(w.begin_claim());
+        assert!(d.reserve("ns", "q", "job").is_none(), "claiming");
+    }
+
+    /// A claimed task of `job` on `queue` in namespace `ns`, leased until `deadline`.
+    pub(crate) fn task(run_id: &str, queue: &str, job: &str, deadline: i64) -> ClaimedTask {
         use crate::engine::model::{RetryPolicy, RunRecord, RunStatus};
         ClaimedTask {
             run: RunRecord {

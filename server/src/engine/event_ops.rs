@@ -1,10 +1,14 @@
 //! Events: publish (store the event and resume the runs waiting for it), list, and the
 //! retention sweeper that deletes old events. Matching rules are in `docs/events.md`.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::{EngineError, EngineResult};
 use super::event_model::{EventFilter, EventRecord, NewEvent, PublishEventInput, PublishOutcome};
+use super::handoff::Reservations;
+use super::store::ClaimPicker;
 use super::{Engine, now_ms, validate};
 
 /// Longest event id, in characters.
@@ -53,32 +57,82 @@ impl Engine {
         let triggered = self
             .triggered_runs(namespace, &id, &input.name, &key, &payload, now)
             .await?;
-        let outcome = self
-            .store
-            .publish_event(NewEvent {
-                namespace: namespace.to_owned(),
-                id,
-                name: input.name,
-                correlation_key: key,
-                payload,
-                now,
-                triggered,
-            })
-            .await?;
+        let new = NewEvent {
+            namespace: namespace.to_owned(),
+            id,
+            name: input.name,
+            correlation_key: key,
+            payload,
+            now,
+            triggered,
+        };
+        // Polls parked here on the resumed (or started) runs' queues claim in the publish's
+        // own transaction: the run reaches a handler after one commit instead of two.
+        let (outcome, taken) = if self.dispatcher.has_parked(namespace) {
+            self.publish_handing_off(namespace, new).await?
+        } else {
+            (self.store.publish_event(new).await?, HashSet::new())
+        };
         for run in &outcome.started {
             self.metrics
                 .runs(namespace, &run.job, &run.queue, |c| c.started += 1);
-            self.run_ready(namespace, &run.queue, &run.job, run.available_at);
+            if !taken.contains(&run.id) {
+                self.run_ready(namespace, &run.queue, &run.job, run.available_at);
+            }
         }
         if !outcome.resumed.is_empty() {
             tracing::debug!(
                 event = %outcome.event.name,
                 resumed = outcome.resumed.len(),
+                handed_off = taken.len(),
                 "event resumed waiting runs"
             );
         }
-        self.wake_resumed(&outcome.resumed);
+        if taken.is_empty() {
+            self.wake_resumed(&outcome.resumed);
+        } else {
+            let (handed, rest): (Vec<_>, Vec<_>) = outcome
+                .resumed
+                .iter()
+                .cloned()
+                .partition(|r| taken.contains(&r.run_id));
+            for r in &handed {
+                self.run_changed(&r.run_id);
+            }
+            self.wake_resumed(&rest);
+        }
         Ok(outcome)
+    }
+
+    /// Publishes with the resume handoff (see `engine::handoff`). The write and the
+    /// handoffs run in a task of their own, so that a publish whose caller went away still
+    /// hands the tasks it claimed to their polls (or leaves them as orphans). Returns the
+    /// ids of the runs handed over.
+    async fn publish_handing_off(
+        &self,
+        namespace: &str,
+        new: NewEvent,
+    ) -> EngineResult<(PublishOutcome, HashSet<String>)> {
+        let reservations = Reservations::new(self.dispatcher.clone(), namespace, new.now);
+        let pick: ClaimPicker = {
+            let r = reservations.clone();
+            Arc::new(move |out: &PublishOutcome| r.pick(out))
+        };
+        let (store, timer) = (self.store.clone(), self.timer.clone());
+        tokio::spawn(async move {
+            match store.publish_event_and_claim(new, pick).await {
+                Ok((outcome, claims)) => {
+                    let taken = reservations.deliver(claims, &timer);
+                    Ok((outcome, taken))
+                }
+                Err(e) => {
+                    reservations.deliver(Vec::new(), &timer);
+                    Err(e)
+                }
+            }
+        })
+        .await
+        .map_err(|_| EngineError::Unavailable("the publish was interrupted".into()))?
     }
 
     /// Lists events newest first. Returns the page and the next page token.

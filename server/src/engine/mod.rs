@@ -27,6 +27,7 @@ pub mod validate;
 pub mod watch;
 
 mod client_ops;
+mod handoff;
 pub(crate) use client_ops::validate_run_id;
 mod key_admin;
 mod schedule_ops;

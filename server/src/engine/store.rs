@@ -4,6 +4,8 @@
 //! Every write is atomic, and returns only once it is durable. Worker writes check the
 //! lease with [`crate::engine::lease::check`] inside the same transaction.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use super::error::EngineResult;
@@ -18,6 +20,11 @@ use super::queue_model::{ClaimOutcome, QueueConfig, QueueRecord, QueueStats};
 use super::schedule_model::{NewSchedule, ScheduleFiring, ScheduleRecord};
 use super::state::{StateCall, StateEntry, StateOutcome, StateResult};
 use super::trigger_model::{TriggerDefinition, TriggerFilter, TriggerRecord};
+
+/// Chooses the claims a write makes for parked polls, from what the write did so far (see
+/// [`EventStore::publish_event_and_claim`]). Called inside the write's transaction, so it
+/// must be quick and must not block; it may be called again when the write is retried.
+pub type ClaimPicker = Arc<dyn Fn(&PublishOutcome) -> Vec<ClaimRequest> + Send + Sync>;
 
 /// A hint from another server replica sharing the database (PostgreSQL LISTEN/NOTIFY).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,6 +237,18 @@ pub trait EventStore: Send + Sync + 'static {
     /// journals the event into each waiting run, records the consumption, deletes the wait
     /// and queues the run.
     async fn publish_event(&self, new: NewEvent) -> EngineResult<PublishOutcome>;
+    /// Publishes exactly as [`EventStore::publish_event`] does and, in the same
+    /// transaction, claims for each request `pick` returns for the outcome (parked polls
+    /// the engine reserved for the runs the event resumed or started), each exactly as
+    /// [`QueueStore::claim_queued`] would and in its own savepoint: one commit covers the
+    /// publish and the claims. A claim that fails is empty (that poll then claims by
+    /// itself); a duplicate event claims nothing. The claims answer `pick`'s requests in
+    /// order (of its last call, when the write was retried).
+    async fn publish_event_and_claim(
+        &self,
+        new: NewEvent,
+        pick: ClaimPicker,
+    ) -> EngineResult<(PublishOutcome, Vec<ClaimOutcome>)>;
     /// Lists events of a namespace newest first, below `cursor` (a `seq`), at most `limit`.
     async fn list_events(
         &self,

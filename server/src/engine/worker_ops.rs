@@ -77,6 +77,9 @@ impl Engine {
             if let Some(tasks) = self.handed_off(namespace, &waiter).await {
                 return Ok(tasks);
             }
+            // Reservable while it only reads: a start (or publish) arriving now claims for
+            // this poll in its own transaction rather than waking it for a claim of its own.
+            waiter.park();
             req.now = now_ms();
             // Tasks claimed for a poll that went away are this poll's before anything new.
             let orphans = self.dispatcher.take_orphans(&req, req.now);
@@ -88,6 +91,9 @@ impl Engine {
             // committed after this read signals this poll, which consumed its signal
             // before the read).
             let out = if self.store.has_claimable(&req).await? {
+                if !waiter.begin_claim() {
+                    continue; // a start is claiming for this poll: take its handoff
+                }
                 self.claim_detached(req.clone()).await?
             } else {
                 Default::default()
@@ -341,7 +347,7 @@ impl Engine {
 }
 
 /// [`Engine::orphaned`], for code that holds the engine's parts rather than the engine.
-fn keep_orphans(
+pub(super) fn keep_orphans(
     dispatcher: &super::dispatcher::Dispatcher,
     timer: &super::timer::Timer,
     namespace: &str,

@@ -1,24 +1,28 @@
 //! [`EventStore`] for [`SqlStore`]: events, waits and the inbox. Writes that queue runs
 //! (a publish resolving waits, the timer resolving due waits) or schedule a timer (a
-//! suspension) also notify the other replicas on PostgreSQL.
+//! suspension) also notify the other replicas on PostgreSQL. A publish can also claim,
+//! in its own transaction, for parked polls of this server (the resume handoff).
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sea_orm::{DatabaseTransaction, TransactionTrait};
 use tokio::time::Instant;
 
 use crate::engine::EngineResult;
 use crate::engine::event_model::{
     EventFilter, EventRecord, NewEvent, PublishOutcome, ResumedRun, SuspendOutcome, WaitSpec,
 };
-use crate::engine::model::LeaseRef;
-use crate::engine::store::{EventStore, Wakeup};
+use crate::engine::model::{ClaimRequest, LeaseRef};
+use crate::engine::queue_model::ClaimOutcome;
+use crate::engine::store::{ClaimPicker, EventStore, Wakeup};
 
 use super::limits::{LimitHit, Limited};
 use super::sql::SqlStore;
-use super::{event_ops, wait_ops};
+use super::{claim_ops, event_ops, timeline_ops, wait_ops};
 
 /// One `Ready` wakeup per distinct (namespace, queue, job) of the resumed runs.
 fn ready(resumed: &[ResumedRun]) -> Vec<Wakeup> {
@@ -58,30 +62,99 @@ where
     }
 }
 
-#[async_trait]
-impl EventStore for SqlStore {
-    async fn publish_event(&self, new: NewEvent) -> EngineResult<PublishOutcome> {
+/// The wakeups of a publish for other replicas: one `Ready` per distinct (namespace, queue,
+/// job) of the runs it resumed or started, leaving out the runs it handed to local polls.
+fn publish_wakeups(out: &PublishOutcome, claims: &[ClaimOutcome]) -> Vec<Wakeup> {
+    let taken: HashSet<&str> = claims
+        .iter()
+        .flat_map(|c| c.tasks.iter().map(|t| t.run.id.as_str()))
+        .collect();
+    let deliverable: Vec<ResumedRun> = out
+        .resumed
+        .iter()
+        .filter(|r| !taken.contains(r.run_id.as_str()))
+        .cloned()
+        .chain(
+            out.started
+                .iter()
+                .filter(|r| !taken.contains(r.id.as_str()))
+                .map(|r| ResumedRun {
+                    run_id: r.id.clone(),
+                    namespace: r.namespace.clone(),
+                    queue: r.queue.clone(),
+                    job: r.job.clone(),
+                }),
+        )
+        .collect();
+    ready(&deliverable)
+}
+
+/// Claims for `req` inside its own savepoint of `c`: a failing claim rolls back alone and
+/// claims nothing (the poll it was for then claims by itself).
+async fn claim_in_savepoint(
+    c: &DatabaseTransaction,
+    req: ClaimRequest,
+    rotation: usize,
+) -> EngineResult<ClaimOutcome> {
+    let sp = c.begin().await?;
+    let mark = timeline_ops::mark();
+    match claim_ops::claim_queued(&sp, req, rotation).await {
+        Ok(claim) => {
+            sp.commit().await?;
+            Ok(claim)
+        }
+        Err(e) => {
+            timeline_ops::rollback_to(mark);
+            sp.rollback().await?;
+            tracing::warn!(error = %e, "claim at publish failed");
+            Ok(ClaimOutcome::default())
+        }
+    }
+}
+
+impl SqlStore {
+    /// Publishes `new` and, with `pick`, claims in the same transaction for the requests it
+    /// returns (see `EventStore::publish_event_and_claim`).
+    async fn publish_with(
+        &self,
+        new: NewEvent,
+        pick: Option<ClaimPicker>,
+    ) -> EngineResult<(PublishOutcome, Vec<ClaimOutcome>)> {
         retry_busy(|| {
-            let new = new.clone();
+            let (new, pick, rotation) = (new.clone(), pick.clone(), self.rotation.clone());
             self.write_notify(
-                move |c| Box::pin(event_ops::publish(c, new)),
-                |out: &PublishOutcome| {
-                    let mut w = ready(&out.resumed);
-                    for r in &out.started {
-                        let wake = Wakeup::Ready {
-                            namespace: r.namespace.clone(),
-                            queue: r.queue.clone(),
-                            job: r.job.clone(),
-                        };
-                        if !w.contains(&wake) {
-                            w.push(wake);
+                move |c| {
+                    Box::pin(async move {
+                        let out = event_ops::publish(c, new).await?;
+                        let mut claims = Vec::new();
+                        if let Some(pick) = pick.filter(|_| !out.duplicate) {
+                            for req in pick(&out) {
+                                let turn = rotation.fetch_add(1, Ordering::Relaxed);
+                                claims.push(claim_in_savepoint(c, req, turn).await?);
+                            }
                         }
-                    }
-                    w
+                        Ok((out, claims))
+                    })
                 },
+                |(out, claims): &(PublishOutcome, Vec<ClaimOutcome>)| publish_wakeups(out, claims),
             )
         })
         .await
+    }
+}
+
+#[async_trait]
+impl EventStore for SqlStore {
+    async fn publish_event(&self, new: NewEvent) -> EngineResult<PublishOutcome> {
+        Ok(self.publish_with(new, None).await?.0)
+    }
+
+    async fn publish_event_and_claim(
+        &self,
+        new: NewEvent,
+        pick: ClaimPicker,
+    ) -> EngineResult<(PublishOutcome, Vec<ClaimOutcome>)> {
+        self.publish_with(new, Some(pick)).await
     }
 
     async fn list_events(

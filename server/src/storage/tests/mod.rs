@@ -9,6 +9,7 @@ mod history;
 mod keys;
 mod obs;
 mod queues;
+mod resume_handoff;
 mod runs;
 mod schedules;
 mod state;
@@ -46,6 +47,8 @@ pub async fn run_tests(store: Arc<dyn Store>) {
     events::cancel_waiting(&store).await;
     events::publish_suspend_race(&store, &store, 40).await;
     events::retention(&store).await;
+    resume_handoff::publish_and_claim(&store).await;
+    resume_handoff::triggered_runs_are_claimable(&store).await;
     children::child_wait_lifecycle(&store).await;
     children::cancel_cascade(&store).await;
     combined::any_and_all(&store).await;
