@@ -26,8 +26,8 @@ use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::{Expr, Func, LockBehavior, LockType, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use crate::engine::EngineResult;
@@ -37,6 +37,7 @@ use crate::engine::queue_model::{ClaimOutcome, QueueConfig};
 use super::attempt_ops::{self, AttemptRows};
 use super::entities::{queue_starts, queues, runs};
 use super::queue_ops::config_from_model;
+use super::timeline_ops;
 
 /// Selection rounds per queue when per-key limits made a batch skip runs. Each round
 /// claims at least one run, so this only bounds the work of one claim.
@@ -413,4 +414,29 @@ async fn start_level<C: ConnectionTrait>(
         }
     }
     Ok(())
+}
+
+/// Claims for `req` inside its own savepoint of `c`: a failing claim rolls back alone and
+/// claims nothing (the poll it was for then claims by itself). `at`: the write it is part
+/// of, for the log (`start`, `publish`).
+pub(super) async fn claim_in_savepoint(
+    c: &DatabaseTransaction,
+    req: ClaimRequest,
+    rotation: usize,
+    at: &str,
+) -> EngineResult<ClaimOutcome> {
+    let sp = c.begin().await?;
+    let mark = timeline_ops::mark();
+    match claim_queued(&sp, req, rotation).await {
+        Ok(claim) => {
+            sp.commit().await?;
+            Ok(claim)
+        }
+        Err(e) => {
+            timeline_ops::rollback_to(mark);
+            sp.rollback().await?;
+            tracing::warn!(error = %e, "claim at {at} failed");
+            Ok(ClaimOutcome::default())
+        }
+    }
 }

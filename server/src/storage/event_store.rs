@@ -9,20 +9,19 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sea_orm::{DatabaseTransaction, TransactionTrait};
 use tokio::time::Instant;
 
 use crate::engine::EngineResult;
 use crate::engine::event_model::{
     EventFilter, EventRecord, NewEvent, PublishOutcome, ResumedRun, SuspendOutcome, WaitSpec,
 };
-use crate::engine::model::{ClaimRequest, LeaseRef};
+use crate::engine::model::LeaseRef;
 use crate::engine::queue_model::ClaimOutcome;
 use crate::engine::store::{ClaimPicker, EventStore, Wakeup};
 
 use super::limits::{LimitHit, Limited};
 use super::sql::SqlStore;
-use super::{claim_ops, event_ops, timeline_ops, wait_ops};
+use super::{claim_ops, event_ops, wait_ops};
 
 /// One `Ready` wakeup per distinct (namespace, queue, job) of the resumed runs.
 fn ready(resumed: &[ResumedRun]) -> Vec<Wakeup> {
@@ -89,29 +88,6 @@ fn publish_wakeups(out: &PublishOutcome, claims: &[ClaimOutcome]) -> Vec<Wakeup>
     ready(&deliverable)
 }
 
-/// Claims for `req` inside its own savepoint of `c`: a failing claim rolls back alone and
-/// claims nothing (the poll it was for then claims by itself).
-async fn claim_in_savepoint(
-    c: &DatabaseTransaction,
-    req: ClaimRequest,
-    rotation: usize,
-) -> EngineResult<ClaimOutcome> {
-    let sp = c.begin().await?;
-    let mark = timeline_ops::mark();
-    match claim_ops::claim_queued(&sp, req, rotation).await {
-        Ok(claim) => {
-            sp.commit().await?;
-            Ok(claim)
-        }
-        Err(e) => {
-            timeline_ops::rollback_to(mark);
-            sp.rollback().await?;
-            tracing::warn!(error = %e, "claim at publish failed");
-            Ok(ClaimOutcome::default())
-        }
-    }
-}
-
 impl SqlStore {
     /// Publishes `new` and, with `pick`, claims in the same transaction for the requests it
     /// returns (see `EventStore::publish_event_and_claim`).
@@ -130,7 +106,9 @@ impl SqlStore {
                         if let Some(pick) = pick.filter(|_| !out.duplicate) {
                             for req in pick(&out) {
                                 let turn = rotation.fetch_add(1, Ordering::Relaxed);
-                                claims.push(claim_in_savepoint(c, req, turn).await?);
+                                claims.push(
+                                    claim_ops::claim_in_savepoint(c, req, turn, "publish").await?,
+                                );
                             }
                         }
                         Ok((out, claims))

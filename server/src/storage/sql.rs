@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
     ColumnTrait, ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use stackshift_migrations::{Migrator, MigratorTrait};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -30,7 +30,7 @@ use super::error::StorageError;
 use super::limits::LimitHit;
 use super::step_batch::StepWrite;
 use super::writer::{self, Writer, WriterStats};
-use super::{child_ops, claim_ops, key_ops, notify, queue_ops, run_ops, timeline_ops, wait_ops};
+use super::{child_ops, claim_ops, key_ops, notify, queue_ops, run_ops, wait_ops};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,20 +174,7 @@ impl SqlStore {
                             {
                                 // In its own savepoint: a failing claim leaves the start
                                 // intact (the poll then claims by itself).
-                                let sp = c.begin().await?;
-                                let mark = timeline_ops::mark();
-                                match claim_ops::claim_queued(&sp, req, rotation).await {
-                                    Ok(claim) => {
-                                        sp.commit().await?;
-                                        claim
-                                    }
-                                    Err(e) => {
-                                        timeline_ops::rollback_to(mark);
-                                        sp.rollback().await?;
-                                        tracing::warn!(error = %e, "claim at start failed");
-                                        ClaimOutcome::default()
-                                    }
-                                }
+                                claim_ops::claim_in_savepoint(c, req, rotation, "start").await?
                             }
                             _ => ClaimOutcome::default(),
                         };

@@ -21,7 +21,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use futures::future::BoxFuture;
 use sea_orm::{
-    AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, IsolationLevel,
+    AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, IsolationLevel,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -238,14 +238,13 @@ async fn writer_loop(
             }
         };
         let mut finishers = Vec::with_capacity(batch.len());
-        let mut broken = txn.execute_unprepared("SAVEPOINT w").await.err();
-        let mut own_statements = 2; // BEGIN, SAVEPOINT
+        let mut sp = Savepoint {
+            broken: txn.execute_unprepared("SAVEPOINT w").await.err(),
+            statements: 2, // BEGIN, SAVEPOINT
+            dirty: false,
+        };
         timeline_ops::rollback_to(Default::default());
-        // `w` holds committed-to-be work of earlier writes: the next write that runs
-        // statements first releases it and opens a fresh one (one round trip). A failed
-        // write rolls back to `w`, which stays open and empty.
-        let mut dirty = false;
-        // First the batch's step results, together.
+        // First the batch's step results, together (see `Savepoint` for `w`).
         let steps: Vec<&StepWrite> = batch
             .iter()
             .filter_map(|j| match j {
@@ -253,25 +252,16 @@ async fn writer_loop(
                 _ => None,
             })
             .collect();
-        let mut recorded = vec![false; steps.len()];
-        if broken.is_none() && !steps.is_empty() {
-            match step_batch::record(&txn, &steps).await {
-                Ok(flags) => {
-                    dirty = flags.iter().any(|f| *f);
-                    recorded = flags;
-                }
-                Err(e) => {
-                    // Each result then goes on its own below, with its precise outcome.
-                    tracing::warn!(error = %e, results = steps.len(), "batched step results failed");
-                    timeline_ops::rollback_to(Default::default());
-                    own_statements += 1;
-                    broken = txn
-                        .execute_unprepared("ROLLBACK TO SAVEPOINT w")
-                        .await
-                        .err();
-                }
-            }
-        }
+        let recorded = batched(
+            &txn,
+            &mut sp,
+            "step results",
+            steps.len(),
+            step_batch::record(&txn, &steps),
+            |flags: &Vec<bool>| flags.iter().any(|f| *f),
+        )
+        .await
+        .unwrap_or_else(|| vec![false; steps.len()]);
         drop(steps);
         // Then the completions, together, in a savepoint of their own.
         let completions: Vec<&CompleteWrite> = batch
@@ -281,51 +271,27 @@ async fn writer_loop(
                 _ => None,
             })
             .collect();
-        let mut completed: Vec<Option<RunRecord>> = Vec::new();
-        if broken.is_none() && !completions.is_empty() {
-            if dirty {
-                own_statements += 1;
-                broken = txn
-                    .execute_unprepared("RELEASE SAVEPOINT w; SAVEPOINT w")
-                    .await
-                    .err();
-                dirty = false;
-            }
-            let mark = timeline_ops::mark();
-            if broken.is_none() {
-                let applied = match complete_batch::apply(&txn, &completions).await {
-                    Ok(runs) => match &origin {
-                        Some(origin) => {
-                            let released = runs
-                                .iter()
-                                .flatten()
-                                .map(|r| (r.namespace.clone(), r.queue.clone()))
-                                .collect();
-                            queue_store::publish_released(&txn, origin, released)
-                                .await
-                                .map(|()| runs)
-                        }
-                        None => Ok(runs),
-                    },
-                    Err(e) => Err(e),
-                };
-                match applied {
-                    Ok(runs) => {
-                        dirty = runs.iter().any(Option::is_some);
-                        completed = runs;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, completions = completions.len(), "batched completions failed");
-                        timeline_ops::rollback_to(mark);
-                        own_statements += 1;
-                        broken = txn
-                            .execute_unprepared("ROLLBACK TO SAVEPOINT w")
-                            .await
-                            .err();
-                    }
+        let completed = batched(
+            &txn,
+            &mut sp,
+            "completions",
+            completions.len(),
+            async {
+                let runs = complete_batch::apply(&txn, &completions).await?;
+                if let Some(origin) = &origin {
+                    let released = runs
+                        .iter()
+                        .flatten()
+                        .map(|r| (r.namespace.clone(), r.queue.clone()))
+                        .collect();
+                    queue_store::publish_released(&txn, origin, released).await?;
                 }
-            }
-        }
+                EngineResult::Ok(runs)
+            },
+            |runs: &Vec<Option<RunRecord>>| runs.iter().any(Option::is_some),
+        )
+        .await
+        .unwrap_or_default();
         drop(completions);
         // Then the plain starts, together, in a savepoint of their own.
         let starts: Vec<&NewRun> = batch
@@ -335,42 +301,22 @@ async fn writer_loop(
                 _ => None,
             })
             .collect();
-        let mut started: Vec<RunRecord> = Vec::new();
-        if broken.is_none() && !starts.is_empty() {
-            if dirty {
-                own_statements += 1;
-                broken = txn
-                    .execute_unprepared("RELEASE SAVEPOINT w; SAVEPOINT w")
-                    .await
-                    .err();
-                dirty = false;
-            }
-            let mark = timeline_ops::mark();
-            if broken.is_none() {
-                match start_batch::insert(&txn, &starts).await {
-                    Ok(runs) => {
-                        dirty = true;
-                        started = runs;
-                    }
-                    Err(e) => {
-                        // Each start then goes on its own below, with its precise outcome.
-                        tracing::warn!(error = %e, starts = starts.len(), "batched starts failed");
-                        timeline_ops::rollback_to(mark);
-                        own_statements += 1;
-                        broken = txn
-                            .execute_unprepared("ROLLBACK TO SAVEPOINT w")
-                            .await
-                            .err();
-                    }
-                }
-            }
-        }
+        let started = batched(
+            &txn,
+            &mut sp,
+            "starts",
+            starts.len(),
+            start_batch::insert(&txn, &starts),
+            |_: &Vec<RunRecord>| true,
+        )
+        .await
+        .unwrap_or_default();
         drop(starts);
         let mut recorded = recorded.into_iter();
         let mut completed = completed.into_iter();
         let mut started = started.into_iter();
         for job in batch.drain(..) {
-            if broken.is_some() {
+            if sp.broken.is_some() {
                 break; // the remaining callers get `Unavailable`
             }
             let body: Body = match job {
@@ -422,33 +368,21 @@ async fn writer_loop(
                 }
                 Job::Body(body) => body,
             };
-            if dirty {
-                own_statements += 1;
-                if let Err(e) = txn
-                    .execute_unprepared("RELEASE SAVEPOINT w; SAVEPOINT w")
-                    .await
-                {
-                    broken = Some(e);
-                    break;
-                }
-                dirty = false;
+            if !sp.fresh(&txn).await {
+                break;
             }
             let mark = timeline_ops::mark();
             let (ok, finish) = body(&txn).await;
             finishers.push(finish);
             if ok {
-                dirty = true;
+                sp.dirty = true;
             } else {
-                timeline_ops::rollback_to(mark);
-                own_statements += 1;
-                if let Err(e) = txn.execute_unprepared("ROLLBACK TO SAVEPOINT w").await {
-                    broken = Some(e);
-                }
+                sp.undo(&txn, mark).await;
             }
         }
         batch.clear();
         let n = finishers.len() as u64;
-        let mut broken = broken.map(EngineError::from);
+        let mut broken = sp.broken.map(EngineError::from);
         if broken.is_none() {
             // Its statements are counted by the connection's metric callback.
             if let Err(e) = timeline_ops::flush(&txn).await {
@@ -458,10 +392,10 @@ async fn writer_loop(
             }
         }
         timeline_ops::rollback_to(Default::default());
-        own_statements += 1; // COMMIT or ROLLBACK
+        sp.statements += 1; // COMMIT or ROLLBACK
         stats
             .statements
-            .fetch_add(own_statements, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(sp.statements, std::sync::atomic::Ordering::Relaxed);
         let result = match broken {
             Some(e) => {
                 let _ = txn.rollback().await;
@@ -480,6 +414,73 @@ async fn writer_loop(
         }
         for finish in finishers {
             finish(result.clone());
+        }
+    }
+}
+
+/// The writer's savepoint `w` within one group commit: `w` holds the work of earlier
+/// writes; the next write that runs statements first releases it and opens a fresh one
+/// (one round trip), and a failed write rolls back to `w`, which stays open and empty.
+struct Savepoint {
+    /// The error that broke the transaction: the remaining writes get `Unavailable`.
+    broken: Option<DbErr>,
+    /// Round trips the writer itself ran (`BEGIN`, savepoints, `COMMIT`).
+    statements: u64,
+    /// Whether `w` holds work that must be released before the next write.
+    dirty: bool,
+}
+
+impl Savepoint {
+    /// Releases `w` and opens a fresh one when it holds work; false when the transaction
+    /// is broken.
+    async fn fresh(&mut self, txn: &DatabaseTransaction) -> bool {
+        if self.broken.is_none() && self.dirty {
+            self.statements += 1;
+            self.broken = txn
+                .execute_unprepared("RELEASE SAVEPOINT w; SAVEPOINT w")
+                .await
+                .err();
+            self.dirty = false;
+        }
+        self.broken.is_none()
+    }
+
+    /// Undoes the last write: its buffered timeline entries and notifications from `mark`
+    /// on, and its statements back to `w`.
+    async fn undo(&mut self, txn: &DatabaseTransaction, mark: timeline_ops::Mark) {
+        timeline_ops::rollback_to(mark);
+        self.statements += 1;
+        if let Err(e) = txn.execute_unprepared("ROLLBACK TO SAVEPOINT w").await {
+            self.broken = Some(e);
+        }
+    }
+}
+
+/// Runs one batched phase of a group commit (`what`: `n` step results, completions or
+/// starts written by `work` in one go) in a fresh savepoint. `None` when it fails (undone;
+/// each of its writes then runs on its own, with its precise outcome) or the transaction
+/// is broken. `wrote` tells whether the outcome left work in the savepoint.
+async fn batched<T, E: std::fmt::Display>(
+    txn: &DatabaseTransaction,
+    sp: &mut Savepoint,
+    what: &'static str,
+    n: usize,
+    work: impl Future<Output = Result<T, E>>,
+    wrote: impl FnOnce(&T) -> bool,
+) -> Option<T> {
+    if n == 0 || !sp.fresh(txn).await {
+        return None;
+    }
+    let mark = timeline_ops::mark();
+    match work.await {
+        Ok(out) => {
+            sp.dirty = wrote(&out);
+            Some(out)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, writes = n, "batched {what} failed");
+            sp.undo(txn, mark).await;
+            None
         }
     }
 }
