@@ -11,25 +11,8 @@ use std::time::Duration;
 use serde_json::json;
 use stackshift::proto as pb;
 use stackshift::{ClientOptions, JobContext, RetryPolicy, StackShift, StartOptions, Worker};
-use support::{Db, TestServer, with_key};
+use support::{Db, TestServer, metrics_addr, with_key};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The `/metrics` address the server logged.
-async fn metrics_addr(s: &TestServer) -> String {
-    for _ in 0..100 {
-        if let Some(line) = s
-            .log()
-            .lines()
-            .find(|l| l.contains("serving Prometheus metrics"))
-        {
-            let at = line.find("http://").unwrap();
-            let rest = &line[at + 7..];
-            return rest[..rest.find("/metrics").unwrap()].to_owned();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no metrics listener in the log:\n{}", s.log());
-}
 
 /// GET `path` over plain HTTP/1.1; returns (status line, body).
 async fn http_get(addr: &str, path: &str) -> (String, String) {

@@ -15,25 +15,8 @@ use serde_json::json;
 use stackshift_proto::v1 as pb;
 use stackshift_proto::v1::events_service_client::EventsServiceClient;
 use stackshift_proto::v1::worker_service_client::WorkerServiceClient;
-use support::{Db, TestServer, ms, poll_req, start_req};
+use support::{Db, TestServer, metrics_addr, ms, poll_req, start_req};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The `/metrics` address the server logged.
-async fn metrics_addr(s: &TestServer) -> String {
-    for _ in 0..100 {
-        if let Some(line) = s
-            .log()
-            .lines()
-            .find(|l| l.contains("serving Prometheus metrics"))
-        {
-            let at = line.find("http://").unwrap();
-            let rest = &line[at + 7..];
-            return rest[..rest.find("/metrics").unwrap()].to_owned();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no metrics listener in the log:\n{}", s.log());
-}
 
 /// Scrapes `/metrics` into `name{labels}` -> value.
 async fn metrics(addr: &str) -> HashMap<String, f64> {

@@ -258,3 +258,20 @@ macro_rules! both_stores {
         }
     };
 }
+
+/// The `/metrics` address (`host:port`) the server logged (started with `--metrics-listen`).
+pub async fn metrics_addr(s: &TestServer) -> String {
+    for _ in 0..100 {
+        if let Some(line) = s
+            .log()
+            .lines()
+            .find(|l| l.contains("serving Prometheus metrics"))
+        {
+            let at = line.find("http://").unwrap();
+            let rest = &line[at + 7..];
+            return rest[..rest.find("/metrics").unwrap()].to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no metrics listener in the log:\n{}", s.log());
+}
