@@ -61,20 +61,6 @@ async fn poll(s: &TestServer, job: &str, wait_ms: u64) -> Option<pb::Task> {
         .next()
 }
 
-async fn get(s: &TestServer, id: &str) -> pb::Run {
-    s.jobs()
-        .await
-        .get_run(pb::GetRunRequest {
-            run_id: id.into(),
-            wait: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .run
-        .unwrap()
-}
-
 fn event_wait(name: &str, key: &str, timeout_ms: u64) -> pb::suspend_run_request::Wait {
     pb::suspend_run_request::Wait::Event(pb::EventWait {
         event_name: name.into(),
@@ -163,7 +149,7 @@ async fn early_event_is_received_but_not_one_from_before_the_run(db: Db) {
     .unwrap();
     assert_eq!(r.outcome, pb::SuspendOutcome::Suspended as i32);
     assert!(r.entry.is_none());
-    let waiting = get(&s, &run.id).await;
+    let waiting = s.get_run(&run.id).await;
     assert_eq!(waiting.status, pb::RunStatus::Waiting as i32);
     let wait = waiting.wait.unwrap();
     assert_eq!(wait.step_id, "paid#2");
@@ -215,7 +201,7 @@ async fn early_event_is_received_but_not_one_from_before_the_run(db: Db) {
         })
         .await
         .unwrap();
-    let done = get(&s, &run.id).await;
+    let done = s.get_run(&run.id).await;
     assert_eq!(done.status, pb::RunStatus::Completed as i32);
     assert_eq!(done.attempts.len(), 1);
     assert!(done.wait.is_none());
@@ -275,7 +261,7 @@ async fn timeout_resumes_with_timed_out_result_at_the_timeout(db: Db) {
         panic!("{entry:?}")
     };
     assert_eq!(output(o), json!({"timedOut": true}));
-    let d = get(&s, &run.id).await;
+    let d = s.get_run(&run.id).await;
     let step = &d.steps[0];
     let waited = ts_ms(&step.completed_at) - ts_ms(&step.started_at);
     eprintln!("timeout 1500 ms: resolved after {waited} ms (server), delivered after {elapsed:?}");
@@ -314,7 +300,7 @@ async fn cancel_a_waiting_run(db: Db) {
         .run
         .unwrap();
     assert_eq!(cancelled.status, pb::RunStatus::Cancelled as i32);
-    let d = get(&s, &run.id).await;
+    let d = s.get_run(&run.id).await;
     assert!(d.wait.is_none());
     assert_eq!(d.attempts.len(), 1);
     assert!(d.attempts[0].ended_at.is_some());
@@ -322,7 +308,7 @@ async fn cancel_a_waiting_run(db: Db) {
     assert_eq!(p.resumed_run_count, 0);
     assert!(poll(&s, "approve", 1_000).await.is_none());
     assert_eq!(
-        get(&s, &run.id).await.status,
+        s.get_run(&run.id).await.status,
         pb::RunStatus::Cancelled as i32
     );
 }
@@ -359,7 +345,10 @@ async fn duplicate_event_id_is_ignored(db: Db) {
     assert_eq!(again.resumed_run_count, 0);
     assert!(again.resumed_run_ids.is_empty());
     assert_eq!(again.event, first.event, "the first event stands");
-    assert_eq!(get(&s, &run.id).await.status, pb::RunStatus::Waiting as i32);
+    assert_eq!(
+        s.get_run(&run.id).await.status,
+        pb::RunStatus::Waiting as i32
+    );
     let listed = events(&s)
         .await
         .list_events(pb::ListEventsRequest {
@@ -639,7 +628,7 @@ async fn bad_input_is_rejected_and_nothing_is_stored(db: Db) {
         .unwrap()
         .into_inner();
     assert!(listed.events.is_empty(), "{:?}", listed.events);
-    let d = get(&s, &run.id).await;
+    let d = s.get_run(&run.id).await;
     assert_eq!(d.status, pb::RunStatus::Running as i32);
     assert!(d.steps.is_empty());
     assert!(d.wait.is_none());

@@ -25,19 +25,6 @@ async fn poll_one(s: &TestServer, job: &str, wait_ms: u64) -> Option<pb::Task> {
     resp.tasks.into_iter().next()
 }
 
-async fn get(s: &TestServer, id: &str) -> pb::Run {
-    let mut j = s.jobs().await;
-    j.get_run(pb::GetRunRequest {
-        run_id: id.into(),
-        wait: None,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .run
-    .unwrap()
-}
-
 async fn long_poll_wakes_on_start(db: Db) {
     let Some(s) = server(db).await else { return };
     // An empty poll returns empty (not an error) once its wait passes.
@@ -111,7 +98,7 @@ async fn lease_expiry_redelivers_and_rejects_stale_token(db: Db) {
     );
 
     // Every write with the stale token is refused and changes nothing.
-    let before = get(&s, &run.id).await;
+    let before = s.get_run(&run.id).await;
     let mut w = s.worker().await;
     let err = w
         .complete_step(pb::CompleteStepRequest {
@@ -141,7 +128,7 @@ async fn lease_expiry_redelivers_and_rejects_stale_token(db: Db) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    let after = get(&s, &run.id).await;
+    let after = s.get_run(&run.id).await;
     assert_eq!(before, after, "stale writes changed nothing");
     assert!(after.steps.is_empty());
     assert_eq!(after.attempts.len(), 2);
@@ -162,7 +149,7 @@ async fn lease_expiry_redelivers_and_rejects_stale_token(db: Db) {
     })
     .await
     .unwrap();
-    let done = get(&s, &run.id).await;
+    let done = s.get_run(&run.id).await;
     assert_eq!(done.status, pb::RunStatus::Completed as i32);
     assert_eq!(done.result, br#"{"ok":true}"#);
 }
@@ -224,7 +211,7 @@ async fn heartbeats_keep_the_lease(db: Db) {
     })
     .await
     .unwrap();
-    let r = get(&s, &run.id).await;
+    let r = s.get_run(&run.id).await;
     assert_eq!(r.attempt, 1);
     assert_eq!(r.steps.len(), 1);
 }
@@ -268,7 +255,7 @@ async fn retry_delays_follow_the_policy(db: Db) {
             .into_inner();
         if attempt < 3 {
             assert_eq!(out.status, pb::RunStatus::Queued as i32);
-            let r = get(&s, &run.id).await;
+            let r = s.get_run(&run.id).await;
             let ended = ts_ms(&r.attempts.last().unwrap().ended_at);
             let next = ts_ms(&out.next_attempt_at);
             assert_eq!(next - ended, expected.next().unwrap(), "backoff delay");
@@ -279,7 +266,7 @@ async fn retry_delays_follow_the_policy(db: Db) {
             assert!(out.next_attempt_at.is_none());
         }
     }
-    let r = get(&s, &run.id).await;
+    let r = s.get_run(&run.id).await;
     assert_eq!(r.status, pb::RunStatus::Failed as i32);
     assert_eq!(r.failure.unwrap().message, "attempt 3 failed");
     assert_eq!(r.attempts.len(), 3);
@@ -316,7 +303,7 @@ async fn non_retryable_fails_at_once(db: Db) {
         .unwrap()
         .into_inner();
     assert_eq!(out.status, pb::RunStatus::Failed as i32);
-    let r = get(&s, &run.id).await;
+    let r = s.get_run(&run.id).await;
     assert_eq!(r.attempt, 1);
     let f = r.failure.unwrap();
     assert!(f.non_retryable);
@@ -547,5 +534,8 @@ async fn graceful_shutdown_answers_open_polls() {
     );
     assert_eq!(res.unwrap(), 0, "an open poll returns empty on shutdown");
     s.restart();
-    assert_eq!(get(&s, &run.id).await.status, pb::RunStatus::Queued as i32);
+    assert_eq!(
+        s.get_run(&run.id).await.status,
+        pb::RunStatus::Queued as i32
+    );
 }

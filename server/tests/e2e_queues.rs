@@ -50,20 +50,6 @@ async fn start(s: &TestServer, req: pb::StartRunRequest) -> pb::Run {
         .unwrap()
 }
 
-async fn get_run(s: &TestServer, id: &str) -> pb::Run {
-    s.jobs()
-        .await
-        .get_run(pb::GetRunRequest {
-            run_id: id.into(),
-            wait: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .run
-        .unwrap()
-}
-
 async fn get_queue(s: &TestServer, name: &str) -> pb::Queue {
     s.queues()
         .await
@@ -242,7 +228,7 @@ async fn delayed_runs_wait_for_their_time_across_a_restart(db: Db) {
     eprintln!("delayed run delivered {lateness} ms after its time (after a restart)");
     // The server's own record agrees: no attempt started before the run was due.
     for (run, due) in [(&soon, soon_due), (&later, later_due)] {
-        let r = get_run(&s, &run.id).await;
+        let r = s.get_run(&run.id).await;
         assert!(ts_ms(&r.attempts[0].started_at) >= due);
     }
 }
@@ -371,7 +357,7 @@ async fn rate_limit_is_honoured_over_the_window(db: Db) {
     // The server's record of every start: no `limit + 1` starts within one period.
     let mut starts = Vec::new();
     for id in &ids {
-        starts.push(ts_ms(&get_run(&s, id).await.attempts[0].started_at));
+        starts.push(ts_ms(&s.get_run(id).await.attempts[0].started_at));
     }
     starts.sort_unstable();
     for w in starts.windows(limit + 1) {
@@ -539,7 +525,7 @@ async fn queue_defaults_apply_when_the_start_gives_none(db: Db) {
         .await
         .unwrap();
     }
-    let r = get_run(&s, &run.id).await;
+    let r = s.get_run(&run.id).await;
     assert_eq!(r.status, pb::RunStatus::Failed as i32);
     assert_eq!(r.attempt, 2);
     let stats = get_queue(&s, "retrying").await.stats.unwrap();

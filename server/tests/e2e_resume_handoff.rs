@@ -73,18 +73,6 @@ async fn publish(s: &TestServer, key: &str, id: &str) -> pb::PublishEventRespons
         .into_inner()
 }
 
-async fn poll(s: &TestServer, job: &str, wait_ms: u64) -> Option<pb::Task> {
-    s.worker()
-        .await
-        .poll_task(poll_req(&[job], wait_ms))
-        .await
-        .unwrap()
-        .into_inner()
-        .tasks
-        .into_iter()
-        .next()
-}
-
 /// Starts a run of `job`, claims it and suspends it on event `paid` with `key`.
 async fn waiting_run(s: &TestServer, job: &str, key: &str) -> String {
     let run = s
@@ -118,21 +106,6 @@ async fn waiting_run(s: &TestServer, job: &str, key: &str) -> String {
     run.id
 }
 
-async fn status(s: &TestServer, id: &str) -> i32 {
-    s.jobs()
-        .await
-        .get_run(pb::GetRunRequest {
-            run_id: id.into(),
-            wait: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .run
-        .unwrap()
-        .status
-}
-
 /// Checks that `task` is the resumed run `id`, delivered as its first attempt with the
 /// event in its journal, and completes it.
 async fn check_and_complete(s: &TestServer, task: &pb::Task, id: &str) {
@@ -153,7 +126,7 @@ async fn check_and_complete(s: &TestServer, task: &pb::Task, id: &str) {
         })
         .await
         .unwrap();
-    assert_eq!(status(s, id).await, pb::RunStatus::Completed as i32);
+    assert_eq!(s.get_run(id).await.status, pb::RunStatus::Completed as i32);
 }
 
 /// Two polls of the job are parked when the event arrives: the publish claims the run for
@@ -192,7 +165,7 @@ async fn resume_is_handed_to_one_parked_poll(db: Db) {
         1.0,
         "publish -> delivered task is one commit"
     );
-    assert_eq!(status(&s, &id).await, pb::RunStatus::Running as i32);
+    assert_eq!(s.get_run(&id).await.status, pb::RunStatus::Running as i32);
     assert!(
         poll(&s, "pay", 300).await.is_none(),
         "the run is not delivered twice"
@@ -223,7 +196,7 @@ async fn resume_falls_back_without_a_parked_poll(db: Db) {
     let before = settle(&addr, 1.0).await;
     let out = publish(&s, "order-2", "e2").await;
     assert_eq!(out.resumed_run_count, 1);
-    assert_eq!(status(&s, &id).await, pb::RunStatus::Queued as i32);
+    assert_eq!(s.get_run(&id).await.status, pb::RunStatus::Queued as i32);
     assert_eq!(commits(&addr).await - before, 1.0, "the publish alone");
     assert!(other.await.unwrap().is_none(), "a poll of another job");
     let task = poll(&s, "pay", 2_000)
@@ -233,11 +206,28 @@ async fn resume_falls_back_without_a_parked_poll(db: Db) {
 }
 both_stores!(resume_falls_back_without_a_parked_poll);
 
+/// Polls `job` on `s`.
+async fn poll(s: &TestServer, job: &str, wait_ms: u64) -> Option<pb::Task> {
+    first_task(s.worker().await, job, wait_ms).await
+}
+
 /// Polls `job` on the server at `endpoint` (from a spawned task).
 async fn poll_on(endpoint: String, job: &str, wait_ms: u64) -> Option<pb::Task> {
-    WorkerServiceClient::connect(endpoint)
-        .await
-        .unwrap()
+    first_task(
+        WorkerServiceClient::connect(endpoint).await.unwrap(),
+        job,
+        wait_ms,
+    )
+    .await
+}
+
+/// The first task of one poll for `job` through `client`.
+async fn first_task(
+    mut client: WorkerServiceClient<tonic::transport::Channel>,
+    job: &str,
+    wait_ms: u64,
+) -> Option<pb::Task> {
+    client
         .poll_task(poll_req(&[job], wait_ms))
         .await
         .unwrap()

@@ -181,6 +181,21 @@ impl TestServer {
     pub async fn queues(&self) -> QueuesServiceClient<Channel> {
         QueuesServiceClient::new(self.channel().await)
     }
+
+    /// The run `id` (`GetRun` without waiting); panics when it is missing.
+    pub async fn get_run(&self, id: &str) -> pb::Run {
+        self.jobs()
+            .await
+            .get_run(pb::GetRunRequest {
+                run_id: id.into(),
+                wait: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .run
+            .unwrap()
+    }
 }
 
 impl Drop for TestServer {
