@@ -24,6 +24,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use futures::future::BoxFuture;
+
 use sea_orm::sea_query::{Expr, Func, LockBehavior, LockType, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
@@ -425,9 +427,21 @@ pub(super) async fn claim_in_savepoint(
     rotation: usize,
     at: &str,
 ) -> EngineResult<ClaimOutcome> {
+    in_savepoint(c, at, move |sp| Box::pin(claim_queued(sp, req, rotation))).await
+}
+
+/// Runs the claim `f` inside its own savepoint of `c` (see [`claim_in_savepoint`]).
+pub(super) async fn in_savepoint<F>(
+    c: &DatabaseTransaction,
+    at: &str,
+    f: F,
+) -> EngineResult<ClaimOutcome>
+where
+    F: for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, EngineResult<ClaimOutcome>>,
+{
     let sp = c.begin().await?;
     let mark = timeline_ops::mark();
-    match claim_queued(&sp, req, rotation).await {
+    match f(&sp).await {
         Ok(claim) => {
             sp.commit().await?;
             Ok(claim)

@@ -15,13 +15,13 @@ use crate::engine::EngineResult;
 use crate::engine::event_model::{
     EventFilter, EventRecord, NewEvent, PublishOutcome, ResumedRun, SuspendOutcome, WaitSpec,
 };
-use crate::engine::model::LeaseRef;
+use crate::engine::model::{ClaimRequest, LeaseRef};
 use crate::engine::queue_model::ClaimOutcome;
 use crate::engine::store::{ClaimPicker, EventStore, Wakeup};
 
 use super::limits::{LimitHit, Limited};
 use super::sql::SqlStore;
-use super::{claim_ops, event_ops, wait_ops};
+use super::{event_ops, handoff_claim, wait_ops};
 
 /// One `Ready` wakeup per distinct (namespace, queue, job) of the resumed runs.
 fn ready(resumed: &[ResumedRun]) -> Vec<Wakeup> {
@@ -88,6 +88,34 @@ fn publish_wakeups(out: &PublishOutcome, claims: &[ClaimOutcome]) -> Vec<Wakeup>
     ready(&deliverable)
 }
 
+/// The runs `out` made deliverable at `req.now` (resumed, or started and available) that
+/// a poll making `req` serves, except those in `taken`.
+fn served<'a>(
+    out: &'a PublishOutcome,
+    req: &ClaimRequest,
+    taken: &HashSet<String>,
+) -> Vec<&'a str> {
+    let serves = |queue: &str, job: &str| {
+        req.queues.iter().any(|q| q == queue) && req.jobs.iter().any(|j| j.name == job)
+    };
+    out.resumed
+        .iter()
+        .filter(|r| r.namespace == req.namespace && serves(&r.queue, &r.job))
+        .map(|r| r.run_id.as_str())
+        .chain(
+            out.started
+                .iter()
+                .filter(|r| {
+                    r.namespace == req.namespace
+                        && r.available_at <= req.now
+                        && serves(&r.queue, &r.job)
+                })
+                .map(|r| r.id.as_str()),
+        )
+        .filter(|id| !taken.contains(*id))
+        .collect()
+}
+
 impl SqlStore {
     /// Publishes `new` and, with `pick`, claims in the same transaction for the requests it
     /// returns (see `EventStore::publish_event_and_claim`).
@@ -104,11 +132,17 @@ impl SqlStore {
                         let out = event_ops::publish(c, new).await?;
                         let mut claims = Vec::new();
                         if let Some(pick) = pick.filter(|_| !out.duplicate) {
+                            let mut taken: HashSet<String> = HashSet::new();
                             for req in pick(&out) {
                                 let turn = rotation.fetch_add(1, Ordering::Relaxed);
-                                claims.push(
-                                    claim_ops::claim_in_savepoint(c, req, turn, "publish").await?,
-                                );
+                                // The runs this publish made deliverable that the poll
+                                // serves and no earlier poll took (`handoff_claim`).
+                                let known = served(&out, &req, &taken);
+                                let claim =
+                                    handoff_claim::claim_handoff(c, req, &known, turn, "publish")
+                                        .await?;
+                                taken.extend(claim.tasks.iter().map(|t| t.run.id.clone()));
+                                claims.push(claim);
                             }
                         }
                         Ok((out, claims))

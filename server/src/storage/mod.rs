@@ -12,6 +12,7 @@ pub mod entities;
 pub mod error;
 mod event_ops;
 mod event_store;
+mod handoff_claim;
 mod key_ops;
 pub mod limits;
 mod notify;

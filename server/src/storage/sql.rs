@@ -30,7 +30,7 @@ use super::error::StorageError;
 use super::limits::LimitHit;
 use super::step_batch::StepWrite;
 use super::writer::{self, Writer, WriterStats};
-use super::{child_ops, claim_ops, key_ops, notify, queue_ops, run_ops, wait_ops};
+use super::{child_ops, handoff_claim, key_ops, notify, queue_ops, run_ops, wait_ops};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,9 +172,12 @@ impl SqlStore {
                             (StartOutcome::Created(r), Some((req, rotation)))
                                 if r.available_at <= req.now =>
                             {
-                                // In its own savepoint: a failing claim leaves the start
-                                // intact (the poll then claims by itself).
-                                claim_ops::claim_in_savepoint(c, req, rotation, "start").await?
+                                // The new run directly when nothing else is claimable
+                                // for the poll, else the general claim in a savepoint
+                                // (`handoff_claim`).
+                                let id = r.id.clone();
+                                handoff_claim::claim_handoff(c, req, &[&id], rotation, "start")
+                                    .await?
                             }
                             _ => ClaimOutcome::default(),
                         };

@@ -5,6 +5,7 @@
 mod children;
 mod combined;
 mod events;
+mod handoff_claim;
 mod history;
 mod keys;
 mod obs;
@@ -34,6 +35,10 @@ pub async fn run_tests(store: Arc<dyn Store>) {
     runs::namespace_isolation(&store).await;
     worker::claim_order_and_filters(&store).await;
     worker::start_and_claim(&store).await;
+    handoff_claim::same_as_general_claim(&store).await;
+    handoff_claim::limits_hold(&store).await;
+    handoff_claim::order_with_other_runs(&store).await;
+    handoff_claim::never_twice(&store).await;
     worker::lease_rules(&store).await;
     worker::steps_recorded_once(&store).await;
     worker::steps_recorded_together(&store).await;
@@ -181,6 +186,17 @@ async fn postgres_completions_announce_capacity() {
     let a = SqlStore::connect(&url).await.unwrap();
     let b = SqlStore::connect(&url).await.unwrap();
     queues::completions_announce_capacity(&a, &b).await;
+}
+
+#[tokio::test]
+async fn handoff_claim_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("handoff.db").display());
+    handoff_claim::statements_per_handoff(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
+    if let Some(url) = fresh_postgres_url("handoff").await {
+        handoff_claim::statements_per_handoff(Arc::new(SqlStore::connect(&url).await.unwrap()))
+            .await;
+    }
 }
 
 #[tokio::test]

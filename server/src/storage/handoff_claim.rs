@@ -1,0 +1,173 @@
+//! The handoff claim: a start or a publish that made known runs deliverable claims them for
+//! a parked poll (`engine::handoff`, `Dispatcher::reserve`) in its own transaction. When
+//! nothing but those runs could be claimed, the general claim (`claim_ops::claim_queued`:
+//! the queue rows, a `MAX(priority)` seek per level, the level's select, the attempts'
+//! update, another seek) would claim exactly them; the handoff then claims them directly:
+//! one guarded `SELECT` of the known runs by id, then the attempts' `UPDATE ... FROM
+//! (VALUES ...)` and the `attempts` insert of `attempt_ops` (on SQLite without a savepoint
+//! of its own). In every other case it falls back to the general claim, in a savepoint.
+//!
+//! The guard (all in the one `SELECT`), under which the general claim's outcome is the
+//! same tasks:
+//! - each known run is still `queued`, deliverable at the claim's time, of a queue and job
+//!   the poll serves;
+//! - its queue is not paused and has no concurrency, per-key concurrency or rate limit (a
+//!   limited queue needs the general claim's lock, counts and rate window);
+//! - no other run of the poll's queues and jobs is deliverable (the general claim would
+//!   order it against the known runs by priority and age, and could take it too);
+//! - they fit the poll's `max_tasks`.
+//!
+//! The tasks are then the same (the known runs, their attempt numbers, leases, `attempts`
+//! rows and timeline entries come from the same `attempt_ops::start_attempts`). Only the
+//! claim's side reports differ: the fast path reports no `blocked` queue, `retry_at` or
+//! `contended` (nothing was held back from this poll; the handoff paths only use the
+//! tasks).
+//!
+//! Failures: on PostgreSQL the fast path runs in the savepoint the general claim uses (an
+//! error there aborts the transaction otherwise), and a failing claim leaves the start or
+//! publish intact. On SQLite a failing statement undoes only itself, so the fast path runs
+//! without a savepoint (two round trips fewer): a failing guard `SELECT` falls back to the
+//! general claim; an error once the claim has written fails the whole write (its writer
+//! savepoint rolls back the start or publish too, and the caller gets the error, as for any
+//! failed write).
+
+use std::collections::{BTreeMap, HashSet};
+
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, FromQueryResult, Value};
+
+use crate::engine::EngineResult;
+use crate::engine::model::{ClaimRequest, RunStatus};
+use crate::engine::queue_model::ClaimOutcome;
+
+use super::attempt_ops::{self, AttemptRows, param};
+use super::claim_ops;
+use super::entities::runs;
+
+/// Claims for `req` (a reserved parked poll) in `c`, the transaction that made `known`
+/// deliverable: the known runs directly when the guard holds, else through the general
+/// claim in a savepoint. `at`: the write it is part of, for the log (`start`, `publish`).
+pub(super) async fn claim_handoff(
+    c: &DatabaseTransaction,
+    req: ClaimRequest,
+    known: &[&str],
+    rotation: usize,
+    at: &str,
+) -> EngineResult<ClaimOutcome> {
+    if c.get_database_backend() == DbBackend::Sqlite {
+        match guarded_select(c, &req, known).await {
+            Ok(Some(rows)) => return claim_selected(c, &req, rows).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "handoff guard at {at} failed"),
+        }
+        return claim_ops::claim_in_savepoint(c, req, rotation, at).await;
+    }
+    // PostgreSQL: both paths in one savepoint (an error aborts the transaction otherwise).
+    let known: Vec<String> = known.iter().map(|s| (*s).to_owned()).collect();
+    claim_ops::in_savepoint(c, at, move |sp| {
+        Box::pin(async move {
+            let refs: Vec<&str> = known.iter().map(String::as_str).collect();
+            match guarded_select(sp, &req, &refs).await? {
+                Some(rows) => claim_selected(sp, &req, rows).await,
+                None => claim_ops::claim_queued(sp, req, rotation).await,
+            }
+        })
+    })
+    .await
+}
+
+/// Starts attempts on the guarded rows (grouped by queue: the lease default is the
+/// queue's), inserting their `attempts` rows once.
+async fn claim_selected<C: ConnectionTrait>(
+    c: &C,
+    req: &ClaimRequest,
+    rows: Vec<(runs::Model, Option<i64>)>,
+) -> EngineResult<ClaimOutcome> {
+    let mut per_queue: BTreeMap<(String, Option<i64>), Vec<runs::Model>> = BTreeMap::new();
+    for (row, queue_lease) in rows {
+        per_queue
+            .entry((row.queue.clone(), queue_lease))
+            .or_default()
+            .push(row);
+    }
+    let mut out = ClaimOutcome::default();
+    let mut pending = AttemptRows::default();
+    for ((_, queue_lease), rows) in per_queue {
+        out.tasks
+            .extend(attempt_ops::start_attempts(c, req, rows, queue_lease, &mut pending).await?);
+    }
+    pending.insert(c).await?;
+    attempt_ops::load_journals(c, &mut out.tasks).await?;
+    Ok(out)
+}
+
+/// The known runs (with their queue's default lease) when the module's guard holds: all
+/// of them still queued and deliverable, served by the poll, in unpaused and unlimited
+/// queues, no other run deliverable to the poll, at most `max_tasks`. `None` otherwise.
+async fn guarded_select<C: ConnectionTrait>(
+    c: &C,
+    req: &ClaimRequest,
+    known: &[&str],
+) -> EngineResult<Option<Vec<(runs::Model, Option<i64>)>>> {
+    let distinct: HashSet<&str> = known.iter().copied().collect();
+    if distinct.is_empty() || distinct.len() > req.max_tasks || req.queues.is_empty() {
+        return Ok(None);
+    }
+    let backend = c.get_database_backend();
+    let mut values: Vec<Value> = vec![
+        Value::from(req.namespace.clone()),
+        Value::from(RunStatus::Queued.as_str().to_owned()),
+        Value::from(req.now),
+    ];
+    let list = |items: Vec<String>, values: &mut Vec<Value>| -> String {
+        let first = values.len();
+        values.extend(items.into_iter().map(Value::from));
+        (first..values.len())
+            .map(|i| param(backend, i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let ids = list(
+        distinct.iter().map(|s| (*s).to_owned()).collect(),
+        &mut values,
+    );
+    let queues = list(req.queues.clone(), &mut values);
+    let jobs = list(
+        req.jobs.iter().map(|j| j.name.clone()).collect(),
+        &mut values,
+    );
+    if jobs.is_empty() {
+        return Ok(None);
+    }
+    let (ns, queued, now) = (param(backend, 0), param(backend, 1), param(backend, 2));
+    // `deliverable(t)`: a run of table alias `t` the poll's claim could take now.
+    let deliverable = |t: &str| {
+        format!(
+            "{t}.namespace = {ns} AND {t}.status = {queued} AND {t}.queue IN ({queues}) \
+             AND {t}.job IN ({jobs}) AND {t}.available_at <= {now}"
+        )
+    };
+    let sql = format!(
+        "SELECT r.*, (SELECT q.lease_timeout_ms FROM queues q \
+           WHERE q.namespace = r.namespace AND q.name = r.queue) AS queue_lease_ms \
+         FROM runs r WHERE r.id IN ({ids}) AND {mine} \
+         AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.namespace = r.namespace \
+           AND q.name = r.queue AND (q.paused OR q.concurrency_limit IS NOT NULL \
+           OR q.key_concurrency_limit IS NOT NULL OR q.rate_limit IS NOT NULL \
+           OR q.rate_period_ms IS NOT NULL)) \
+         AND NOT EXISTS (SELECT 1 FROM runs o WHERE {other} AND o.id NOT IN ({ids})) \
+         ORDER BY r.priority DESC, r.available_at, r.id",
+        mine = deliverable("r"),
+        other = deliverable("o"),
+    );
+    let stmt = super::placeholders::statement(backend, sql, values);
+    let found = c.query_all_raw(stmt).await?;
+    if found.len() != distinct.len() {
+        return Ok(None);
+    }
+    let mut rows = Vec::with_capacity(found.len());
+    for row in found {
+        let lease = row.try_get::<Option<i64>>("", "queue_lease_ms")?;
+        rows.push((runs::Model::from_query_result(&row, "")?, lease));
+    }
+    Ok(Some(rows))
+}
