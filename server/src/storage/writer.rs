@@ -4,7 +4,9 @@
 //! by hand (`RELEASE SAVEPOINT w; SAVEPOINT w` in one round trip between two writes)
 //! because on SQLite every statement is a round trip to the connection's thread. Concurrent writers thus
 //! share one durable commit (one fsync on SQLite with `synchronous=FULL`), and a failing
-//! write rolls back its own savepoint without affecting the others in the batch.
+//! write rolls back its own savepoint without affecting the others in the batch. A commit
+//! holding a single plain write opens no savepoint (that write failing rolls the whole
+//! transaction back: the same outcome, one round trip fewer).
 //!
 //! Timeline entries of a batch are admitted under the runs' timeline caps and inserted
 //! together just before the commit (see `timeline_ops::deferred`), and so are the batch's
@@ -238,10 +240,25 @@ async fn writer_loop(
             }
         };
         let mut finishers = Vec::with_capacity(batch.len());
-        let mut sp = Savepoint {
-            broken: txn.execute_unprepared("SAVEPOINT w").await.err(),
-            statements: 2, // BEGIN, SAVEPOINT
-            dirty: false,
+        // A commit of one plain write needs no savepoint: when that write fails, the whole
+        // transaction rolls back instead (one round trip fewer per commit at low load).
+        let single = batch.len() == 1 && matches!(batch[0], Job::Body(_));
+        let mut sp = if single {
+            Savepoint {
+                broken: None,
+                statements: 1, // BEGIN
+                dirty: false,
+                open: false,
+                discard: false,
+            }
+        } else {
+            Savepoint {
+                broken: txn.execute_unprepared("SAVEPOINT w").await.err(),
+                statements: 2, // BEGIN, SAVEPOINT
+                dirty: false,
+                open: true,
+                discard: false,
+            }
         };
         timeline_ops::rollback_to(Default::default());
         // First the batch's step results, together (see `Savepoint` for `w`).
@@ -376,12 +393,28 @@ async fn writer_loop(
             finishers.push(finish);
             if ok {
                 sp.dirty = true;
-            } else {
+            } else if sp.open {
                 sp.undo(&txn, mark).await;
+            } else {
+                // The batch's only write failed: roll the transaction back (below).
+                timeline_ops::rollback_to(mark);
+                sp.discard = true;
             }
         }
         batch.clear();
         let n = finishers.len() as u64;
+        if sp.discard {
+            // Nothing to commit; the write answers its own error.
+            stats
+                .statements
+                .fetch_add(sp.statements + 1, std::sync::atomic::Ordering::Relaxed);
+            let _ = txn.rollback().await;
+            timeline_ops::rollback_to(Default::default());
+            for finish in finishers {
+                finish(Ok(()));
+            }
+            continue;
+        }
         let mut broken = sp.broken.map(EngineError::from);
         if broken.is_none() {
             // Its statements are counted by the connection's metric callback.
@@ -421,6 +454,8 @@ async fn writer_loop(
 /// The writer's savepoint `w` within one group commit: `w` holds the work of earlier
 /// writes; the next write that runs statements first releases it and opens a fresh one
 /// (one round trip), and a failed write rolls back to `w`, which stays open and empty.
+/// A commit of a single plain write ([`Job::Body`]) opens no `w`: a failure of that write
+/// rolls the whole transaction back.
 struct Savepoint {
     /// The error that broke the transaction: the remaining writes get `Unavailable`.
     broken: Option<DbErr>,
@@ -428,6 +463,10 @@ struct Savepoint {
     statements: u64,
     /// Whether `w` holds work that must be released before the next write.
     dirty: bool,
+    /// Whether `w` was opened (not for a commit of one plain write).
+    open: bool,
+    /// The commit's only write (run without `w`) failed: roll back instead of committing.
+    discard: bool,
 }
 
 impl Savepoint {

@@ -199,6 +199,62 @@ async fn handoff_claim_statements() {
     }
 }
 
+/// A commit of one failing write (run without the writer's savepoint) leaves nothing of
+/// it, answers its error, and the next write commits.
+async fn lone_failed_write_rolls_back(store: &SqlStore) {
+    use crate::engine::EngineError;
+    use sea_orm::{ConnectionTrait, Statement};
+    let ns = ns("lone-write");
+    let insert = move |ns: String, name: &'static str, fail: bool| {
+        move |c: &sea_orm::DatabaseTransaction| -> futures::future::BoxFuture<'_, _> {
+            Box::pin(async move {
+                let backend = c.get_database_backend();
+                let sql = "INSERT INTO queues (namespace, name, paused, created_at, updated_at) \
+                           VALUES ($1, $2, false, 0, 0)";
+                let sql = if backend == sea_orm::DbBackend::Sqlite {
+                    sql.replace('$', "?")
+                } else {
+                    sql.to_owned()
+                };
+                c.execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    sql,
+                    [ns.into(), name.into()],
+                ))
+                .await?;
+                if fail {
+                    return Err(EngineError::invalid("refused after writing"));
+                }
+                Ok(())
+            })
+        }
+    };
+    let err = store
+        .writer()
+        .run(insert(ns.clone(), "gone", true))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("refused after writing"), "{err}");
+    store
+        .writer()
+        .run(insert(ns.clone(), "kept", false))
+        .await
+        .unwrap();
+    use crate::engine::store::QueueStore;
+    assert!(store.get_queue(&ns, "gone").await.unwrap().is_none());
+    assert!(store.get_queue(&ns, "kept").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn lone_failed_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("lone.db").display());
+    lone_failed_write_rolls_back(&SqlStore::connect(&url).await.unwrap()).await;
+    if let Some(url) = fresh_postgres_url("lone").await {
+        lone_failed_write_rolls_back(&SqlStore::connect(&url).await.unwrap()).await;
+    }
+}
+
 #[tokio::test]
 async fn waiting_runs_hold_no_queue_capacity() {
     let dir = tempfile::tempdir().unwrap();
