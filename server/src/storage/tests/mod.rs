@@ -199,48 +199,52 @@ async fn handoff_claim_statements() {
     }
 }
 
+/// Inserts a queue row named `name`, then fails when `fail`.
+async fn insert_queue_then(
+    c: &sea_orm::DatabaseTransaction,
+    ns: String,
+    name: &'static str,
+    fail: bool,
+) -> crate::engine::EngineResult<()> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let backend = c.get_database_backend();
+    let sql = "INSERT INTO queues (namespace, name, paused, created_at, updated_at) \
+               VALUES ($1, $2, false, 0, 0)";
+    let sql = if backend == sea_orm::DbBackend::Sqlite {
+        sql.replace('$', "?")
+    } else {
+        sql.to_owned()
+    };
+    c.execute_raw(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [ns.into(), name.into()],
+    ))
+    .await?;
+    if fail {
+        return Err(crate::engine::EngineError::invalid("refused after writing"));
+    }
+    Ok(())
+}
+
 /// A commit of one failing write (run without the writer's savepoint) leaves nothing of
 /// it, answers its error, and the next write commits.
 async fn lone_failed_write_rolls_back(store: &SqlStore) {
-    use crate::engine::EngineError;
-    use sea_orm::{ConnectionTrait, Statement};
+    use crate::engine::store::QueueStore;
     let ns = ns("lone-write");
-    let insert = move |ns: String, name: &'static str, fail: bool| {
-        move |c: &sea_orm::DatabaseTransaction| -> futures::future::BoxFuture<'_, _> {
-            Box::pin(async move {
-                let backend = c.get_database_backend();
-                let sql = "INSERT INTO queues (namespace, name, paused, created_at, updated_at) \
-                           VALUES ($1, $2, false, 0, 0)";
-                let sql = if backend == sea_orm::DbBackend::Sqlite {
-                    sql.replace('$', "?")
-                } else {
-                    sql.to_owned()
-                };
-                c.execute_raw(Statement::from_sql_and_values(
-                    backend,
-                    sql,
-                    [ns.into(), name.into()],
-                ))
-                .await?;
-                if fail {
-                    return Err(EngineError::invalid("refused after writing"));
-                }
-                Ok(())
-            })
-        }
-    };
+    let n = ns.clone();
     let err = store
         .writer()
-        .run(insert(ns.clone(), "gone", true))
+        .run(move |c| Box::pin(insert_queue_then(c, n, "gone", true)))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("refused after writing"), "{err}");
+    let n = ns.clone();
     store
         .writer()
-        .run(insert(ns.clone(), "kept", false))
+        .run(move |c| Box::pin(insert_queue_then(c, n, "kept", false)))
         .await
         .unwrap();
-    use crate::engine::store::QueueStore;
     assert!(store.get_queue(&ns, "gone").await.unwrap().is_none());
     assert!(store.get_queue(&ns, "kept").await.unwrap().is_some());
 }
