@@ -39,6 +39,15 @@ use super::entities::{queue_starts, queues, runs};
 use super::queue_ops::config_from_model;
 use super::timeline_ops;
 
+/// `status = 'queued'` written as a literal, not a bound value: the claim's reads then
+/// match the partial indexes (`idx_runs_ready`, `idx_runs_ready_priority`) by their text.
+/// PostgreSQL can keep one generic plan per prepared statement instead of planning each
+/// execution anew (a generic plan cannot use a partial index whose predicate depends on a
+/// parameter), and SQLite need not re-prepare the statement for the bound value.
+fn queued() -> Expr {
+    Expr::cust("runs.status = 'queued'")
+}
+
 /// Selection rounds per queue when per-key limits made a batch skip runs. Each round
 /// claims at least one run, so this only bounds the work of one claim.
 const MAX_KEY_ROUNDS: usize = 8;
@@ -52,7 +61,7 @@ pub async fn has_claimable<C: ConnectionTrait>(c: &C, req: &ClaimRequest) -> Eng
         .select_only()
         .column(runs::Column::Id)
         .filter(runs::Column::Namespace.eq(req.namespace.as_str()))
-        .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
+        .filter(queued())
         .filter(runs::Column::Queue.is_in(req.queues.iter().map(String::as_str)))
         .filter(runs::Column::Job.is_in(req.jobs.iter().map(|j| j.name.as_str())))
         .filter(runs::Column::AvailableAt.lte(req.now))
@@ -294,7 +303,7 @@ async fn next_level<C: ConnectionTrait>(
         )
         .filter(runs::Column::Namespace.eq(ns))
         .filter(runs::Column::Queue.eq(queue))
-        .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()));
+        .filter(queued());
     if let Some(p) = below {
         q = q.filter(runs::Column::Priority.lt(p));
     }
@@ -346,7 +355,7 @@ async fn start_level<C: ConnectionTrait>(
         }
         let mut select = runs::Entity::find()
             .filter(runs::Column::Namespace.eq(ns))
-            .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
+            .filter(queued())
             .filter(runs::Column::Queue.eq(queue))
             .filter(runs::Column::Priority.eq(priority))
             .filter(runs::Column::Job.is_in(job_names.iter().copied()))
