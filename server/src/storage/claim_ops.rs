@@ -26,8 +26,8 @@ use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::{Expr, Func, LockBehavior, LockType, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use crate::engine::EngineResult;
@@ -39,13 +39,17 @@ use super::entities::{queue_starts, queues, runs};
 use super::queue_ops::config_from_model;
 use super::timeline_ops;
 
-/// `status = 'queued'` written as a literal, not a bound value: the claim's reads then
-/// match the partial indexes (`idx_runs_ready`, `idx_runs_ready_priority`) by their text.
-/// PostgreSQL can keep one generic plan per prepared statement instead of planning each
-/// execution anew (a generic plan cannot use a partial index whose predicate depends on a
-/// parameter), and SQLite need not re-prepare the statement for the bound value.
-fn queued() -> Expr {
-    Expr::cust("runs.status = 'queued'")
+/// `status = 'queued'`. On PostgreSQL written as a literal, not a bound value: the claim's
+/// reads then match the partial indexes (`idx_runs_ready`, `idx_runs_ready_priority`) by
+/// their text, which measured ~20 % less PostgreSQL CPU per run in `replicas`
+/// (docs/performance.md, "Round 4: PostgreSQL `replicas`"). SQLite keeps the bound value
+/// (a literal there measured slower in `burndown`, round 3).
+fn queued<C: ConnectionTrait>(c: &C) -> Condition {
+    if c.get_database_backend() == DbBackend::Postgres {
+        Condition::all().add(Expr::cust("runs.status = 'queued'"))
+    } else {
+        Condition::all().add(runs::Column::Status.eq(RunStatus::Queued.as_str()))
+    }
 }
 
 /// Selection rounds per queue when per-key limits made a batch skip runs. Each round
@@ -61,7 +65,7 @@ pub async fn has_claimable<C: ConnectionTrait>(c: &C, req: &ClaimRequest) -> Eng
         .select_only()
         .column(runs::Column::Id)
         .filter(runs::Column::Namespace.eq(req.namespace.as_str()))
-        .filter(queued())
+        .filter(queued(c))
         .filter(runs::Column::Queue.is_in(req.queues.iter().map(String::as_str)))
         .filter(runs::Column::Job.is_in(req.jobs.iter().map(|j| j.name.as_str())))
         .filter(runs::Column::AvailableAt.lte(req.now))
@@ -303,7 +307,7 @@ async fn next_level<C: ConnectionTrait>(
         )
         .filter(runs::Column::Namespace.eq(ns))
         .filter(runs::Column::Queue.eq(queue))
-        .filter(queued());
+        .filter(queued(c));
     if let Some(p) = below {
         q = q.filter(runs::Column::Priority.lt(p));
     }
@@ -355,7 +359,7 @@ async fn start_level<C: ConnectionTrait>(
         }
         let mut select = runs::Entity::find()
             .filter(runs::Column::Namespace.eq(ns))
-            .filter(queued())
+            .filter(queued(c))
             .filter(runs::Column::Queue.eq(queue))
             .filter(runs::Column::Priority.eq(priority))
             .filter(runs::Column::Job.is_in(job_names.iter().copied()))

@@ -395,15 +395,16 @@ pub async fn batched_starts_wake_other_replicas(
     let mut conflict = new_run(&ns, "never", "q", now);
     conflict.id = first.id.clone();
     starts.insert(15, conflict);
-    let answers = futures::future::join_all(starts.iter().cloned().map(|r| store.start_run(r))).await;
+    let answers =
+        futures::future::join_all(starts.iter().cloned().map(|r| store.start_run(r))).await;
     for (r, answer) in starts.iter().zip(&answers) {
         if r.job == "never" {
-            assert!(answer.is_err(), "a start reusing a run id fails: {answer:?}");
-        } else {
             assert!(
-                matches!(answer, Ok(StartOutcome::Created(_))),
-                "{answer:?}"
+                answer.is_err(),
+                "a start reusing a run id fails: {answer:?}"
             );
+        } else {
+            assert!(matches!(answer, Ok(StartOutcome::Created(_))), "{answer:?}");
         }
     }
     // Compared by their debug form (`Wakeup` is not `Ord`).
