@@ -356,9 +356,9 @@ pub async fn starts_together(store: &Arc<dyn Store>) {
 /// PostgreSQL, two stores on one database (two replicas): plain starts on `a`, sent
 /// together so that its writer inserts them in one batch, wake `b`'s polls and timers
 /// when they commit: a `Ready` for each job of the immediate runs, a `TimerAt` for each
-/// delayed run's due time, none for a start that failed. A start reusing a committed run's
-/// id is among them, so a batch it lands in falls back to one start at a time, which
-/// publishes the same wakeups.
+/// delayed run's due time. A second round holds a start reusing a committed run's id, so
+/// the batch it lands in falls back to one start at a time, which publishes the same
+/// wakeups (and none for the start that failed).
 pub async fn batched_starts_wake_other_replicas(
     a: &crate::storage::SqlStore,
     b: &crate::storage::SqlStore,
@@ -384,50 +384,55 @@ pub async fn batched_starts_wake_other_replicas(
             break;
         }
     }
-    let mut starts = Vec::new();
-    for i in 0..30 {
-        let mut r = new_run(&ns, &format!("job{}", i % 3), "q", now);
-        if i % 10 == 9 {
-            r.available_at = now + 60_000 + i; // delayed: a timer wakeup
-        }
-        starts.push(r);
-    }
-    let mut conflict = new_run(&ns, "never", "q", now);
-    conflict.id = first.id.clone();
-    starts.insert(15, conflict);
-    let answers =
-        futures::future::join_all(starts.iter().cloned().map(|r| store.start_run(r))).await;
-    for (r, answer) in starts.iter().zip(&answers) {
-        if r.job == "never" {
-            assert!(
-                answer.is_err(),
-                "a start reusing a run id fails: {answer:?}"
-            );
-        } else {
-            assert!(matches!(answer, Ok(StartOutcome::Created(_))), "{answer:?}");
-        }
-    }
-    // Compared by their debug form (`Wakeup` is not `Ord`).
-    let mut want: BTreeSet<String> = (0..3)
-        .map(|j| Wakeup::Ready {
-            namespace: ns.clone(),
-            queue: "q".into(),
-            job: format!("job{j}"),
-        })
-        .map(|w| format!("{w:?}"))
-        .collect();
-    want.extend([9, 19, 29].map(|i| format!("{:?}", Wakeup::TimerAt(now + 60_000 + i))));
-    let mut got = BTreeSet::new();
-    while let Ok(Some(w)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
-        match &w {
-            Wakeup::Ready { namespace, .. } if *namespace == ns => {
-                got.insert(format!("{w:?}"));
+    for (round, conflict) in [("batched", false), ("fallback", true)] {
+        let due = |i: i64| now + 60_000 + i + if conflict { 1_000 } else { 0 };
+        let mut starts = Vec::new();
+        for i in 0..30 {
+            let mut r = new_run(&ns, &format!("{round}{}", i % 3), "q", now);
+            if i % 10 == 9 {
+                r.available_at = due(i); // delayed: a timer wakeup
             }
-            Wakeup::TimerAt(at) if (now..now + 120_000).contains(at) => {
-                got.insert(format!("{w:?}"));
-            }
-            _ => {}
+            starts.push(r);
         }
+        if conflict {
+            let mut r = new_run(&ns, "never", "q", now);
+            r.id = first.id.clone();
+            starts.insert(15, r);
+        }
+        let answers =
+            futures::future::join_all(starts.iter().cloned().map(|r| store.start_run(r))).await;
+        for (r, answer) in starts.iter().zip(&answers) {
+            if r.job == "never" {
+                assert!(
+                    answer.is_err(),
+                    "a start reusing a run id fails: {answer:?}"
+                );
+            } else {
+                assert!(matches!(answer, Ok(StartOutcome::Created(_))), "{answer:?}");
+            }
+        }
+        // Compared by their debug form (`Wakeup` is not `Ord`).
+        let mut want: BTreeSet<String> = (0..3)
+            .map(|j| Wakeup::Ready {
+                namespace: ns.clone(),
+                queue: "q".into(),
+                job: format!("{round}{j}"),
+            })
+            .map(|w| format!("{w:?}"))
+            .collect();
+        want.extend([9, 19, 29].map(|i| format!("{:?}", Wakeup::TimerAt(due(i)))));
+        let mut got = BTreeSet::new();
+        while let Ok(Some(w)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+            match &w {
+                Wakeup::Ready { namespace, .. } if *namespace == ns => {
+                    got.insert(format!("{w:?}"));
+                }
+                Wakeup::TimerAt(at) if (now..now + 120_000).contains(at) => {
+                    got.insert(format!("{w:?}"));
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(got, want, "{round}: the other replica hears every start");
     }
-    assert_eq!(got, want, "the other replica hears every batched start");
 }
