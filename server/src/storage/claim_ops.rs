@@ -41,8 +41,8 @@ use super::timeline_ops;
 
 /// `status = 'queued'`. On PostgreSQL written as a literal, not a bound value: the claim's
 /// reads then match the partial indexes (`idx_runs_ready`, `idx_runs_ready_priority`) by
-/// their text, which measured ~20 % less PostgreSQL CPU per run in `replicas`
-/// (docs/performance.md, "Round 4: PostgreSQL `replicas`"). SQLite keeps the bound value
+/// their text; `replicas` measured less PostgreSQL CPU per run with it (on a loaded
+/// machine; docs/performance.md, "Round 4: PostgreSQL `replicas`"). SQLite keeps the bound value
 /// (a literal there measured slower in `burndown`, round 3).
 fn queued<C: ConnectionTrait>(c: &C) -> Condition {
     if c.get_database_backend() == DbBackend::Postgres {
