@@ -18,29 +18,33 @@ async fn two_replicas_share_one_postgres() {
     };
     let b = a.replica();
 
-    // A poll open on B is woken by a start on A.
-    let mut wb = b.worker().await;
-    let poll = tokio::spawn(async move {
-        let t = Instant::now();
-        let r = wb
-            .poll_task(poll_req(&["cross"], 20_000))
+    // A poll open on B is woken by a start on A: the first start on the queue (which
+    // creates it), then a plain start on the now known queue, which A's writer inserts
+    // with its batch's other plain starts and whose wakeup it publishes in that commit.
+    for job in ["cross", "cross-batched"] {
+        let mut wb = b.worker().await;
+        let poll = tokio::spawn(async move {
+            let t = Instant::now();
+            let r = wb
+                .poll_task(poll_req(&[job], 20_000))
+                .await
+                .unwrap()
+                .into_inner();
+            (r.tasks.len(), t.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.jobs()
             .await
-            .unwrap()
-            .into_inner();
-        (r.tasks.len(), t.elapsed())
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    a.jobs()
-        .await
-        .start_run(start_req("cross", json!(1)))
-        .await
-        .unwrap();
-    let (n, waited) = poll.await.unwrap();
-    assert_eq!(n, 1);
-    assert!(
-        waited < Duration::from_secs(3),
-        "cross-replica wakeup took {waited:?}"
-    );
+            .start_run(start_req(job, json!(1)))
+            .await
+            .unwrap();
+        let (n, waited) = poll.await.unwrap();
+        assert_eq!(n, 1, "{job}");
+        assert!(
+            waited < Duration::from_secs(3),
+            "cross-replica wakeup ({job}) took {waited:?}"
+        );
+    }
 
     // 200 runs, started through both replicas, claimed by 8 pollers on both.
     let total = 200;

@@ -28,8 +28,8 @@ use futures::future::BoxFuture;
 
 use sea_orm::sea_query::{Expr, Func, LockBehavior, LockType, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use crate::engine::EngineResult;
@@ -40,6 +40,19 @@ use super::attempt_ops::{self, AttemptRows};
 use super::entities::{queue_starts, queues, runs};
 use super::queue_ops::config_from_model;
 use super::timeline_ops;
+
+/// `status = 'queued'`. On PostgreSQL written as a literal, not a bound value: the claim's
+/// reads then match the partial indexes (`idx_runs_ready`, `idx_runs_ready_priority`) by
+/// their text; `replicas` measured less PostgreSQL CPU per run with it (on a loaded
+/// machine; docs/performance.md, "Round 4: PostgreSQL `replicas`"). SQLite keeps the bound value
+/// (a literal there measured slower in `burndown`, round 3).
+fn queued<C: ConnectionTrait>(c: &C) -> Condition {
+    if c.get_database_backend() == DbBackend::Postgres {
+        Condition::all().add(Expr::cust("runs.status = 'queued'"))
+    } else {
+        Condition::all().add(runs::Column::Status.eq(RunStatus::Queued.as_str()))
+    }
+}
 
 /// Selection rounds per queue when per-key limits made a batch skip runs. Each round
 /// claims at least one run, so this only bounds the work of one claim.
@@ -54,7 +67,7 @@ pub async fn has_claimable<C: ConnectionTrait>(c: &C, req: &ClaimRequest) -> Eng
         .select_only()
         .column(runs::Column::Id)
         .filter(runs::Column::Namespace.eq(req.namespace.as_str()))
-        .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
+        .filter(queued(c))
         .filter(runs::Column::Queue.is_in(req.queues.iter().map(String::as_str)))
         .filter(runs::Column::Job.is_in(req.jobs.iter().map(|j| j.name.as_str())))
         .filter(runs::Column::AvailableAt.lte(req.now))
@@ -296,7 +309,7 @@ async fn next_level<C: ConnectionTrait>(
         )
         .filter(runs::Column::Namespace.eq(ns))
         .filter(runs::Column::Queue.eq(queue))
-        .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()));
+        .filter(queued(c));
     if let Some(p) = below {
         q = q.filter(runs::Column::Priority.lt(p));
     }
@@ -348,7 +361,7 @@ async fn start_level<C: ConnectionTrait>(
         }
         let mut select = runs::Entity::find()
             .filter(runs::Column::Namespace.eq(ns))
-            .filter(runs::Column::Status.eq(RunStatus::Queued.as_str()))
+            .filter(queued(c))
             .filter(runs::Column::Queue.eq(queue))
             .filter(runs::Column::Priority.eq(priority))
             .filter(runs::Column::Job.is_in(job_names.iter().copied()))

@@ -30,7 +30,7 @@ use super::error::StorageError;
 use super::limits::LimitHit;
 use super::step_batch::StepWrite;
 use super::writer::{self, Writer, WriterStats};
-use super::{child_ops, handoff_claim, key_ops, notify, queue_ops, run_ops, wait_ops};
+use super::{child_ops, handoff_claim, key_ops, notify, queue_ops, run_ops, start_batch, wait_ops};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,9 +152,9 @@ impl SqlStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(&key);
-        if self.backend == Backend::Sqlite && known && claim.is_none() && new.idempotency.is_none()
-        {
-            // A plain start: inserted with the batch's other plain starts (`start_batch`).
+        if known && claim.is_none() && new.idempotency.is_none() {
+            // A plain start: inserted with the batch's other plain starts (`start_batch`;
+            // on PostgreSQL the writer publishes its wakeup, see `start_batch::publish`).
             let out = self.writer.start_run(new).await?;
             return Ok((out, ClaimOutcome::default()));
         }
@@ -185,11 +185,7 @@ impl SqlStore {
                     })
                 },
                 |(out, _): &(StartOutcome, ClaimOutcome)| match out {
-                    // A delayed run: other replicas' timers must wake when it falls due.
-                    StartOutcome::Created(r) if r.available_at > r.created_at => {
-                        vec![Wakeup::TimerAt(r.available_at)]
-                    }
-                    StartOutcome::Created(r) => vec![ready(r)],
+                    StartOutcome::Created(r) => vec![start_batch::wakeup(r)],
                     StartOutcome::Duplicate(_) => vec![],
                 },
             )

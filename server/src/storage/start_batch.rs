@@ -1,5 +1,8 @@
-//! Plain starts of one SQLite group commit inserted together: one multi-row `INSERT INTO
-//! runs` per [`CHUNK`] starts instead of a savepoint round trip and an `INSERT` each.
+//! Plain starts of one group commit inserted together (both stores): one multi-row
+//! `INSERT INTO runs` per [`CHUNK`] starts instead of a savepoint round trip and an
+//! `INSERT` each. On PostgreSQL the writer then [`publish`]es each start's wakeup in the
+//! batch's transaction (buffered by `notify`: each distinct payload once per commit), so
+//! other replicas' parked polls and timers hear of the runs exactly when they commit.
 //!
 //! A start is *plain* when it is exactly one `INSERT runs` today: no idempotency key (no
 //! `idempotency_keys` row to race for), no claim for a parked poll in its transaction, and
@@ -13,14 +16,17 @@ use sea_orm::{ConnectionTrait, EntityTrait, TryIntoModel};
 
 use crate::engine::model::{NewRun, RunRecord};
 use crate::engine::obs_model::TimelineKind;
+use crate::engine::store::Wakeup;
 use crate::engine::{EngineError, EngineResult};
 
 use super::convert::run_from_model;
 use super::entities::runs;
+use super::notify;
 use super::run_ops::insert_model;
 use super::timeline_ops::{self, Entry};
 
-/// Starts per statement (30 bound values each, far below SQLite's variable limit).
+/// Starts per statement (30 bound values each, far below SQLite's variable limit and
+/// PostgreSQL's 65,535 parameters).
 pub const CHUNK: usize = 128;
 
 /// Inserts the runs of `starts` (all or nothing) and buffers their `created` timeline
@@ -50,4 +56,31 @@ pub async fn insert<C: ConnectionTrait>(c: &C, starts: &[&NewRun]) -> EngineResu
     )
     .await?;
     Ok(created)
+}
+
+/// The wakeup a created run implies for other replicas: a delayed run wakes their timers
+/// when it falls due, any other run their polls for its queue and job.
+pub fn wakeup(r: &RunRecord) -> Wakeup {
+    if r.available_at > r.created_at {
+        Wakeup::TimerAt(r.available_at)
+    } else {
+        Wakeup::Ready {
+            namespace: r.namespace.clone(),
+            queue: r.queue.clone(),
+            job: r.job.clone(),
+        }
+    }
+}
+
+/// Publishes the wakeups of `created` (PostgreSQL, with the store's `origin`) when the
+/// surrounding transaction commits.
+pub async fn publish<C: ConnectionTrait>(
+    c: &C,
+    origin: &str,
+    created: &[RunRecord],
+) -> EngineResult<()> {
+    for r in created {
+        notify::publish(c, origin, &wakeup(r)).await?;
+    }
+    Ok(())
 }

@@ -13,8 +13,8 @@
 //! PostgreSQL notifications (`notify::deferred`: each distinct payload once); a write that
 //! rolls back its savepoint drops its entries and notifications. Every batch runs with the
 //! writer's history limits in force (`super::limits`; [`Writer::set_history_limits`]).
-//! Step results and completions are typed jobs applied together (`step_batch`,
-//! `complete_batch`) on both stores.
+//! Step results, completions and plain starts are typed jobs applied together (`step_batch`,
+//! `complete_batch`, `start_batch`) on both stores.
 //!
 //! SQLite gets one writer task (SQLite has one writer anyway, and this avoids busy
 //! errors); PostgreSQL gets several, so commits overlap.
@@ -53,8 +53,8 @@ enum Job {
     Step(StepWrite, oneshot::Sender<EngineResult<Limited<bool>>>),
     /// A run completion, applied with the batch's other completions (`complete_batch`).
     Complete(CompleteWrite, oneshot::Sender<EngineResult<RunRecord>>),
-    /// A plain start (SQLite; see `start_batch` for which starts are plain), inserted with
-    /// the batch's other plain starts.
+    /// A plain start (see `start_batch` for which starts are plain), inserted with the
+    /// batch's other plain starts; on PostgreSQL its wakeup is published in the batch.
     Start(Box<NewRun>, oneshot::Sender<EngineResult<StartOutcome>>),
 }
 
@@ -177,7 +177,8 @@ impl Writer {
         self.submit(Job::Complete(write, otx), orx).await
     }
 
-    /// Starts a plain run in the next group commit (see [`start_batch`]; SQLite only).
+    /// Starts a plain run in the next group commit (see [`start_batch`]). On PostgreSQL the
+    /// batch also publishes the run's wakeup for other replicas, in its transaction.
     pub async fn start_run(&self, new: NewRun) -> EngineResult<StartOutcome> {
         let (otx, orx) = oneshot::channel();
         self.submit(Job::Start(Box::new(new), otx), orx).await
@@ -323,7 +324,13 @@ async fn writer_loop(
             &mut sp,
             "starts",
             starts.len(),
-            start_batch::insert(&txn, &starts),
+            async {
+                let runs = start_batch::insert(&txn, &starts).await?;
+                if let Some(origin) = &origin {
+                    start_batch::publish(&txn, origin, &runs).await?;
+                }
+                EngineResult::Ok(runs)
+            },
             |_: &Vec<RunRecord>| true,
         )
         .await
@@ -376,9 +383,17 @@ async fn writer_loop(
                         finishers.push(reply_finish(reply, Ok(StartOutcome::Created(run))));
                         continue;
                     }
+                    let origin = origin.clone();
                     Box::new(move |txn| {
                         Box::pin(async move {
-                            let out = run_ops::start_run(txn, *new).await;
+                            let mut out = run_ops::start_run(txn, *new).await;
+                            if let (Ok(StartOutcome::Created(run)), Some(origin)) = (&out, origin)
+                                && let Err(e) =
+                                    start_batch::publish(txn, &origin, std::slice::from_ref(run))
+                                        .await
+                            {
+                                out = Err(e);
+                            }
                             (out.is_ok(), reply_finish(reply, out))
                         })
                     })

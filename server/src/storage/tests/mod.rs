@@ -260,6 +260,16 @@ async fn lone_failed_write() {
 }
 
 #[tokio::test]
+async fn postgres_batched_starts_wake_other_replicas() {
+    let Some(url) = fresh_postgres_url("starts-wake").await else {
+        return;
+    };
+    let a = SqlStore::connect(&url).await.unwrap();
+    let b = SqlStore::connect(&url).await.unwrap();
+    runs::batched_starts_wake_other_replicas(&a, &b).await;
+}
+
+#[tokio::test]
 async fn waiting_runs_hold_no_queue_capacity() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("waiting.db").display());

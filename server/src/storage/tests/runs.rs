@@ -352,3 +352,87 @@ pub async fn starts_together(store: &Arc<dyn Store>) {
     }
     assert!(store.get_run(&ns, &fresh.id).await.unwrap().is_some());
 }
+
+/// PostgreSQL, two stores on one database (two replicas): plain starts on `a`, sent
+/// together so that its writer inserts them in one batch, wake `b`'s polls and timers
+/// when they commit: a `Ready` for each job of the immediate runs, a `TimerAt` for each
+/// delayed run's due time. A second round holds a start reusing a committed run's id, so
+/// the batch it lands in falls back to one start at a time, which publishes the same
+/// wakeups (and none for the start that failed).
+pub async fn batched_starts_wake_other_replicas(
+    a: &crate::storage::SqlStore,
+    b: &crate::storage::SqlStore,
+) {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use crate::engine::store::{RunStore, Wakeup};
+
+    let store: Arc<dyn Store> = Arc::new(a.clone());
+    let ns = ns("starts-wake");
+    let now = 7_000_000;
+    // Queue `q` is known (committed) on `a` before the batch: its starts are plain.
+    let first = start(&store, new_run(&ns, "seed", "q", now)).await;
+    let mut rx = b.subscribe().expect("PostgreSQL stores publish wakeups");
+    // The listener says it is connected with a resync wakeup.
+    loop {
+        let w = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the listener connects")
+            .expect("the listener runs");
+        if w == Wakeup::TimerAt(0) {
+            break;
+        }
+    }
+    for (round, conflict) in [("batched", false), ("fallback", true)] {
+        let due = |i: i64| now + 60_000 + i + if conflict { 1_000 } else { 0 };
+        let mut starts = Vec::new();
+        for i in 0..30 {
+            let mut r = new_run(&ns, &format!("{round}{}", i % 3), "q", now);
+            if i % 10 == 9 {
+                r.available_at = due(i); // delayed: a timer wakeup
+            }
+            starts.push(r);
+        }
+        if conflict {
+            let mut r = new_run(&ns, "never", "q", now);
+            r.id = first.id.clone();
+            starts.insert(15, r);
+        }
+        let answers =
+            futures::future::join_all(starts.iter().cloned().map(|r| store.start_run(r))).await;
+        for (r, answer) in starts.iter().zip(&answers) {
+            if r.job == "never" {
+                assert!(
+                    answer.is_err(),
+                    "a start reusing a run id fails: {answer:?}"
+                );
+            } else {
+                assert!(matches!(answer, Ok(StartOutcome::Created(_))), "{answer:?}");
+            }
+        }
+        // Compared by their debug form (`Wakeup` is not `Ord`).
+        let mut want: BTreeSet<String> = (0..3)
+            .map(|j| Wakeup::Ready {
+                namespace: ns.clone(),
+                queue: "q".into(),
+                job: format!("{round}{j}"),
+            })
+            .map(|w| format!("{w:?}"))
+            .collect();
+        want.extend([9, 19, 29].map(|i| format!("{:?}", Wakeup::TimerAt(due(i)))));
+        let mut got = BTreeSet::new();
+        while let Ok(Some(w)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+            match &w {
+                Wakeup::Ready { namespace, .. } if *namespace == ns => {
+                    got.insert(format!("{w:?}"));
+                }
+                Wakeup::TimerAt(at) if (now..now + 120_000).contains(at) => {
+                    got.insert(format!("{w:?}"));
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(got, want, "{round}: the other replica hears every start");
+    }
+}
