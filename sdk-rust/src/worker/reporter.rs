@@ -126,7 +126,7 @@ impl Reporter {
             return single(&self.shared.client, pending.report).await;
         }
         match answer.await {
-            Ok(Ok(Answer::Error(e))) => Err(Status::new(Code::from(e.code), e.message)),
+            Ok(Ok(Answer::Error(e))) => Err(status_of(e)),
             Ok(answer) => answer,
             Err(_) => Err(Status::unavailable("the worker's reporter stopped")),
         }
@@ -244,6 +244,19 @@ async fn single(client: &WorkerClient, report: Report) -> Result<Answer, Status>
                 .into_inner(),
         ),
     })
+}
+
+/// The status the single RPC would have answered for an item refused with `e`.
+fn status_of(e: pb::ReportError) -> Status {
+    let mut status = Status::new(Code::from(e.code), e.message);
+    if !e.reason.is_empty()
+        && let Ok(reason) = e.reason.parse()
+    {
+        status
+            .metadata_mut()
+            .insert(crate::state::REASON_METADATA, reason);
+    }
+    status
 }
 
 fn mismatch(answer: &Answer) -> Status {

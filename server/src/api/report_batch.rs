@@ -7,6 +7,7 @@ use futures::future::join_all;
 use stackshift_proto::v1 as pb;
 use tonic::Status;
 
+use super::status::STATE_REASON_METADATA;
 use super::worker::WorkerApi;
 use pb::report_item::Report;
 use pb::report_result::Result as Answer;
@@ -43,6 +44,7 @@ impl WorkerApi {
                         Answer::Error(pb::ReportError {
                             code: status.code() as i32,
                             message: status.message().to_owned(),
+                            reason: reason_of(&status),
                         })
                     })),
                 })
@@ -61,4 +63,14 @@ impl WorkerApi {
             )),
         }
     }
+}
+
+/// The `stackshift-error-reason` metadata of `status`, or empty.
+fn reason_of(status: &Status) -> String {
+    status
+        .metadata()
+        .get(STATE_REASON_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -2062,7 +2062,10 @@ type ReportError struct {
 	// The gRPC status code (the numbers of `google.rpc.Code`, e.g. 9 = FAILED_PRECONDITION).
 	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
 	// The status message, as the single RPC would have returned it.
-	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// The `stackshift-error-reason` trailing metadata the single RPC would have carried (e.g.
+	// `STEP_LIMIT`); empty when it carries none.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2107,6 +2110,13 @@ func (x *ReportError) GetCode() int32 {
 func (x *ReportError) GetMessage() string {
 	if x != nil {
 		return x.Message
+	}
+	return ""
+}
+
+func (x *ReportError) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -2244,10 +2254,11 @@ const file_stackshift_v1_worker_proto_rawDesc = "" +
 	"\fcomplete_run\x18\x02 \x01(\v2\".stackshift.v1.CompleteRunResponseH\x00R\vcompleteRun\x12;\n" +
 	"\bfail_run\x18\x03 \x01(\v2\x1e.stackshift.v1.FailRunResponseH\x00R\afailRun\x122\n" +
 	"\x05error\x18\x04 \x01(\v2\x1a.stackshift.v1.ReportErrorH\x00R\x05errorB\b\n" +
-	"\x06result\";\n" +
+	"\x06result\"S\n" +
 	"\vReportError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage*o\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason*o\n" +
 	"\x0eSuspendOutcome\x12\x1f\n" +
 	"\x1bSUSPEND_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19SUSPEND_OUTCOME_SATISFIED\x10\x01\x12\x1d\n" +
