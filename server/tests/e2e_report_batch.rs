@@ -190,7 +190,10 @@ async fn items_answer_like_single_rpcs_and_survive_kill9(db: Db) {
         let got = as_result(answers.next().unwrap());
         let want = single(&s, report.clone(), None).await;
         assert!(got.is_err(), "{report:?} must be refused: {got:?}");
-        assert_eq!(got, want, "the batch answers {report:?} as the single RPC does");
+        assert_eq!(
+            got, want,
+            "the batch answers {report:?} as the single RPC does"
+        );
         codes.push(got.unwrap_err().0);
     }
     assert_eq!(
@@ -253,7 +256,13 @@ async fn same_step_twice_in_one_batch(db: Db) {
     let run = start(&s, "rb-dup", None, None).await;
     let t = poll(&s, "rb-dup", None).await;
     let items = (0..4)
-        .map(|i| item(Report::CompleteStep(step(&t, "twice", format!("{i}").as_bytes()))))
+        .map(|i| {
+            item(Report::CompleteStep(step(
+                &t,
+                "twice",
+                format!("{i}").as_bytes(),
+            )))
+        })
         .collect();
     let answers = batch(&s, items, None).await;
     let recorded: Vec<bool> = answers
@@ -285,7 +294,11 @@ async fn item_cap_and_empty_batch(db: Db) {
         .await
         .unwrap_err();
     assert_eq!(empty.code(), Code::InvalidArgument);
-    assert!(empty.message().contains("at least one"), "{}", empty.message());
+    assert!(
+        empty.message().contains("at least one"),
+        "{}",
+        empty.message()
+    );
     let run = start(&s, "rb-cap", None, None).await;
     let t = poll(&s, "rb-cap", None).await;
     let over = (0..1_001)
@@ -386,6 +399,16 @@ async fn sdk_worker_shares_calls(db: Db) {
     };
     let metrics = metrics_addr(&s).await;
     let client = StackShift::new(ClientOptions::new(s.endpoint())).unwrap();
+    // All runs are queued before the worker starts: its 32 handlers report at once.
+    let runs = 200;
+    let mut ids = Vec::new();
+    for n in 0..runs {
+        let started = client
+            .start("rb-sdk", json!({ "n": n }), StartOptions::default())
+            .await
+            .unwrap();
+        ids.push((n, started.id));
+    }
     let worker = Worker::builder(client.clone())
         .concurrency(32)
         .job("rb-sdk", |ctx: JobContext<Value>| async move {
@@ -396,21 +419,15 @@ async fn sdk_worker_shares_calls(db: Db) {
         })
         .build()
         .start();
-    let runs = 200;
-    let mut ids = Vec::new();
-    for n in 0..runs {
-        let started = client
-            .start("rb-sdk", json!({ "n": n }), StartOptions::default())
-            .await
-            .unwrap();
-        ids.push((n, started.id));
-    }
     for (n, id) in &ids {
         let run = s.get_run(id).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut run = run;
         while run.status != pb::RunStatus::Completed as i32 {
-            assert!(tokio::time::Instant::now() < deadline, "run {n} stuck: {run:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {n} stuck: {run:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
             run = s.get_run(id).await;
         }
@@ -424,7 +441,11 @@ async fn sdk_worker_shares_calls(db: Db) {
         "{items} reports in {calls} ReportBatch calls ({:.1} per call)",
         items / calls
     );
-    assert_eq!(items, f64::from(runs * 3), "every report went through ReportBatch");
+    assert_eq!(
+        items,
+        f64::from(runs * 3),
+        "every report went through ReportBatch"
+    );
     assert!(
         calls < items,
         "concurrent handlers must share calls: {calls} calls for {items} reports"

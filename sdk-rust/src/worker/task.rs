@@ -279,7 +279,9 @@ async fn complete_run(reporter: &Reporter, lease: &Lease, result: Vec<u8>) {
         lease_token: lease.token.clone(),
         result,
     };
-    let outcome = write(lease, "CompleteRun", || reporter.complete_run(request.clone()))
+    let outcome = write(lease, "CompleteRun", || {
+        reporter.complete_run(request.clone())
+    })
     .await;
     match outcome {
         Ok(_) => tracing::info!("run completed"),
@@ -315,8 +317,7 @@ async fn fail_run(reporter: &Reporter, lease: &Lease, failure: Failure) {
         lease_token: lease.token.clone(),
         failure: Some(failure.into()),
     };
-    let outcome = write(lease, "FailRun", || reporter.fail_run(request.clone()))
-    .await;
+    let outcome = write(lease, "FailRun", || reporter.fail_run(request.clone())).await;
     match outcome {
         Ok(response) => {
             let status =
