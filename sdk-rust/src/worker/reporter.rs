@@ -16,7 +16,7 @@
 //! `FailRun`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prost::Message as _;
 use stackshift_proto::v1 as pb;
@@ -46,8 +46,6 @@ struct Shared {
     client: WorkerClient,
     /// Set once the server answered `UNIMPLEMENTED`: single RPCs from then on.
     single: AtomicBool,
-    calls: AtomicU64,
-    items: AtomicU64,
 }
 
 /// Sends a worker's reports in batches; cheap to clone. The sending task ends when the
@@ -64,21 +62,10 @@ impl Reporter {
         let shared = Arc::new(Shared {
             client,
             single: AtomicBool::new(false),
-            calls: AtomicU64::new(0),
-            items: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(gather(Arc::clone(&shared), rx));
         Self { tx, shared }
-    }
-
-    /// `(ReportBatch calls, reports they carried)` so far.
-    #[cfg(test)]
-    pub(crate) fn stats(&self) -> (u64, u64) {
-        (
-            self.shared.calls.load(Ordering::Relaxed),
-            self.shared.items.load(Ordering::Relaxed),
-        )
     }
 
     /// Records a step result; answers what `CompleteStep` would.
@@ -168,10 +155,6 @@ async fn send(shared: Arc<Shared>, batch: Vec<Pending>, _slot: OwnedSemaphorePer
             })
             .collect(),
     };
-    shared.calls.fetch_add(1, Ordering::Relaxed);
-    shared
-        .items
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
     let answer = shared
         .client
         .clone()
