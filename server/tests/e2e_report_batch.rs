@@ -453,3 +453,40 @@ async fn sdk_worker_shares_calls(db: Db) {
     worker.shutdown().await;
 }
 both_stores!(sdk_worker_shares_calls);
+
+/// A step over `--max-steps-per-run` is refused in a batch with the single RPC's code,
+/// message and `stackshift-error-reason` (`STEP_LIMIT`), and the run is failed.
+async fn step_limit_reason_per_item(db: Db) {
+    let Some(s) = TestServer::start_with(db, &["--max-steps-per-run", "10"]).await else {
+        return;
+    };
+    let run = start(&s, "rb-limit", None, None).await;
+    let t = poll(&s, "rb-limit", None).await;
+    let ten = (0..10)
+        .map(|i| item(Report::CompleteStep(step(&t, &format!("s{i}"), b"1"))))
+        .collect();
+    let ok = batch(&s, ten, None).await;
+    assert!(
+        ok.iter().all(|a| matches!(a, Answer::CompleteStep(_))),
+        "{ok:?}"
+    );
+    let over = batch(
+        &s,
+        vec![item(Report::CompleteStep(step(&t, "s10", b"1")))],
+        None,
+    )
+    .await;
+    let Answer::Error(e) = &over[0] else {
+        panic!("the eleventh step must be refused: {over:?}");
+    };
+    assert_eq!(Code::from(e.code), Code::ResourceExhausted);
+    assert_eq!(e.reason, "STEP_LIMIT");
+    // The refusal names the limit, as the single RPC's does (e2e_history_limits).
+    assert!(e.message.contains("--max-steps-per-run"), "{}", e.message);
+    assert_eq!(
+        s.get_run(&run).await.status,
+        pb::RunStatus::Failed as i32,
+        "the step limit fails the run"
+    );
+}
+both_stores!(step_limit_reason_per_item);
