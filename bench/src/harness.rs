@@ -123,6 +123,9 @@ pub struct CommitStats {
     /// Statements (database round trips) the writer ran; `None` from a server that does
     /// not export `stackshift_writer_statements_total`.
     pub statements: Option<f64>,
+    /// `ReportBatch` calls and the reports they carried; `None` from a server without
+    /// `ReportBatch`.
+    pub report_batches: Option<(f64, f64)>,
 }
 
 impl CommitStats {
@@ -132,6 +135,10 @@ impl CommitStats {
             commits: self.commits - before.commits,
             writes: self.writes - before.writes,
             statements: self.statements.zip(before.statements).map(|(a, b)| a - b),
+            report_batches: self
+                .report_batches
+                .zip(before.report_batches)
+                .map(|((c, i), (bc, bi))| (c - bc, i - bi)),
         }
     }
 }
@@ -224,6 +231,9 @@ impl Server {
             commits: value("stackshift_commit_batch_size_count")?,
             writes: value("stackshift_commit_batch_size_sum")?,
             statements: value("stackshift_writer_statements_total").ok(),
+            report_batches: value("stackshift_report_batch_calls_total")
+                .ok()
+                .zip(value("stackshift_report_batch_items_total").ok()),
         })
     }
 

@@ -16,11 +16,12 @@ use stackshift_proto::v1 as pb;
 use stackshift_proto::v1::complete_step_request::Outcome;
 use tonic::Code;
 
-use crate::client::{WorkerClient, with_timeout};
+use crate::client::WorkerClient;
 use crate::convert::chrono_to_timestamp;
 use crate::error::{StepFailed, failure_from_error, is_interrupted, is_non_retryable};
 use crate::run::Failure;
-use crate::worker::lease::{Lease, WRITE_TIMEOUT, WriteError, write};
+use crate::worker::lease::{Lease, WriteError, write};
+use crate::worker::reporter::Reporter;
 use crate::{Error, non_retryable};
 
 mod children;
@@ -232,6 +233,7 @@ pub struct Step {
 
 struct StepState {
     client: WorkerClient,
+    reporter: Reporter,
     lease: Arc<Lease>,
     journal: HashMap<String, Recorded>,
     occurrences: Mutex<Occurrences>,
@@ -250,6 +252,7 @@ impl fmt::Debug for Step {
 impl Step {
     pub(crate) fn new(
         client: WorkerClient,
+        reporter: Reporter,
         lease: Arc<Lease>,
         journal: HashMap<String, Recorded>,
     ) -> Self {
@@ -257,6 +260,7 @@ impl Step {
         Self {
             inner: Arc::new(StepState {
                 client,
+                reporter,
                 lease,
                 journal,
                 occurrences: Mutex::new(Occurrences::default()),
@@ -462,9 +466,7 @@ impl Step {
             started_at: Some(chrono_to_timestamp(started_at)),
         };
         let result = write(lease, "CompleteStep", || {
-            let mut client = self.inner.client.clone();
-            let request = with_timeout(request.clone(), WRITE_TIMEOUT);
-            async move { client.complete_step(request).await }
+            self.inner.reporter.complete_step(request.clone())
         })
         .await;
         match result {
@@ -598,7 +600,12 @@ mod tests {
             );
         let ctx = JobContext {
             payload: "secret-card-number",
-            step: Step::new(client, lease.clone(), HashMap::new()),
+            step: Step::new(
+                client.clone(),
+                crate::worker::reporter::Reporter::new(client),
+                lease.clone(),
+                HashMap::new(),
+            ),
             state: crate::State::for_run(
                 stackshift_proto::v1::state_service_client::StateServiceClient::with_interceptor(
                     tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy(),

@@ -44,6 +44,7 @@ mod declare;
 pub(crate) mod lease;
 mod poller;
 mod registry;
+pub(crate) mod reporter;
 mod task;
 
 use std::fmt;
@@ -276,6 +277,7 @@ impl Worker {
         let triggers = self.client.triggers();
         let env = Arc::new(task::TaskEnv {
             client: self.client.worker_client(),
+            reporter: reporter::Reporter::new(self.client.worker_client()),
             state_client: self.client.state_client(),
             abandon: CancellationToken::new(),
             registry: self.registry,

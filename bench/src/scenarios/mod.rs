@@ -124,6 +124,7 @@ pub async fn wait_queue(
 pub fn commit_stats(servers: &[&Server]) -> anyhow::Result<CommitStats> {
     let mut sum = CommitStats {
         statements: Some(0.0),
+        report_batches: Some((0.0, 0.0)),
         ..CommitStats::default()
     };
     for s in servers {
@@ -131,6 +132,10 @@ pub fn commit_stats(servers: &[&Server]) -> anyhow::Result<CommitStats> {
         sum.commits += c.commits;
         sum.writes += c.writes;
         sum.statements = sum.statements.zip(c.statements).map(|(a, b)| a + b);
+        sum.report_batches = sum
+            .report_batches
+            .zip(c.report_batches)
+            .map(|((c, i), (oc, oi))| (c + oc, i + oi));
     }
     Ok(sum)
 }
@@ -156,6 +161,20 @@ pub fn commit_figures(report: &mut Report, servers: &[&Server], before: CommitSt
                     "statements_per_run",
                     "writer statements per run (mean)",
                     statements / (runs.max(1) as f64),
+                    "",
+                );
+            }
+            if let Some((calls, items)) = d.report_batches {
+                report.figure(
+                    "report_items_per_call",
+                    "reports per ReportBatch call (mean)",
+                    items / calls.max(1.0),
+                    "",
+                );
+                report.figure(
+                    "report_calls_per_run",
+                    "ReportBatch calls per run (mean)",
+                    calls / (runs.max(1) as f64),
                     "",
                 );
             }

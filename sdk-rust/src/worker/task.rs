@@ -16,8 +16,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
-use super::lease::{Lease, WRITE_TIMEOUT, WriteError, is_lease_lost, lost_reason, write};
+use super::lease::{Lease, WriteError, is_lease_lost, lost_reason, write};
 use super::registry::{HandlerOutcome, Invocation, Registry};
+use super::reporter::Reporter;
 use crate::client::{WorkerClient, with_timeout};
 use crate::context::{Recorded, Step};
 use crate::convert::{duration_from_proto, timestamp_to_chrono};
@@ -30,6 +31,8 @@ const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(30);
 /// What the worker shares with every task it executes.
 pub(crate) struct TaskEnv {
     pub(crate) client: WorkerClient,
+    /// Sends step results and run outcomes, batched (see [`Reporter`]).
+    pub(crate) reporter: Reporter,
     pub(crate) state_client: crate::StateClient,
     pub(crate) registry: Registry,
     /// Cancelled when the shutdown grace period is over: running handlers are dropped.
@@ -81,12 +84,13 @@ pub(crate) async fn execute(env: Arc<TaskEnv>, task: pb::Task, permit: OwnedSema
         // The server only sends jobs the poll named, so this is a protocol slip; another
         // worker may know the job, so let the run be retried.
         let failure = Failure::new(format!("this worker has no handler for job {}", task.job));
-        fail_run(&env.client, &lease, failure).await;
+        fail_run(&env.reporter, &lease, failure).await;
         return;
     };
 
     let step = Step::new(
         env.client.clone(),
+        env.reporter.clone(),
         Arc::clone(&lease),
         journal_of(task.journal),
     );
@@ -140,13 +144,13 @@ pub(crate) async fn execute(env: Arc<TaskEnv>, task: pb::Task, permit: OwnedSema
             tracing::error!(panic = %message, "handler panicked");
             let mut failure = Failure::new(format!("handler panicked: {message}"));
             failure.error_type = Some("panic".to_owned());
-            fail_run(&env.client, &lease, failure).await;
+            fail_run(&env.reporter, &lease, failure).await;
         }
         Ending::Finished(_) if lease.is_interrupted() => {
             tracing::info!(reason = %lease.interrupted_error().reason(), "attempt interrupted; not reporting");
         }
         Ending::Finished(HandlerOutcome::Completed(result)) => {
-            complete_run(&env.client, &lease, result).await;
+            complete_run(&env.reporter, &lease, result).await;
         }
         Ending::Finished(HandlerOutcome::Failed(error)) => {
             if is_interrupted(&error) {
@@ -158,7 +162,7 @@ pub(crate) async fn execute(env: Arc<TaskEnv>, task: pb::Task, permit: OwnedSema
                     non_retryable = failure.non_retryable,
                     "handler failed"
                 );
-                fail_run(&env.client, &lease, failure).await;
+                fail_run(&env.reporter, &lease, failure).await;
             }
         }
         Ending::Finished(HandlerOutcome::BadPayload(message)) => {
@@ -169,7 +173,7 @@ pub(crate) async fn execute(env: Arc<TaskEnv>, task: pb::Task, permit: OwnedSema
                 non_retryable: true,
                 ..Failure::default()
             };
-            fail_run(&env.client, &lease, failure).await;
+            fail_run(&env.reporter, &lease, failure).await;
         }
     }
 }
@@ -269,16 +273,14 @@ async fn heartbeat_loop(client: WorkerClient, lease: Arc<Lease>) {
 }
 
 /// Reports the handler's result.
-async fn complete_run(client: &WorkerClient, lease: &Lease, result: Vec<u8>) {
+async fn complete_run(reporter: &Reporter, lease: &Lease, result: Vec<u8>) {
     let request = pb::CompleteRunRequest {
         run_id: lease.run_id.clone(),
         lease_token: lease.token.clone(),
         result,
     };
     let outcome = write(lease, "CompleteRun", || {
-        let mut client = client.clone();
-        let request = with_timeout(request.clone(), WRITE_TIMEOUT);
-        async move { client.complete_run(request).await }
+        reporter.complete_run(request.clone())
     })
     .await;
     match outcome {
@@ -302,25 +304,20 @@ async fn complete_run(client: &WorkerClient, lease: &Lease, result: Vec<u8>) {
                 non_retryable: true,
                 ..Failure::default()
             };
-            fail_run(client, lease, failure).await;
+            fail_run(reporter, lease, failure).await;
         }
         Err(error) => log_write_error("CompleteRun", &error),
     }
 }
 
 /// Reports a failed attempt.
-async fn fail_run(client: &WorkerClient, lease: &Lease, failure: Failure) {
+async fn fail_run(reporter: &Reporter, lease: &Lease, failure: Failure) {
     let request = pb::FailRunRequest {
         run_id: lease.run_id.clone(),
         lease_token: lease.token.clone(),
         failure: Some(failure.into()),
     };
-    let outcome = write(lease, "FailRun", || {
-        let mut client = client.clone();
-        let request = with_timeout(request.clone(), WRITE_TIMEOUT);
-        async move { client.fail_run(request).await }
-    })
-    .await;
+    let outcome = write(lease, "FailRun", || reporter.fail_run(request.clone())).await;
     match outcome {
         Ok(response) => {
             let status =

@@ -10,6 +10,7 @@ mod keys;
 pub mod obs_convert;
 mod queues;
 pub mod rate_limit;
+mod report_batch;
 mod schedules;
 mod state;
 pub mod status;

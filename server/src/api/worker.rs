@@ -78,36 +78,7 @@ impl WorkerService for WorkerApi {
         req: Request<pb::CompleteStepRequest>,
     ) -> Result<Response<pb::CompleteStepResponse>, Status> {
         let ns = self.0.leased_namespace(req.metadata()).await?;
-        let r = req.into_inner();
-        let outcome = match r.outcome {
-            Some(pb::complete_step_request::Outcome::Output(o)) => StepOutcome::Output(o),
-            Some(pb::complete_step_request::Outcome::Failure(f)) => {
-                StepOutcome::Failure(failure_from_pb("failure", Some(f))?)
-            }
-            None => {
-                return Err(Status::invalid_argument(
-                    "outcome is required: set output or failure",
-                ));
-            }
-        };
-        let started_at = r
-            .started_at
-            .as_ref()
-            .map(|t| ts_ms("started_at", t))
-            .transpose()?;
-        let already_recorded = self
-            .0
-            .engine
-            .complete_step(
-                &ns,
-                &r.run_id,
-                &r.lease_token,
-                &r.step_id,
-                outcome,
-                started_at,
-            )
-            .await?;
-        Ok(Response::new(pb::CompleteStepResponse { already_recorded }))
+        Ok(Response::new(self.step_item(&ns, req.into_inner()).await?))
     }
 
     async fn complete_run(
@@ -115,12 +86,7 @@ impl WorkerService for WorkerApi {
         req: Request<pb::CompleteRunRequest>,
     ) -> Result<Response<pb::CompleteRunResponse>, Status> {
         let ns = self.0.leased_namespace(req.metadata()).await?;
-        let r = req.into_inner();
-        self.0
-            .engine
-            .complete_run(&ns, &r.run_id, &r.lease_token, &r.result)
-            .await?;
-        Ok(Response::new(pb::CompleteRunResponse {}))
+        Ok(Response::new(self.run_item(&ns, req.into_inner()).await?))
     }
 
     async fn fail_run(
@@ -128,17 +94,15 @@ impl WorkerService for WorkerApi {
         req: Request<pb::FailRunRequest>,
     ) -> Result<Response<pb::FailRunResponse>, Status> {
         let ns = self.0.leased_namespace(req.metadata()).await?;
-        let r = req.into_inner();
-        let failure = failure_from_pb("failure", r.failure)?;
-        let out = self
-            .0
-            .engine
-            .fail_run(&ns, &r.run_id, &r.lease_token, failure)
-            .await?;
-        Ok(Response::new(pb::FailRunResponse {
-            status: status_to_pb(out.run.status) as i32,
-            next_attempt_at: out.next_attempt_at.map(ts),
-        }))
+        Ok(Response::new(self.fail_item(&ns, req.into_inner()).await?))
+    }
+
+    async fn report_batch(
+        &self,
+        req: Request<pb::ReportBatchRequest>,
+    ) -> Result<Response<pb::ReportBatchResponse>, Status> {
+        let ns = self.0.leased_namespace(req.metadata()).await?;
+        Ok(Response::new(self.batch(&ns, req.into_inner()).await?))
     }
 
     async fn suspend_run(
@@ -169,5 +133,75 @@ impl WorkerService for WorkerApi {
                 child_run_ids: children.into_iter().map(|(r, _)| r.id).collect(),
             },
         }))
+    }
+}
+
+impl WorkerApi {
+    /// `CompleteStep` once the caller is authenticated (also one `ReportBatch` item).
+    pub(super) async fn step_item(
+        &self,
+        ns: &str,
+        r: pb::CompleteStepRequest,
+    ) -> Result<pb::CompleteStepResponse, Status> {
+        let outcome = match r.outcome {
+            Some(pb::complete_step_request::Outcome::Output(o)) => StepOutcome::Output(o),
+            Some(pb::complete_step_request::Outcome::Failure(f)) => {
+                StepOutcome::Failure(failure_from_pb("failure", Some(f))?)
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "outcome is required: set output or failure",
+                ));
+            }
+        };
+        let started_at = r
+            .started_at
+            .as_ref()
+            .map(|t| ts_ms("started_at", t))
+            .transpose()?;
+        let already_recorded = self
+            .0
+            .engine
+            .complete_step(
+                ns,
+                &r.run_id,
+                &r.lease_token,
+                &r.step_id,
+                outcome,
+                started_at,
+            )
+            .await?;
+        Ok(pb::CompleteStepResponse { already_recorded })
+    }
+
+    /// `CompleteRun` once the caller is authenticated (also one `ReportBatch` item).
+    pub(super) async fn run_item(
+        &self,
+        ns: &str,
+        r: pb::CompleteRunRequest,
+    ) -> Result<pb::CompleteRunResponse, Status> {
+        self.0
+            .engine
+            .complete_run(ns, &r.run_id, &r.lease_token, &r.result)
+            .await?;
+        Ok(pb::CompleteRunResponse {})
+    }
+
+    /// `FailRun` once the caller is authenticated (also one `ReportBatch` item).
+    pub(super) async fn fail_item(
+        &self,
+        ns: &str,
+        r: pb::FailRunRequest,
+    ) -> Result<pb::FailRunResponse, Status> {
+        let failure = failure_from_pb("failure", r.failure)?;
+        let out = self
+            .0
+            .engine
+            .fail_run(ns, &r.run_id, &r.lease_token, failure)
+            .await?;
+        Ok(pb::FailRunResponse {
+            status: status_to_pb(out.run.status) as i32,
+            next_attempt_at: out.next_attempt_at.map(ts),
+        })
     }
 }

@@ -82,6 +82,10 @@ pub struct Metrics {
     pub log_lines_dropped: AtomicU64,
     /// Open `WatchRun` streams.
     pub watch_streams: AtomicU64,
+    /// `ReportBatch` calls answered (past the item cap).
+    pub report_batch_calls: AtomicU64,
+    /// Items carried by those calls.
+    pub report_batch_items: AtomicU64,
 }
 
 impl Metrics {
@@ -90,6 +94,13 @@ impl Metrics {
         let mut map = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         let key = (namespace.to_owned(), job.to_owned(), queue.to_owned());
         f(map.entry(key).or_default());
+    }
+
+    /// Counts one `ReportBatch` call carrying `items` reports.
+    pub fn record_report_batch(&self, items: usize) {
+        self.report_batch_calls.fetch_add(1, Relaxed);
+        self.report_batch_items
+            .fetch_add(u64::try_from(items).unwrap_or(u64::MAX), Relaxed);
     }
 
     /// A snapshot of the run counters.
@@ -165,6 +176,16 @@ impl Metrics {
                 "stackshift_log_lines_dropped_total",
                 "Handler log lines dropped by the per-run cap.",
                 &self.log_lines_dropped,
+            ),
+            (
+                "stackshift_report_batch_calls_total",
+                "ReportBatch calls answered.",
+                &self.report_batch_calls,
+            ),
+            (
+                "stackshift_report_batch_items_total",
+                "Reports (step results, run outcomes) carried by ReportBatch calls.",
+                &self.report_batch_items,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");

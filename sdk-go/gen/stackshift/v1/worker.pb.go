@@ -1739,6 +1739,388 @@ func (x *AppendLogsResponse) GetDropped() int32 {
 	return 0
 }
 
+// ReportBatchRequest carries the reports of one batch.
+type ReportBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reports, 1 to 1,000; their order is the order of the answers.
+	Items         []*ReportItem `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportBatchRequest) Reset() {
+	*x = ReportBatchRequest{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportBatchRequest) ProtoMessage() {}
+
+func (x *ReportBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportBatchRequest.ProtoReflect.Descriptor instead.
+func (*ReportBatchRequest) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ReportBatchRequest) GetItems() []*ReportItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// ReportItem is one report of a batch. Set exactly one field.
+type ReportItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The report.
+	//
+	// Types that are valid to be assigned to Report:
+	//
+	//	*ReportItem_CompleteStep
+	//	*ReportItem_CompleteRun
+	//	*ReportItem_FailRun
+	Report        isReportItem_Report `protobuf_oneof:"report"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportItem) Reset() {
+	*x = ReportItem{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportItem) ProtoMessage() {}
+
+func (x *ReportItem) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportItem.ProtoReflect.Descriptor instead.
+func (*ReportItem) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ReportItem) GetReport() isReportItem_Report {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+func (x *ReportItem) GetCompleteStep() *CompleteStepRequest {
+	if x != nil {
+		if x, ok := x.Report.(*ReportItem_CompleteStep); ok {
+			return x.CompleteStep
+		}
+	}
+	return nil
+}
+
+func (x *ReportItem) GetCompleteRun() *CompleteRunRequest {
+	if x != nil {
+		if x, ok := x.Report.(*ReportItem_CompleteRun); ok {
+			return x.CompleteRun
+		}
+	}
+	return nil
+}
+
+func (x *ReportItem) GetFailRun() *FailRunRequest {
+	if x != nil {
+		if x, ok := x.Report.(*ReportItem_FailRun); ok {
+			return x.FailRun
+		}
+	}
+	return nil
+}
+
+type isReportItem_Report interface {
+	isReportItem_Report()
+}
+
+type ReportItem_CompleteStep struct {
+	// A step result, as `CompleteStep` takes it.
+	CompleteStep *CompleteStepRequest `protobuf:"bytes,1,opt,name=complete_step,json=completeStep,proto3,oneof"`
+}
+
+type ReportItem_CompleteRun struct {
+	// A run result, as `CompleteRun` takes it.
+	CompleteRun *CompleteRunRequest `protobuf:"bytes,2,opt,name=complete_run,json=completeRun,proto3,oneof"`
+}
+
+type ReportItem_FailRun struct {
+	// A failed attempt, as `FailRun` takes it.
+	FailRun *FailRunRequest `protobuf:"bytes,3,opt,name=fail_run,json=failRun,proto3,oneof"`
+}
+
+func (*ReportItem_CompleteStep) isReportItem_Report() {}
+
+func (*ReportItem_CompleteRun) isReportItem_Report() {}
+
+func (*ReportItem_FailRun) isReportItem_Report() {}
+
+// ReportBatchResponse answers every item of the batch, in the order of the request.
+type ReportBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One answer per item.
+	Results       []*ReportResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportBatchResponse) Reset() {
+	*x = ReportBatchResponse{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportBatchResponse) ProtoMessage() {}
+
+func (x *ReportBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportBatchResponse.ProtoReflect.Descriptor instead.
+func (*ReportBatchResponse) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ReportBatchResponse) GetResults() []*ReportResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// ReportResult is the answer to one item: the single RPC's response or its error.
+type ReportResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The answer.
+	//
+	// Types that are valid to be assigned to Result:
+	//
+	//	*ReportResult_CompleteStep
+	//	*ReportResult_CompleteRun
+	//	*ReportResult_FailRun
+	//	*ReportResult_Error
+	Result        isReportResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportResult) Reset() {
+	*x = ReportResult{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportResult) ProtoMessage() {}
+
+func (x *ReportResult) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportResult.ProtoReflect.Descriptor instead.
+func (*ReportResult) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ReportResult) GetResult() isReportResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ReportResult) GetCompleteStep() *CompleteStepResponse {
+	if x != nil {
+		if x, ok := x.Result.(*ReportResult_CompleteStep); ok {
+			return x.CompleteStep
+		}
+	}
+	return nil
+}
+
+func (x *ReportResult) GetCompleteRun() *CompleteRunResponse {
+	if x != nil {
+		if x, ok := x.Result.(*ReportResult_CompleteRun); ok {
+			return x.CompleteRun
+		}
+	}
+	return nil
+}
+
+func (x *ReportResult) GetFailRun() *FailRunResponse {
+	if x != nil {
+		if x, ok := x.Result.(*ReportResult_FailRun); ok {
+			return x.FailRun
+		}
+	}
+	return nil
+}
+
+func (x *ReportResult) GetError() *ReportError {
+	if x != nil {
+		if x, ok := x.Result.(*ReportResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isReportResult_Result interface {
+	isReportResult_Result()
+}
+
+type ReportResult_CompleteStep struct {
+	// The answer to a `complete_step` item.
+	CompleteStep *CompleteStepResponse `protobuf:"bytes,1,opt,name=complete_step,json=completeStep,proto3,oneof"`
+}
+
+type ReportResult_CompleteRun struct {
+	// The answer to a `complete_run` item.
+	CompleteRun *CompleteRunResponse `protobuf:"bytes,2,opt,name=complete_run,json=completeRun,proto3,oneof"`
+}
+
+type ReportResult_FailRun struct {
+	// The answer to a `fail_run` item.
+	FailRun *FailRunResponse `protobuf:"bytes,3,opt,name=fail_run,json=failRun,proto3,oneof"`
+}
+
+type ReportResult_Error struct {
+	// The error the single RPC would have answered; nothing was recorded for the item.
+	Error *ReportError `protobuf:"bytes,4,opt,name=error,proto3,oneof"`
+}
+
+func (*ReportResult_CompleteStep) isReportResult_Result() {}
+
+func (*ReportResult_CompleteRun) isReportResult_Result() {}
+
+func (*ReportResult_FailRun) isReportResult_Result() {}
+
+func (*ReportResult_Error) isReportResult_Result() {}
+
+// ReportError is a per-item error, as a gRPC status.
+type ReportError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gRPC status code (the numbers of `google.rpc.Code`, e.g. 9 = FAILED_PRECONDITION).
+	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// The status message, as the single RPC would have returned it.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// The `stackshift-error-reason` trailing metadata the single RPC would have carried (e.g.
+	// `STEP_LIMIT`); empty when it carries none.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportError) Reset() {
+	*x = ReportError{}
+	mi := &file_stackshift_v1_worker_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportError) ProtoMessage() {}
+
+func (x *ReportError) ProtoReflect() protoreflect.Message {
+	mi := &file_stackshift_v1_worker_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportError.ProtoReflect.Descriptor instead.
+func (*ReportError) Descriptor() ([]byte, []int) {
+	return file_stackshift_v1_worker_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ReportError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ReportError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ReportError) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_stackshift_v1_worker_proto protoreflect.FileDescriptor
 
 const file_stackshift_v1_worker_proto_rawDesc = "" +
@@ -1856,11 +2238,31 @@ const file_stackshift_v1_worker_proto_rawDesc = "" +
 	"\aentries\x18\x03 \x03(\v2\x17.stackshift.v1.LogEntryR\aentries\"J\n" +
 	"\x12AppendLogsResponse\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\x05R\baccepted\x12\x18\n" +
-	"\adropped\x18\x02 \x01(\x05R\adropped*o\n" +
+	"\adropped\x18\x02 \x01(\x05R\adropped\"E\n" +
+	"\x12ReportBatchRequest\x12/\n" +
+	"\x05items\x18\x01 \x03(\v2\x19.stackshift.v1.ReportItemR\x05items\"\xe5\x01\n" +
+	"\n" +
+	"ReportItem\x12I\n" +
+	"\rcomplete_step\x18\x01 \x01(\v2\".stackshift.v1.CompleteStepRequestH\x00R\fcompleteStep\x12F\n" +
+	"\fcomplete_run\x18\x02 \x01(\v2!.stackshift.v1.CompleteRunRequestH\x00R\vcompleteRun\x12:\n" +
+	"\bfail_run\x18\x03 \x01(\v2\x1d.stackshift.v1.FailRunRequestH\x00R\afailRunB\b\n" +
+	"\x06report\"L\n" +
+	"\x13ReportBatchResponse\x125\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.stackshift.v1.ReportResultR\aresults\"\x9e\x02\n" +
+	"\fReportResult\x12J\n" +
+	"\rcomplete_step\x18\x01 \x01(\v2#.stackshift.v1.CompleteStepResponseH\x00R\fcompleteStep\x12G\n" +
+	"\fcomplete_run\x18\x02 \x01(\v2\".stackshift.v1.CompleteRunResponseH\x00R\vcompleteRun\x12;\n" +
+	"\bfail_run\x18\x03 \x01(\v2\x1e.stackshift.v1.FailRunResponseH\x00R\afailRun\x122\n" +
+	"\x05error\x18\x04 \x01(\v2\x1a.stackshift.v1.ReportErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"S\n" +
+	"\vReportError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason*o\n" +
 	"\x0eSuspendOutcome\x12\x1f\n" +
 	"\x1bSUSPEND_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19SUSPEND_OUTCOME_SATISFIED\x10\x01\x12\x1d\n" +
-	"\x19SUSPEND_OUTCOME_SUSPENDED\x10\x022\xcb\x04\n" +
+	"\x19SUSPEND_OUTCOME_SUSPENDED\x10\x022\xa1\x05\n" +
 	"\rWorkerService\x12K\n" +
 	"\bPollTask\x12\x1e.stackshift.v1.PollTaskRequest\x1a\x1f.stackshift.v1.PollTaskResponse\x12N\n" +
 	"\tHeartbeat\x12\x1f.stackshift.v1.HeartbeatRequest\x1a .stackshift.v1.HeartbeatResponse\x12W\n" +
@@ -1870,7 +2272,8 @@ const file_stackshift_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"SuspendRun\x12 .stackshift.v1.SuspendRunRequest\x1a!.stackshift.v1.SuspendRunResponse\x12Q\n" +
 	"\n" +
-	"AppendLogs\x12 .stackshift.v1.AppendLogsRequest\x1a!.stackshift.v1.AppendLogsResponseBHZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1b\x06proto3"
+	"AppendLogs\x12 .stackshift.v1.AppendLogsRequest\x1a!.stackshift.v1.AppendLogsResponse\x12T\n" +
+	"\vReportBatch\x12!.stackshift.v1.ReportBatchRequest\x1a\".stackshift.v1.ReportBatchResponseBHZFgithub.com/stackshift/stackshift/sdk-go/gen/stackshift/v1;stackshiftv1b\x06proto3"
 
 var (
 	file_stackshift_v1_worker_proto_rawDescOnce sync.Once
@@ -1885,7 +2288,7 @@ func file_stackshift_v1_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_stackshift_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_stackshift_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_stackshift_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_stackshift_v1_worker_proto_goTypes = []any{
 	(SuspendOutcome)(0),           // 0: stackshift.v1.SuspendOutcome
 	(*JobSpec)(nil),               // 1: stackshift.v1.JobSpec
@@ -1911,67 +2314,83 @@ var file_stackshift_v1_worker_proto_goTypes = []any{
 	(*SuspendRunResponse)(nil),    // 21: stackshift.v1.SuspendRunResponse
 	(*AppendLogsRequest)(nil),     // 22: stackshift.v1.AppendLogsRequest
 	(*AppendLogsResponse)(nil),    // 23: stackshift.v1.AppendLogsResponse
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
-	(*JournalEntry)(nil),          // 26: stackshift.v1.JournalEntry
-	(*Failure)(nil),               // 27: stackshift.v1.Failure
-	(RunStatus)(0),                // 28: stackshift.v1.RunStatus
-	(*RetryPolicy)(nil),           // 29: stackshift.v1.RetryPolicy
-	(*LogEntry)(nil),              // 30: stackshift.v1.LogEntry
+	(*ReportBatchRequest)(nil),    // 24: stackshift.v1.ReportBatchRequest
+	(*ReportItem)(nil),            // 25: stackshift.v1.ReportItem
+	(*ReportBatchResponse)(nil),   // 26: stackshift.v1.ReportBatchResponse
+	(*ReportResult)(nil),          // 27: stackshift.v1.ReportResult
+	(*ReportError)(nil),           // 28: stackshift.v1.ReportError
+	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*JournalEntry)(nil),          // 31: stackshift.v1.JournalEntry
+	(*Failure)(nil),               // 32: stackshift.v1.Failure
+	(RunStatus)(0),                // 33: stackshift.v1.RunStatus
+	(*RetryPolicy)(nil),           // 34: stackshift.v1.RetryPolicy
+	(*LogEntry)(nil),              // 35: stackshift.v1.LogEntry
 }
 var file_stackshift_v1_worker_proto_depIdxs = []int32{
-	24, // 0: stackshift.v1.JobSpec.lease_timeout:type_name -> google.protobuf.Duration
+	29, // 0: stackshift.v1.JobSpec.lease_timeout:type_name -> google.protobuf.Duration
 	1,  // 1: stackshift.v1.PollTaskRequest.jobs:type_name -> stackshift.v1.JobSpec
-	24, // 2: stackshift.v1.PollTaskRequest.wait:type_name -> google.protobuf.Duration
+	29, // 2: stackshift.v1.PollTaskRequest.wait:type_name -> google.protobuf.Duration
 	4,  // 3: stackshift.v1.PollTaskResponse.tasks:type_name -> stackshift.v1.Task
-	25, // 4: stackshift.v1.Task.lease_deadline:type_name -> google.protobuf.Timestamp
-	24, // 5: stackshift.v1.Task.lease_timeout:type_name -> google.protobuf.Duration
-	26, // 6: stackshift.v1.Task.journal:type_name -> stackshift.v1.JournalEntry
-	25, // 7: stackshift.v1.Task.run_created_at:type_name -> google.protobuf.Timestamp
-	25, // 8: stackshift.v1.HeartbeatResponse.lease_deadline:type_name -> google.protobuf.Timestamp
-	27, // 9: stackshift.v1.CompleteStepRequest.failure:type_name -> stackshift.v1.Failure
-	25, // 10: stackshift.v1.CompleteStepRequest.started_at:type_name -> google.protobuf.Timestamp
-	27, // 11: stackshift.v1.FailRunRequest.failure:type_name -> stackshift.v1.Failure
-	28, // 12: stackshift.v1.FailRunResponse.status:type_name -> stackshift.v1.RunStatus
-	25, // 13: stackshift.v1.FailRunResponse.next_attempt_at:type_name -> google.protobuf.Timestamp
+	30, // 4: stackshift.v1.Task.lease_deadline:type_name -> google.protobuf.Timestamp
+	29, // 5: stackshift.v1.Task.lease_timeout:type_name -> google.protobuf.Duration
+	31, // 6: stackshift.v1.Task.journal:type_name -> stackshift.v1.JournalEntry
+	30, // 7: stackshift.v1.Task.run_created_at:type_name -> google.protobuf.Timestamp
+	30, // 8: stackshift.v1.HeartbeatResponse.lease_deadline:type_name -> google.protobuf.Timestamp
+	32, // 9: stackshift.v1.CompleteStepRequest.failure:type_name -> stackshift.v1.Failure
+	30, // 10: stackshift.v1.CompleteStepRequest.started_at:type_name -> google.protobuf.Timestamp
+	32, // 11: stackshift.v1.FailRunRequest.failure:type_name -> stackshift.v1.Failure
+	33, // 12: stackshift.v1.FailRunResponse.status:type_name -> stackshift.v1.RunStatus
+	30, // 13: stackshift.v1.FailRunResponse.next_attempt_at:type_name -> google.protobuf.Timestamp
 	17, // 14: stackshift.v1.SuspendRunRequest.sleep:type_name -> stackshift.v1.SleepWait
 	18, // 15: stackshift.v1.SuspendRunRequest.event:type_name -> stackshift.v1.EventWait
 	19, // 16: stackshift.v1.SuspendRunRequest.child:type_name -> stackshift.v1.ChildWait
 	14, // 17: stackshift.v1.SuspendRunRequest.any:type_name -> stackshift.v1.CombinedWait
 	14, // 18: stackshift.v1.SuspendRunRequest.all:type_name -> stackshift.v1.CombinedWait
 	15, // 19: stackshift.v1.CombinedWait.items:type_name -> stackshift.v1.WaitItem
-	24, // 20: stackshift.v1.CombinedWait.timeout:type_name -> google.protobuf.Duration
+	29, // 20: stackshift.v1.CombinedWait.timeout:type_name -> google.protobuf.Duration
 	17, // 21: stackshift.v1.WaitItem.sleep:type_name -> stackshift.v1.SleepWait
 	16, // 22: stackshift.v1.WaitItem.event:type_name -> stackshift.v1.EventMatch
-	24, // 23: stackshift.v1.SleepWait.duration:type_name -> google.protobuf.Duration
-	25, // 24: stackshift.v1.SleepWait.until:type_name -> google.protobuf.Timestamp
-	24, // 25: stackshift.v1.EventWait.timeout:type_name -> google.protobuf.Duration
+	29, // 23: stackshift.v1.SleepWait.duration:type_name -> google.protobuf.Duration
+	30, // 24: stackshift.v1.SleepWait.until:type_name -> google.protobuf.Timestamp
+	29, // 25: stackshift.v1.EventWait.timeout:type_name -> google.protobuf.Duration
 	20, // 26: stackshift.v1.ChildWait.children:type_name -> stackshift.v1.ChildRunSpec
-	29, // 27: stackshift.v1.ChildRunSpec.retry_policy:type_name -> stackshift.v1.RetryPolicy
-	24, // 28: stackshift.v1.ChildRunSpec.lease_timeout:type_name -> google.protobuf.Duration
+	34, // 27: stackshift.v1.ChildRunSpec.retry_policy:type_name -> stackshift.v1.RetryPolicy
+	29, // 28: stackshift.v1.ChildRunSpec.lease_timeout:type_name -> google.protobuf.Duration
 	0,  // 29: stackshift.v1.SuspendRunResponse.outcome:type_name -> stackshift.v1.SuspendOutcome
-	26, // 30: stackshift.v1.SuspendRunResponse.entry:type_name -> stackshift.v1.JournalEntry
-	25, // 31: stackshift.v1.SuspendRunResponse.wake_at:type_name -> google.protobuf.Timestamp
-	30, // 32: stackshift.v1.AppendLogsRequest.entries:type_name -> stackshift.v1.LogEntry
-	2,  // 33: stackshift.v1.WorkerService.PollTask:input_type -> stackshift.v1.PollTaskRequest
-	5,  // 34: stackshift.v1.WorkerService.Heartbeat:input_type -> stackshift.v1.HeartbeatRequest
-	7,  // 35: stackshift.v1.WorkerService.CompleteStep:input_type -> stackshift.v1.CompleteStepRequest
-	9,  // 36: stackshift.v1.WorkerService.CompleteRun:input_type -> stackshift.v1.CompleteRunRequest
-	11, // 37: stackshift.v1.WorkerService.FailRun:input_type -> stackshift.v1.FailRunRequest
-	13, // 38: stackshift.v1.WorkerService.SuspendRun:input_type -> stackshift.v1.SuspendRunRequest
-	22, // 39: stackshift.v1.WorkerService.AppendLogs:input_type -> stackshift.v1.AppendLogsRequest
-	3,  // 40: stackshift.v1.WorkerService.PollTask:output_type -> stackshift.v1.PollTaskResponse
-	6,  // 41: stackshift.v1.WorkerService.Heartbeat:output_type -> stackshift.v1.HeartbeatResponse
-	8,  // 42: stackshift.v1.WorkerService.CompleteStep:output_type -> stackshift.v1.CompleteStepResponse
-	10, // 43: stackshift.v1.WorkerService.CompleteRun:output_type -> stackshift.v1.CompleteRunResponse
-	12, // 44: stackshift.v1.WorkerService.FailRun:output_type -> stackshift.v1.FailRunResponse
-	21, // 45: stackshift.v1.WorkerService.SuspendRun:output_type -> stackshift.v1.SuspendRunResponse
-	23, // 46: stackshift.v1.WorkerService.AppendLogs:output_type -> stackshift.v1.AppendLogsResponse
-	40, // [40:47] is the sub-list for method output_type
-	33, // [33:40] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	31, // 30: stackshift.v1.SuspendRunResponse.entry:type_name -> stackshift.v1.JournalEntry
+	30, // 31: stackshift.v1.SuspendRunResponse.wake_at:type_name -> google.protobuf.Timestamp
+	35, // 32: stackshift.v1.AppendLogsRequest.entries:type_name -> stackshift.v1.LogEntry
+	25, // 33: stackshift.v1.ReportBatchRequest.items:type_name -> stackshift.v1.ReportItem
+	7,  // 34: stackshift.v1.ReportItem.complete_step:type_name -> stackshift.v1.CompleteStepRequest
+	9,  // 35: stackshift.v1.ReportItem.complete_run:type_name -> stackshift.v1.CompleteRunRequest
+	11, // 36: stackshift.v1.ReportItem.fail_run:type_name -> stackshift.v1.FailRunRequest
+	27, // 37: stackshift.v1.ReportBatchResponse.results:type_name -> stackshift.v1.ReportResult
+	8,  // 38: stackshift.v1.ReportResult.complete_step:type_name -> stackshift.v1.CompleteStepResponse
+	10, // 39: stackshift.v1.ReportResult.complete_run:type_name -> stackshift.v1.CompleteRunResponse
+	12, // 40: stackshift.v1.ReportResult.fail_run:type_name -> stackshift.v1.FailRunResponse
+	28, // 41: stackshift.v1.ReportResult.error:type_name -> stackshift.v1.ReportError
+	2,  // 42: stackshift.v1.WorkerService.PollTask:input_type -> stackshift.v1.PollTaskRequest
+	5,  // 43: stackshift.v1.WorkerService.Heartbeat:input_type -> stackshift.v1.HeartbeatRequest
+	7,  // 44: stackshift.v1.WorkerService.CompleteStep:input_type -> stackshift.v1.CompleteStepRequest
+	9,  // 45: stackshift.v1.WorkerService.CompleteRun:input_type -> stackshift.v1.CompleteRunRequest
+	11, // 46: stackshift.v1.WorkerService.FailRun:input_type -> stackshift.v1.FailRunRequest
+	13, // 47: stackshift.v1.WorkerService.SuspendRun:input_type -> stackshift.v1.SuspendRunRequest
+	22, // 48: stackshift.v1.WorkerService.AppendLogs:input_type -> stackshift.v1.AppendLogsRequest
+	24, // 49: stackshift.v1.WorkerService.ReportBatch:input_type -> stackshift.v1.ReportBatchRequest
+	3,  // 50: stackshift.v1.WorkerService.PollTask:output_type -> stackshift.v1.PollTaskResponse
+	6,  // 51: stackshift.v1.WorkerService.Heartbeat:output_type -> stackshift.v1.HeartbeatResponse
+	8,  // 52: stackshift.v1.WorkerService.CompleteStep:output_type -> stackshift.v1.CompleteStepResponse
+	10, // 53: stackshift.v1.WorkerService.CompleteRun:output_type -> stackshift.v1.CompleteRunResponse
+	12, // 54: stackshift.v1.WorkerService.FailRun:output_type -> stackshift.v1.FailRunResponse
+	21, // 55: stackshift.v1.WorkerService.SuspendRun:output_type -> stackshift.v1.SuspendRunResponse
+	23, // 56: stackshift.v1.WorkerService.AppendLogs:output_type -> stackshift.v1.AppendLogsResponse
+	26, // 57: stackshift.v1.WorkerService.ReportBatch:output_type -> stackshift.v1.ReportBatchResponse
+	50, // [50:58] is the sub-list for method output_type
+	42, // [42:50] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_stackshift_v1_worker_proto_init() }
@@ -1996,13 +2415,24 @@ func file_stackshift_v1_worker_proto_init() {
 		(*WaitItem_Sleep)(nil),
 		(*WaitItem_Event)(nil),
 	}
+	file_stackshift_v1_worker_proto_msgTypes[24].OneofWrappers = []any{
+		(*ReportItem_CompleteStep)(nil),
+		(*ReportItem_CompleteRun)(nil),
+		(*ReportItem_FailRun)(nil),
+	}
+	file_stackshift_v1_worker_proto_msgTypes[26].OneofWrappers = []any{
+		(*ReportResult_CompleteStep)(nil),
+		(*ReportResult_CompleteRun)(nil),
+		(*ReportResult_FailRun)(nil),
+		(*ReportResult_Error)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stackshift_v1_worker_proto_rawDesc), len(file_stackshift_v1_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

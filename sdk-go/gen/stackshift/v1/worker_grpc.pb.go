@@ -26,6 +26,7 @@ const (
 	WorkerService_FailRun_FullMethodName      = "/stackshift.v1.WorkerService/FailRun"
 	WorkerService_SuspendRun_FullMethodName   = "/stackshift.v1.WorkerService/SuspendRun"
 	WorkerService_AppendLogs_FullMethodName   = "/stackshift.v1.WorkerService/AppendLogs"
+	WorkerService_ReportBatch_FullMethodName  = "/stackshift.v1.WorkerService/ReportBatch"
 )
 
 // WorkerServiceClient is the client API for WorkerService service.
@@ -63,6 +64,12 @@ type WorkerServiceClient interface {
 	// AppendLogs stores a batch of log lines of the attempt holding the lease. Lines beyond
 	// the run's log cap (see docs/limits.md) are dropped after one truncation marker.
 	AppendLogs(ctx context.Context, in *AppendLogsRequest, opts ...grpc.CallOption) (*AppendLogsResponse, error)
+	// ReportBatch carries several step results and run outcomes in one call (at most 1,000
+	// items). The items are independent: each is validated and applied exactly as its single
+	// RPC (CompleteStep, CompleteRun, FailRun) would be, concurrently, and answered in the same
+	// order with that RPC's response or its error. A bad item never fails its neighbours. An
+	// empty batch or one over the limit answers INVALID_ARGUMENT for the whole call.
+	ReportBatch(ctx context.Context, in *ReportBatchRequest, opts ...grpc.CallOption) (*ReportBatchResponse, error)
 }
 
 type workerServiceClient struct {
@@ -143,6 +150,16 @@ func (c *workerServiceClient) AppendLogs(ctx context.Context, in *AppendLogsRequ
 	return out, nil
 }
 
+func (c *workerServiceClient) ReportBatch(ctx context.Context, in *ReportBatchRequest, opts ...grpc.CallOption) (*ReportBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportBatchResponse)
+	err := c.cc.Invoke(ctx, WorkerService_ReportBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkerServiceServer is the server API for WorkerService service.
 // All implementations must embed UnimplementedWorkerServiceServer
 // for forward compatibility.
@@ -178,6 +195,12 @@ type WorkerServiceServer interface {
 	// AppendLogs stores a batch of log lines of the attempt holding the lease. Lines beyond
 	// the run's log cap (see docs/limits.md) are dropped after one truncation marker.
 	AppendLogs(context.Context, *AppendLogsRequest) (*AppendLogsResponse, error)
+	// ReportBatch carries several step results and run outcomes in one call (at most 1,000
+	// items). The items are independent: each is validated and applied exactly as its single
+	// RPC (CompleteStep, CompleteRun, FailRun) would be, concurrently, and answered in the same
+	// order with that RPC's response or its error. A bad item never fails its neighbours. An
+	// empty batch or one over the limit answers INVALID_ARGUMENT for the whole call.
+	ReportBatch(context.Context, *ReportBatchRequest) (*ReportBatchResponse, error)
 	mustEmbedUnimplementedWorkerServiceServer()
 }
 
@@ -208,6 +231,9 @@ func (UnimplementedWorkerServiceServer) SuspendRun(context.Context, *SuspendRunR
 }
 func (UnimplementedWorkerServiceServer) AppendLogs(context.Context, *AppendLogsRequest) (*AppendLogsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AppendLogs not implemented")
+}
+func (UnimplementedWorkerServiceServer) ReportBatch(context.Context, *ReportBatchRequest) (*ReportBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportBatch not implemented")
 }
 func (UnimplementedWorkerServiceServer) mustEmbedUnimplementedWorkerServiceServer() {}
 func (UnimplementedWorkerServiceServer) testEmbeddedByValue()                       {}
@@ -356,6 +382,24 @@ func _WorkerService_AppendLogs_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkerService_ReportBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).ReportBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_ReportBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).ReportBatch(ctx, req.(*ReportBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WorkerService_ServiceDesc is the grpc.ServiceDesc for WorkerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -390,6 +434,10 @@ var WorkerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AppendLogs",
 			Handler:    _WorkerService_AppendLogs_Handler,
+		},
+		{
+			MethodName: "ReportBatch",
+			Handler:    _WorkerService_ReportBatch_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -862,3 +862,165 @@ class AppendLogsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AppendLogsResponse: _TypeAlias = AppendLogsResponse  # noqa: Y015
+
+@_typing.final
+class ReportBatchRequest(_message.Message):
+    """ReportBatchRequest carries the reports of one batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportItem]:
+        """The reports, 1 to 1,000; their order is the order of the answers."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___ReportItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportBatchRequest: _TypeAlias = ReportBatchRequest  # noqa: Y015
+
+@_typing.final
+class ReportItem(_message.Message):
+    """ReportItem is one report of a batch. Set exactly one field."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPLETE_STEP_FIELD_NUMBER: _builtins.int
+    COMPLETE_RUN_FIELD_NUMBER: _builtins.int
+    FAIL_RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def complete_step(self) -> Global___CompleteStepRequest:
+        """A step result, as `CompleteStep` takes it."""
+
+    @_builtins.property
+    def complete_run(self) -> Global___CompleteRunRequest:
+        """A run result, as `CompleteRun` takes it."""
+
+    @_builtins.property
+    def fail_run(self) -> Global___FailRunRequest:
+        """A failed attempt, as `FailRun` takes it."""
+
+    def __init__(
+        self,
+        *,
+        complete_step: Global___CompleteStepRequest | None = ...,
+        complete_run: Global___CompleteRunRequest | None = ...,
+        fail_run: Global___FailRunRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["complete_run", b"complete_run", "complete_step", b"complete_step", "fail_run", b"fail_run", "report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete_run", b"complete_run", "complete_step", b"complete_step", "fail_run", b"fail_run", "report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_report: _TypeAlias = _typing.Literal["complete_step", "complete_run", "fail_run"]  # noqa: Y015
+    _WhichOneofArgType_report: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_report) -> _WhichOneofReturnType_report | None: ...
+
+Global___ReportItem: _TypeAlias = ReportItem  # noqa: Y015
+
+@_typing.final
+class ReportBatchResponse(_message.Message):
+    """ReportBatchResponse answers every item of the batch, in the order of the request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportResult]:
+        """One answer per item."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ReportResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportBatchResponse: _TypeAlias = ReportBatchResponse  # noqa: Y015
+
+@_typing.final
+class ReportResult(_message.Message):
+    """ReportResult is the answer to one item: the single RPC's response or its error."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPLETE_STEP_FIELD_NUMBER: _builtins.int
+    COMPLETE_RUN_FIELD_NUMBER: _builtins.int
+    FAIL_RUN_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def complete_step(self) -> Global___CompleteStepResponse:
+        """The answer to a `complete_step` item."""
+
+    @_builtins.property
+    def complete_run(self) -> Global___CompleteRunResponse:
+        """The answer to a `complete_run` item."""
+
+    @_builtins.property
+    def fail_run(self) -> Global___FailRunResponse:
+        """The answer to a `fail_run` item."""
+
+    @_builtins.property
+    def error(self) -> Global___ReportError:
+        """The error the single RPC would have answered; nothing was recorded for the item."""
+
+    def __init__(
+        self,
+        *,
+        complete_step: Global___CompleteStepResponse | None = ...,
+        complete_run: Global___CompleteRunResponse | None = ...,
+        fail_run: Global___FailRunResponse | None = ...,
+        error: Global___ReportError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["complete_run", b"complete_run", "complete_step", b"complete_step", "error", b"error", "fail_run", b"fail_run", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete_run", b"complete_run", "complete_step", b"complete_step", "error", b"error", "fail_run", b"fail_run", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["complete_step", "complete_run", "fail_run", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___ReportResult: _TypeAlias = ReportResult  # noqa: Y015
+
+@_typing.final
+class ReportError(_message.Message):
+    """ReportError is a per-item error, as a gRPC status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """The gRPC status code (the numbers of `google.rpc.Code`, e.g. 9 = FAILED_PRECONDITION)."""
+    message: _builtins.str
+    """The status message, as the single RPC would have returned it."""
+    reason: _builtins.str
+    """The `stackshift-error-reason` trailing metadata the single RPC would have carried (e.g.
+    `STEP_LIMIT`); empty when it carries none.
+    """
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportError: _TypeAlias = ReportError  # noqa: Y015

@@ -78,6 +78,11 @@ class WorkerServiceStub(object):
                 request_serializer=stackshift_dot_v1_dot_worker__pb2.AppendLogsRequest.SerializeToString,
                 response_deserializer=stackshift_dot_v1_dot_worker__pb2.AppendLogsResponse.FromString,
                 _registered_method=True)
+        self.ReportBatch = channel.unary_unary(
+                '/stackshift.v1.WorkerService/ReportBatch',
+                request_serializer=stackshift_dot_v1_dot_worker__pb2.ReportBatchRequest.SerializeToString,
+                response_deserializer=stackshift_dot_v1_dot_worker__pb2.ReportBatchResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer(object):
@@ -148,6 +153,17 @@ class WorkerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportBatch(self, request, context):
+        """ReportBatch carries several step results and run outcomes in one call (at most 1,000
+        items). The items are independent: each is validated and applied exactly as its single
+        RPC (CompleteStep, CompleteRun, FailRun) would be, concurrently, and answered in the same
+        order with that RPC's response or its error. A bad item never fails its neighbours. An
+        empty batch or one over the limit answers INVALID_ARGUMENT for the whole call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +201,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.AppendLogs,
                     request_deserializer=stackshift_dot_v1_dot_worker__pb2.AppendLogsRequest.FromString,
                     response_serializer=stackshift_dot_v1_dot_worker__pb2.AppendLogsResponse.SerializeToString,
+            ),
+            'ReportBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportBatch,
+                    request_deserializer=stackshift_dot_v1_dot_worker__pb2.ReportBatchRequest.FromString,
+                    response_serializer=stackshift_dot_v1_dot_worker__pb2.ReportBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -385,6 +406,33 @@ class WorkerService(object):
             '/stackshift.v1.WorkerService/AppendLogs',
             stackshift_dot_v1_dot_worker__pb2.AppendLogsRequest.SerializeToString,
             stackshift_dot_v1_dot_worker__pb2.AppendLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stackshift.v1.WorkerService/ReportBatch',
+            stackshift_dot_v1_dot_worker__pb2.ReportBatchRequest.SerializeToString,
+            stackshift_dot_v1_dot_worker__pb2.ReportBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,13 @@ class WorkerServiceStub:
     """AppendLogs stores a batch of log lines of the attempt holding the lease. Lines beyond
     the run's log cap (see docs/limits.md) are dropped after one truncation marker.
     """
+    ReportBatch: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ReportBatchRequest, _worker_pb2.ReportBatchResponse]
+    """ReportBatch carries several step results and run outcomes in one call (at most 1,000
+    items). The items are independent: each is validated and applied exactly as its single
+    RPC (CompleteStep, CompleteRun, FailRun) would be, concurrently, and answered in the same
+    order with that RPC's response or its error. A bad item never fails its neighbours. An
+    empty batch or one over the limit answers INVALID_ARGUMENT for the whole call.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -104,6 +111,13 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     AppendLogs: _aio.UnaryUnaryMultiCallable[_worker_pb2.AppendLogsRequest, _worker_pb2.AppendLogsResponse]  # type: ignore[assignment]
     """AppendLogs stores a batch of log lines of the attempt holding the lease. Lines beyond
     the run's log cap (see docs/limits.md) are dropped after one truncation marker.
+    """
+    ReportBatch: _aio.UnaryUnaryMultiCallable[_worker_pb2.ReportBatchRequest, _worker_pb2.ReportBatchResponse]  # type: ignore[assignment]
+    """ReportBatch carries several step results and run outcomes in one call (at most 1,000
+    items). The items are independent: each is validated and applied exactly as its single
+    RPC (CompleteStep, CompleteRun, FailRun) would be, concurrently, and answered in the same
+    order with that RPC's response or its error. A bad item never fails its neighbours. An
+    empty batch or one over the limit answers INVALID_ARGUMENT for the whole call.
     """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -182,6 +196,19 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_worker_pb2.AppendLogsResponse, _abc.Awaitable[_worker_pb2.AppendLogsResponse]]:
         """AppendLogs stores a batch of log lines of the attempt holding the lease. Lines beyond
         the run's log cap (see docs/limits.md) are dropped after one truncation marker.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportBatch(
+        self,
+        request: _worker_pb2.ReportBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.ReportBatchResponse, _abc.Awaitable[_worker_pb2.ReportBatchResponse]]:
+        """ReportBatch carries several step results and run outcomes in one call (at most 1,000
+        items). The items are independent: each is validated and applied exactly as its single
+        RPC (CompleteStep, CompleteRun, FailRun) would be, concurrently, and answered in the same
+        order with that RPC's response or its error. A bad item never fails its neighbours. An
+        empty batch or one over the limit answers INVALID_ARGUMENT for the whole call.
         """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

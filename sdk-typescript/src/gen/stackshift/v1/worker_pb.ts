@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stackshift/v1/worker.proto.
  */
 export const file_stackshift_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChpzdGFja3NoaWZ0L3YxL3dvcmtlci5wcm90bxINc3RhY2tzaGlmdC52MSJJCgdKb2JTcGVjEgwKBG5hbWUYASABKAkSMAoNbGVhc2VfdGltZW91dBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKWAQoPUG9sbFRhc2tSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRIOCgZxdWV1ZXMYAiADKAkSJAoEam9icxgDIAMoCzIWLnN0YWNrc2hpZnQudjEuSm9iU3BlYxIRCgltYXhfdGFza3MYBCABKAUSJwoEd2FpdBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI2ChBQb2xsVGFza1Jlc3BvbnNlEiIKBXRhc2tzGAEgAygLMhMuc3RhY2tzaGlmdC52MS5UYXNrItgCCgRUYXNrEg4KBnJ1bl9pZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFcXVldWUYAyABKAkSDwoHcGF5bG9hZBgEIAEoDBIPCgdhdHRlbXB0GAUgASgFEhQKDG1heF9hdHRlbXB0cxgGIAEoBRITCgtsZWFzZV90b2tlbhgHIAEoCRIyCg5sZWFzZV9kZWFkbGluZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoNbGVhc2VfdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgdqb3VybmFsGAogAygLMhsuc3RhY2tzaGlmdC52MS5Kb3VybmFsRW50cnkSMgoOcnVuX2NyZWF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Jlc3VtZWQYDCABKAgiNwoQSGVhcnRiZWF0UmVxdWVzdBIOCgZydW5faWQYASABKAkSEwoLbGVhc2VfdG9rZW4YAiABKAkiYQoRSGVhcnRiZWF0UmVzcG9uc2USMgoObGVhc2VfZGVhZGxpbmUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYAiABKAgiwwEKE0NvbXBsZXRlU3RlcFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJEg8KB3N0ZXBfaWQYAyABKAkSEAoGb3V0cHV0GAQgASgMSAASKQoHZmFpbHVyZRgFIAEoCzIWLnN0YWNrc2hpZnQudjEuRmFpbHVyZUgAEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgkKB291dGNvbWUiMAoUQ29tcGxldGVTdGVwUmVzcG9uc2USGAoQYWxyZWFkeV9yZWNvcmRlZBgBIAEoCCJJChJDb21wbGV0ZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJEg4KBnJlc3VsdBgDIAEoDCIVChNDb21wbGV0ZVJ1blJlc3BvbnNlIl4KDkZhaWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRITCgtsZWFzZV90b2tlbhgCIAEoCRInCgdmYWlsdXJlGAMgASgLMhYuc3RhY2tzaGlmdC52MS5GYWlsdXJlInAKD0ZhaWxSdW5SZXNwb25zZRIoCgZzdGF0dXMYASABKA4yGC5zdGFja3NoaWZ0LnYxLlJ1blN0YXR1cxIzCg9uZXh0X2F0dGVtcHRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqoCChFTdXNwZW5kUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSEwoLbGVhc2VfdG9rZW4YAiABKAkSDwoHc3RlcF9pZBgDIAEoCRIpCgVzbGVlcBgEIAEoCzIYLnN0YWNrc2hpZnQudjEuU2xlZXBXYWl0SAASKQoFZXZlbnQYBSABKAsyGC5zdGFja3NoaWZ0LnYxLkV2ZW50V2FpdEgAEikKBWNoaWxkGAYgASgLMhguc3RhY2tzaGlmdC52MS5DaGlsZFdhaXRIABIqCgNhbnkYByABKAsyGy5zdGFja3NoaWZ0LnYxLkNvbWJpbmVkV2FpdEgAEioKA2FsbBgIIAEoCzIbLnN0YWNrc2hpZnQudjEuQ29tYmluZWRXYWl0SABCBgoEd2FpdCJiCgxDb21iaW5lZFdhaXQSJgoFaXRlbXMYASADKAsyFy5zdGFja3NoaWZ0LnYxLldhaXRJdGVtEioKB3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iaQoIV2FpdEl0ZW0SKQoFc2xlZXAYASABKAsyGC5zdGFja3NoaWZ0LnYxLlNsZWVwV2FpdEgAEioKBWV2ZW50GAIgASgLMhkuc3RhY2tzaGlmdC52MS5FdmVudE1hdGNoSABCBgoEaXRlbSI5CgpFdmVudE1hdGNoEhIKCmV2ZW50X25hbWUYASABKAkSFwoPY29ycmVsYXRpb25fa2V5GAIgASgJImMKCVNsZWVwV2FpdBIrCghkdXJhdGlvbhgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIpCgV1bnRpbBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZAoJRXZlbnRXYWl0EhIKCmV2ZW50X25hbWUYASABKAkSFwoPY29ycmVsYXRpb25fa2V5GAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iOgoJQ2hpbGRXYWl0Ei0KCGNoaWxkcmVuGAEgAygLMhsuc3RhY2tzaGlmdC52MS5DaGlsZFJ1blNwZWMiygEKDENoaWxkUnVuU3BlYxILCgNqb2IYASABKAkSDwoHcGF5bG9hZBgCIAEoDBINCgVxdWV1ZRgDIAEoCRIwCgxyZXRyeV9wb2xpY3kYBCABKAsyGi5zdGFja3NoaWZ0LnYxLlJldHJ5UG9saWN5EjAKDWxlYXNlX3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEAoIcHJpb3JpdHkYBiABKAUSFwoPY29uY3VycmVuY3lfa2V5GAcgASgJIrQBChJTdXNwZW5kUnVuUmVzcG9uc2USLgoHb3V0Y29tZRgBIAEoDjIdLnN0YWNrc2hpZnQudjEuU3VzcGVuZE91dGNvbWUSKgoFZW50cnkYAiABKAsyGy5zdGFja3NoaWZ0LnYxLkpvdXJuYWxFbnRyeRIrCgd3YWtlX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1jaGlsZF9ydW5faWRzGAQgAygJImIKEUFwcGVuZExvZ3NSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRITCgtsZWFzZV90b2tlbhgCIAEoCRIoCgdlbnRyaWVzGAMgAygLMhcuc3RhY2tzaGlmdC52MS5Mb2dFbnRyeSI3ChJBcHBlbmRMb2dzUmVzcG9uc2USEAoIYWNjZXB0ZWQYASABKAUSDwoHZHJvcHBlZBgCIAEoBSpvCg5TdXNwZW5kT3V0Y29tZRIfChtTVVNQRU5EX09VVENPTUVfVU5TUEVDSUZJRUQQABIdChlTVVNQRU5EX09VVENPTUVfU0FUSVNGSUVEEAESHQoZU1VTUEVORF9PVVRDT01FX1NVU1BFTkRFRBACMssECg1Xb3JrZXJTZXJ2aWNlEksKCFBvbGxUYXNrEh4uc3RhY2tzaGlmdC52MS5Qb2xsVGFza1JlcXVlc3QaHy5zdGFja3NoaWZ0LnYxLlBvbGxUYXNrUmVzcG9uc2USTgoJSGVhcnRiZWF0Eh8uc3RhY2tzaGlmdC52MS5IZWFydGJlYXRSZXF1ZXN0GiAuc3RhY2tzaGlmdC52MS5IZWFydGJlYXRSZXNwb25zZRJXCgxDb21wbGV0ZVN0ZXASIi5zdGFja3NoaWZ0LnYxLkNvbXBsZXRlU3RlcFJlcXVlc3QaIy5zdGFja3NoaWZ0LnYxLkNvbXBsZXRlU3RlcFJlc3BvbnNlElQKC0NvbXBsZXRlUnVuEiEuc3RhY2tzaGlmdC52MS5Db21wbGV0ZVJ1blJlcXVlc3QaIi5zdGFja3NoaWZ0LnYxLkNvbXBsZXRlUnVuUmVzcG9uc2USSAoHRmFpbFJ1bhIdLnN0YWNrc2hpZnQudjEuRmFpbFJ1blJlcXVlc3QaHi5zdGFja3NoaWZ0LnYxLkZhaWxSdW5SZXNwb25zZRJRCgpTdXNwZW5kUnVuEiAuc3RhY2tzaGlmdC52MS5TdXNwZW5kUnVuUmVxdWVzdBohLnN0YWNrc2hpZnQudjEuU3VzcGVuZFJ1blJlc3BvbnNlElEKCkFwcGVuZExvZ3MSIC5zdGFja3NoaWZ0LnYxLkFwcGVuZExvZ3NSZXF1ZXN0GiEuc3RhY2tzaGlmdC52MS5BcHBlbmRMb2dzUmVzcG9uc2VCSFpGZ2l0aHViLmNvbS9zdGFja3NoaWZ0L3N0YWNrc2hpZnQvc2RrLWdvL2dlbi9zdGFja3NoaWZ0L3YxO3N0YWNrc2hpZnR2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_stackshift_v1_common, file_stackshift_v1_observability]);
+  fileDesc("ChpzdGFja3NoaWZ0L3YxL3dvcmtlci5wcm90bxINc3RhY2tzaGlmdC52MSJJCgdKb2JTcGVjEgwKBG5hbWUYASABKAkSMAoNbGVhc2VfdGltZW91dBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKWAQoPUG9sbFRhc2tSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRIOCgZxdWV1ZXMYAiADKAkSJAoEam9icxgDIAMoCzIWLnN0YWNrc2hpZnQudjEuSm9iU3BlYxIRCgltYXhfdGFza3MYBCABKAUSJwoEd2FpdBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI2ChBQb2xsVGFza1Jlc3BvbnNlEiIKBXRhc2tzGAEgAygLMhMuc3RhY2tzaGlmdC52MS5UYXNrItgCCgRUYXNrEg4KBnJ1bl9pZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFcXVldWUYAyABKAkSDwoHcGF5bG9hZBgEIAEoDBIPCgdhdHRlbXB0GAUgASgFEhQKDG1heF9hdHRlbXB0cxgGIAEoBRITCgtsZWFzZV90b2tlbhgHIAEoCRIyCg5sZWFzZV9kZWFkbGluZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoNbGVhc2VfdGltZW91dBgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgdqb3VybmFsGAogAygLMhsuc3RhY2tzaGlmdC52MS5Kb3VybmFsRW50cnkSMgoOcnVuX2NyZWF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Jlc3VtZWQYDCABKAgiNwoQSGVhcnRiZWF0UmVxdWVzdBIOCgZydW5faWQYASABKAkSEwoLbGVhc2VfdG9rZW4YAiABKAkiYQoRSGVhcnRiZWF0UmVzcG9uc2USMgoObGVhc2VfZGVhZGxpbmUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYAiABKAgiwwEKE0NvbXBsZXRlU3RlcFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJEg8KB3N0ZXBfaWQYAyABKAkSEAoGb3V0cHV0GAQgASgMSAASKQoHZmFpbHVyZRgFIAEoCzIWLnN0YWNrc2hpZnQudjEuRmFpbHVyZUgAEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgkKB291dGNvbWUiMAoUQ29tcGxldGVTdGVwUmVzcG9uc2USGAoQYWxyZWFkeV9yZWNvcmRlZBgBIAEoCCJJChJDb21wbGV0ZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhMKC2xlYXNlX3Rva2VuGAIgASgJEg4KBnJlc3VsdBgDIAEoDCIVChNDb21wbGV0ZVJ1blJlc3BvbnNlIl4KDkZhaWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRITCgtsZWFzZV90b2tlbhgCIAEoCRInCgdmYWlsdXJlGAMgASgLMhYuc3RhY2tzaGlmdC52MS5GYWlsdXJlInAKD0ZhaWxSdW5SZXNwb25zZRIoCgZzdGF0dXMYASABKA4yGC5zdGFja3NoaWZ0LnYxLlJ1blN0YXR1cxIzCg9uZXh0X2F0dGVtcHRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqoCChFTdXNwZW5kUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSEwoLbGVhc2VfdG9rZW4YAiABKAkSDwoHc3RlcF9pZBgDIAEoCRIpCgVzbGVlcBgEIAEoCzIYLnN0YWNrc2hpZnQudjEuU2xlZXBXYWl0SAASKQoFZXZlbnQYBSABKAsyGC5zdGFja3NoaWZ0LnYxLkV2ZW50V2FpdEgAEikKBWNoaWxkGAYgASgLMhguc3RhY2tzaGlmdC52MS5DaGlsZFdhaXRIABIqCgNhbnkYByABKAsyGy5zdGFja3NoaWZ0LnYxLkNvbWJpbmVkV2FpdEgAEioKA2FsbBgIIAEoCzIbLnN0YWNrc2hpZnQudjEuQ29tYmluZWRXYWl0SABCBgoEd2FpdCJiCgxDb21iaW5lZFdhaXQSJgoFaXRlbXMYASADKAsyFy5zdGFja3NoaWZ0LnYxLldhaXRJdGVtEioKB3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iaQoIV2FpdEl0ZW0SKQoFc2xlZXAYASABKAsyGC5zdGFja3NoaWZ0LnYxLlNsZWVwV2FpdEgAEioKBWV2ZW50GAIgASgLMhkuc3RhY2tzaGlmdC52MS5FdmVudE1hdGNoSABCBgoEaXRlbSI5CgpFdmVudE1hdGNoEhIKCmV2ZW50X25hbWUYASABKAkSFwoPY29ycmVsYXRpb25fa2V5GAIgASgJImMKCVNsZWVwV2FpdBIrCghkdXJhdGlvbhgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIpCgV1bnRpbBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZAoJRXZlbnRXYWl0EhIKCmV2ZW50X25hbWUYASABKAkSFwoPY29ycmVsYXRpb25fa2V5GAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iOgoJQ2hpbGRXYWl0Ei0KCGNoaWxkcmVuGAEgAygLMhsuc3RhY2tzaGlmdC52MS5DaGlsZFJ1blNwZWMiygEKDENoaWxkUnVuU3BlYxILCgNqb2IYASABKAkSDwoHcGF5bG9hZBgCIAEoDBINCgVxdWV1ZRgDIAEoCRIwCgxyZXRyeV9wb2xpY3kYBCABKAsyGi5zdGFja3NoaWZ0LnYxLlJldHJ5UG9saWN5EjAKDWxlYXNlX3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEAoIcHJpb3JpdHkYBiABKAUSFwoPY29uY3VycmVuY3lfa2V5GAcgASgJIrQBChJTdXNwZW5kUnVuUmVzcG9uc2USLgoHb3V0Y29tZRgBIAEoDjIdLnN0YWNrc2hpZnQudjEuU3VzcGVuZE91dGNvbWUSKgoFZW50cnkYAiABKAsyGy5zdGFja3NoaWZ0LnYxLkpvdXJuYWxFbnRyeRIrCgd3YWtlX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1jaGlsZF9ydW5faWRzGAQgAygJImIKEUFwcGVuZExvZ3NSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRITCgtsZWFzZV90b2tlbhgCIAEoCRIoCgdlbnRyaWVzGAMgAygLMhcuc3RhY2tzaGlmdC52MS5Mb2dFbnRyeSI3ChJBcHBlbmRMb2dzUmVzcG9uc2USEAoIYWNjZXB0ZWQYASABKAUSDwoHZHJvcHBlZBgCIAEoBSI+ChJSZXBvcnRCYXRjaFJlcXVlc3QSKAoFaXRlbXMYASADKAsyGS5zdGFja3NoaWZ0LnYxLlJlcG9ydEl0ZW0iwQEKClJlcG9ydEl0ZW0SOwoNY29tcGxldGVfc3RlcBgBIAEoCzIiLnN0YWNrc2hpZnQudjEuQ29tcGxldGVTdGVwUmVxdWVzdEgAEjkKDGNvbXBsZXRlX3J1bhgCIAEoCzIhLnN0YWNrc2hpZnQudjEuQ29tcGxldGVSdW5SZXF1ZXN0SAASMQoIZmFpbF9ydW4YAyABKAsyHS5zdGFja3NoaWZ0LnYxLkZhaWxSdW5SZXF1ZXN0SABCCAoGcmVwb3J0IkMKE1JlcG9ydEJhdGNoUmVzcG9uc2USLAoHcmVzdWx0cxgBIAMoCzIbLnN0YWNrc2hpZnQudjEuUmVwb3J0UmVzdWx0IvMBCgxSZXBvcnRSZXN1bHQSPAoNY29tcGxldGVfc3RlcBgBIAEoCzIjLnN0YWNrc2hpZnQudjEuQ29tcGxldGVTdGVwUmVzcG9uc2VIABI6Cgxjb21wbGV0ZV9ydW4YAiABKAsyIi5zdGFja3NoaWZ0LnYxLkNvbXBsZXRlUnVuUmVzcG9uc2VIABIyCghmYWlsX3J1bhgDIAEoCzIeLnN0YWNrc2hpZnQudjEuRmFpbFJ1blJlc3BvbnNlSAASKwoFZXJyb3IYBCABKAsyGi5zdGFja3NoaWZ0LnYxLlJlcG9ydEVycm9ySABCCAoGcmVzdWx0IjwKC1JlcG9ydEVycm9yEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCRIOCgZyZWFzb24YAyABKAkqbwoOU3VzcGVuZE91dGNvbWUSHwobU1VTUEVORF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASHQoZU1VTUEVORF9PVVRDT01FX1NBVElTRklFRBABEh0KGVNVU1BFTkRfT1VUQ09NRV9TVVNQRU5ERUQQAjKhBQoNV29ya2VyU2VydmljZRJLCghQb2xsVGFzaxIeLnN0YWNrc2hpZnQudjEuUG9sbFRhc2tSZXF1ZXN0Gh8uc3RhY2tzaGlmdC52MS5Qb2xsVGFza1Jlc3BvbnNlEk4KCUhlYXJ0YmVhdBIfLnN0YWNrc2hpZnQudjEuSGVhcnRiZWF0UmVxdWVzdBogLnN0YWNrc2hpZnQudjEuSGVhcnRiZWF0UmVzcG9uc2USVwoMQ29tcGxldGVTdGVwEiIuc3RhY2tzaGlmdC52MS5Db21wbGV0ZVN0ZXBSZXF1ZXN0GiMuc3RhY2tzaGlmdC52MS5Db21wbGV0ZVN0ZXBSZXNwb25zZRJUCgtDb21wbGV0ZVJ1bhIhLnN0YWNrc2hpZnQudjEuQ29tcGxldGVSdW5SZXF1ZXN0GiIuc3RhY2tzaGlmdC52MS5Db21wbGV0ZVJ1blJlc3BvbnNlEkgKB0ZhaWxSdW4SHS5zdGFja3NoaWZ0LnYxLkZhaWxSdW5SZXF1ZXN0Gh4uc3RhY2tzaGlmdC52MS5GYWlsUnVuUmVzcG9uc2USUQoKU3VzcGVuZFJ1bhIgLnN0YWNrc2hpZnQudjEuU3VzcGVuZFJ1blJlcXVlc3QaIS5zdGFja3NoaWZ0LnYxLlN1c3BlbmRSdW5SZXNwb25zZRJRCgpBcHBlbmRMb2dzEiAuc3RhY2tzaGlmdC52MS5BcHBlbmRMb2dzUmVxdWVzdBohLnN0YWNrc2hpZnQudjEuQXBwZW5kTG9nc1Jlc3BvbnNlElQKC1JlcG9ydEJhdGNoEiEuc3RhY2tzaGlmdC52MS5SZXBvcnRCYXRjaFJlcXVlc3QaIi5zdGFja3NoaWZ0LnYxLlJlcG9ydEJhdGNoUmVzcG9uc2VCSFpGZ2l0aHViLmNvbS9zdGFja3NoaWZ0L3N0YWNrc2hpZnQvc2RrLWdvL2dlbi9zdGFja3NoaWZ0L3YxO3N0YWNrc2hpZnR2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_stackshift_v1_common, file_stackshift_v1_observability]);
 
 /**
  * JobSpec declares a job that a worker can execute.
@@ -914,6 +914,182 @@ export const AppendLogsResponseSchema: GenMessage<AppendLogsResponse> = /*@__PUR
   messageDesc(file_stackshift_v1_worker, 22);
 
 /**
+ * ReportBatchRequest carries the reports of one batch.
+ *
+ * @generated from message stackshift.v1.ReportBatchRequest
+ */
+export type ReportBatchRequest = Message<"stackshift.v1.ReportBatchRequest"> & {
+  /**
+   * The reports, 1 to 1,000; their order is the order of the answers.
+   *
+   * @generated from field: repeated stackshift.v1.ReportItem items = 1;
+   */
+  items: ReportItem[];
+};
+
+/**
+ * Describes the message stackshift.v1.ReportBatchRequest.
+ * Use `create(ReportBatchRequestSchema)` to create a new message.
+ */
+export const ReportBatchRequestSchema: GenMessage<ReportBatchRequest> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 23);
+
+/**
+ * ReportItem is one report of a batch. Set exactly one field.
+ *
+ * @generated from message stackshift.v1.ReportItem
+ */
+export type ReportItem = Message<"stackshift.v1.ReportItem"> & {
+  /**
+   * The report.
+   *
+   * @generated from oneof stackshift.v1.ReportItem.report
+   */
+  report: {
+    /**
+     * A step result, as `CompleteStep` takes it.
+     *
+     * @generated from field: stackshift.v1.CompleteStepRequest complete_step = 1;
+     */
+    value: CompleteStepRequest;
+    case: "completeStep";
+  } | {
+    /**
+     * A run result, as `CompleteRun` takes it.
+     *
+     * @generated from field: stackshift.v1.CompleteRunRequest complete_run = 2;
+     */
+    value: CompleteRunRequest;
+    case: "completeRun";
+  } | {
+    /**
+     * A failed attempt, as `FailRun` takes it.
+     *
+     * @generated from field: stackshift.v1.FailRunRequest fail_run = 3;
+     */
+    value: FailRunRequest;
+    case: "failRun";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message stackshift.v1.ReportItem.
+ * Use `create(ReportItemSchema)` to create a new message.
+ */
+export const ReportItemSchema: GenMessage<ReportItem> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 24);
+
+/**
+ * ReportBatchResponse answers every item of the batch, in the order of the request.
+ *
+ * @generated from message stackshift.v1.ReportBatchResponse
+ */
+export type ReportBatchResponse = Message<"stackshift.v1.ReportBatchResponse"> & {
+  /**
+   * One answer per item.
+   *
+   * @generated from field: repeated stackshift.v1.ReportResult results = 1;
+   */
+  results: ReportResult[];
+};
+
+/**
+ * Describes the message stackshift.v1.ReportBatchResponse.
+ * Use `create(ReportBatchResponseSchema)` to create a new message.
+ */
+export const ReportBatchResponseSchema: GenMessage<ReportBatchResponse> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 25);
+
+/**
+ * ReportResult is the answer to one item: the single RPC's response or its error.
+ *
+ * @generated from message stackshift.v1.ReportResult
+ */
+export type ReportResult = Message<"stackshift.v1.ReportResult"> & {
+  /**
+   * The answer.
+   *
+   * @generated from oneof stackshift.v1.ReportResult.result
+   */
+  result: {
+    /**
+     * The answer to a `complete_step` item.
+     *
+     * @generated from field: stackshift.v1.CompleteStepResponse complete_step = 1;
+     */
+    value: CompleteStepResponse;
+    case: "completeStep";
+  } | {
+    /**
+     * The answer to a `complete_run` item.
+     *
+     * @generated from field: stackshift.v1.CompleteRunResponse complete_run = 2;
+     */
+    value: CompleteRunResponse;
+    case: "completeRun";
+  } | {
+    /**
+     * The answer to a `fail_run` item.
+     *
+     * @generated from field: stackshift.v1.FailRunResponse fail_run = 3;
+     */
+    value: FailRunResponse;
+    case: "failRun";
+  } | {
+    /**
+     * The error the single RPC would have answered; nothing was recorded for the item.
+     *
+     * @generated from field: stackshift.v1.ReportError error = 4;
+     */
+    value: ReportError;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message stackshift.v1.ReportResult.
+ * Use `create(ReportResultSchema)` to create a new message.
+ */
+export const ReportResultSchema: GenMessage<ReportResult> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 26);
+
+/**
+ * ReportError is a per-item error, as a gRPC status.
+ *
+ * @generated from message stackshift.v1.ReportError
+ */
+export type ReportError = Message<"stackshift.v1.ReportError"> & {
+  /**
+   * The gRPC status code (the numbers of `google.rpc.Code`, e.g. 9 = FAILED_PRECONDITION).
+   *
+   * @generated from field: int32 code = 1;
+   */
+  code: number;
+
+  /**
+   * The status message, as the single RPC would have returned it.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * The `stackshift-error-reason` trailing metadata the single RPC would have carried (e.g.
+   * `STEP_LIMIT`); empty when it carries none.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message stackshift.v1.ReportError.
+ * Use `create(ReportErrorSchema)` to create a new message.
+ */
+export const ReportErrorSchema: GenMessage<ReportError> = /*@__PURE__*/
+  messageDesc(file_stackshift_v1_worker, 27);
+
+/**
  * SuspendOutcome says whether the worker continues or stops.
  *
  * @generated from enum stackshift.v1.SuspendOutcome
@@ -1037,6 +1213,20 @@ export const WorkerService: GenService<{
     methodKind: "unary";
     input: typeof AppendLogsRequestSchema;
     output: typeof AppendLogsResponseSchema;
+  },
+  /**
+   * ReportBatch carries several step results and run outcomes in one call (at most 1,000
+   * items). The items are independent: each is validated and applied exactly as its single
+   * RPC (CompleteStep, CompleteRun, FailRun) would be, concurrently, and answered in the same
+   * order with that RPC's response or its error. A bad item never fails its neighbours. An
+   * empty batch or one over the limit answers INVALID_ARGUMENT for the whole call.
+   *
+   * @generated from rpc stackshift.v1.WorkerService.ReportBatch
+   */
+  reportBatch: {
+    methodKind: "unary";
+    input: typeof ReportBatchRequestSchema;
+    output: typeof ReportBatchResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_stackshift_v1_worker, 0);
