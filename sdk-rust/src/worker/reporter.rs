@@ -4,12 +4,13 @@
 //! Batching is natural, with no timer: a report submitted while fewer than
 //! [`MAX_IN_FLIGHT`] calls are in flight is sent at once; reports submitted while the calls
 //! are busy wait and all go out together in the next call (at most [`MAX_ITEMS`] reports
-//! and about [`MAX_BATCH_BYTES`] per call). At low load every report travels alone, as fast
-//! as a single RPC; under load one call carries many, and the server applies them in one
-//! group commit. Each submitter awaits its own item's answer, which is exactly what the
-//! single RPC would have answered, so callers keep their retry and error handling (see
-//! [`super::lease::write`]): a failure of the whole call (e.g. `UNAVAILABLE`) answers each
-//! item with that status, and each caller retries its own report.
+//! and at most [`MAX_BATCH_BYTES`] of encoded reports per call, unless one report alone is
+//! larger). At low load every report travels alone, as fast as a single RPC; under load
+//! one call carries many, and the server applies them in one group commit. Each submitter
+//! awaits its own item's answer, which is exactly what the single RPC would have answered,
+//! so callers keep their retry and error handling (see [`super::lease::write`]): a failure
+//! of the whole call (e.g. `UNAVAILABLE`) answers each item with that status, and each
+//! caller retries its own report.
 //!
 //! A server without `ReportBatch` answers `UNIMPLEMENTED`: the reporter then sends that
 //! batch and every later report with the single RPCs (`CompleteStep`, `CompleteRun`,
@@ -124,22 +125,46 @@ impl Reporter {
 /// one call.
 async fn gather(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut carry = None;
     loop {
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
-        let Some(first) = rx.recv().await else {
-            return;
+        let first = match carry.take() {
+            Some(first) => first,
+            None => match rx.recv().await {
+                Some(first) => first,
+                None => return,
+            },
         };
-        let mut bytes = first.report.encoded_len_of();
-        let mut batch = vec![first];
-        while batch.len() < MAX_ITEMS && bytes < MAX_BATCH_BYTES {
-            let Ok(next) = rx.try_recv() else { break };
-            bytes += next.report.encoded_len_of();
-            batch.push(next);
-        }
+        let (batch, rest) = take_batch(first, &mut rx, |p| p.report.encoded_len_of());
+        carry = rest;
         tokio::spawn(send(Arc::clone(&shared), batch, permit));
     }
+}
+
+/// One call's worth of reports: `first`, then what is already waiting in `rx`, stopping
+/// at [`MAX_ITEMS`] or before a report that would take the call past [`MAX_BATCH_BYTES`].
+/// That report is returned to open the next call, so a call never exceeds the byte bound
+/// unless it holds a single report (which then travels alone, as its single RPC would):
+/// an oversized report cannot make its neighbours' call fail.
+fn take_batch<T>(
+    first: T,
+    rx: &mut mpsc::UnboundedReceiver<T>,
+    size: impl Fn(&T) -> usize,
+) -> (Vec<T>, Option<T>) {
+    let mut bytes = size(&first);
+    let mut batch = vec![first];
+    while batch.len() < MAX_ITEMS {
+        let Ok(next) = rx.try_recv() else { break };
+        let len = size(&next);
+        if bytes + len > MAX_BATCH_BYTES {
+            return (batch, Some(next));
+        }
+        bytes += len;
+        batch.push(next);
+    }
+    (batch, None)
 }
 
 /// Sends one batch and hands each answer to its submitter.
@@ -260,5 +285,57 @@ impl EncodedLen for Report {
             Report::CompleteRun(r) => r.encoded_len(),
             Report::FailRun(r) => r.encoded_len(),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn queued(sizes: &[usize]) -> mpsc::UnboundedReceiver<usize> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for s in sizes {
+            tx.send(*s).unwrap();
+        }
+        rx
+    }
+
+    #[test]
+    fn takes_everything_waiting_within_the_bounds() {
+        let mut rx = queued(&[10, 20, 30]);
+        let (batch, rest) = take_batch(5, &mut rx, |s| *s);
+        assert_eq!(batch, vec![5, 10, 20, 30]);
+        assert!(rest.is_none());
+    }
+
+    #[test]
+    fn stops_at_the_item_limit() {
+        let mut rx = queued(&vec![1; MAX_ITEMS + 5]);
+        let (batch, rest) = take_batch(1, &mut rx, |s| *s);
+        assert_eq!(batch.len(), MAX_ITEMS);
+        assert!(rest.is_none());
+        assert_eq!(rx.len(), 6);
+    }
+
+    #[test]
+    fn a_report_that_would_overflow_opens_the_next_call() {
+        let half = MAX_BATCH_BYTES / 2;
+        let mut rx = queued(&[half, MAX_BATCH_BYTES * 3, 7]);
+        let (batch, rest) = take_batch(10, &mut rx, |s| *s);
+        assert_eq!(batch, vec![10, half]);
+        assert_eq!(rest, Some(MAX_BATCH_BYTES * 3));
+        // The oversized report then travels alone; what follows it waits for the next call.
+        let (batch, rest) = take_batch(rest.unwrap(), &mut rx, |s| *s);
+        assert_eq!(batch, vec![MAX_BATCH_BYTES * 3]);
+        assert_eq!(rest, Some(7));
+    }
+
+    #[test]
+    fn a_call_fills_up_to_the_byte_bound_exactly() {
+        let mut rx = queued(&[MAX_BATCH_BYTES - 10, 1]);
+        let (batch, rest) = take_batch(10, &mut rx, |s| *s);
+        assert_eq!(batch, vec![10, MAX_BATCH_BYTES - 10]);
+        assert_eq!(rest, Some(1));
     }
 }
