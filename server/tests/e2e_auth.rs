@@ -12,10 +12,7 @@ use tonic::Code;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_and_namespace_isolation() {
     let mut s = TestServer::start(Db::Sqlite).await.unwrap();
-    let key_a = s
-        .subcommand(&["keys", "create", "--namespace", "team-a"])
-        .trim()
-        .to_owned();
+    let key_a = s.create_key("team-a");
     let key_b = s
         .subcommand(&["keys", "create", "--namespace", "team-b", "--name", "b"])
         .trim()

@@ -648,14 +648,8 @@ both_stores!(bad_input_is_rejected_and_nothing_is_stored);
 async fn events_are_isolated_by_namespace() {
     use support::with_key;
     let mut s = TestServer::start(Db::Sqlite).await.unwrap();
-    let key_a = s
-        .subcommand(&["keys", "create", "--namespace", "team-a"])
-        .trim()
-        .to_owned();
-    let key_b = s
-        .subcommand(&["keys", "create", "--namespace", "team-b"])
-        .trim()
-        .to_owned();
+    let key_a = s.create_key("team-a");
+    let key_b = s.create_key("team-b");
     s.restart();
     let run = s
         .jobs()

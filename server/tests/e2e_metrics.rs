@@ -198,10 +198,7 @@ async fn canary_secrets_never_leak() {
     let s = TestServer::start_with(Db::Sqlite, &["--metrics-listen", "127.0.0.1:0"])
         .await
         .unwrap();
-    let key = s
-        .subcommand(&["keys", "create", "--namespace", "canary"])
-        .trim()
-        .to_owned();
+    let key = s.create_key("canary");
     let payload_canary = "CANARY-PAYLOAD-4f1d9e";
     let mut jobs = s.jobs().await;
     let mut w = s.worker().await;

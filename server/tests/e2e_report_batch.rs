@@ -12,8 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use stackshift::{ClientOptions, JobContext, StackShift, StartOptions, Worker};
 use stackshift_proto::v1 as pb;
-use support::{Db, TestServer, metrics_addr, ms, poll_req, start_req, with_key};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{Db, TestServer, metrics_addr, ms, poll_req, scrape_metrics, start_req, with_key};
 use tonic::Code;
 
 use pb::report_item::Report;
@@ -323,14 +322,8 @@ both_stores!(item_cap_and_empty_batch);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_scoping_like_single_rpcs() {
     let mut s = TestServer::start(Db::Sqlite).await.unwrap();
-    let key_a = s
-        .subcommand(&["keys", "create", "--namespace", "team-a"])
-        .trim()
-        .to_owned();
-    let key_b = s
-        .subcommand(&["keys", "create", "--namespace", "team-b"])
-        .trim()
-        .to_owned();
+    let key_a = s.create_key("team-a");
+    let key_b = s.create_key("team-b");
     s.restart();
     let run = start(&s, "rb-ns", None, Some(&key_a)).await;
     let t = poll(&s, "rb-ns", Some(&key_a)).await;
@@ -378,17 +371,11 @@ async fn namespace_scoping_like_single_rpcs() {
     assert_eq!(got.status, pb::RunStatus::Completed as i32);
 }
 
-/// Scrapes one counter from `/metrics`.
+/// One counter from `/metrics`.
 async fn counter(addr: &str, name: &str) -> f64 {
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    conn.read_to_string(&mut buf).await.unwrap();
-    buf.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{buf}"))
+    let all = scrape_metrics(addr).await;
+    *all.get(name)
+        .unwrap_or_else(|| panic!("no {name} in /metrics: {all:?}"))
 }
 
 /// Concurrent handlers of one Rust SDK worker share `ReportBatch` calls, and every run

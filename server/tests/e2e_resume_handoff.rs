@@ -8,37 +8,17 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use stackshift_proto::v1 as pb;
 use stackshift_proto::v1::events_service_client::EventsServiceClient;
 use stackshift_proto::v1::worker_service_client::WorkerServiceClient;
-use support::{Db, TestServer, metrics_addr, ms, poll_req, start_req};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Scrapes `/metrics` into `name{labels}` -> value.
-async fn metrics(addr: &str) -> HashMap<String, f64> {
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    conn.read_to_string(&mut buf).await.unwrap();
-    let (_, body) = buf.split_once("\r\n\r\n").unwrap();
-    body.lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (k, v) = l.rsplit_once(' ').unwrap();
-            (k.to_owned(), v.parse().unwrap())
-        })
-        .collect()
-}
+use support::{Db, TestServer, metrics_addr, ms, poll_req, scrape_metrics, start_req};
 
 /// Durable commits so far.
 async fn commits(addr: &str) -> f64 {
-    metrics(addr).await["stackshift_commit_batch_size_count"]
+    scrape_metrics(addr).await["stackshift_commit_batch_size_count"]
 }
 
 /// Waits until `n` long-polls are open and no commit happened for a while (the polls
@@ -47,7 +27,7 @@ async fn settle(addr: &str, n: f64) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = -1.0;
     loop {
-        let m = metrics(addr).await;
+        let m = scrape_metrics(addr).await;
         let c = m["stackshift_commit_batch_size_count"];
         if m["stackshift_open_long_polls"] == n && c == last {
             return c;

@@ -475,10 +475,7 @@ async fn api_key_and_idempotent_start(db: Db) {
     let Some(mut s) = TestServer::start(db).await else {
         return;
     };
-    let key = s
-        .subcommand(&["keys", "create", "--namespace", "sdk"])
-        .trim()
-        .to_owned();
+    let key = s.create_key("sdk");
     s.restart(); // the running server would notice the new key only within seconds
     let keyed = StackShift::new(ClientOptions::new(s.endpoint()).api_key(&key)).unwrap();
     let anonymous = client(&s);

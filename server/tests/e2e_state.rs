@@ -237,14 +237,8 @@ async fn namespace_isolation(db: Db) {
     let Some(mut s) = TestServer::start(db).await else {
         return;
     };
-    let key_a = s
-        .subcommand(&["keys", "create", "--namespace", "team-a"])
-        .trim()
-        .to_owned();
-    let key_b = s
-        .subcommand(&["keys", "create", "--namespace", "team-b"])
-        .trim()
-        .to_owned();
+    let key_a = s.create_key("team-a");
+    let key_b = s.create_key("team-b");
     s.restart();
     let with = |k: &str| {
         StackShift::new(ClientOptions::new(s.endpoint()).api_key(k))

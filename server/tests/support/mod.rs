@@ -167,6 +167,14 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Creates an API key for `namespace` with the CLI and returns it. The running server
+    /// notices a new key only within seconds: `restart` before using it at once.
+    pub fn create_key(&self, namespace: &str) -> String {
+        self.subcommand(&["keys", "create", "--namespace", namespace])
+            .trim()
+            .to_owned()
+    }
+
     /// A raw `JobsService` client.
     pub async fn jobs(&self) -> JobsServiceClient<Channel> {
         JobsServiceClient::new(self.channel().await)
@@ -289,4 +297,23 @@ pub async fn metrics_addr(s: &TestServer) -> String {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("no metrics listener in the log:\n{}", s.log());
+}
+
+/// Scrapes `/metrics` at `addr` into `name{labels}` -> value.
+pub async fn scrape_metrics(addr: &str) -> std::collections::HashMap<String, f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    conn.read_to_string(&mut buf).await.unwrap();
+    let (_, body) = buf.split_once("\r\n\r\n").unwrap();
+    body.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_owned(), v.parse().unwrap())
+        })
+        .collect()
 }
