@@ -149,6 +149,24 @@ pub(super) fn ns(label: &str) -> String {
     )
 }
 
+/// `b`'s wakeup listener (PostgreSQL), once it says it is connected (with its resync
+/// wakeup), so that every later notification reaches it.
+pub(super) async fn listening(
+    b: &SqlStore,
+) -> tokio::sync::mpsc::UnboundedReceiver<crate::engine::store::Wakeup> {
+    use crate::engine::store::RunStore as _;
+    let mut rx = b.subscribe().expect("PostgreSQL stores publish wakeups");
+    loop {
+        let w = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the listener connects")
+            .expect("the listener runs");
+        if w == crate::engine::store::Wakeup::TimerAt(0) {
+            return rx;
+        }
+    }
+}
+
 #[tokio::test]
 async fn sqlite_store_contract() {
     let dir = tempfile::tempdir().unwrap();

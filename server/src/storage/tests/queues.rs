@@ -548,7 +548,7 @@ pub async fn completions_announce_capacity(
     use std::sync::atomic::Ordering::Relaxed;
     use std::time::Duration;
 
-    use crate::engine::store::{RunStore, Wakeup};
+    use crate::engine::store::Wakeup;
 
     let store: Arc<dyn Store> = Arc::new(a.clone());
     let ns = ns("qcap-announce");
@@ -571,17 +571,7 @@ pub async fn completions_announce_capacity(
     .await
     .tasks;
     assert_eq!(tasks.len(), 12);
-    let mut rx = b.subscribe().expect("PostgreSQL stores publish wakeups");
-    // The listener says it is connected with a resync wakeup.
-    loop {
-        let w = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .expect("the listener connects")
-            .expect("the listener runs");
-        if w == Wakeup::TimerAt(0) {
-            break;
-        }
-    }
+    let mut rx = super::listening(b).await;
     let commits = a.writer.stats().commits.load(Relaxed);
     let done = futures::future::join_all(
         tasks

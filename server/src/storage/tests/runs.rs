@@ -366,24 +366,14 @@ pub async fn batched_starts_wake_other_replicas(
     use std::collections::BTreeSet;
     use std::time::Duration;
 
-    use crate::engine::store::{RunStore, Wakeup};
+    use crate::engine::store::Wakeup;
 
     let store: Arc<dyn Store> = Arc::new(a.clone());
     let ns = ns("starts-wake");
     let now = 7_000_000;
     // Queue `q` is known (committed) on `a` before the batch: its starts are plain.
     let first = start(&store, new_run(&ns, "seed", "q", now)).await;
-    let mut rx = b.subscribe().expect("PostgreSQL stores publish wakeups");
-    // The listener says it is connected with a resync wakeup.
-    loop {
-        let w = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .expect("the listener connects")
-            .expect("the listener runs");
-        if w == Wakeup::TimerAt(0) {
-            break;
-        }
-    }
+    let mut rx = super::listening(b).await;
     for (round, conflict) in [("batched", false), ("fallback", true)] {
         let due = |i: i64| now + 60_000 + i + if conflict { 1_000 } else { 0 };
         let mut starts = Vec::new();
