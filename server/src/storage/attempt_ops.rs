@@ -193,7 +193,7 @@ fn attempts_update(
         worker = param(backend, 0),
         now = param(backend, 1),
         status = param(backend, 2),
-        queued = param(backend, 3),
+        queued = status_filter(backend, 3, RunStatus::Queued),
         tuples = tuples.join(", "),
     );
     super::placeholders::statement(backend, sql, values)
@@ -205,6 +205,24 @@ pub(super) fn param(backend: DbBackend, i: usize) -> String {
     match backend {
         DbBackend::Postgres => format!("${}", i + 1),
         _ => format!("?{}", i + 1),
+    }
+}
+
+/// The value a batched statement's `WHERE runs.status = ...` compares with: the `i`-th bound
+/// value on PostgreSQL ([`param`]), the literal `'<status>'` on SQLite (`status` is one of
+/// the fixed status names, never input). SQLite marks a bound value that its planner
+/// compared with a partial index's `WHERE status = '...'` (`idx_runs_ready`,
+/// `idx_runs_running`) as plan-relevant and re-prepares the statement on the next step after
+/// that value is bound again, i.e. on every execution of a cached statement; and once such
+/// a value sits at position 32 or later (after the VALUES list of a batch of 7 rows or
+/// more), binding any of those positions does. A batched statement was thus re-parsed,
+/// VALUES list included, on every call (`sqlite3Reprepare`, 14 % of the server's samples in
+/// `throughput`, docs/performance.md "Round 5: per-item work"). The literal gives the same
+/// plan (the planner saw the same value) without the re-preparation.
+pub(super) fn status_filter(backend: DbBackend, i: usize, status: RunStatus) -> String {
+    match backend {
+        DbBackend::Postgres => param(backend, i),
+        _ => format!("'{}'", status.as_str()),
     }
 }
 

@@ -20,7 +20,7 @@ use crate::engine::EngineResult;
 use crate::engine::model::{LeaseRef, RunRecord, RunStatus};
 use crate::engine::obs_model::TimelineKind;
 
-use super::attempt_ops::param;
+use super::attempt_ops::{param, status_filter};
 use super::convert::run_from_model;
 use super::entities::{runs, state_locks as locks};
 use super::timeline_ops::{self, Entry};
@@ -144,7 +144,7 @@ fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> Statement
          AND runs.lease_expires_at > v.column5 \
          RETURNING {returning}",
         completed = param(backend, 0),
-        running = param(backend, 1),
+        running = status_filter(backend, 1, RunStatus::Running),
         tuples = tuples.join(", "),
         returning = returning_runs(backend),
     );

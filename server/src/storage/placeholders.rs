@@ -86,6 +86,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn status_filter_is_a_literal_on_sqlite_and_a_parameter_on_postgres() {
+        use super::super::attempt_ops::status_filter;
+        use crate::engine::model::RunStatus;
+        let sql = |backend| {
+            format!(
+                "UPDATE runs SET status = ?1 WHERE id = ?3 AND status = {}",
+                status_filter(backend, 1, RunStatus::Running)
+            )
+        };
+        let values = vec![
+            Value::from("completed".to_owned()),
+            Value::from("running".to_owned()),
+            Value::from("r1".to_owned()),
+        ];
+        // SQLite: no bound value for the planner to compare with the partial indexes.
+        let s = statement(DbBackend::Sqlite, sql(DbBackend::Sqlite), values);
+        assert_eq!(
+            s.sql,
+            "UPDATE runs SET status = ? WHERE id = ? AND status = 'running'"
+        );
+        assert_eq!(
+            s.values.map(|v| v.0),
+            Some(vec![
+                Value::from("completed".to_owned()),
+                Value::from("r1".to_owned())
+            ])
+        );
+        assert_eq!(
+            status_filter(DbBackend::Postgres, 1, RunStatus::Running),
+            "$2"
+        );
+    }
+
+    #[test]
     fn numbered_become_anonymous_in_order_of_appearance() {
         let (sql, values) = anonymous(
             "UPDATE t SET a = ?3, b = 'x?1' FROM (VALUES (?1, ?2), (?4, ?2)) WHERE c = ?3",

@@ -48,7 +48,13 @@ pub fn queue_from_model(m: queues::Model) -> QueueRecord {
     }
 }
 
-/// Reads a queue row.
+/// Reads a queue row (every start reads its queue's retry defaults through this).
+///
+/// Without `LIMIT`: the key matches at most one row, and `.one()` would add a bound
+/// `LIMIT ?`, which SQLite's planner reads (since 3.47), marking the statement to be
+/// re-prepared whenever the value is bound again, i.e. on every execution of the cached
+/// statement (`sqlite3Reprepare` in the `throughput` profile, docs/performance.md "Round 5:
+/// per-item work").
 pub async fn find<C: ConnectionTrait>(
     c: &C,
     namespace: &str,
@@ -56,8 +62,10 @@ pub async fn find<C: ConnectionTrait>(
 ) -> EngineResult<Option<queues::Model>> {
     Ok(
         queues::Entity::find_by_id((namespace.to_owned(), name.to_owned()))
-            .one(c)
-            .await?,
+            .all(c)
+            .await?
+            .into_iter()
+            .next(),
     )
 }
 
