@@ -27,7 +27,6 @@ impl Probe {
             let tx = tx.clone();
             b.job("probe", move |ctx: JobContext<u64>| {
                 let now = Instant::now();
-                stackshift::lat_trace("H");
                 let _ = tx.send((ctx.payload, now));
                 async move { anyhow::Ok(()) }
             })
@@ -44,7 +43,6 @@ impl Probe {
         let mut out = Vec::with_capacity(samples);
         for i in 0..(samples + 20) as u64 {
             let t = Instant::now();
-            stackshift::lat_trace("B0");
             self.client
                 .start("probe", i, StartOptions::new().queue_name("bench"))
                 .await?;

@@ -82,7 +82,6 @@ pub(crate) async fn run(config: PollConfig, env: Arc<TaskEnv>, shutdown: Cancell
         let delay = match answer {
             Ok(response) => {
                 let tasks = response.into_inner().tasks;
-                crate::lat_trace(&format!("P0 {}", tasks.len()));
                 if std::mem::take(&mut unreachable) {
                     tracing::info!("polling again");
                 }

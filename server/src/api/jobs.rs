@@ -62,7 +62,6 @@ impl JobsService for JobsApi {
         &self,
         req: Request<pb::StartRunRequest>,
     ) -> Result<Response<pb::StartRunResponse>, Status> {
-        crate::lat_trace("S0");
         let ns = self.0.namespace(req.metadata()).await?;
         let r = req.into_inner();
         let input = StartRunInput {

@@ -22,7 +22,6 @@ impl WorkerApi {
         ns: &str,
         r: pb::ReportBatchRequest,
     ) -> Result<pb::ReportBatchResponse, Status> {
-        crate::lat_trace("R0");
         if r.items.is_empty() {
             return Err(Status::invalid_argument(
                 "items is empty: send at least one report",

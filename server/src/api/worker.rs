@@ -22,7 +22,6 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::PollTaskRequest>,
     ) -> Result<Response<pb::PollTaskResponse>, Status> {
-        crate::lat_trace("PIN");
         let ns = self.0.namespace(req.metadata()).await?;
         let (metadata, _, r) = req.into_parts();
         let input = PollInput {
@@ -34,7 +33,6 @@ impl WorkerService for WorkerApi {
         };
         let poll = async { Ok(self.0.engine.poll(&ns, input).await?) };
         let tasks = self.0.until_revoked(&metadata, poll).await?;
-        crate::lat_trace(&format!("POUT {}", tasks.len()));
         Ok(Response::new(pb::PollTaskResponse {
             tasks: tasks.iter().map(task_to_pb).collect(),
         }))

@@ -29,7 +29,6 @@ impl Engine {
             .await?;
         // A poll parked on this queue and job claims in the start's own transaction: the
         // run reaches a handler after one commit instead of two.
-        crate::lat_trace("S1");
         let handoff = (new.available_at <= now)
             .then(|| self.dispatcher.reserve(namespace, &new.queue, &new.job))
             .flatten();
@@ -47,7 +46,6 @@ impl Engine {
                 }
             }
         };
-        crate::lat_trace(if handed.is_some() { "S2h" } else { "S2" });
         let mut taken = false;
         if let Some((tx, tasks)) = handed {
             let run_id = match &outcome {
@@ -60,7 +58,6 @@ impl Engine {
                 self.orphaned(namespace, tasks);
             }
         }
-        crate::lat_trace("S3");
         if let StartOutcome::Created(run) = &outcome {
             if taken {
                 self.metrics

@@ -2,12 +2,12 @@
 //! ... FROM (VALUES ...) RETURNING` per [`CHUNK`] completions (guarded by the lease exactly
 //! as `run_ops::complete_run`; it also counts each run's `completed` timeline entry in
 //! `timeline_count`, and tells for each run whether it holds a state lock still in force
-//! at the completion's time), then one `UPDATE attempts ... FROM (VALUES ...)` ending
-//! their attempts; lock releases and parent wakeups run per completion only where needed. A completion the update did not apply (stale or expired
-//! lease, a resent completion, a cancelled run) goes through `run_ops::complete_run` on
-//! its own, which answers the precise outcome. On PostgreSQL the writer then announces the
-//! capacity the batch's completions released, once per limited queue
-//! (`queue_store::publish_released`).
+//! at the chunk's earliest completion time), then one `UPDATE attempts ... FROM (VALUES
+//! ...)` ending their attempts; lock releases and parent wakeups run per completion only
+//! where needed. A completion the update did not apply (stale or expired lease, a resent
+//! completion, a cancelled run) goes through `run_ops::complete_run` on its own, which
+//! answers the precise outcome. On PostgreSQL the writer then announces the capacity the
+//! batch's completions released, once per limited queue (`queue_store::publish_released`).
 
 use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
 
@@ -91,9 +91,14 @@ fn holds(lease: &LeaseRef, run: &RunRecord) -> bool {
 
 fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> Statement {
     let backend = c.get_database_backend();
+    // Locks still held at the earliest `now` of the chunk (a superset: each release checks
+    // its own instant again). RETURNING sees only the updated table on SQLite, so the
+    // instant is bound rather than taken from `v`.
+    let earliest = chunk.iter().map(|w| w.now).min().unwrap_or(0);
     let mut values: Vec<Value> = vec![
         Value::from(RunStatus::Completed.as_str().to_owned()),
         Value::from(RunStatus::Running.as_str().to_owned()),
+        Value::from(earliest),
     ];
     let mut tuples = Vec::with_capacity(chunk.len());
     for w in chunk {
@@ -122,9 +127,10 @@ fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> Statement
          AND runs.lease_token = v.column3 AND runs.status = {running} \
          AND runs.lease_expires_at > v.column5 \
          RETURNING {returning}, EXISTS (SELECT 1 FROM state_locks l \
-           WHERE l.holder_run_id = runs.id AND l.expires_at > v.column5) AS holds_locks",
+           WHERE l.holder_run_id = runs.id AND l.expires_at > {earliest}) AS holds_locks",
         completed = param(backend, 0),
         running = param(backend, 1),
+        earliest = param(backend, 2),
         tuples = tuples.join(", "),
         returning = returning_runs(backend),
     );

@@ -6,6 +6,8 @@
 //! one guarded `SELECT` of the known runs by id, then the attempts' `UPDATE ... FROM
 //! (VALUES ...)` and the `attempts` insert of `attempt_ops` (on SQLite without a savepoint
 //! of its own). In every other case it falls back to the general claim, in a savepoint.
+//! A start does not even insert its run queued first: [`insert_claimed`] writes it already
+//! running with one guarded `INSERT ... SELECT` (the same guard, in the statement).
 //!
 //! The guard (all in the one `SELECT`), under which the general claim's outcome is the
 //! same tasks:

@@ -5,8 +5,10 @@
 //! because on SQLite every statement is a round trip to the connection's thread. Concurrent writers thus
 //! share one durable commit (one fsync on SQLite with `synchronous=FULL`), and a failing
 //! write rolls back its own savepoint without affecting the others in the batch. A commit
-//! holding a single plain write opens no savepoint (that write failing rolls the whole
-//! transaction back: the same outcome, one round trip fewer).
+//! holding a single write opens no savepoint (that write failing rolls the whole
+//! transaction back: the same outcome, one round trip fewer); when it is a step result,
+//! completion or start whose batched phase fails, the transaction is rolled back and begun
+//! again, and the write runs on its own (see `Savepoint::restart`).
 //!
 //! Timeline entries of a batch are admitted under the runs' timeline caps and inserted
 //! together just before the commit (see `timeline_ops::deferred`), and so are the batch's
@@ -225,7 +227,6 @@ async fn writer_loop(
                 return;
             }
         }
-        crate::lat_trace(&format!("W0 {}", batch.len()));
         super::limits::set(*limits.read().unwrap_or_else(PoisonError::into_inner));
         let options = TransactionOptions {
             isolation_level: (!sqlite).then_some(IsolationLevel::ReadCommitted),
@@ -476,7 +477,6 @@ async fn writer_loop(
         stats
             .statements
             .fetch_add(sp.statements, std::sync::atomic::Ordering::Relaxed);
-        crate::lat_trace("W1");
         let result = match broken {
             Some(e) => {
                 let _ = txn.rollback().await;
@@ -484,7 +484,6 @@ async fn writer_loop(
             }
             None => txn.commit().await.map_err(EngineError::from),
         };
-        crate::lat_trace("W2");
         if let Err(e) = &result {
             tracing::error!(error = %e, writes = n, "group commit failed");
         } else {
