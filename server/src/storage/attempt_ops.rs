@@ -16,7 +16,7 @@ use super::entities::{attempts, runs, steps};
 use super::timeline_ops::{self, Entry};
 use super::wait_ops;
 
-fn new_token() -> String {
+pub(super) fn new_token() -> String {
     use rand::RngCore;
     let mut b = [0u8; 16];
     rand::rng().fill_bytes(&mut b);
@@ -33,6 +33,42 @@ pub struct AttemptRows {
 }
 
 impl AttemptRows {
+    /// Adds attempt `attempt` of run `run_id`, started by `req` with a lease of `lease_ms`:
+    /// its `attempts` row (none for a `resumed` attempt, whose row exists) and its
+    /// `attempt_started` (or `attempt_resumed`) entry, at `timeline_pos` (the run's
+    /// `timeline_count` once it counts the entry).
+    pub(super) fn push(
+        &mut self,
+        req: &ClaimRequest,
+        run_id: &str,
+        attempt: i32,
+        lease_ms: i64,
+        timeline_pos: i64,
+        resumed: bool,
+    ) {
+        if !resumed {
+            self.attempts.push(attempts::ActiveModel {
+                run_id: Set(run_id.to_owned()),
+                number: Set(attempt),
+                worker_id: Set(req.worker_id.clone()),
+                started_at: Set(req.now),
+                ended_at: Set(None),
+                failure: Set(None),
+            });
+        }
+        let kind = if resumed {
+            TimelineKind::AttemptResumed
+        } else {
+            TimelineKind::AttemptStarted
+        };
+        self.timeline.push((
+            Entry::new(run_id, kind, req.now)
+                .attempt(attempt)
+                .detail(serde_json::json!({ "worker_id": req.worker_id, "lease_ms": lease_ms })),
+            timeline_pos,
+        ));
+    }
+
     /// Inserts the collected rows (call inside the claim's transaction).
     pub async fn insert<C: ConnectionTrait>(self, c: &C) -> EngineResult<()> {
         for chunk in self.attempts.chunks(200) {
@@ -109,27 +145,8 @@ pub async fn start_attempts<C: ConnectionTrait>(
         let deadline = req.now + lease_ms;
         if resumed {
             wait_ops::reassign_attempt(c, &run.id, attempt, &req.worker_id).await?;
-        } else {
-            rows.attempts.push(attempts::ActiveModel {
-                run_id: Set(run.id.clone()),
-                number: Set(attempt),
-                worker_id: Set(req.worker_id.clone()),
-                started_at: Set(req.now),
-                ended_at: Set(None),
-                failure: Set(None),
-            });
         }
-        let kind = if resumed {
-            TimelineKind::AttemptResumed
-        } else {
-            TimelineKind::AttemptStarted
-        };
-        rows.timeline.push((
-            Entry::new(&run.id, kind, req.now)
-                .attempt(attempt)
-                .detail(serde_json::json!({ "worker_id": req.worker_id, "lease_ms": lease_ms })),
-            timeline_pos,
-        ));
+        rows.push(req, &run.id, attempt, lease_ms, timeline_pos, resumed);
         run.status = RunStatus::Running;
         run.attempt = attempt;
         run.lease_token = Some(token.clone());

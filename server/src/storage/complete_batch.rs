@@ -1,20 +1,15 @@
 //! Run completions of one group commit applied together (both stores): one `UPDATE runs
 //! ... FROM (VALUES ...) RETURNING` per [`CHUNK`] completions (guarded by the lease exactly
 //! as `run_ops::complete_run`; it also counts each run's `completed` timeline entry in
-//! `timeline_count`), one `UPDATE attempts ... FROM (VALUES ...)` ending their attempts,
-//! and one read of the state locks they hold; lock releases and parent wakeups run per
-//! completion only where needed. A completion the update did not apply (stale or expired
-//! lease, a resent completion, a cancelled run) goes through `run_ops::complete_run` on
-//! its own, which answers the precise outcome. On PostgreSQL the writer then announces the
-//! capacity the batch's completions released, once per limited queue
-//! (`queue_store::publish_released`).
+//! `timeline_count`, and tells for each run whether it holds a state lock still in force
+//! at the chunk's earliest completion time), then one `UPDATE attempts ... FROM (VALUES
+//! ...)` ending their attempts; lock releases and parent wakeups run per completion only
+//! where needed. A completion the update did not apply (stale or expired lease, a resent
+//! completion, a cancelled run) goes through `run_ops::complete_run` on its own, which
+//! answers the precise outcome. On PostgreSQL the writer then announces the capacity the
+//! batch's completions released, once per limited queue (`queue_store::publish_released`).
 
-use std::collections::HashSet;
-
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect, Statement,
-    Value,
-};
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
 
 use crate::engine::EngineResult;
 use crate::engine::model::{LeaseRef, RunRecord, RunStatus};
@@ -22,7 +17,7 @@ use crate::engine::obs_model::TimelineKind;
 
 use super::attempt_ops::{param, status_filter};
 use super::convert::run_from_model;
-use super::entities::{runs, state_locks as locks};
+use super::entities::runs;
 use super::timeline_ops::{self, Entry};
 use super::{child_ops, state_ops};
 
@@ -48,12 +43,11 @@ pub async fn apply<C: ConnectionTrait>(
     let mut out: Vec<Option<RunRecord>> = (0..writes.len()).map(|_| None).collect();
     for (n, chunk) in writes.chunks(CHUNK).enumerate() {
         let base = n * CHUNK;
-        let rows = runs::Entity::find()
-            .from_raw_sql(update_runs(c, chunk))
-            .all(c)
-            .await?;
+        let rows = c.query_all_raw(update_runs(c, chunk)).await?;
         let mut done = Vec::with_capacity(rows.len());
         for row in rows {
+            let holds_locks = row.try_get::<bool>("", "holds_locks")?;
+            let row = runs::Model::from_query_result(&row, "")?;
             // The update counted the run's `completed` timeline entry.
             let timeline_pos = row.timeline_count;
             let run = run_from_model(row)?;
@@ -62,31 +56,16 @@ pub async fn apply<C: ConnectionTrait>(
             if let Some(i) = chunk.iter().enumerate().position(|(i, w)| {
                 out[base + i].is_none() && w.lease.run_id == run.id && holds(&w.lease, &run)
             }) {
-                done.push((i, run, timeline_pos));
+                done.push((i, run, timeline_pos, holds_locks));
             }
         }
         if done.is_empty() {
             continue;
         }
         end_attempts(c, chunk, &done).await?;
-        let ids: Vec<&str> = done.iter().map(|(_, r, _)| r.id.as_str()).collect();
-        // Locks still held at the earliest `now` of the chunk (a superset: each release
-        // below checks its own instant again).
-        let earliest = chunk.iter().map(|w| w.now).min().unwrap_or(0);
-        let holders: HashSet<String> = locks::Entity::find()
-            .select_only()
-            .column(locks::Column::HolderRunId)
-            .filter(locks::Column::HolderRunId.is_in(ids))
-            .filter(locks::Column::ExpiresAt.gt(earliest))
-            .into_tuple::<Option<String>>()
-            .all(c)
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
-        for (i, run, timeline_pos) in done {
+        for (i, run, timeline_pos, holds_locks) in done {
             let now = chunk[i].now;
-            if holders.contains(&run.id) {
+            if holds_locks {
                 state_ops::release_run_locks(c, &run.id, now).await?;
             }
             timeline_ops::add_counted(
@@ -112,9 +91,14 @@ fn holds(lease: &LeaseRef, run: &RunRecord) -> bool {
 
 fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> Statement {
     let backend = c.get_database_backend();
+    // Locks still held at the earliest `now` of the chunk (a superset: each release checks
+    // its own instant again). RETURNING sees only the updated table on SQLite, so the
+    // instant is bound rather than taken from `v`.
+    let earliest = chunk.iter().map(|w| w.now).min().unwrap_or(0);
     let mut values: Vec<Value> = vec![
         Value::from(RunStatus::Completed.as_str().to_owned()),
         Value::from(RunStatus::Running.as_str().to_owned()),
+        Value::from(earliest),
     ];
     let mut tuples = Vec::with_capacity(chunk.len());
     for w in chunk {
@@ -142,9 +126,11 @@ fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> Statement
          WHERE runs.id = v.column1 AND runs.namespace = v.column2 \
          AND runs.lease_token = v.column3 AND runs.status = {running} \
          AND runs.lease_expires_at > v.column5 \
-         RETURNING {returning}",
+         RETURNING {returning}, EXISTS (SELECT 1 FROM state_locks l \
+           WHERE l.holder_run_id = runs.id AND l.expires_at > {earliest}) AS holds_locks",
         completed = param(backend, 0),
         running = status_filter(backend, 1, RunStatus::Running),
+        earliest = param(backend, 2),
         tuples = tuples.join(", "),
         returning = returning_runs(backend),
     );
@@ -164,12 +150,12 @@ fn returning_runs(backend: DbBackend) -> &'static str {
 async fn end_attempts<C: ConnectionTrait>(
     c: &C,
     chunk: &[&CompleteWrite],
-    done: &[(usize, RunRecord, i64)],
+    done: &[(usize, RunRecord, i64, bool)],
 ) -> EngineResult<()> {
     let backend = c.get_database_backend();
     let mut values: Vec<Value> = Vec::with_capacity(done.len() * 3);
     let mut tuples = Vec::with_capacity(done.len());
-    for (i, run, _) in done {
+    for (i, run, _, _) in done {
         let first = values.len();
         values.extend([
             Value::from(run.id.clone()),

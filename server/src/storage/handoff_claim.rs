@@ -6,6 +6,8 @@
 //! one guarded `SELECT` of the known runs by id, then the attempts' `UPDATE ... FROM
 //! (VALUES ...)` and the `attempts` insert of `attempt_ops` (on SQLite without a savepoint
 //! of its own). In every other case it falls back to the general claim, in a savepoint.
+//! A start does not even insert its run queued first: [`insert_claimed`] writes it already
+//! running with one guarded `INSERT ... SELECT` (the same guard, in the statement).
 //!
 //! The guard (all in the one `SELECT`), under which the general claim's outcome is the
 //! same tasks:
@@ -33,15 +35,21 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, FromQueryResult, Value};
+use sea_orm::ActiveValue::Set;
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DatabaseTransaction, DbBackend, FromQueryResult, IdenStatic,
+    Iterable, TryIntoModel, Value,
+};
 
-use crate::engine::EngineResult;
-use crate::engine::model::{ClaimRequest, RunStatus};
+use crate::engine::model::{ClaimRequest, ClaimedTask, NewRun, RunRecord, RunStatus};
 use crate::engine::queue_model::ClaimOutcome;
+use crate::engine::{EngineError, EngineResult};
 
 use super::attempt_ops::{self, AttemptRows, param};
 use super::claim_ops;
+use super::convert::run_from_model;
 use super::entities::runs;
+use super::run_ops;
 
 /// Claims for `req` (a reserved parked poll) in `c`, the transaction that made `known`
 /// deliverable: the known runs directly when the guard holds, else through the general
@@ -170,4 +178,134 @@ async fn guarded_select<C: ConnectionTrait>(
         rows.push((runs::Model::from_query_result(&row, "")?, lease));
     }
     Ok(Some(rows))
+}
+
+/// A start handed to the parked poll `req`, inserted directly as claimed: one guarded
+/// `INSERT runs ... SELECT ... WHERE <guard> RETURNING` writes the run already running
+/// (attempt 1, the poll's lease and worker, `timeline_count` 2) when the module's guard
+/// holds for it, instead of `INSERT` queued, the guarded `SELECT` and the attempts'
+/// `UPDATE` (two statements fewer). The lease is chosen as the claim chooses it (the run's
+/// own, else its queue's default, read in the statement, else the poll's for the job, else
+/// the poll's default). Then the `attempts` row and the `created` and `attempt_started`
+/// entries, as the claim writes them: the rows and timeline are those of the insert and
+/// claim it replaces.
+///
+/// Returns the run as a plain start returns it (queued, as inserted before the claim) and
+/// the claimed task; `None` when the guard does not hold (nothing written: the caller
+/// inserts the run queued and claims through the general claim). The idempotency key, if
+/// any, must have been taken already.
+pub(super) async fn insert_claimed<C: ConnectionTrait>(
+    c: &C,
+    new: &NewRun,
+    req: &ClaimRequest,
+) -> EngineResult<Option<(RunRecord, ClaimedTask)>> {
+    let job_lease = req
+        .jobs
+        .iter()
+        .find(|j| j.name == new.job)
+        .map(|j| j.lease_timeout_ms);
+    let Some(job_lease) = job_lease else {
+        return Ok(None); // the poll does not serve the run's job
+    };
+    if req.max_tasks == 0 || new.available_at > req.now || !req.queues.contains(&new.queue) {
+        return Ok(None);
+    }
+    let backend = c.get_database_backend();
+    let queued = run_ops::insert_model(new);
+    let mut running = queued.clone();
+    let token = attempt_ops::new_token();
+    running.status = Set(RunStatus::Running.as_str().to_owned());
+    running.attempt = Set(1);
+    running.lease_token = Set(Some(token.clone()));
+    running.worker_id = Set(Some(req.worker_id.clone()));
+    running.updated_at = Set(req.now);
+    // `created` and `attempt_started`, as the claim's update would have counted it.
+    running.timeline_count = Set(2);
+
+    let mut values: Vec<Value> = vec![
+        Value::from(req.namespace.clone()),
+        Value::from(RunStatus::Queued.as_str().to_owned()),
+        Value::from(req.now),
+        Value::from(new.lease_timeout_ms),
+        Value::from(job_lease.unwrap_or(req.default_lease_ms)),
+        Value::from(new.queue.clone()),
+    ];
+    let (ns, queued_status, now) = (param(backend, 0), param(backend, 1), param(backend, 2));
+    let (run_lease, fallback_lease, queue) =
+        (param(backend, 3), param(backend, 4), param(backend, 5));
+    let mut columns = Vec::new();
+    let mut exprs = Vec::new();
+    for column in runs::Column::iter() {
+        columns.push(column.as_str().to_owned());
+        exprs.push(match column {
+            runs::Column::EffectiveLeaseMs => "l.lease".to_owned(),
+            runs::Column::LeaseExpiresAt => format!("{now} + l.lease"),
+            _ => {
+                let value = running.get(column).into_value().ok_or_else(|| {
+                    EngineError::Storage(format!("run row: {} not set", column.as_str()))
+                })?;
+                values.push(value);
+                param(backend, values.len() - 1)
+            }
+        });
+    }
+    let list = |items: Vec<String>, values: &mut Vec<Value>| -> String {
+        let first = values.len();
+        values.extend(items.into_iter().map(Value::from));
+        (first..values.len())
+            .map(|i| param(backend, i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let queues = list(req.queues.clone(), &mut values);
+    let jobs = list(
+        req.jobs.iter().map(|j| j.name.clone()).collect(),
+        &mut values,
+    );
+    // The guard of `guarded_select` for a run not inserted yet: its queue is neither paused
+    // nor limited, and nothing else is deliverable to the poll.
+    let sql = format!(
+        "INSERT INTO runs ({columns}) SELECT {exprs} \
+         FROM (SELECT COALESCE({run_lease}, (SELECT q.lease_timeout_ms FROM queues q \
+           WHERE q.namespace = {ns} AND q.name = {queue}), {fallback_lease}) AS lease) AS l \
+         WHERE NOT EXISTS (SELECT 1 FROM queues q WHERE q.namespace = {ns} \
+           AND q.name = {queue} AND (q.paused OR q.concurrency_limit IS NOT NULL \
+           OR q.key_concurrency_limit IS NOT NULL OR q.rate_limit IS NOT NULL \
+           OR q.rate_period_ms IS NOT NULL)) \
+         AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.namespace = {ns} \
+           AND o.status = {queued_status} AND o.queue IN ({queues}) AND o.job IN ({jobs}) \
+           AND o.available_at <= {now}) \
+         RETURNING effective_lease_ms",
+        columns = columns.join(", "),
+        exprs = exprs.join(", "),
+    );
+    let stmt = super::placeholders::statement(backend, sql, values);
+    let Some(row) = c.query_one_raw(stmt).await? else {
+        return Ok(None);
+    };
+    let lease_ms = row
+        .try_get::<Option<i64>>("", "effective_lease_ms")?
+        .unwrap_or(req.default_lease_ms);
+    let deadline = req.now + lease_ms;
+    run_ops::created_entry(c, new).await?;
+    let mut rows = AttemptRows::default();
+    rows.push(req, &new.id, 1, lease_ms, 2, false);
+    rows.insert(c).await?;
+    running.effective_lease_ms = Set(Some(lease_ms));
+    running.lease_expires_at = Set(Some(deadline));
+    let as_model = |m: runs::ActiveModel| -> EngineResult<RunRecord> {
+        let row = m
+            .try_into_model()
+            .map_err(|e| EngineError::Storage(format!("run row: {e}")))?;
+        Ok(run_from_model(row)?)
+    };
+    let task = ClaimedTask {
+        run: as_model(running)?,
+        lease_token: token,
+        lease_deadline: deadline,
+        lease_ms,
+        journal: Vec::new(),
+        resumed: false,
+    };
+    Ok(Some((as_model(queued)?, task)))
 }

@@ -90,6 +90,19 @@ pub(super) fn insert_model(new: &NewRun) -> runs::ActiveModel {
 
 /// Inserts a run; the idempotency key's primary key decides races between duplicates.
 pub async fn start_run<C: ConnectionTrait>(c: &C, new: NewRun) -> EngineResult<StartOutcome> {
+    if let Some(existing) = take_idempotency_key(c, &new).await? {
+        return Ok(StartOutcome::Duplicate(existing));
+    }
+    insert_run(c, &new).await.map(StartOutcome::Created)
+}
+
+/// Takes the start's idempotency key, if it has one, for the new run: `Some` with the live
+/// run holding it (the start is a duplicate), `None` when the run may be inserted (no key,
+/// a new key, or an expired one taken over).
+pub(super) async fn take_idempotency_key<C: ConnectionTrait>(
+    c: &C,
+    new: &NewRun,
+) -> EngineResult<Option<RunRecord>> {
     if let Some((key, expires_at)) = &new.idempotency {
         let inserted = idempotency_keys::Entity::insert(idempotency_keys::ActiveModel {
             namespace: Set(new.namespace.clone()),
@@ -140,21 +153,31 @@ pub async fn start_run<C: ConnectionTrait>(c: &C, new: NewRun) -> EngineResult<S
                             existing.run_id
                         ))
                     })?;
-                return Ok(StartOutcome::Duplicate(run));
+                return Ok(Some(run));
             }
         }
     }
-    let model = insert_model(&new);
+    Ok(None)
+}
+
+/// Inserts a new run as queued, with its `created` timeline entry.
+pub(super) async fn insert_run<C: ConnectionTrait>(c: &C, new: &NewRun) -> EngineResult<RunRecord> {
+    let model = insert_model(new);
     runs::Entity::insert(model.clone())
         .exec_without_returning(c)
         .await?;
-    // Counted by the row itself (`timeline_count` 1).
-    timeline_ops::insert(c, vec![Entry::new(&new.id, TimelineKind::Created, new.now)]).await?;
+    created_entry(c, new).await?;
     // The inserted row is exactly `model`: no read back.
     let row = model
         .try_into_model()
         .map_err(|e| EngineError::Storage(format!("run row: {e}")))?;
-    Ok(StartOutcome::Created(run_from_model(row)?))
+    Ok(run_from_model(row)?)
+}
+
+/// Buffers the `created` timeline entry of a run just inserted (counted by the row itself:
+/// `timeline_count` starts at 1 for it).
+pub(super) async fn created_entry<C: ConnectionTrait>(c: &C, new: &NewRun) -> EngineResult<()> {
+    timeline_ops::insert(c, vec![Entry::new(&new.id, TimelineKind::Created, new.now)]).await
 }
 
 /// Extends a lease; a cancelled run answers `cancel_requested` instead of an error.

@@ -23,6 +23,7 @@ use crate::engine::model::{
 use crate::engine::queue_model::ClaimOutcome;
 use crate::engine::store::{KeyStore, QueueStore, RunStore, Wakeup};
 
+use super::claim_ops;
 use super::complete_batch::CompleteWrite;
 use super::convert::{attempt_from_model, run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps};
@@ -162,26 +163,35 @@ impl SqlStore {
             .write_notify(
                 move |c| {
                     Box::pin(async move {
-                        let (ns, queue, now) = (new.namespace.clone(), new.queue.clone(), new.now);
-                        let out = run_ops::start_run(c, new).await?;
-                        if !known && let StartOutcome::Created(_) = &out {
-                            // A queue named for the first time is created with the defaults.
-                            queue_ops::ensure(c, &ns, &queue, now).await?;
+                        if let Some(run) = run_ops::take_idempotency_key(c, &new).await? {
+                            let out = StartOutcome::Duplicate(run);
+                            return Ok((out, ClaimOutcome::default()));
                         }
-                        let claim = match (&out, claim) {
-                            (StartOutcome::Created(r), Some((req, rotation)))
-                                if r.available_at <= req.now =>
-                            {
-                                // The new run directly when nothing else is claimable
-                                // for the poll, else the general claim in a savepoint
-                                // (`handoff_claim`).
-                                let id = r.id.clone();
-                                handoff_claim::claim_handoff(c, req, &[&id], rotation, "start")
-                                    .await?
-                            }
-                            _ => ClaimOutcome::default(),
+                        let Some((req, rotation)) =
+                            claim.filter(|(req, _)| new.available_at <= req.now)
+                        else {
+                            let run = run_ops::insert_run(c, &new).await?;
+                            ensure_queue(c, known, &new).await?;
+                            return Ok((StartOutcome::Created(run), ClaimOutcome::default()));
                         };
-                        Ok((out, claim))
+                        // Handed to a parked poll: inserted already running when nothing
+                        // else is claimable for the poll (`handoff_claim::insert_claimed`),
+                        // else inserted queued and claimed by the general claim.
+                        if let Some((run, task)) =
+                            handoff_claim::insert_claimed(c, &new, &req).await?
+                        {
+                            ensure_queue(c, known, &new).await?;
+                            let claim = ClaimOutcome {
+                                tasks: vec![task],
+                                ..Default::default()
+                            };
+                            return Ok((StartOutcome::Created(run), claim));
+                        }
+                        let run = run_ops::insert_run(c, &new).await?;
+                        ensure_queue(c, known, &new).await?;
+                        let claim =
+                            claim_ops::claim_in_savepoint(c, req, rotation, "start").await?;
+                        Ok((StartOutcome::Created(run), claim))
                     })
                 },
                 |(out, _): &(StartOutcome, ClaimOutcome)| match out {
@@ -227,6 +237,15 @@ impl SqlStore {
     pub async fn close(self) {
         let _ = self.db.close().await;
     }
+}
+
+/// Creates the queue of a started run with the defaults when it is named for the first
+/// time (`known`: the queue row exists).
+async fn ensure_queue(c: &DatabaseTransaction, known: bool, new: &NewRun) -> EngineResult<()> {
+    if known {
+        return Ok(());
+    }
+    queue_ops::ensure(c, &new.namespace, &new.queue, new.now).await
 }
 
 fn ready(r: &RunRecord) -> Wakeup {

@@ -5,8 +5,10 @@
 //! because on SQLite every statement is a round trip to the connection's thread. Concurrent writers thus
 //! share one durable commit (one fsync on SQLite with `synchronous=FULL`), and a failing
 //! write rolls back its own savepoint without affecting the others in the batch. A commit
-//! holding a single plain write opens no savepoint (that write failing rolls the whole
-//! transaction back: the same outcome, one round trip fewer).
+//! holding a single write opens no savepoint (that write failing rolls the whole
+//! transaction back: the same outcome, one round trip fewer); when it is a step result,
+//! completion or start whose batched phase fails, the transaction is rolled back and begun
+//! again, and the write runs on its own (see `Savepoint::restart`).
 //!
 //! Timeline entries of a batch are admitted under the runs' timeline caps and inserted
 //! together just before the commit (see `timeline_ops::deferred`), and so are the batch's
@@ -231,7 +233,7 @@ async fn writer_loop(
             access_mode: (!sqlite).then_some(AccessMode::ReadWrite),
             sqlite_transaction_mode: sqlite.then_some(SqliteTransactionMode::Immediate),
         };
-        let txn = match db.begin_with_options(options).await {
+        let mut txn = match db.begin_with_options(options).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, writes = batch.len(), "cannot begin a transaction");
@@ -241,9 +243,11 @@ async fn writer_loop(
             }
         };
         let mut finishers = Vec::with_capacity(batch.len());
-        // A commit of one plain write needs no savepoint: when that write fails, the whole
-        // transaction rolls back instead (one round trip fewer per commit at low load).
-        let single = batch.len() == 1 && matches!(batch[0], Job::Body(_));
+        // A commit of one write needs no savepoint: when that write fails, the whole
+        // transaction rolls back instead (one round trip fewer per commit at low load); a
+        // failed batched phase of a lone step result, completion or start restarts the
+        // transaction (see `batched`).
+        let single = batch.len() == 1;
         let mut sp = if single {
             Savepoint {
                 broken: None,
@@ -251,6 +255,7 @@ async fn writer_loop(
                 dirty: false,
                 open: false,
                 discard: false,
+                restart: false,
             }
         } else {
             Savepoint {
@@ -259,6 +264,7 @@ async fn writer_loop(
                 dirty: false,
                 open: true,
                 discard: false,
+                restart: false,
             }
         };
         timeline_ops::rollback_to(Default::default());
@@ -281,6 +287,15 @@ async fn writer_loop(
         .await
         .unwrap_or_else(|| vec![false; steps.len()]);
         drop(steps);
+        if sp.restart {
+            match restart(&db, options, txn, &mut sp, &stats).await {
+                Some(t) => txn = t,
+                None => {
+                    batch.clear(); // the caller gets `Unavailable`
+                    continue;
+                }
+            }
+        }
         // Then the completions, together, in a savepoint of their own.
         let completions: Vec<&CompleteWrite> = batch
             .iter()
@@ -311,6 +326,15 @@ async fn writer_loop(
         .await
         .unwrap_or_default();
         drop(completions);
+        if sp.restart {
+            match restart(&db, options, txn, &mut sp, &stats).await {
+                Some(t) => txn = t,
+                None => {
+                    batch.clear(); // the caller gets `Unavailable`
+                    continue;
+                }
+            }
+        }
         // Then the plain starts, together, in a savepoint of their own.
         let starts: Vec<&NewRun> = batch
             .iter()
@@ -336,6 +360,15 @@ async fn writer_loop(
         .await
         .unwrap_or_default();
         drop(starts);
+        if sp.restart {
+            match restart(&db, options, txn, &mut sp, &stats).await {
+                Some(t) => txn = t,
+                None => {
+                    batch.clear(); // the caller gets `Unavailable`
+                    continue;
+                }
+            }
+        }
         let mut recorded = recorded.into_iter();
         let mut completed = completed.into_iter();
         let mut started = started.into_iter();
@@ -469,8 +502,10 @@ async fn writer_loop(
 /// The writer's savepoint `w` within one group commit: `w` holds the work of earlier
 /// writes; the next write that runs statements first releases it and opens a fresh one
 /// (one round trip), and a failed write rolls back to `w`, which stays open and empty.
-/// A commit of a single plain write ([`Job::Body`]) opens no `w`: a failure of that write
-/// rolls the whole transaction back.
+/// A commit of a single write opens no `w`: a failure of that write rolls the whole
+/// transaction back; when it is a batched write (step result, completion, start) whose
+/// batched phase failed, the transaction is rolled back and begun again (`restart`), and
+/// the write then runs on its own, with its precise outcome.
 struct Savepoint {
     /// The error that broke the transaction: the remaining writes get `Unavailable`.
     broken: Option<DbErr>,
@@ -482,13 +517,16 @@ struct Savepoint {
     open: bool,
     /// The commit's only write (run without `w`) failed: roll back instead of committing.
     discard: bool,
+    /// The batched phase of the commit's only write (run without `w`) failed and may have
+    /// written part of its work: the transaction must be rolled back and begun again.
+    restart: bool,
 }
 
 impl Savepoint {
     /// Releases `w` and opens a fresh one when it holds work; false when the transaction
     /// is broken.
     async fn fresh(&mut self, txn: &DatabaseTransaction) -> bool {
-        if self.broken.is_none() && self.dirty {
+        if self.broken.is_none() && self.dirty && self.open {
             self.statements += 1;
             self.broken = txn
                 .execute_unprepared("RELEASE SAVEPOINT w; SAVEPOINT w")
@@ -533,7 +571,41 @@ async fn batched<T, E: std::fmt::Display>(
         }
         Err(e) => {
             tracing::warn!(error = %e, writes = n, "batched {what} failed");
-            sp.undo(txn, mark).await;
+            if sp.open {
+                sp.undo(txn, mark).await;
+            } else {
+                // No `w` to roll back to: the whole transaction is restarted.
+                timeline_ops::rollback_to(mark);
+                sp.restart = true;
+            }
+            None
+        }
+    }
+}
+
+/// Rolls back `txn`, whose only write's batched phase failed (`Savepoint::restart`), and
+/// begins a fresh transaction for that write to run on its own. `None` when it cannot
+/// begin (logged, with the commit's statements counted in `stats`; the write's caller
+/// then gets `Unavailable`).
+async fn restart(
+    db: &DatabaseConnection,
+    options: TransactionOptions,
+    txn: DatabaseTransaction,
+    sp: &mut Savepoint,
+    stats: &WriterStats,
+) -> Option<DatabaseTransaction> {
+    sp.restart = false;
+    sp.dirty = false;
+    sp.statements += 2; // ROLLBACK, BEGIN
+    let _ = txn.rollback().await;
+    timeline_ops::rollback_to(Default::default());
+    match db.begin_with_options(options).await {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot begin a transaction");
+            stats
+                .statements
+                .fetch_add(sp.statements, std::sync::atomic::Ordering::Relaxed);
             None
         }
     }

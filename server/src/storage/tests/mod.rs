@@ -39,6 +39,7 @@ pub async fn run_tests(store: Arc<dyn Store>) {
     handoff_claim::limits_hold(&store).await;
     handoff_claim::order_with_other_runs(&store).await;
     handoff_claim::never_twice(&store).await;
+    handoff_claim::direct_start_falls_back(&store).await;
     worker::lease_rules(&store).await;
     worker::steps_recorded_once(&store).await;
     worker::steps_recorded_together(&store).await;
@@ -274,6 +275,106 @@ async fn lone_failed_write() {
     lone_failed_write_rolls_back(&SqlStore::connect(&url).await.unwrap()).await;
     if let Some(url) = fresh_postgres_url("lone").await {
         lone_failed_write_rolls_back(&SqlStore::connect(&url).await.unwrap()).await;
+    }
+}
+
+/// A commit of one completion runs without the writer's savepoint: a lone completion costs
+/// `BEGIN`, the runs and attempts updates, the timeline flush and `COMMIT` on SQLite; when
+/// its batched phase fails after writing (a trigger refuses the attempts update), the
+/// transaction is restarted, the completion answers its error and nothing of it remains;
+/// the writer then commits again.
+async fn lone_completion_without_savepoint(store: &SqlStore) {
+    use super::Backend;
+    use crate::engine::model::{LeaseRef, RunStatus};
+    use sea_orm::ConnectionTrait;
+    use std::sync::atomic::Ordering::Relaxed;
+    let dyn_store: Arc<dyn Store> = Arc::new(store.clone());
+    let ns = ns("lone-completion");
+    let lease_of = |t: &crate::engine::model::ClaimedTask| LeaseRef {
+        namespace: ns.clone(),
+        run_id: t.run.id.clone(),
+        token: t.lease_token.clone(),
+    };
+    for _ in 0..2 {
+        start(&dyn_store, new_run(&ns, "a", "q", 1_000)).await;
+    }
+    let tasks = dyn_store
+        .claim(claim_req(&ns, &["q"], &["a"], 2, 1_000))
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 2);
+    let stats = store.writer().stats();
+    let before = stats.statements.load(Relaxed);
+    dyn_store
+        .complete_run(lease_of(&tasks[0]), "1".into(), 1_100)
+        .await
+        .unwrap();
+    let used = stats.statements.load(Relaxed) - before;
+    if store.backend() == Backend::Sqlite {
+        assert_eq!(used, 5, "a lone completion: {used} statements");
+    }
+    let c = store.connection();
+    let (create, drop) = match store.backend() {
+        Backend::Sqlite => (
+            vec![
+                "CREATE TRIGGER refuse_end BEFORE UPDATE OF ended_at ON attempts \
+                  WHEN NEW.ended_at IS NOT NULL \
+                  BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END",
+            ],
+            "DROP TRIGGER refuse_end",
+        ),
+        Backend::Postgres => (
+            vec![
+                "CREATE FUNCTION refuse_end() RETURNS trigger AS $$ BEGIN \
+                 RAISE EXCEPTION 'refused by the test trigger'; END $$ LANGUAGE plpgsql",
+                "CREATE TRIGGER refuse_end BEFORE UPDATE OF ended_at ON attempts FOR EACH ROW \
+                 WHEN (NEW.ended_at IS NOT NULL) EXECUTE FUNCTION refuse_end()",
+            ],
+            "DROP TRIGGER refuse_end ON attempts",
+        ),
+    };
+    for sql in create {
+        c.execute_unprepared(sql).await.unwrap();
+    }
+    let err = dyn_store
+        .complete_run(lease_of(&tasks[1]), "2".into(), 1_200)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("refused by the test trigger"),
+        "{err}"
+    );
+    let d = dyn_store
+        .get_run_detail(&ns, &tasks[1].run.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.run.status, RunStatus::Running, "nothing half-written");
+    assert_eq!(d.run.result, None);
+    assert_eq!(d.attempts.len(), 1);
+    assert_eq!(d.attempts[0].ended_at, None);
+    assert_eq!(d.timeline.len(), 2, "created, attempt started");
+    c.execute_unprepared(drop).await.unwrap();
+    let run = dyn_store
+        .complete_run(lease_of(&tasks[1]), "2".into(), 1_300)
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    let d = dyn_store
+        .get_run_detail(&ns, &tasks[1].run.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.timeline.len(), 3, "created, attempt started, completed");
+}
+
+#[tokio::test]
+async fn lone_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("lone-c.db").display());
+    lone_completion_without_savepoint(&SqlStore::connect(&url).await.unwrap()).await;
+    if let Some(url) = fresh_postgres_url("lone-c").await {
+        lone_completion_without_savepoint(&SqlStore::connect(&url).await.unwrap()).await;
     }
 }
 
