@@ -23,6 +23,7 @@ use crate::engine::obs_model::TimelineKind;
 use super::attempt_ops::param;
 use super::convert::run_from_model;
 use super::entities::{runs, state_locks as locks};
+use super::pg_rows::{Rows, Ty, col};
 use super::timeline_ops::{self, Entry};
 use super::{child_ops, state_ops};
 
@@ -49,7 +50,7 @@ pub async fn apply<C: ConnectionTrait>(
     for (n, chunk) in writes.chunks(CHUNK).enumerate() {
         let base = n * CHUNK;
         let rows = runs::Entity::find()
-            .from_raw_sql(update_runs(c, chunk))
+            .from_raw_sql(update_runs(c, chunk)?)
             .all(c)
             .await?;
         let mut done = Vec::with_capacity(rows.len());
@@ -110,12 +111,43 @@ fn holds(lease: &LeaseRef, run: &RunRecord) -> bool {
     run.lease_token.as_deref() == Some(lease.token.as_str()) && run.namespace == lease.namespace
 }
 
-fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> Statement {
+fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> EngineResult<Statement> {
     let backend = c.get_database_backend();
     let mut values: Vec<Value> = vec![
         Value::from(RunStatus::Completed.as_str().to_owned()),
         Value::from(RunStatus::Running.as_str().to_owned()),
     ];
+    if backend == DbBackend::Postgres {
+        // One text for every chunk size (`pg_rows`).
+        let mut rows = Rows::new(&[
+            col("id", Ty::Text),
+            col("namespace", Ty::Text),
+            col("token", Ty::Text),
+            col("result", Ty::Text),
+            col("now", Ty::Int8),
+        ]);
+        for w in chunk {
+            rows.push([
+                Value::from(w.lease.run_id.clone()),
+                Value::from(w.lease.namespace.clone()),
+                Value::from(w.lease.token.clone()),
+                Value::from(w.result.clone()),
+                Value::from(w.now),
+            ]);
+        }
+        let sql = format!(
+            "UPDATE runs SET status = $1, result = v.result, lease_expires_at = NULL, \
+             finished_at = v.now, updated_at = v.now, \
+             timeline_count = runs.timeline_count + 1 \
+             FROM {} AS v \
+             WHERE runs.id = v.id AND runs.namespace = v.namespace \
+             AND runs.lease_token = v.token AND runs.status = $2 \
+             AND runs.lease_expires_at > v.now \
+             RETURNING runs.*",
+            rows.relation(&mut values)?
+        );
+        return Ok(Statement::from_sql_and_values(backend, sql, values));
+    }
     let mut tuples = Vec::with_capacity(chunk.len());
     for w in chunk {
         let first = values.len();
@@ -148,7 +180,7 @@ fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> Statement
         tuples = tuples.join(", "),
         returning = returning_runs(backend),
     );
-    super::placeholders::statement(backend, sql, values)
+    Ok(super::placeholders::statement(backend, sql, values))
 }
 
 /// The updated `runs` columns: `RETURNING *` names only the updated table's columns on
@@ -167,6 +199,31 @@ async fn end_attempts<C: ConnectionTrait>(
     done: &[(usize, RunRecord, i64)],
 ) -> EngineResult<()> {
     let backend = c.get_database_backend();
+    if backend == DbBackend::Postgres {
+        // One text for every chunk size (`pg_rows`).
+        let mut rows = Rows::new(&[
+            col("run_id", Ty::Text),
+            col("number", Ty::Int4),
+            col("now", Ty::Int8),
+        ]);
+        for (i, run, _) in done {
+            rows.push([
+                Value::from(run.id.clone()),
+                Value::from(run.attempt),
+                Value::from(chunk[*i].now),
+            ]);
+        }
+        let mut values = Vec::new();
+        let sql = format!(
+            "UPDATE attempts SET ended_at = v.now, failure = NULL FROM {} AS v \
+             WHERE attempts.run_id = v.run_id AND attempts.number = v.number \
+             AND attempts.ended_at IS NULL",
+            rows.relation(&mut values)?
+        );
+        c.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        return Ok(());
+    }
     let mut values: Vec<Value> = Vec::with_capacity(done.len() * 3);
     let mut tuples = Vec::with_capacity(done.len());
     for (i, run, _) in done {
