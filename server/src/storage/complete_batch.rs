@@ -74,17 +74,7 @@ pub async fn apply<C: ConnectionTrait>(
         // Locks still held at the earliest `now` of the chunk (a superset: each release
         // below checks its own instant again).
         let earliest = chunk.iter().map(|w| w.now).min().unwrap_or(0);
-        let holders: HashSet<String> = locks::Entity::find()
-            .select_only()
-            .column(locks::Column::HolderRunId)
-            .filter(locks::Column::HolderRunId.is_in(ids))
-            .filter(locks::Column::ExpiresAt.gt(earliest))
-            .into_tuple::<Option<String>>()
-            .all(c)
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
+        let holders = lock_holders(c, ids, earliest).await?;
         for (i, run, timeline_pos) in done {
             let now = chunk[i].now;
             if holders.contains(&run.id) {
@@ -105,6 +95,44 @@ pub async fn apply<C: ConnectionTrait>(
         }
     }
     Ok(out)
+}
+
+/// Which of `ids` hold a state lock expiring after `earliest`. PostgreSQL passes the ids
+/// as one array (one statement text for every chunk size, see `pg_rows`).
+async fn lock_holders<C: ConnectionTrait>(
+    c: &C,
+    ids: Vec<&str>,
+    earliest: i64,
+) -> EngineResult<HashSet<String>> {
+    if c.get_database_backend() == DbBackend::Postgres {
+        let ids: Vec<String> = ids.into_iter().map(str::to_owned).collect();
+        let rows = c
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT holder_run_id FROM state_locks \
+                 WHERE holder_run_id = ANY($1::text[]) AND expires_at > $2",
+                [Value::from(ids), Value::from(earliest)],
+            ))
+            .await?;
+        let mut out = HashSet::with_capacity(rows.len());
+        for row in rows {
+            if let Some(id) = row.try_get::<Option<String>>("", "holder_run_id")? {
+                out.insert(id);
+            }
+        }
+        return Ok(out);
+    }
+    Ok(locks::Entity::find()
+        .select_only()
+        .column(locks::Column::HolderRunId)
+        .filter(locks::Column::HolderRunId.is_in(ids))
+        .filter(locks::Column::ExpiresAt.gt(earliest))
+        .into_tuple::<Option<String>>()
+        .all(c)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 fn holds(lease: &LeaseRef, run: &RunRecord) -> bool {
