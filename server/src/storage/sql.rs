@@ -93,7 +93,12 @@ impl SqlStore {
                 });
             }
             Backend::Postgres => {
-                opts.max_connections(32).min_connections(2);
+                // Each pooled connection prepares and plans its own statements (the first
+                // five executions of each with custom plans), so fewer connections plan
+                // less: `replicas` measured 0.7-1.0 PostgreSQL CPU-s per 1,000 runs with 8
+                // against 1.0-1.3 with 32 (docs/performance.md, round 5). The writers use
+                // two; the rest serve reads, which are short.
+                opts.max_connections(8).min_connections(2);
             }
         }
         let mut db = Database::connect(opts).await?;
