@@ -172,7 +172,8 @@ fn attempts_update(
         Value::from(RunStatus::Queued.as_str().to_owned()),
     ];
     if backend == DbBackend::Postgres {
-        // One text for every claim size (`pg_rows`).
+        // One text for every claim size (`pg_rows`); the ids' array (`$5`) is named again
+        // in an `= ANY` so that the generic plan reaches `runs` by its primary key.
         let mut rows = Rows::new(&[
             col("id", Ty::Text),
             col("attempt", Ty::Int4),
@@ -194,7 +195,7 @@ fn attempts_update(
              lease_expires_at = v.deadline, effective_lease_ms = v.lease_ms, worker_id = $1, \
              updated_at = $2, timeline_count = runs.timeline_count + 1 \
              FROM {} AS v \
-             WHERE runs.id = v.id AND runs.status = $4 \
+             WHERE runs.id = ANY($5::text[]) AND runs.id = v.id AND runs.status = $4 \
              RETURNING runs.id AS id, runs.timeline_count AS timeline_count",
             rows.relation(&mut values)?
         );
@@ -311,14 +312,16 @@ pub(super) fn add_to_run_counter(
     }
     if backend == DbBackend::Postgres {
         // One text for every number of runs (`pg_rows`); the relation's columns keep the
-        // VALUES names.
+        // VALUES names. The ids' array (`$1`) is named again in an `= ANY` so that the
+        // generic plan reaches `runs` by its primary key.
         let mut rows = Rows::new(&[col("column1", Ty::Text), col("column2", Ty::Int8)]);
         for (id, n) in per_run {
             rows.push([Value::from(id.to_string()), Value::from(*n)]);
         }
         let mut values = Vec::new();
         let sql = format!(
-            "UPDATE runs SET {} FROM {} AS v WHERE runs.id = v.column1{returned}",
+            "UPDATE runs SET {} FROM {} AS v \
+             WHERE runs.id = ANY($1::text[]) AND runs.id = v.column1{returned}",
             set.join(", "),
             rows.relation(&mut values)?
         );

@@ -146,7 +146,8 @@ fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> EngineRes
         Value::from(RunStatus::Running.as_str().to_owned()),
     ];
     if backend == DbBackend::Postgres {
-        // One text for every chunk size (`pg_rows`).
+        // One text for every chunk size (`pg_rows`); the ids' array (`$3`) is named again
+        // in an `= ANY` so that the generic plan reaches `runs` by its primary key.
         let mut rows = Rows::new(&[
             col("id", Ty::Text),
             col("namespace", Ty::Text),
@@ -168,7 +169,8 @@ fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> EngineRes
              finished_at = v.now, updated_at = v.now, \
              timeline_count = runs.timeline_count + 1 \
              FROM {} AS v \
-             WHERE runs.id = v.id AND runs.namespace = v.namespace \
+             WHERE runs.id = ANY($3::text[]) AND runs.id = v.id \
+             AND runs.namespace = v.namespace \
              AND runs.lease_token = v.token AND runs.status = $2 \
              AND runs.lease_expires_at > v.now \
              RETURNING runs.*",
@@ -244,7 +246,8 @@ async fn end_attempts<C: ConnectionTrait>(
         let mut values = Vec::new();
         let sql = format!(
             "UPDATE attempts SET ended_at = v.now, failure = NULL FROM {} AS v \
-             WHERE attempts.run_id = v.run_id AND attempts.number = v.number \
+             WHERE attempts.run_id = ANY($1::text[]) AND attempts.run_id = v.run_id \
+             AND attempts.number = v.number \
              AND attempts.ended_at IS NULL",
             rows.relation(&mut values)?
         );

@@ -197,6 +197,9 @@ fn pg_statement(chunk: &[&StepWrite], max: i64) -> EngineResult<Statement> {
             Value::from(place),
         ]);
     }
+    // `$1` is the cap; the run ids' array (the first column) is `$2`, named again in an
+    // `= ANY` so that the cached generic plan reaches `runs` by its primary key (it does
+    // not know the number of rows; without it, it hash-joins a scan of `runs`).
     let mut values = vec![Value::from(max)];
     let sql = format!(
         "INSERT INTO steps (run_id, step_id, kind, attempt, output, failure, output_size, \
@@ -204,7 +207,7 @@ fn pg_statement(chunk: &[&StepWrite], max: i64) -> EngineResult<Statement> {
          SELECT r.id, v.step_id, v.kind, r.attempt, v.output, v.failure, v.output_size, \
          v.started_at, v.now \
          FROM {} AS v JOIN runs r ON r.id = v.run_id \
-         WHERE r.namespace = v.namespace AND r.lease_token = v.token \
+         WHERE r.id = ANY($2::text[]) AND r.namespace = v.namespace AND r.lease_token = v.token \
          AND r.status = '{}' AND r.lease_expires_at > v.now \
          AND r.step_count + v.place < $1 FOR UPDATE OF r \
          ON CONFLICT (run_id, step_id) DO NOTHING \
