@@ -209,6 +209,7 @@ fn arrays(c: &Col, column: Vec<Value>) -> EngineResult<(Value, Option<Vec<bool>>
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 
