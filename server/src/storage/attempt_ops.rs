@@ -7,12 +7,13 @@ use sea_orm::{
     QueryOrder, Statement, Value,
 };
 
-use crate::engine::EngineResult;
 use crate::engine::model::{ClaimRequest, ClaimedTask, RunRecord, RunStatus};
 use crate::engine::obs_model::TimelineKind;
+use crate::engine::{EngineError, EngineResult};
 
 use super::convert::{run_from_model, step_from_model};
 use super::entities::{attempts, runs, steps};
+use super::pg_rows::{Rows, Ty, col, null};
 use super::timeline_ops::{self, Entry};
 use super::wait_ops;
 
@@ -71,10 +72,16 @@ impl AttemptRows {
 
     /// Inserts the collected rows (call inside the claim's transaction).
     pub async fn insert<C: ConnectionTrait>(self, c: &C) -> EngineResult<()> {
-        for chunk in self.attempts.chunks(200) {
-            attempts::Entity::insert_many(chunk.iter().cloned())
-                .exec_without_returning(c)
-                .await?;
+        if c.get_database_backend() == DbBackend::Postgres {
+            if !self.attempts.is_empty() {
+                c.execute_raw(pg_attempts_insert(&self.attempts)?).await?;
+            }
+        } else {
+            for chunk in self.attempts.chunks(200) {
+                attempts::Entity::insert_many(chunk.iter().cloned())
+                    .exec_without_returning(c)
+                    .await?;
+            }
         }
         timeline_ops::add_counted(c, self.timeline).await
     }
@@ -129,7 +136,7 @@ pub async fn start_attempts<C: ConnectionTrait>(
     // Updated run -> its `timeline_count`, which the update moved for its entry.
     let mut updated = std::collections::HashMap::new();
     for chunk in prepared.chunks(200) {
-        let stmt = attempts_update(c.get_database_backend(), req, chunk);
+        let stmt = attempts_update(c.get_database_backend(), req, chunk)?;
         for row in c.query_all_raw(stmt).await? {
             updated.insert(
                 row.try_get::<String>("", "id")?,
@@ -174,13 +181,43 @@ fn attempts_update(
     backend: DbBackend,
     req: &ClaimRequest,
     chunk: &[(RunRecord, bool, i64, i32, String)],
-) -> Statement {
+) -> EngineResult<Statement> {
     let mut values: Vec<Value> = vec![
         Value::from(req.worker_id.clone()),
         Value::from(req.now),
         Value::from(RunStatus::Running.as_str().to_owned()),
         Value::from(RunStatus::Queued.as_str().to_owned()),
     ];
+    if backend == DbBackend::Postgres {
+        // One text for every claim size (`pg_rows`); the ids' array (`$5`) is named again
+        // in an `= ANY` so that the generic plan reaches `runs` by its primary key.
+        let mut rows = Rows::new(&[
+            col("id", Ty::Text),
+            col("attempt", Ty::Int4),
+            col("token", Ty::Text),
+            col("deadline", Ty::Int8),
+            col("lease_ms", Ty::Int8),
+        ]);
+        for (run, _, lease_ms, attempt, token) in chunk {
+            rows.push([
+                Value::from(run.id.clone()),
+                Value::from(*attempt),
+                Value::from(token.clone()),
+                Value::from(req.now + lease_ms),
+                Value::from(*lease_ms),
+            ]);
+        }
+        let sql = format!(
+            "UPDATE runs SET status = $3, attempt = v.attempt, lease_token = v.token, \
+             lease_expires_at = v.deadline, effective_lease_ms = v.lease_ms, worker_id = $1, \
+             updated_at = $2, timeline_count = runs.timeline_count + 1 \
+             FROM {} AS v \
+             WHERE runs.id = ANY($5::text[]) AND runs.id = v.id AND runs.status = $4 \
+             RETURNING runs.id AS id, runs.timeline_count AS timeline_count",
+            rows.relation(&mut values)?
+        );
+        return Ok(Statement::from_sql_and_values(backend, sql, values));
+    }
     let mut tuples = Vec::with_capacity(chunk.len());
     for (run, _, lease_ms, attempt, token) in chunk {
         let first = values.len();
@@ -213,7 +250,51 @@ fn attempts_update(
         queued = status_filter(backend, 3, RunStatus::Queued),
         tuples = tuples.join(", "),
     );
-    super::placeholders::statement(backend, sql, values)
+    Ok(super::placeholders::statement(backend, sql, values))
+}
+
+/// The PostgreSQL insert of a claim's `attempts` rows: one text for every claim size
+/// (`pg_rows`).
+fn pg_attempts_insert(models: &[attempts::ActiveModel]) -> EngineResult<Statement> {
+    use sea_orm::{ActiveModelTrait, IdenStatic};
+    let columns = [
+        attempts::Column::RunId,
+        attempts::Column::Number,
+        attempts::Column::WorkerId,
+        attempts::Column::StartedAt,
+        attempts::Column::EndedAt,
+        attempts::Column::Failure,
+    ];
+    let mut rows = Rows::new(&[
+        col("run_id", Ty::Text),
+        col("number", Ty::Int4),
+        col("worker_id", Ty::Text),
+        col("started_at", Ty::Int8),
+        null("ended_at", Ty::Int8),
+        null("failure", Ty::Text),
+    ]);
+    for m in models {
+        let mut row = Vec::with_capacity(columns.len());
+        for column in columns {
+            let value = m.get(column).into_value().ok_or_else(|| {
+                EngineError::Storage(format!("attempt row: {} not set", column.as_str()))
+            })?;
+            row.push(value);
+        }
+        rows.push_iter(row);
+    }
+    let mut values = Vec::new();
+    let sql = format!(
+        "INSERT INTO attempts (run_id, number, worker_id, started_at, ended_at, failure) \
+         SELECT run_id, number, worker_id, started_at, ended_at, failure FROM {} AS v \
+         ORDER BY ord",
+        rows.relation(&mut values)?
+    );
+    Ok(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
 }
 
 /// The placeholder of the `i`-th (0-based) bound value: numbered on both backends (`$n`,
@@ -252,7 +333,35 @@ pub(super) fn add_to_run_counter(
     columns: &[&str],
     per_run: &[(&str, i64)],
     returning: bool,
-) -> Statement {
+) -> EngineResult<Statement> {
+    let set: Vec<String> = columns
+        .iter()
+        .map(|column| format!("{column} = runs.{column} + v.column2"))
+        .collect();
+    let mut returned = String::new();
+    if returning {
+        returned.push_str(" RETURNING runs.id AS id");
+        for column in columns {
+            returned.push_str(&format!(", runs.{column} AS {column}"));
+        }
+    }
+    if backend == DbBackend::Postgres {
+        // One text for every number of runs (`pg_rows`); the relation's columns keep the
+        // VALUES names. The ids' array (`$1`) is named again in an `= ANY` so that the
+        // generic plan reaches `runs` by its primary key.
+        let mut rows = Rows::new(&[col("column1", Ty::Text), col("column2", Ty::Int8)]);
+        for (id, n) in per_run {
+            rows.push([Value::from(id.to_string()), Value::from(*n)]);
+        }
+        let mut values = Vec::new();
+        let sql = format!(
+            "UPDATE runs SET {} FROM {} AS v \
+             WHERE runs.id = ANY($1::text[]) AND runs.id = v.column1{returned}",
+            set.join(", "),
+            rows.relation(&mut values)?
+        );
+        return Ok(Statement::from_sql_and_values(backend, sql, values));
+    }
     let mut values: Vec<Value> = Vec::with_capacity(per_run.len() * 2);
     let mut tuples = Vec::with_capacity(per_run.len());
     for (id, n) in per_run {
@@ -264,22 +373,12 @@ pub(super) fn add_to_run_counter(
             param(backend, first + 1)
         ));
     }
-    let set: Vec<String> = columns
-        .iter()
-        .map(|column| format!("{column} = runs.{column} + v.column2"))
-        .collect();
-    let mut sql = format!(
-        "UPDATE runs SET {} FROM (VALUES {}) AS v WHERE runs.id = v.column1",
+    let sql = format!(
+        "UPDATE runs SET {} FROM (VALUES {}) AS v WHERE runs.id = v.column1{returned}",
         set.join(", "),
         tuples.join(", ")
     );
-    if returning {
-        sql.push_str(" RETURNING runs.id AS id");
-        for column in columns {
-            sql.push_str(&format!(", runs.{column} AS {column}"));
-        }
-    }
-    super::placeholders::statement(backend, sql, values)
+    Ok(super::placeholders::statement(backend, sql, values))
 }
 
 /// Fills each claimed task's journal with the steps its run recorded so far. A run on its

@@ -8,6 +8,8 @@
 //! completion, a cancelled run) goes through `run_ops::complete_run` on its own, which
 //! answers the precise outcome. On PostgreSQL the writer then announces the capacity the
 //! batch's completions released, once per limited queue (`queue_store::publish_released`).
+//! PostgreSQL passes each chunk's rows as arrays (`pg_rows`) instead of a `VALUES` list,
+//! so both updates keep one statement text whatever the chunk size.
 
 use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
 
@@ -18,6 +20,7 @@ use crate::engine::obs_model::TimelineKind;
 use super::attempt_ops::{param, status_filter};
 use super::convert::run_from_model;
 use super::entities::runs;
+use super::pg_rows::{Rows, Ty, col};
 use super::timeline_ops::{self, Entry};
 use super::{child_ops, state_ops};
 
@@ -43,7 +46,7 @@ pub async fn apply<C: ConnectionTrait>(
     let mut out: Vec<Option<RunRecord>> = (0..writes.len()).map(|_| None).collect();
     for (n, chunk) in writes.chunks(CHUNK).enumerate() {
         let base = n * CHUNK;
-        let rows = c.query_all_raw(update_runs(c, chunk)).await?;
+        let rows = c.query_all_raw(update_runs(c, chunk)?).await?;
         let mut done = Vec::with_capacity(rows.len());
         for row in rows {
             let holds_locks = row.try_get::<bool>("", "holds_locks")?;
@@ -89,7 +92,7 @@ fn holds(lease: &LeaseRef, run: &RunRecord) -> bool {
     run.lease_token.as_deref() == Some(lease.token.as_str()) && run.namespace == lease.namespace
 }
 
-fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> Statement {
+fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> EngineResult<Statement> {
     let backend = c.get_database_backend();
     // Locks still held at the earliest `now` of the chunk (a superset: each release checks
     // its own instant again). RETURNING sees only the updated table on SQLite, so the
@@ -100,6 +103,40 @@ fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> Statement
         Value::from(RunStatus::Running.as_str().to_owned()),
         Value::from(earliest),
     ];
+    if backend == DbBackend::Postgres {
+        // One text for every chunk size (`pg_rows`); the ids' array (`$4`) is named again
+        // in an `= ANY` so that the generic plan reaches `runs` by its primary key.
+        let mut rows = Rows::new(&[
+            col("id", Ty::Text),
+            col("namespace", Ty::Text),
+            col("token", Ty::Text),
+            col("result", Ty::Text),
+            col("now", Ty::Int8),
+        ]);
+        for w in chunk {
+            rows.push([
+                Value::from(w.lease.run_id.clone()),
+                Value::from(w.lease.namespace.clone()),
+                Value::from(w.lease.token.clone()),
+                Value::from(w.result.clone()),
+                Value::from(w.now),
+            ]);
+        }
+        let sql = format!(
+            "UPDATE runs SET status = $1, result = v.result, lease_expires_at = NULL, \
+             finished_at = v.now, updated_at = v.now, \
+             timeline_count = runs.timeline_count + 1 \
+             FROM {} AS v \
+             WHERE runs.id = ANY($4::text[]) AND runs.id = v.id \
+             AND runs.namespace = v.namespace \
+             AND runs.lease_token = v.token AND runs.status = $2 \
+             AND runs.lease_expires_at > v.now \
+             RETURNING runs.*, EXISTS (SELECT 1 FROM state_locks l \
+               WHERE l.holder_run_id = runs.id AND l.expires_at > $3) AS holds_locks",
+            rows.relation(&mut values)?
+        );
+        return Ok(Statement::from_sql_and_values(backend, sql, values));
+    }
     let mut tuples = Vec::with_capacity(chunk.len());
     for w in chunk {
         let first = values.len();
@@ -134,7 +171,7 @@ fn update_runs<C: ConnectionTrait>(c: &C, chunk: &[&CompleteWrite]) -> Statement
         tuples = tuples.join(", "),
         returning = returning_runs(backend),
     );
-    super::placeholders::statement(backend, sql, values)
+    Ok(super::placeholders::statement(backend, sql, values))
 }
 
 /// The updated `runs` columns: `RETURNING *` names only the updated table's columns on
@@ -153,6 +190,32 @@ async fn end_attempts<C: ConnectionTrait>(
     done: &[(usize, RunRecord, i64, bool)],
 ) -> EngineResult<()> {
     let backend = c.get_database_backend();
+    if backend == DbBackend::Postgres {
+        // One text for every chunk size (`pg_rows`).
+        let mut rows = Rows::new(&[
+            col("run_id", Ty::Text),
+            col("number", Ty::Int4),
+            col("now", Ty::Int8),
+        ]);
+        for (i, run, _, _) in done {
+            rows.push([
+                Value::from(run.id.clone()),
+                Value::from(run.attempt),
+                Value::from(chunk[*i].now),
+            ]);
+        }
+        let mut values = Vec::new();
+        let sql = format!(
+            "UPDATE attempts SET ended_at = v.now, failure = NULL FROM {} AS v \
+             WHERE attempts.run_id = ANY($1::text[]) AND attempts.run_id = v.run_id \
+             AND attempts.number = v.number \
+             AND attempts.ended_at IS NULL",
+            rows.relation(&mut values)?
+        );
+        c.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        return Ok(());
+    }
     let mut values: Vec<Value> = Vec::with_capacity(done.len() * 3);
     let mut tuples = Vec::with_capacity(done.len());
     for (i, run, _, _) in done {

@@ -126,7 +126,17 @@ async fn guarded_select<C: ConnectionTrait>(
         Value::from(RunStatus::Queued.as_str().to_owned()),
         Value::from(req.now),
     ];
+    if req.jobs.is_empty() {
+        return Ok(None);
+    }
+    // PostgreSQL: the id, queue and job lists as arrays, one statement text whatever
+    // their lengths (see `pg_rows`); SQLite lists the values.
+    let pg = backend == DbBackend::Postgres;
     let list = |items: Vec<String>, values: &mut Vec<Value>| -> String {
+        if pg {
+            values.push(Value::from(items));
+            return format!("${}::text[]", values.len());
+        }
         let first = values.len();
         values.extend(items.into_iter().map(Value::from));
         (first..values.len())
@@ -143,27 +153,35 @@ async fn guarded_select<C: ConnectionTrait>(
         req.jobs.iter().map(|j| j.name.clone()).collect(),
         &mut values,
     );
-    if jobs.is_empty() {
-        return Ok(None);
-    }
     let (ns, queued, now) = (param(backend, 0), param(backend, 1), param(backend, 2));
     // `deliverable(t)`: a run of table alias `t` the poll's claim could take now.
+    // `x IN (list)`, and `x NOT IN (list)` when `not`.
+    let within = |x: &str, list: &str, not: bool| match (pg, not) {
+        (true, false) => format!("{x} = ANY({list})"),
+        (true, true) => format!("{x} <> ALL({list})"),
+        (false, false) => format!("{x} IN ({list})"),
+        (false, true) => format!("{x} NOT IN ({list})"),
+    };
     let deliverable = |t: &str| {
         format!(
-            "{t}.namespace = {ns} AND {t}.status = {queued} AND {t}.queue IN ({queues}) \
-             AND {t}.job IN ({jobs}) AND {t}.available_at <= {now}"
+            "{t}.namespace = {ns} AND {t}.status = {queued} AND {} \
+             AND {} AND {t}.available_at <= {now}",
+            within(&format!("{t}.queue"), &queues, false),
+            within(&format!("{t}.job"), &jobs, false),
         )
     };
     let sql = format!(
         "SELECT r.*, (SELECT q.lease_timeout_ms FROM queues q \
            WHERE q.namespace = r.namespace AND q.name = r.queue) AS queue_lease_ms \
-         FROM runs r WHERE r.id IN ({ids}) AND {mine} \
+         FROM runs r WHERE {mine_id} AND {mine} \
          AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.namespace = r.namespace \
            AND q.name = r.queue AND (q.paused OR q.concurrency_limit IS NOT NULL \
            OR q.key_concurrency_limit IS NOT NULL OR q.rate_limit IS NOT NULL \
            OR q.rate_period_ms IS NOT NULL)) \
-         AND NOT EXISTS (SELECT 1 FROM runs o WHERE {other} AND o.id NOT IN ({ids})) \
+         AND NOT EXISTS (SELECT 1 FROM runs o WHERE {other} AND {other_id}) \
          ORDER BY r.priority DESC, r.available_at, r.id",
+        mine_id = within("r.id", &ids, false),
+        other_id = within("o.id", &ids, true),
         mine = deliverable("r"),
         other = deliverable("o"),
     );

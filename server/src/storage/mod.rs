@@ -17,6 +17,7 @@ mod key_ops;
 pub mod limits;
 mod notify;
 mod obs_store;
+mod pg_rows;
 mod placeholders;
 mod queue_ops;
 mod queue_store;

@@ -94,7 +94,20 @@ impl SqlStore {
                 });
             }
             Backend::Postgres => {
-                opts.max_connections(32).min_connections(2);
+                // Each pooled connection prepares and plans its own statements (the first
+                // five executions of each with custom plans), so fewer connections plan
+                // less: `replicas` measured 0.7-1.0 PostgreSQL CPU-s per 1,000 runs with 8
+                // against 1.0-1.3 with 32 (docs/performance.md, round 5). The writers use
+                // two; the rest serve reads, which are short.
+                opts.max_connections(8).min_connections(2);
+                // A fixed statement text would get a cached generic plan after five
+                // executions, planned once for the table size of that moment: a seq scan
+                // planned on a near-empty `runs` then scans the grown table on every call
+                // until the next autoanalyze. Custom plans follow the table; statements
+                // stay prepared (no parse/describe per call).
+                opts.map_sqlx_postgres_opts(|o| {
+                    o.options([("plan_cache_mode", "force_custom_plan")])
+                });
             }
         }
         let mut db = Database::connect(opts).await?;

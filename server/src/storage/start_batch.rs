@@ -12,7 +12,10 @@
 //! and applies every start of the batch on its own with `run_ops::start_run`, which answers
 //! each one exactly as before (the failing one fails, the others are created).
 
-use sea_orm::{ConnectionTrait, EntityTrait, TryIntoModel};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IdenStatic, Iterable,
+    Statement, TryIntoModel, Value,
+};
 
 use crate::engine::model::{NewRun, RunRecord};
 use crate::engine::obs_model::TimelineKind;
@@ -22,6 +25,7 @@ use crate::engine::{EngineError, EngineResult};
 use super::convert::run_from_model;
 use super::entities::runs;
 use super::notify;
+use super::pg_rows::{Rows, Ty, col, null};
 use super::run_ops::insert_model;
 use super::timeline_ops::{self, Entry};
 
@@ -35,9 +39,13 @@ pub async fn insert<C: ConnectionTrait>(c: &C, starts: &[&NewRun]) -> EngineResu
     let mut created = Vec::with_capacity(starts.len());
     for chunk in starts.chunks(CHUNK) {
         let models: Vec<runs::ActiveModel> = chunk.iter().map(|n| insert_model(n)).collect();
-        runs::Entity::insert_many(models.iter().cloned())
-            .exec_without_returning(c)
-            .await?;
+        if c.get_database_backend() == DbBackend::Postgres {
+            c.execute_raw(pg_insert(&models)?).await?;
+        } else {
+            runs::Entity::insert_many(models.iter().cloned())
+                .exec_without_returning(c)
+                .await?;
+        }
         for model in models {
             // The inserted row is exactly `model`: no read back.
             let row = model
@@ -56,6 +64,54 @@ pub async fn insert<C: ConnectionTrait>(c: &C, starts: &[&NewRun]) -> EngineResu
     )
     .await?;
     Ok(created)
+}
+
+/// The PostgreSQL insert of `models` (every column set): one text for every number of
+/// starts (`pg_rows`), each column's type and nullability taken from the entity.
+fn pg_insert(models: &[runs::ActiveModel]) -> EngineResult<Statement> {
+    let mut cols = Vec::new();
+    let mut names = Vec::new();
+    let mut rows: Vec<Vec<Value>> = Vec::with_capacity(models.len());
+    for m in models {
+        let mut row = Vec::with_capacity(cols.len());
+        for column in runs::Column::iter() {
+            let value = m.get(column).into_value().ok_or_else(|| {
+                EngineError::Storage(format!("run row: {} not set", column.as_str()))
+            })?;
+            row.push(value);
+        }
+        rows.push(row);
+    }
+    let Some(first) = rows.first() else {
+        return Err(EngineError::Storage("run rows: none to insert".to_owned()));
+    };
+    for (column, value) in runs::Column::iter().zip(first) {
+        let ty = Ty::of(value).ok_or_else(|| {
+            EngineError::Storage(format!("run row: unsupported type of {}", column.as_str()))
+        })?;
+        let name = column.as_str();
+        names.push(name);
+        cols.push(if column.def().is_null() {
+            null(name, ty)
+        } else {
+            col(name, ty)
+        });
+    }
+    let mut list = Rows::new(&cols);
+    for row in rows {
+        list.push_iter(row);
+    }
+    let mut values = Vec::new();
+    let names = names.join(", ");
+    let sql = format!(
+        "INSERT INTO runs ({names}) SELECT {names} FROM {} AS v ORDER BY ord",
+        list.relation(&mut values)?
+    );
+    Ok(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
 }
 
 /// The wakeup a created run implies for other replicas: a delayed run wakes their timers

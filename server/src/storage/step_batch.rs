@@ -23,6 +23,7 @@ use crate::engine::model::{LeaseRef, NewStep, RunStatus};
 use super::attempt_ops::{add_to_run_counter, param};
 use super::convert::failure_to_text;
 use super::limits;
+use super::pg_rows::{Rows, Ty, col, null};
 use super::run_ops::step_entry;
 use super::timeline_ops;
 
@@ -47,7 +48,7 @@ pub async fn record<C: ConnectionTrait>(c: &C, writes: &[&StepWrite]) -> EngineR
     for (n, chunk) in writes.chunks(CHUNK).enumerate() {
         let base = n * CHUNK;
         let backend = c.get_database_backend();
-        let rows = c.query_all_raw(statement(backend, chunk, max)).await?;
+        let rows = c.query_all_raw(statement(backend, chunk, max)?).await?;
         let mut per_run: HashMap<&str, i64> = HashMap::new();
         // The results inserted, in the order their timeline entries are added.
         let mut added: Vec<(usize, i32)> = Vec::new();
@@ -78,7 +79,7 @@ pub async fn record<C: ConnectionTrait>(c: &C, writes: &[&StepWrite]) -> EngineR
                 &["step_count", "timeline_count"],
                 &per_run,
                 true,
-            ))
+            )?)
             .await?
         {
             let id: String = row.try_get("", "id")?;
@@ -108,7 +109,10 @@ fn output_size(step: &NewStep) -> i64 {
     step.output.as_ref().map_or(0, |o| o.len() as i64)
 }
 
-fn statement(backend: DbBackend, chunk: &[&StepWrite], max: i64) -> Statement {
+fn statement(backend: DbBackend, chunk: &[&StepWrite], max: i64) -> EngineResult<Statement> {
+    if backend == DbBackend::Postgres {
+        return pg_statement(chunk, max);
+    }
     let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11 + 1);
     values.push(Value::from(max));
     let mut rows = Vec::with_capacity(chunk.len());
@@ -155,5 +159,65 @@ fn statement(backend: DbBackend, chunk: &[&StepWrite], max: i64) -> Statement {
         RunStatus::Running.as_str(),
         max = param(backend, 0),
     );
-    super::placeholders::statement(backend, sql, values)
+    Ok(super::placeholders::statement(backend, sql, values))
+}
+
+/// The PostgreSQL form of [`statement`]: the results as arrays (`pg_rows`), one text for
+/// every chunk size.
+fn pg_statement(chunk: &[&StepWrite], max: i64) -> EngineResult<Statement> {
+    let mut rows = Rows::new(&[
+        col("run_id", Ty::Text),
+        col("step_id", Ty::Text),
+        col("kind", Ty::Text),
+        null("output", Ty::Text),
+        null("failure", Ty::Text),
+        col("output_size", Ty::Int8),
+        null("started_at", Ty::Int8),
+        col("now", Ty::Int8),
+        col("namespace", Ty::Text),
+        col("token", Ty::Text),
+        col("place", Ty::Int8),
+    ]);
+    let mut ordinal: HashMap<&str, i64> = HashMap::new();
+    for w in chunk {
+        let k = ordinal.entry(w.lease.run_id.as_str()).or_insert(0);
+        let place = *k;
+        *k += 1;
+        rows.push([
+            Value::from(w.lease.run_id.clone()),
+            Value::from(w.step.step_id.clone()),
+            Value::from(w.step.kind.as_str().to_owned()),
+            Value::from(w.step.output.clone()),
+            Value::from(w.step.failure.as_ref().map(failure_to_text)),
+            Value::from(output_size(&w.step)),
+            Value::from(w.step.started_at),
+            Value::from(w.now),
+            Value::from(w.lease.namespace.clone()),
+            Value::from(w.lease.token.clone()),
+            Value::from(place),
+        ]);
+    }
+    // `$1` is the cap; the run ids' array (the first column) is `$2`, named again in an
+    // `= ANY` so that the cached generic plan reaches `runs` by its primary key (it does
+    // not know the number of rows; without it, it hash-joins a scan of `runs`).
+    let mut values = vec![Value::from(max)];
+    let sql = format!(
+        "INSERT INTO steps (run_id, step_id, kind, attempt, output, failure, output_size, \
+         started_at, completed_at) \
+         SELECT r.id, v.step_id, v.kind, r.attempt, v.output, v.failure, v.output_size, \
+         v.started_at, v.now \
+         FROM {} AS v JOIN runs r ON r.id = v.run_id \
+         WHERE r.id = ANY($2::text[]) AND r.namespace = v.namespace AND r.lease_token = v.token \
+         AND r.status = '{}' AND r.lease_expires_at > v.now \
+         AND r.step_count + v.place < $1 FOR UPDATE OF r \
+         ON CONFLICT (run_id, step_id) DO NOTHING \
+         RETURNING run_id, step_id, attempt",
+        rows.relation(&mut values)?,
+        RunStatus::Running.as_str(),
+    );
+    Ok(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
 }

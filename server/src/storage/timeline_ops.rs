@@ -28,8 +28,8 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, Value,
 };
 
 use crate::engine::lease::{self, Access};
@@ -43,6 +43,7 @@ use crate::engine::{EngineError, EngineResult};
 use super::attempt_ops::add_to_run_counter;
 use super::entities::{run_logs, run_timeline, runs};
 use super::error::StorageError;
+use super::pg_rows::{Rows, Ty, col, null};
 use super::run_ops::load_run;
 use super::{limits, notify};
 
@@ -397,7 +398,7 @@ pub async fn flush<C: ConnectionTrait>(c: &C) -> EngineResult<()> {
                 &["timeline_count"],
                 chunk,
                 true,
-            ))
+            )?)
             .await?
         {
             let id: String = row.try_get("", "id")?;
@@ -432,12 +433,55 @@ pub async fn flush<C: ConnectionTrait>(c: &C) -> EngineResult<()> {
 const COUNT_CHUNK: usize = 500;
 
 async fn insert_now<C: ConnectionTrait>(c: &C, entries: &[Entry]) -> EngineResult<()> {
+    if c.get_database_backend() == DbBackend::Postgres {
+        if !entries.is_empty() {
+            c.execute_raw(pg_insert(entries)?).await?;
+        }
+        return Ok(());
+    }
     for chunk in entries.chunks(200) {
         run_timeline::Entity::insert_many(chunk.iter().cloned().map(active))
             .exec_without_returning(c)
             .await?;
     }
     Ok(())
+}
+
+/// The PostgreSQL insert of `entries`: one text for every number of entries (`pg_rows`),
+/// the rows inserted (their ids taken) in the order given.
+fn pg_insert(entries: &[Entry]) -> EngineResult<Statement> {
+    let mut rows = Rows::new(&[
+        col("run_id", Ty::Text),
+        col("at", Ty::Int8),
+        col("kind", Ty::Text),
+        col("attempt", Ty::Int4),
+        null("step_id", Ty::Text),
+        null("scheduled_at", Ty::Int8),
+        null("detail", Ty::Text),
+    ]);
+    for e in entries {
+        rows.push([
+            Value::from(e.run_id.clone()),
+            Value::from(e.at),
+            Value::from(e.kind.as_str().to_owned()),
+            Value::from(e.attempt),
+            Value::from(e.step_id.clone()),
+            Value::from(e.scheduled_at),
+            Value::from(e.detail.as_ref().map(|d| d.to_string())),
+        ]);
+    }
+    let mut values = Vec::new();
+    let sql = format!(
+        "INSERT INTO run_timeline (run_id, at, kind, attempt, step_id, scheduled_at, detail) \
+         SELECT run_id, at, kind, attempt, step_id, scheduled_at, detail FROM {} AS v \
+         ORDER BY ord",
+        rows.relation(&mut values)?
+    );
+    Ok(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
 }
 
 /// A run's timeline entries after `after` (an entry id), oldest first.

@@ -2,6 +2,7 @@
 //! relies on; it runs against a real SQLite file and a real PostgreSQL database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod batched_rows;
 mod children;
 mod combined;
 mod events;

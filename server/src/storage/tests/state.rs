@@ -708,6 +708,14 @@ pub async fn run_tied_locks_end_with_the_run(store: &Arc<dyn Store>) {
         ok(store, &ns, acquire("c", 1_000), t + 23).await,
         StateResult::Granted { .. }
     ));
+    // Completing releases it (the batched completion finds the runs holding locks).
+    let l = leased_run(store, &ns, t + 25).await;
+    apply(store, &ns, tied("e"), Some(&call(&l, "state:1")), t + 26).await;
+    store.complete_run(l, "null".into(), t + 27).await.unwrap();
+    assert!(matches!(
+        ok(store, &ns, acquire("e", 1_000), t + 28).await,
+        StateResult::Granted { .. }
+    ));
     // Untied locks outlive their run.
     let l = leased_run(store, &ns, t + 30).await;
     apply(
