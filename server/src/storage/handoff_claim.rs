@@ -129,45 +129,26 @@ async fn guarded_select<C: ConnectionTrait>(
     if req.jobs.is_empty() {
         return Ok(None);
     }
-    // PostgreSQL: the id, queue and job lists as arrays, one statement text whatever
-    // their lengths (see `pg_rows`); SQLite lists the values.
-    let pg = backend == DbBackend::Postgres;
-    let list = |items: Vec<String>, values: &mut Vec<Value>| -> String {
-        if pg {
-            values.push(Value::from(items));
-            return format!("${}::text[]", values.len());
-        }
-        let first = values.len();
-        values.extend(items.into_iter().map(Value::from));
-        (first..values.len())
-            .map(|i| param(backend, i))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    // The id, queue and job lists: arrays on PostgreSQL (see `list`).
     let ids = list(
+        backend,
         distinct.iter().map(|s| (*s).to_owned()).collect(),
         &mut values,
     );
-    let queues = list(req.queues.clone(), &mut values);
+    let queues = list(backend, req.queues.clone(), &mut values);
     let jobs = list(
+        backend,
         req.jobs.iter().map(|j| j.name.clone()).collect(),
         &mut values,
     );
     let (ns, queued, now) = (param(backend, 0), param(backend, 1), param(backend, 2));
     // `deliverable(t)`: a run of table alias `t` the poll's claim could take now.
-    // `x IN (list)`, and `x NOT IN (list)` when `not`.
-    let within = |x: &str, list: &str, not: bool| match (pg, not) {
-        (true, false) => format!("{x} = ANY({list})"),
-        (true, true) => format!("{x} <> ALL({list})"),
-        (false, false) => format!("{x} IN ({list})"),
-        (false, true) => format!("{x} NOT IN ({list})"),
-    };
     let deliverable = |t: &str| {
         format!(
             "{t}.namespace = {ns} AND {t}.status = {queued} AND {} \
              AND {} AND {t}.available_at <= {now}",
-            within(&format!("{t}.queue"), &queues, false),
-            within(&format!("{t}.job"), &jobs, false),
+            within(backend, &format!("{t}.queue"), &queues, false),
+            within(backend, &format!("{t}.job"), &jobs, false),
         )
     };
     let sql = format!(
@@ -180,8 +161,8 @@ async fn guarded_select<C: ConnectionTrait>(
            OR q.rate_period_ms IS NOT NULL)) \
          AND NOT EXISTS (SELECT 1 FROM runs o WHERE {other} AND {other_id}) \
          ORDER BY r.priority DESC, r.available_at, r.id",
-        mine_id = within("r.id", &ids, false),
-        other_id = within("o.id", &ids, true),
+        mine_id = within(backend, "r.id", &ids, false),
+        other_id = within(backend, "o.id", &ids, true),
         mine = deliverable("r"),
         other = deliverable("o"),
     );
@@ -267,16 +248,9 @@ pub(super) async fn insert_claimed<C: ConnectionTrait>(
             }
         });
     }
-    let list = |items: Vec<String>, values: &mut Vec<Value>| -> String {
-        let first = values.len();
-        values.extend(items.into_iter().map(Value::from));
-        (first..values.len())
-            .map(|i| param(backend, i))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let queues = list(req.queues.clone(), &mut values);
+    let queues = list(backend, req.queues.clone(), &mut values);
     let jobs = list(
+        backend,
         req.jobs.iter().map(|j| j.name.clone()).collect(),
         &mut values,
     );
@@ -291,11 +265,13 @@ pub(super) async fn insert_claimed<C: ConnectionTrait>(
            OR q.key_concurrency_limit IS NOT NULL OR q.rate_limit IS NOT NULL \
            OR q.rate_period_ms IS NOT NULL)) \
          AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.namespace = {ns} \
-           AND o.status = {queued_status} AND o.queue IN ({queues}) AND o.job IN ({jobs}) \
+           AND o.status = {queued_status} AND {in_queues} AND {in_jobs} \
            AND o.available_at <= {now}) \
          RETURNING effective_lease_ms",
         columns = columns.join(", "),
         exprs = exprs.join(", "),
+        in_queues = within(backend, "o.queue", &queues, false),
+        in_jobs = within(backend, "o.job", &jobs, false),
     );
     let stmt = super::placeholders::statement(backend, sql, values);
     let Some(row) = c.query_one_raw(stmt).await? else {
@@ -326,4 +302,30 @@ pub(super) async fn insert_claimed<C: ConnectionTrait>(
         resumed: false,
     };
     Ok(Some((as_model(queued)?, task)))
+}
+
+/// A list of values bound into a statement: PostgreSQL passes it as one `text[]` (one
+/// statement text whatever its length, see `pg_rows`), SQLite as one placeholder per
+/// value. Use it with [`within`].
+fn list(backend: DbBackend, items: Vec<String>, values: &mut Vec<Value>) -> String {
+    if backend == DbBackend::Postgres {
+        values.push(Value::from(items));
+        return format!("${}::text[]", values.len());
+    }
+    let first = values.len();
+    values.extend(items.into_iter().map(Value::from));
+    (first..values.len())
+        .map(|i| param(backend, i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `x IN (list)`, or `x NOT IN (list)` when `not`, for a [`list`] of `backend`.
+fn within(backend: DbBackend, x: &str, list: &str, not: bool) -> String {
+    match (backend == DbBackend::Postgres, not) {
+        (true, false) => format!("{x} = ANY({list})"),
+        (true, true) => format!("{x} <> ALL({list})"),
+        (false, false) => format!("{x} IN ({list})"),
+        (false, true) => format!("{x} NOT IN ({list})"),
+    }
 }

@@ -123,19 +123,7 @@ fn statement(backend: DbBackend, chunk: &[&StepWrite], max: i64) -> EngineResult
         let place = *k;
         *k += 1;
         let first = values.len();
-        values.extend([
-            Value::from(w.lease.run_id.clone()),
-            Value::from(w.step.step_id.clone()),
-            Value::from(w.step.kind.as_str().to_owned()),
-            Value::from(w.step.output.clone()),
-            Value::from(w.step.failure.as_ref().map(failure_to_text)),
-            Value::from(output_size(&w.step)),
-            Value::from(w.step.started_at),
-            Value::from(w.now),
-            Value::from(w.lease.namespace.clone()),
-            Value::from(w.lease.token.clone()),
-            Value::from(place),
-        ]);
+        values.extend(step_row(w, place));
         let params: Vec<String> = (first..values.len()).map(|i| param(backend, i)).collect();
         rows.push(format!("({})", params.join(", ")));
     }
@@ -183,19 +171,7 @@ fn pg_statement(chunk: &[&StepWrite], max: i64) -> EngineResult<Statement> {
         let k = ordinal.entry(w.lease.run_id.as_str()).or_insert(0);
         let place = *k;
         *k += 1;
-        rows.push([
-            Value::from(w.lease.run_id.clone()),
-            Value::from(w.step.step_id.clone()),
-            Value::from(w.step.kind.as_str().to_owned()),
-            Value::from(w.step.output.clone()),
-            Value::from(w.step.failure.as_ref().map(failure_to_text)),
-            Value::from(output_size(&w.step)),
-            Value::from(w.step.started_at),
-            Value::from(w.now),
-            Value::from(w.lease.namespace.clone()),
-            Value::from(w.lease.token.clone()),
-            Value::from(place),
-        ]);
+        rows.push(step_row(w, place));
     }
     // `$1` is the cap; the run ids' array (the first column) is `$2`, named again in an
     // `= ANY` so that the cached generic plan reaches `runs` by its primary key (it does
@@ -220,4 +196,22 @@ fn pg_statement(chunk: &[&StepWrite], max: i64) -> EngineResult<Statement> {
         sql,
         values,
     ))
+}
+
+/// A step result's values in the order of the steps insert's columns (`place`: its order
+/// among the batch's results of the same run).
+fn step_row(w: &StepWrite, place: i64) -> [Value; 11] {
+    [
+        Value::from(w.lease.run_id.clone()),
+        Value::from(w.step.step_id.clone()),
+        Value::from(w.step.kind.as_str().to_owned()),
+        Value::from(w.step.output.clone()),
+        Value::from(w.step.failure.as_ref().map(failure_to_text)),
+        Value::from(output_size(&w.step)),
+        Value::from(w.step.started_at),
+        Value::from(w.now),
+        Value::from(w.lease.namespace.clone()),
+        Value::from(w.lease.token.clone()),
+        Value::from(place),
+    ]
 }

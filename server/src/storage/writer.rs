@@ -287,15 +287,6 @@ async fn writer_loop(
         .await
         .unwrap_or_else(|| vec![false; steps.len()]);
         drop(steps);
-        if sp.restart {
-            match restart(&db, options, txn, &mut sp, &stats).await {
-                Some(t) => txn = t,
-                None => {
-                    batch.clear(); // the caller gets `Unavailable`
-                    continue;
-                }
-            }
-        }
         // Then the completions, together, in a savepoint of their own.
         let completions: Vec<&CompleteWrite> = batch
             .iter()
@@ -326,15 +317,6 @@ async fn writer_loop(
         .await
         .unwrap_or_default();
         drop(completions);
-        if sp.restart {
-            match restart(&db, options, txn, &mut sp, &stats).await {
-                Some(t) => txn = t,
-                None => {
-                    batch.clear(); // the caller gets `Unavailable`
-                    continue;
-                }
-            }
-        }
         // Then the plain starts, together, in a savepoint of their own.
         let starts: Vec<&NewRun> = batch
             .iter()
@@ -360,6 +342,8 @@ async fn writer_loop(
         .await
         .unwrap_or_default();
         drop(starts);
+        // A restart happens only in a commit of one write (no `w`), so at most one of the
+        // three phases above had work, and the phases after a failed one did nothing.
         if sp.restart {
             match restart(&db, options, txn, &mut sp, &stats).await {
                 Some(t) => txn = t,
