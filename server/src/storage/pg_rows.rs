@@ -160,52 +160,41 @@ fn arrays(c: &Col, column: Vec<Value>) -> EngineResult<(Value, Option<Vec<bool>>
     };
     let wrong = || EngineError::Storage(format!("batched row: wrong type in column {}", c.name));
     let array = match c.ty {
-        Ty::Text => {
-            let mut out = Vec::with_capacity(column.len());
-            for v in column {
-                let Value::String(s) = v else {
-                    return Err(wrong());
-                };
-                is_null(s.is_none())?;
-                out.push(s.unwrap_or_default());
-            }
-            Value::from(out)
-        }
-        Ty::Int4 => {
-            let mut out = Vec::with_capacity(column.len());
-            for v in column {
-                let Value::Int(n) = v else {
-                    return Err(wrong());
-                };
-                is_null(n.is_none())?;
-                out.push(n.unwrap_or_default());
-            }
-            Value::from(out)
-        }
-        Ty::Int8 => {
-            let mut out = Vec::with_capacity(column.len());
-            for v in column {
-                let Value::BigInt(n) = v else {
-                    return Err(wrong());
-                };
-                is_null(n.is_none())?;
-                out.push(n.unwrap_or_default());
-            }
-            Value::from(out)
-        }
-        Ty::Float8 => {
-            let mut out = Vec::with_capacity(column.len());
-            for v in column {
-                let Value::Double(n) = v else {
-                    return Err(wrong());
-                };
-                is_null(n.is_none())?;
-                out.push(n.unwrap_or_default());
-            }
-            Value::from(out)
-        }
+        Ty::Text => Value::from(typed(column, &mut is_null, &wrong, |v| match v {
+            Value::String(s) => Some(s),
+            _ => None,
+        })?),
+        Ty::Int4 => Value::from(typed(column, &mut is_null, &wrong, |v| match v {
+            Value::Int(n) => Some(n),
+            _ => None,
+        })?),
+        Ty::Int8 => Value::from(typed(column, &mut is_null, &wrong, |v| match v {
+            Value::BigInt(n) => Some(n),
+            _ => None,
+        })?),
+        Ty::Float8 => Value::from(typed(column, &mut is_null, &wrong, |v| match v {
+            Value::Double(n) => Some(n),
+            _ => None,
+        })?),
     };
     Ok((array, mask))
+}
+
+/// A column's values as `T`s (`pick`: the value's `Option<T>` when it is of `T`'s variant,
+/// else `wrong`), NULLs reported to `is_null` and passed as `T::default()`.
+fn typed<T: Default>(
+    column: Vec<Value>,
+    is_null: &mut impl FnMut(bool) -> EngineResult<()>,
+    wrong: &impl Fn() -> EngineError,
+    pick: impl Fn(Value) -> Option<Option<T>>,
+) -> EngineResult<Vec<T>> {
+    let mut out = Vec::with_capacity(column.len());
+    for v in column {
+        let n = pick(v).ok_or_else(wrong)?;
+        is_null(n.is_none())?;
+        out.push(n.unwrap_or_default());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
